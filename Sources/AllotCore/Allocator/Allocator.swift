@@ -1,0 +1,275 @@
+/// The coordinator-side lease engine for the budgets one coordinator owns.
+///
+/// A pure state machine: events in (`acquire`, `release`, `tick`, `ownershipGained`), answers
+/// out. It reads no clock (every event carries `now`), owns no task or socket, and never
+/// throws on a protocol event: "not applied" outcomes are enum cases.
+///
+/// Contract (MUST hold after every event; `checkInvariants` verifies it):
+/// - never over the cap: a budget's granted-and-not-returned units plus its consumed units
+///   never exceed what its kind allows (see `BudgetAccount`);
+/// - idempotent grants: a re-sent acquire (same request id) gets the same grant again;
+/// - expired, unreturned units count as spent and are never granted twice.
+public struct Allocator: Sendable {
+    public enum AcquireOutcome: Hashable, Sendable {
+        /// A new grant (possibly of 0 units: a renewal, or nothing free).
+        case granted(Grant)
+        /// The request id was already answered: the same grant again, nothing changed.
+        case resent(Grant)
+        /// The request id is older than one already answered for this node: dropped.
+        case ignoredStale
+        case unknownBudget
+    }
+
+    public enum ReleaseOutcome: Hashable, Sendable {
+        /// Counters applied; `returned` units went back to the pool.
+        case applied(returned: Int64)
+        /// The lease is not (or no longer) held: expired leases were counted as spent.
+        case ignoredUnknownLease
+        case unknownBudget
+    }
+
+    /// A lease that ended unreturned during `tick`.
+    public struct Expiry: Hashable, Sendable {
+        public var budget: BudgetID
+        public var node: NodeID
+        public var amount: Int64
+    }
+
+    public let settings: AllocatorSettings
+    private var accounts: [BudgetID: BudgetAccount] = [:]
+
+    public init(settings: AllocatorSettings = AllocatorSettings(), budgets: [BudgetSpec], now: Instant) throws(AllotError) {
+        try settings.validate()
+        self.settings = settings
+        for b in budgets { try add(b, now: now) }
+    }
+
+    public mutating func add(_ spec: BudgetSpec, now: Instant) throws(AllotError) {
+        guard accounts[spec.id] == nil else {
+            throw AllotError(.duplicateBudget, "budget \(spec.id) is already configured")
+        }
+        accounts[spec.id] = BudgetAccount(spec: spec, now: now)
+    }
+
+    public var budgetIDs: [BudgetID] { accounts.keys.sorted() }
+
+    // MARK: events
+
+    public mutating func acquire(_ req: AcquireRequest, now: Instant) -> AcquireOutcome {
+        guard var acct = accounts[req.budget] else { return .unknownBudget }
+        var expired: [(NodeID, Int64)] = []
+        acct.advance(to: now, expired: &expired)
+        var entry = acct.nodes[req.node] ?? BudgetAccount.NodeEntry(lastSeen: now)
+        if req.requestID == entry.lastRequestID, let g = entry.lastGrant {
+            accounts[req.budget] = acct
+            return .resent(g)
+        }
+        if req.requestID <= entry.lastRequestID {
+            accounts[req.budget] = acct
+            return .ignoredStale
+        }
+        entry.lastRequestID = req.requestID
+        entry.lastSeen = now
+        entry.want = min(max(req.want, 0), settings.maxSlice)
+
+        if var lease = entry.lease, lease.id == req.leaseID {
+            Self.apply(consumed: req.consumed, released: req.released, to: &lease, in: &acct)
+            entry.lease = lease
+        }
+        var adopted = false
+        if acct.isLearning, entry.lease == nil, req.leaseID != 0, req.holding > 0 {
+            // Learning mode: take over what another owner granted, add nothing.
+            entry.lease = BudgetAccount.Lease(id: acct.nextLeaseID, granted: req.holding, expiresAt: now)
+            acct.nextLeaseID += 1
+            acct.outstanding += req.holding
+            adopted = true
+        }
+        acct.nodes[req.node] = entry
+
+        var amount: Int64 = 0
+        var retryAfter: Duration = .zero
+        if !acct.isLearning {
+            (amount, retryAfter) = size(for: req.node, in: acct, now: now)
+        } else {
+            retryAfter = min(settings.refreshInterval, acct.learningUntil! - now)
+        }
+
+        var ttl = settings.leaseTTL
+        if case .quota = acct.spec.kind { ttl = min(ttl, acct.windowEnd - now) }
+        var grant = Grant(requestID: req.requestID, budget: req.budget, leaseID: 0, epoch: acct.epoch,
+                          amount: amount, ttl: ttl, adopted: adopted, retryAfter: retryAfter)
+        if var lease = entry.lease {
+            lease.granted += amount
+            lease.expiresAt = now + ttl
+            entry.lease = lease
+            grant.leaseID = lease.id
+        } else if amount > 0 {
+            entry.lease = BudgetAccount.Lease(id: acct.nextLeaseID, granted: amount, expiresAt: now + ttl)
+            grant.leaseID = acct.nextLeaseID
+            acct.nextLeaseID += 1
+        }
+        acct.pool -= amount
+        acct.outstanding += amount
+        if amount > 0 { acct.grantsTotal += 1 }
+        entry.lastGrant = grant
+        acct.nodes[req.node] = entry
+        accounts[req.budget] = acct
+        return .granted(grant)
+    }
+
+    public mutating func release(_ req: ReleaseRequest, now: Instant) -> ReleaseOutcome {
+        guard var acct = accounts[req.budget] else { return .unknownBudget }
+        var expired: [(NodeID, Int64)] = []
+        acct.advance(to: now, expired: &expired)
+        defer { accounts[req.budget] = acct }
+        guard var entry = acct.nodes[req.node], var lease = entry.lease, lease.id == req.leaseID else {
+            return .ignoredUnknownLease
+        }
+        let before = acct.pool
+        Self.apply(consumed: req.consumed, released: req.released, to: &lease, in: &acct)
+        entry.lastSeen = now
+        if req.final && (lease.outstanding == 0 || !acct.spec.kind.isConcurrency) {
+            // Units still out on a closed token lease were reserved in flight and will never
+            // be reported: count them as spent. Permits still out stay leased until expiry.
+            acct.outstanding -= lease.outstanding
+            acct.expiredSpent += lease.outstanding
+            entry.lease = nil
+            entry.want = 0
+        } else {
+            entry.lease = lease
+        }
+        acct.nodes[req.node] = entry
+        return .applied(returned: acct.pool - before)
+    }
+
+    /// Expires leases, rolls quota windows, ends learning mode and refills buckets.
+    public mutating func tick(now: Instant) -> [Expiry] {
+        var out: [Expiry] = []
+        for id in accounts.keys {
+            var expired: [(NodeID, Int64)] = []
+            accounts[id]!.advance(to: now, expired: &expired)
+            for (node, amount) in expired { out.append(Expiry(budget: id, node: node, amount: amount)) }
+        }
+        return out
+    }
+
+    /// This coordinator became the owner of `budget` (failover or rebalancing) with a new
+    /// `epoch`. For one lease TTL it grants nothing beyond what nodes report holding, so
+    /// leases granted by the previous owner run out before any new capacity is handed out.
+    /// `committed` is what a quota's ledger says is already used or out in this window
+    /// (pass the allowance when unknown: nothing is granted until the next window).
+    public mutating func ownershipGained(_ budget: BudgetID, epoch: UInt64, committed: Int64, now: Instant) -> Bool {
+        guard let old = accounts[budget] else { return false }
+        var acct = BudgetAccount(spec: old.spec, now: now)
+        acct.nextLeaseID = old.nextLeaseID
+        acct.startLearning(epoch: epoch, now: now, until: now + settings.leaseTTL, committed: committed)
+        accounts[budget] = acct
+        return true
+    }
+
+    // MARK: sizing
+
+    /// How much to grant `node` now: its max-min fair share of the budget's capacity minus
+    /// what it already holds, never more than the pool.
+    private func size(for node: NodeID, in acct: BudgetAccount, now: Instant) -> (Int64, Duration) {
+        guard let me = acct.nodes[node] else { return (0, .zero) }
+        let held = me.lease?.outstanding ?? 0
+        var wants: [Int64] = []
+        var heldTotal: Int64 = 0
+        var mine = 0
+        for (id, e) in acct.nodes {
+            let active = e.lease != nil || now - e.lastSeen < settings.demandMemory
+            guard active else { continue }
+            if id == node { mine = wants.count }
+            wants.append(e.want)
+            heldTotal += e.lease?.outstanding ?? 0
+        }
+        let capacity: Int64
+        switch acct.spec.kind {
+        case .rate(let limit, let period, _):
+            let flow = Self.scale(limit, settings.refreshInterval.nanoseconds, period.nanoseconds)
+            capacity = max(flow, acct.pool + heldTotal)
+        case .quota, .concurrency:
+            capacity = acct.pool + heldTotal
+        }
+        let share = WaterFill.shares(capacity: capacity, wants: wants)[mine]
+        let target = min(share - held, settings.maxSlice)
+        guard target > 0 else { return (0, .zero) }
+        var amount = min(max(target, settings.minSlice), acct.pool)
+        amount = max(amount, 0)
+        var retry: Duration = .zero
+        if amount < target {
+            let deficit = target - amount
+            switch acct.spec.kind {
+            case .rate(let limit, let period, _):
+                let ns = Self.scale(deficit, period.nanoseconds, limit)
+                retry = .nanoseconds(min(max(ns, 10_000_000), settings.refreshInterval.nanoseconds))
+            case .quota:
+                retry = min(settings.refreshInterval, acct.windowEnd - now)
+            case .concurrency:
+                retry = .nanoseconds(settings.refreshInterval.nanoseconds / 4)
+            }
+        }
+        return (amount, retry)
+    }
+
+    /// `a × b / c` without overflow (saturating).
+    static func scale(_ a: Int64, _ b: Int64, _ c: Int64) -> Int64 {
+        let p = a.multipliedFullWidth(by: b)
+        if p.high >= c / 2 { return .max / 4 }
+        return c.dividingFullWidth(p).quotient
+    }
+
+    private static func apply(consumed: Int64, released: Int64, to lease: inout BudgetAccount.Lease,
+                              in acct: inout BudgetAccount) {
+        let ov = lease.outstanding
+        let dc = min(max(0, consumed - lease.consumedSeen), ov)
+        let dr = min(max(0, released - lease.releasedSeen), ov - dc)
+        lease.consumedSeen += dc
+        lease.releasedSeen += dr
+        acct.outstanding -= dc + dr
+        acct.consumed += dc
+        acct.pool += dr
+    }
+
+    // MARK: inspection
+
+    /// A budget's books as seen by `allot status` and the tests.
+    public struct Status: Hashable, Sendable {
+        public var budget: BudgetID
+        public var kind: BudgetKind
+        public var pool: Int64
+        public var outstanding: Int64
+        public var consumed: Int64
+        public var expiredSpent: Int64
+        public var holders: Int
+        public var epoch: UInt64
+        public var learning: Bool
+        public var grants: Int64
+    }
+
+    public func status(_ budget: BudgetID) -> Status? {
+        guard let a = accounts[budget] else { return nil }
+        return Status(budget: budget, kind: a.spec.kind, pool: a.pool, outstanding: a.outstanding,
+                      consumed: a.consumed, expiredSpent: a.expiredSpent, holders: a.holders,
+                      epoch: a.epoch, learning: a.isLearning, grants: a.grantsTotal)
+    }
+
+    /// Nil when every budget's books balance.
+    public func checkInvariants() -> String? {
+        for a in accounts.values { if let e = a.checkInvariants() { return e } }
+        return nil
+    }
+
+    /// The next instant at which `tick` has work: a lease expiry, a window end or the end of
+    /// learning mode. Token buckets refill lazily and need no tick.
+    public var nextDeadline: Instant {
+        var t = Instant.distantFuture
+        for a in accounts.values {
+            if let l = a.learningUntil { t = min(t, l) }
+            if case .quota = a.spec.kind { t = min(t, a.windowEnd) }
+            for e in a.nodes.values { if let l = e.lease { t = min(t, l.expiresAt) } }
+        }
+        return t
+    }
+}

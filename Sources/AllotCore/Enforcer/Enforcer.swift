@@ -1,0 +1,149 @@
+/// The node-side lease engine that a gateway embeds: spends slices locally and decides when
+/// to ask for more and when to give back.
+///
+/// A pure state machine like the `Allocator`: every call carries `now`; outgoing messages
+/// come from `poll(now:)`; nothing here does I/O or blocks.
+///
+/// Contract:
+/// - `reserve`/`admit`/`settle` are O(budgets in the set), allocation-free, and never wait on
+///   the network (invariant 2);
+/// - admission is all or nothing across the set: a denial takes nothing from any budget;
+/// - with a valid lease a node never spends more than it was granted, and never after its
+///   copy of the lease ended (which is always before the coordinator's copy ends);
+/// - without a lease each budget follows its `FailMode`.
+public struct Enforcer: Sendable {
+    public let settings: EnforcerSettings
+    @usableFromInline var slices: [LocalSlice] = []
+    var specs: [BudgetSpec] = []
+    var handles: [BudgetID: BudgetHandle] = [:]
+    var nextRequestID: UInt64 = 1
+    /// Set when some slice wants a refill; the shell SHOULD call `poll` soon after.
+    @usableFromInline var _wantsPoll = false
+    public var wantsPoll: Bool { _wantsPoll }
+
+    public init(settings: EnforcerSettings) throws(AllotError) {
+        try settings.validate()
+        self.settings = settings
+    }
+
+    /// Registers a budget (idempotent per id) and returns its handle for the hot path.
+    @discardableResult
+    public mutating func register(_ spec: BudgetSpec) -> BudgetHandle {
+        if let h = handles[spec.id] { return h }
+        let h = BudgetHandle(index: Int32(slices.count))
+        slices.append(LocalSlice(spec: spec))
+        specs.append(spec)
+        handles[spec.id] = h
+        return h
+    }
+
+    public func handle(for id: BudgetID) -> BudgetHandle? { handles[id] }
+    public func spec(_ h: BudgetHandle) -> BudgetSpec { specs[Int(h.index)] }
+
+    // MARK: hot path
+
+    /// Takes `cost` from every budget in `set`, or from none. Use before a request whose cost
+    /// is an upper bound (then `settle`), or whose requests hold a concurrency permit.
+    @inlinable
+    public mutating func reserve(_ cost: Cost, on set: BudgetSet, now: Instant) -> Decision {
+        var denied = -1
+        for i in 0..<set.count {
+            let idx = Int(set.handles[i])
+            let amount = slices[idx].amount(for: cost)
+            slices[idx].demand.record(amount, now: now)
+            slices[idx].lastCost = amount
+            if denied >= 0 { continue }
+            if now < slices[idx].expiresAt {
+                if slices[idx].available < amount {
+                    denied = i
+                    slices[idx].needsRefill = true
+                    _wantsPoll = true
+                }
+            } else {
+                slices[idx].needsRefill = true
+                _wantsPoll = true
+                switch slices[idx].mode {
+                case .closed: denied = i
+                case .open: break
+                case .staticAllowance:
+                    let period = now.nanoseconds / settings.leaseTTL.nanoseconds
+                    let used = slices[idx].staticPeriod == period ? slices[idx].staticUsed : 0
+                    if used + amount > slices[idx].staticAllowance { denied = i }
+                }
+            }
+        }
+        if denied >= 0 { return .denied(by: set[denied]) }
+        var r = Reservation(budgets: set)
+        for i in 0..<set.count {
+            let idx = Int(set.handles[i])
+            let amount = slices[idx].amount(for: cost)
+            r.amounts[i] = amount
+            slices[idx].admitted.record(amount, now: now)
+            if now < slices[idx].expiresAt {
+                slices[idx].available -= amount
+                slices[idx].reserved += amount
+                r.leases[i] = slices[idx].leaseID
+                let lead = slices[idx].admitted.rate(now: now) &* settings.prefetchLead.nanoseconds / 1_000_000_000
+                if slices[idx].available <= lead &+ amount {
+                    slices[idx].needsRefill = true
+                    _wantsPoll = true
+                }
+            } else {
+                r.fromFailMode[i] = true
+                switch slices[idx].mode {
+                case .closed: preconditionFailure("closed budget admitted without a lease")
+                case .open: slices[idx].debt += amount
+                case .staticAllowance:
+                    let period = now.nanoseconds / settings.leaseTTL.nanoseconds
+                    if slices[idx].staticPeriod != period {
+                        slices[idx].staticPeriod = period
+                        slices[idx].staticUsed = 0
+                    }
+                    slices[idx].staticUsed += amount
+                }
+            }
+        }
+        return .admitted(r)
+    }
+
+    /// Settles a reservation to what the request actually cost; the difference goes back to
+    /// the slice it came from (or nowhere, if that lease has ended: the coordinator counted
+    /// it as spent). Concurrency permits are returned.
+    @inlinable
+    public mutating func settle(_ r: Reservation, actual: Cost, now: Instant) {
+        for i in 0..<r.budgets.count {
+            let idx = Int(r.budgets.handles[i])
+            let reserved = r.amounts[i]
+            let spent = slices[idx].isConcurrency ? 0 : slices[idx].amount(for: actual)
+            if r.fromFailMode[i] {
+                switch slices[idx].mode {
+                case .open: slices[idx].debt = max(0, slices[idx].debt + spent - reserved)
+                case .staticAllowance: slices[idx].staticUsed = max(0, slices[idx].staticUsed + spent - reserved)
+                case .closed: break
+                }
+                continue
+            }
+            guard r.leases[i] == slices[idx].leaseID else { continue }
+            slices[idx].reserved -= reserved
+            slices[idx].consumed += spent
+            if spent <= reserved {
+                slices[idx].available += reserved - spent
+            } else {
+                // The upstream used more than the bound: pay from the slice, owe the rest.
+                let extra = spent - reserved
+                let paid = min(extra, slices[idx].available)
+                slices[idx].available -= paid
+                slices[idx].debt += extra - paid
+            }
+        }
+    }
+
+    /// Reserve and settle in one step, for a request whose cost is known up front.
+    /// (On a concurrency budget this checks a permit is free and returns it at once.)
+    @inlinable
+    public mutating func admit(_ cost: Cost, on set: BudgetSet, now: Instant) -> Decision {
+        let d = reserve(cost, on: set, now: now)
+        if case .admitted(let r) = d { settle(r, actual: cost, now: now) }
+        return d
+    }
+}

@@ -1,0 +1,60 @@
+/// One budget's slice on a node: what the node may spend, under which lease, until when.
+/// Plain values only, so the hot path touches no reference counts.
+@usableFromInline
+struct LocalSlice: Sendable {
+    @usableFromInline enum Mode: UInt8, Sendable { case closed, open, staticAllowance }
+
+    struct Pending: Sendable {
+        var requestID: UInt64
+        /// When the first attempt was sent: the lease's TTL counts from here.
+        var firstSentAt: Instant
+        var lastSentAt: Instant
+        var request: AcquireRequest
+    }
+
+    @usableFromInline let unit: Unit
+    @usableFromInline let isConcurrency: Bool
+    @usableFromInline let mode: Mode
+    @usableFromInline let staticAllowance: Int64
+
+    @usableFromInline var leaseID: LeaseID = 0
+    var epoch: UInt64 = 0
+    /// Spendable now.
+    @usableFromInline var available: Int64 = 0
+    /// Reserved by requests in flight under the current lease (permits in use, for concurrency).
+    @usableFromInline var reserved: Int64 = 0
+    /// The node's copy of the lease ends here: always before the coordinator's.
+    @usableFromInline var expiresAt: Instant = .zero
+    /// Cumulative under the current lease, reported with every acquire and release.
+    @usableFromInline var consumed: Int64 = 0
+    var released: Int64 = 0
+    /// Admitted without a lease in `open` mode; repaid from the next grants.
+    @usableFromInline var debt: Int64 = 0
+    @usableFromInline var staticUsed: Int64 = 0
+    @usableFromInline var staticPeriod: Int64 = -1
+
+    @usableFromInline var demand = DemandMeter()
+    @usableFromInline var admitted = DemandMeter()
+    @usableFromInline var lastCost: Int64 = 0
+    @usableFromInline var needsRefill = false
+    var pending: Pending?
+    var retryNotBefore: Instant = .zero
+    var lastDemandAt: Instant = .zero
+    var target: Int64 = 0
+
+    init(spec: BudgetSpec) {
+        unit = spec.unit
+        isConcurrency = spec.kind.isConcurrency
+        switch spec.failMode {
+        case .closed: mode = .closed; staticAllowance = 0
+        case .open: mode = .open; staticAllowance = 0
+        case .static(let a): mode = .staticAllowance; staticAllowance = a
+        }
+    }
+
+    @inlinable
+    func amount(for cost: Cost) -> Int64 { isConcurrency ? 1 : cost[unit] }
+
+    /// Units the node holds under its lease (spendable plus reserved in flight).
+    var holding: Int64 { available + reserved }
+}

@@ -1,0 +1,96 @@
+/// Identifies one lease of one node on one budget, assigned by the coordinator.
+/// 0 means "no lease".
+public typealias LeaseID = UInt64
+
+/// A node's request for (more of) a budget. Also renews the node's lease and reports its
+/// cumulative consumption and releases under that lease.
+///
+/// Counters are cumulative per lease, so duplicates and reordering are harmless: the
+/// coordinator only ever applies the increase over what it has seen.
+public struct AcquireRequest: Hashable, Sendable {
+    /// Unique and increasing per node. A retry of a lost request MUST reuse its id.
+    public var requestID: UInt64
+    public var node: NodeID
+    public var budget: BudgetID
+    /// The slice the node wants to hold for the next refresh interval (its measured demand
+    /// rate × the refresh interval, at least its largest pending cost).
+    public var want: Int64
+    /// Demand the node measured, in units per second (denied attempts included).
+    public var demandRate: Int64
+    /// The lease the node holds now (0 for none) and the owner epoch it came from.
+    public var leaseID: LeaseID
+    public var epoch: UInt64
+    /// Cumulative amounts consumed and released under `leaseID`.
+    public var consumed: Int64
+    public var released: Int64
+    /// What the node holds unspent right now (available plus reserved in flight). Only used
+    /// by a new owner in learning mode, to adopt holdings it did not grant.
+    public var holding: Int64
+
+    public init(requestID: UInt64, node: NodeID, budget: BudgetID, want: Int64, demandRate: Int64 = 0,
+                leaseID: LeaseID = 0, epoch: UInt64 = 0, consumed: Int64 = 0, released: Int64 = 0,
+                holding: Int64 = 0) {
+        self.requestID = requestID
+        self.node = node
+        self.budget = budget
+        self.want = want
+        self.demandRate = demandRate
+        self.leaseID = leaseID
+        self.epoch = epoch
+        self.consumed = consumed
+        self.released = released
+        self.holding = holding
+    }
+}
+
+/// The coordinator's answer to an acquire: new amount added to the node's slice, and the
+/// lease's remaining lifetime.
+public struct Grant: Hashable, Sendable {
+    public var requestID: UInt64
+    public var budget: BudgetID
+    public var leaseID: LeaseID
+    /// The owner's epoch for this budget; a node MUST drop a grant from an older epoch.
+    public var epoch: UInt64
+    /// Units added to the slice by this grant (may be 0: a renewal only).
+    public var amount: Int64
+    /// The lease's lifetime, relative: the node MUST count it from when it *sent* the
+    /// request, so its copy of the lease always ends before the coordinator's.
+    public var ttl: Duration
+    /// True when this grant starts a lease that adopts what the node reported holding
+    /// under another owner's lease (learning mode): the node keeps those units.
+    public var adopted: Bool
+    /// When amount is short of the want: wait this long before asking again.
+    public var retryAfter: Duration
+
+    public init(requestID: UInt64, budget: BudgetID, leaseID: LeaseID, epoch: UInt64, amount: Int64,
+                ttl: Duration, adopted: Bool = false, retryAfter: Duration = .zero) {
+        self.requestID = requestID
+        self.budget = budget
+        self.leaseID = leaseID
+        self.epoch = epoch
+        self.amount = amount
+        self.ttl = ttl
+        self.adopted = adopted
+        self.retryAfter = retryAfter
+    }
+}
+
+/// A node's report of cumulative consumption and releases under a lease; with `final` the
+/// node gives up the lease (demand gone, or shutting down). No answer is needed.
+public struct ReleaseRequest: Hashable, Sendable {
+    public var node: NodeID
+    public var budget: BudgetID
+    public var leaseID: LeaseID
+    public var consumed: Int64
+    public var released: Int64
+    public var final: Bool
+
+    public init(node: NodeID, budget: BudgetID, leaseID: LeaseID, consumed: Int64, released: Int64, final: Bool) {
+        self.node = node
+        self.budget = budget
+        self.leaseID = leaseID
+        self.consumed = consumed
+        self.released = released
+        self.final = final
+    }
+}

@@ -1,0 +1,98 @@
+/// A budget template in a tier: "every consumer of this tier gets 60,000 tokens per minute",
+/// keyed by the dimensions in `scope` (e.g. `[.consumer]`, or `[.team]` for a shared team budget).
+public struct BudgetTemplate: Hashable, Sendable {
+    public var name: String
+    public var unit: Unit
+    public var kind: BudgetKind
+    public var scope: [Dimension]
+    public var failMode: FailMode
+
+    public init(name: String, unit: Unit, kind: BudgetKind, scope: [Dimension],
+                failMode: FailMode = .closed) throws(AllotError) {
+        try kind.validate(field: "template \(name)")
+        self.name = name
+        self.unit = unit
+        self.kind = kind
+        self.scope = scope.sorted()
+        self.failMode = failMode
+    }
+}
+
+/// A plan (free, pro, partner, internal, agent, ...): a named set of budget templates.
+public struct Tier: Hashable, Sendable {
+    public var name: String
+    public var templates: [BudgetTemplate]
+
+    public init(name: String, templates: [BudgetTemplate]) throws(AllotError) {
+        var seen = Set<String>()
+        for t in templates where !seen.insert(t.name).inserted {
+            throw AllotError(.duplicateBudget, "tier \(name) defines template '\(t.name)' twice")
+        }
+        self.name = name
+        self.templates = templates
+    }
+}
+
+/// Who is calling: a consumer belongs to a team, a tenant and one tier, and may override
+/// any of its tier's templates.
+public struct Consumer: Hashable, Sendable {
+    public var id: String
+    public var team: String?
+    public var tenant: String?
+    public var tier: String
+    /// Template name → the kind that replaces the tier's for this consumer.
+    public var overrides: [String: BudgetKind]
+
+    public init(id: String, team: String? = nil, tenant: String? = nil, tier: String,
+                overrides: [String: BudgetKind] = [:]) {
+        self.id = id
+        self.team = team
+        self.tenant = tenant
+        self.tier = tier
+        self.overrides = overrides
+    }
+}
+
+/// All tiers of a deployment; resolves which budgets a request is charged to.
+public struct TierCatalog: Sendable {
+    public private(set) var tiers: [String: Tier]
+
+    public init(_ tiers: [Tier]) throws(AllotError) {
+        var map: [String: Tier] = [:]
+        for t in tiers {
+            if map[t.name] != nil { throw AllotError(.duplicateBudget, "tier '\(t.name)' is defined twice") }
+            map[t.name] = t
+        }
+        self.tiers = map
+    }
+
+    /// The budgets a request by `consumer` to `route` and `model` is charged to, all at once.
+    /// A template scoped to a dimension the request lacks (no model, say) is skipped.
+    public func budgets(for consumer: Consumer, route: String? = nil, model: String? = nil) throws(AllotError) -> [BudgetSpec] {
+        guard let tier = tiers[consumer.tier] else {
+            let known = tiers.keys.sorted().joined(separator: ", ")
+            throw AllotError(.unknownTier, "consumer \(consumer.id) names tier '\(consumer.tier)', which is not configured (known: \(known))")
+        }
+        for name in consumer.overrides.keys where !tier.templates.contains(where: { $0.name == name }) {
+            throw AllotError(.unknownTemplate, "consumer \(consumer.id) overrides '\(name)', which tier \(tier.name) does not define")
+        }
+        let values: [Dimension: String?] = [
+            .tenant: consumer.tenant, .team: consumer.team, .consumer: consumer.id,
+            .route: route, .model: model,
+        ]
+        var out: [BudgetSpec] = []
+        for t in tier.templates {
+            var keyValues: [Dimension: String] = [:]
+            var complete = true
+            for d in t.scope {
+                if let v = values[d] ?? nil { keyValues[d] = v } else { complete = false }
+            }
+            guard complete else { continue }
+            let key = BudgetKey(keyValues)
+            let kind = consumer.overrides[t.name] ?? t.kind
+            out.append(try BudgetSpec(id: BudgetID(template: t.name, key: key), key: key,
+                                      unit: t.unit, kind: kind, failMode: t.failMode))
+        }
+        return out
+    }
+}
