@@ -1,0 +1,206 @@
+import Testing
+@testable import AllotCore
+
+@Suite("Enforcer")
+struct EnforcerTests {
+    /// An enforcer for node "n" with the given budgets, and their handles.
+    func make(_ specs: [BudgetSpec]) throws -> (Enforcer, [BudgetHandle]) {
+        var e = try Enforcer(settings: EnforcerSettings(node: "n"))
+        let hs = specs.map { e.register($0) }
+        return (e, hs)
+    }
+
+    /// Polls, answers every acquire from `alloc`, delivers the grants.
+    func exchange(_ e: inout Enforcer, _ alloc: inout Allocator, now: Instant) -> [Enforcer.Outgoing] {
+        let out = e.poll(now: now)
+        for m in out {
+            switch m {
+            case .acquire(let req):
+                if case .granted(let g) = alloc.acquire(req, now: now) { _ = e.receive(g, now: now) }
+            case .release(let rel):
+                _ = alloc.release(rel, now: now)
+            }
+        }
+        return out
+    }
+
+    @Test("without a lease a closed budget denies, and asks for a slice")
+    func closedWithoutLease() throws {
+        var (e, hs) = try make([rateBudget()])
+        #expect(!e.admit(.tokens(10), on: BudgetSet(hs[0]), now: at(0)).isAdmitted)
+        #expect(e.wantsPoll)
+        let out = e.poll(now: at(0))
+        guard case .acquire(let req) = try #require(out.first) else { Issue.record("no acquire"); return }
+        #expect(req.want >= 10 && req.budget == "r" && req.node == "n")
+    }
+
+    @Test("with a slice, admits spend locally until it runs out")
+    func spendsSlice() throws {
+        var (e, hs) = try make([rateBudget(limit: 1000, burst: 1000)])
+        var alloc = try Allocator(budgets: [rateBudget(limit: 1000, burst: 1000)], now: at(0))
+        _ = e.admit(.tokens(100), on: BudgetSet(hs[0]), now: at(0))
+        _ = exchange(&e, &alloc, now: at(0))
+        let held = e.status(hs[0]).available
+        #expect(held >= 100)
+        var admitted: Int64 = 0
+        while e.admit(.tokens(10), on: BudgetSet(hs[0]), now: at(0.01)).isAdmitted { admitted += 10 }
+        #expect(admitted == held - held % 10)
+        #expect(e.status(hs[0]).consumed == admitted)
+    }
+
+    @Test("all or nothing: a denial by one budget takes nothing from the others")
+    func allOrNothing() throws {
+        let specs = [rateBudget("a"), quotaBudget("b", allowance: 50, window: try CalendarWindow(.day))]
+        var (e, hs) = try make(specs)
+        var alloc = try Allocator(budgets: specs, now: at(0))
+        let set = try BudgetSet(hs)
+        _ = e.admit(.tokens(40), on: set, now: at(0))
+        _ = exchange(&e, &alloc, now: at(0))
+        #expect(e.admit(.tokens(40), on: set, now: at(0.1)).isAdmitted)
+        let before = e.status(hs[0]).available
+        guard case .denied(let by) = e.admit(.tokens(40), on: set, now: at(0.1)) else {
+            Issue.record("expected a denial"); return
+        }
+        #expect(by == hs[1])
+        #expect(e.status(hs[0]).available == before)
+        #expect(throws: AllotError.self) { try BudgetSet(Array(repeating: hs[0], count: 9)) }
+    }
+
+    @Test("reserve then settle refunds the difference to the slice")
+    func reserveSettle() throws {
+        var (e, hs) = try make([rateBudget()])
+        var alloc = try Allocator(budgets: [rateBudget()], now: at(0))
+        _ = e.admit(.tokens(500), on: BudgetSet(hs[0]), now: at(0))
+        _ = exchange(&e, &alloc, now: at(0))
+        let start = e.status(hs[0]).available
+        guard case .admitted(let r) = e.reserve(.tokens(300), on: BudgetSet(hs[0]), now: at(0.1)) else {
+            Issue.record("not admitted"); return
+        }
+        #expect(e.status(hs[0]).available == start - 300 && e.status(hs[0]).reserved == 300)
+        e.settle(r, actual: .tokens(120), now: at(0.5))
+        let s = e.status(hs[0])
+        #expect(s.available == start - 120 && s.reserved == 0 && s.consumed == 120)
+    }
+
+    @Test("concurrency permits are taken and given back")
+    func permits() throws {
+        var (e, hs) = try make([concurrencyBudget(limit: 2)])
+        var alloc = try Allocator(budgets: [concurrencyBudget(limit: 2)], now: at(0))
+        _ = e.reserve(.oneRequest, on: BudgetSet(hs[0]), now: at(0))
+        _ = e.reserve(.oneRequest, on: BudgetSet(hs[0]), now: at(0.01))
+        _ = exchange(&e, &alloc, now: at(0.02))
+        guard case .admitted(let r1) = e.reserve(.oneRequest, on: BudgetSet(hs[0]), now: at(0.03)) else { Issue.record("r1"); return }
+        guard case .admitted = e.reserve(.oneRequest, on: BudgetSet(hs[0]), now: at(0.03)) else { Issue.record("r2"); return }
+        #expect(!e.reserve(.oneRequest, on: BudgetSet(hs[0]), now: at(0.03)).isAdmitted)
+        e.settle(r1, actual: .oneRequest, now: at(0.5))
+        #expect(e.reserve(.oneRequest, on: BudgetSet(hs[0]), now: at(0.6)).isAdmitted)
+    }
+
+    @Test("open fail mode admits without a lease and repays the debt from the next grant")
+    func openMode() throws {
+        let spec = rateBudget(failMode: .open)
+        var (e, hs) = try make([spec])
+        var alloc = try Allocator(budgets: [spec], now: at(0))
+        #expect(e.admit(.tokens(30), on: BudgetSet(hs[0]), now: at(0)).isAdmitted)
+        #expect(e.status(hs[0]).debt == 30)
+        _ = exchange(&e, &alloc, now: at(0))
+        let s = e.status(hs[0])
+        #expect(s.debt == 0 && s.consumed == 30)
+    }
+
+    @Test("static fail mode admits a fixed allowance per lease TTL")
+    func staticMode() throws {
+        var (e, hs) = try make([rateBudget(failMode: .static(allowancePerTTL: 25))])
+        #expect(e.admit(.tokens(20), on: BudgetSet(hs[0]), now: at(1)).isAdmitted)
+        #expect(!e.admit(.tokens(10), on: BudgetSet(hs[0]), now: at(2)).isAdmitted)
+        #expect(e.admit(.tokens(5), on: BudgetSet(hs[0]), now: at(3)).isAdmitted)
+        #expect(e.admit(.tokens(20), on: BudgetSet(hs[0]), now: at(11)).isAdmitted) // next TTL period
+    }
+
+    @Test("low watermark: asks for more before the slice runs dry")
+    func prefetch() throws {
+        var (e, hs) = try make([rateBudget(limit: 100_000, burst: 100_000)])
+        var alloc = try Allocator(budgets: [rateBudget(limit: 100_000, burst: 100_000)], now: at(0))
+        var t = 0.0
+        var denials = 0
+        var acquires = 0
+        for _ in 0..<20_000 { // 10,000 per second for 2 s
+            if !e.admit(.tokens(1), on: BudgetSet(hs[0]), now: at(t)).isAdmitted { denials += 1 }
+            if e.wantsPoll || Int(t * 10_000) % 100 == 0 {
+                acquires += exchange(&e, &alloc, now: at(t)).count
+            }
+            t += 0.0001
+        }
+        #expect(denials <= 1) // only the very first, before any lease
+        #expect(acquires < 20)
+    }
+
+    @Test("the node's lease ends TTL after it sent the request, before the coordinator's")
+    func leaseExpiry() throws {
+        var (e, hs) = try make([concurrencyBudget(limit: 2)])
+        var alloc = try Allocator(budgets: [concurrencyBudget(limit: 2)], now: at(0))
+        _ = e.reserve(.oneRequest, on: BudgetSet(hs[0]), now: at(0))
+        guard case .acquire(let req) = e.poll(now: at(0)).first else { Issue.record("no acquire"); return }
+        // The answer takes 0.5 s to come back.
+        guard case .granted(let g) = alloc.acquire(req, now: at(0.2)) else { Issue.record("no grant"); return }
+        #expect(e.receive(g, now: at(0.5)) == .applied)
+        #expect(e.status(hs[0]).expiresAt == at(0) + g.ttl)
+        guard case .admitted = e.reserve(.oneRequest, on: BudgetSet(hs[0]), now: at(1)) else { Issue.record("not admitted"); return }
+        #expect(!e.reserve(.oneRequest, on: BudgetSet(hs[0]), now: at(10)).isAdmitted)
+        #expect(e.tick(now: at(10)) == [.leaseExpired(hs[0], permitsInUse: 1)])
+        #expect(alloc.tick(now: at(10.1)).isEmpty) // the coordinator's copy lasts until 10.2
+        #expect(alloc.tick(now: at(10.2)).count == 1)
+    }
+
+    @Test("grants from a stale epoch or for another request are ignored")
+    func staleGrants() throws {
+        var (e, hs) = try make([rateBudget()])
+        _ = e.admit(.tokens(1), on: BudgetSet(hs[0]), now: at(0))
+        guard case .acquire(let req) = e.poll(now: at(0)).first else { Issue.record("no acquire"); return }
+        let g = Grant(requestID: req.requestID, budget: "r", leaseID: 1, epoch: 5, amount: 10, ttl: .seconds(10))
+        #expect(e.receive(g, now: at(0)) == .applied)
+        #expect(e.receive(g, now: at(0)) == .ignoredUnknownRequest)
+        _ = e.admit(.tokens(10), on: BudgetSet(hs[0]), now: at(0))
+        guard case .acquire(let req2) = e.poll(now: at(0.1)).first else { Issue.record("no acquire"); return }
+        let old = Grant(requestID: req2.requestID, budget: "r", leaseID: 1, epoch: 4, amount: 10, ttl: .seconds(10))
+        #expect(e.receive(old, now: at(0.1)) == .ignoredStaleEpoch)
+        #expect(e.receive(Grant(requestID: 1, budget: "zzz", leaseID: 1, epoch: 9, amount: 1, ttl: .seconds(1)), now: at(0)) == .unknownBudget)
+    }
+
+    @Test("an unanswered acquire is re-sent with the same request id")
+    func retry() throws {
+        var (e, hs) = try make([rateBudget()])
+        _ = e.admit(.tokens(1), on: BudgetSet(hs[0]), now: at(0))
+        guard case .acquire(let first) = e.poll(now: at(0)).first else { Issue.record("no acquire"); return }
+        #expect(e.poll(now: at(0.1)).isEmpty)
+        guard case .acquire(let again) = e.poll(now: at(0.2)).first else { Issue.record("no retry"); return }
+        #expect(again == first)
+    }
+
+    @Test("idle budgets and shutdown give everything back")
+    func releases() throws {
+        let spec = quotaBudget(allowance: 10_000, window: try CalendarWindow(.day))
+        var (e, hs) = try make([spec])
+        var alloc = try Allocator(budgets: [spec], now: at(0))
+        _ = e.admit(.tokens(100), on: BudgetSet(hs[0]), now: at(0))
+        _ = exchange(&e, &alloc, now: at(0))
+        #expect(e.admit(.tokens(100), on: BudgetSet(hs[0]), now: at(0.01)).isAdmitted)
+        #expect(alloc.status("q")!.outstanding > 0)
+        _ = exchange(&e, &alloc, now: at(1.5)) // demand still in the last second: keep
+        #expect(alloc.status("q")!.outstanding > 0)
+        let out = exchange(&e, &alloc, now: at(5))
+        guard case .release(let rel) = try #require(out.first) else { Issue.record("no release"); return }
+        #expect(rel.final)
+        #expect(alloc.status("q")!.outstanding == 0)
+        #expect(alloc.status("q")!.pool == 10_000 - 100)
+
+        _ = e.admit(.tokens(100), on: BudgetSet(hs[0]), now: at(6))
+        _ = exchange(&e, &alloc, now: at(6))
+        #expect(e.admit(.tokens(100), on: BudgetSet(hs[0]), now: at(6.01)).isAdmitted)
+        let shut = e.shutdown(now: at(6.5))
+        #expect(shut.count == 1)
+        for case .release(let r) in shut { _ = alloc.release(r, now: at(6.5)) }
+        #expect(alloc.status("q")!.outstanding == 0)
+        #expect(alloc.status("q")!.pool == 10_000 - 200)
+    }
+}
