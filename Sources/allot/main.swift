@@ -1,1 +1,85 @@
-print("allot")
+import AllotCore
+import AllotSimulator
+import ArgumentParser
+
+@main
+struct Allot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "allot",
+        abstract: "Allot: fleet-wide quotas for AI gateways, enforced locally with expiring leases.",
+        subcommands: [Simulate.self])
+}
+
+extension Scenario.Name: ExpressibleByArgument {}
+extension StrategyName: ExpressibleByArgument {}
+extension Scenario.BudgetMix: ExpressibleByArgument {}
+
+struct Simulate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run fleets in virtual time and compare Allot with the peers' approaches on the same trace.")
+
+    @Option(name: .long, help: "Scenarios, comma-separated (\(Scenario.Name.allCases.map(\.rawValue).joined(separator: ", "))); default all.")
+    var scenario: String?
+
+    @Option(name: .long, help: "Strategies, comma-separated (\(StrategyName.allCases.map(\.rawValue).joined(separator: ", "))); default all.")
+    var strategies: String?
+
+    @Option(name: .long, help: "Gateway nodes.")
+    var nodes: Int = 16
+
+    @Option(name: .long, help: "Random seed; the same seed gives the same run.")
+    var seed: UInt64 = 1
+
+    @Option(name: .long, help: "Virtual seconds to simulate (default 30, 150 for tokens).")
+    var seconds: Double?
+
+    @Option(name: .long, help: "Requests per second per node (default 1000, 20 for tokens).")
+    var rate: Double?
+
+    @Option(name: .long, help: "periodic-sync's reconcile interval in milliseconds.")
+    var syncMs: Int = 100
+
+    @Option(name: .long, help: "Budgets: primary (one, all strategies) or all (rate + quota + concurrency).")
+    var mix: Scenario.BudgetMix = .primary
+
+    @Flag(name: .long, help: "Print one JSON object per scenario instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard (1...4096).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 4096 (got \(nodes))") }
+        if let s = seconds, !(s > 0 && s <= 3600) { throw ValidationError("--seconds must be in (0, 3600] (got \(s))") }
+        if let r = rate, !(r > 0 && r <= 1_000_000) { throw ValidationError("--rate must be in (0, 1e6] (got \(r))") }
+        guard syncMs > 0 else { throw ValidationError("--sync-ms must be positive") }
+        _ = try parsedScenarios()
+        _ = try parsedStrategies()
+    }
+
+    func parsedScenarios() throws -> [Scenario.Name] {
+        guard let scenario else { return Scenario.Name.allCases }
+        return try scenario.split(separator: ",").map {
+            guard let s = Scenario.Name(rawValue: String($0)) else {
+                throw ValidationError("unknown scenario '\($0)'; use one of: \(Scenario.Name.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return s
+        }
+    }
+
+    func parsedStrategies() throws -> [StrategyName] {
+        guard let strategies else { return StrategyName.allCases }
+        return try strategies.split(separator: ",").map {
+            guard let s = StrategyName(rawValue: String($0)) else {
+                throw ValidationError("unknown strategy '\($0)'; use one of: \(StrategyName.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return s
+        }
+    }
+
+    func run() throws {
+        for name in try parsedScenarios() {
+            let sc = Scenario(name, nodes: nodes, seed: seed, duration: seconds.map { .milliseconds(Int64($0 * 1000)) },
+                              perNodeRate: rate, mix: mix)
+            let report = Simulation.run(sc, strategies: try parsedStrategies(), syncInterval: .milliseconds(syncMs))
+            if json { print(report.json) } else { print(report.table + "\n") }
+        }
+    }
+}

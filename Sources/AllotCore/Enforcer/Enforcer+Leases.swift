@@ -191,3 +191,17 @@ extension Enforcer {
                            expiresAt: s.expiresAt, awaitingGrant: s.pending != nil)
     }
 }
+
+extension Enforcer {
+    /// Nil when every slice's books balance (nothing negative, nothing spent beyond grants).
+    public func checkInvariants() -> String? {
+        for (i, s) in slices.enumerated() {
+            if s.available < 0 { return "\(settings.node) \(specs[i].id): available \(s.available) < 0" }
+            if s.reserved < 0 { return "\(settings.node) \(specs[i].id): reserved \(s.reserved) < 0" }
+            if s.leaseID == 0 && (s.available != 0 || s.reserved != 0) {
+                return "\(settings.node) \(specs[i].id): holds \(s.available)+\(s.reserved) without a lease"
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,141 @@
+import AllotCore
+
+/// The `allot` strategy: real `Enforcer`s on every node and a real `Allocator` on the
+/// coordinator, exchanging lease messages over the simulated network.
+struct AllotRunner {
+    let scenario: Scenario
+    let trace: [Arrival]
+    var allocatorSettings: AllocatorSettings
+    /// Check allocator and enforcer invariants after every event (property tests).
+    var checkEveryStep = false
+
+    private enum Event {
+        case complete(Int32)
+        case toCoordinator(Int32, Enforcer.Outgoing)
+        case toNode(Int32, Grant)
+        case nodeTimer(Int32)
+        case coordinatorTick
+    }
+
+    init(scenario: Scenario, trace: [Arrival], checkEveryStep: Bool = false) {
+        self.scenario = scenario
+        self.trace = trace
+        self.checkEveryStep = checkEveryStep
+        allocatorSettings = AllocatorSettings()
+    }
+
+    func run() -> StrategyRun {
+        let epoch = scenario.epoch
+        var rng = SimRandom(seed: scenario.seed ^ 0xA110)
+        var alloc = try! Allocator(settings: allocatorSettings, budgets: scenario.budgets, now: epoch)
+        var nodes: [Enforcer] = []
+        var set: BudgetSet?
+        for n in 0..<scenario.nodes {
+            var s = EnforcerSettings(node: NodeID("node-\(n)"))
+            s.refreshInterval = allocatorSettings.refreshInterval
+            s.leaseTTL = allocatorSettings.leaseTTL
+            // Retry after a few round trips of the network.
+            let rtt = (scenario.network.latency + scenario.network.jitter) * 2
+            s.retryTimeout = max(.milliseconds(20), rtt * 3)
+            s.prefetchLead = max(.milliseconds(50), rtt * 3)
+            var e = try! Enforcer(settings: s)
+            let hs = scenario.budgets.map { e.register($0) }
+            set = try! BudgetSet(hs)
+            nodes.append(e)
+        }
+        let budgets = set!
+        let holds = scenario.name == .tokens || scenario.budgets.contains { $0.kind.isConcurrency }
+        var outcomes = [Outcome](repeating: .undecided, count: trace.count)
+        var inFlight: [Int32: Reservation] = [:]
+        var nodeInFlight = [[Int32]](repeating: [], count: scenario.nodes)
+        var q = EventQueue<Event>()
+        var messages = 0
+        var violation: String?
+        let end = scenario.duration.nanoseconds
+        let timerEvery: Int64 = 20_000_000
+        for n in 0..<scenario.nodes { q.push(Int64(n) * timerEvery / Int64(scenario.nodes), .nodeTimer(Int32(n))) }
+        q.push(0, .coordinatorTick)
+
+        func send(_ n: Int32, _ t: Int64) {
+            for m in nodes[Int(n)].poll(now: epoch + .nanoseconds(t)) {
+                messages += 1
+                if let d = scenario.network.delay(&rng) { q.push(t + d, .toCoordinator(n, m)) }
+            }
+        }
+        func check(_ t: Int64) {
+            guard checkEveryStep, violation == nil else { return }
+            if let v = alloc.checkInvariants() { violation = "t=\(t): \(v)" }
+        }
+
+        var next = 0
+        while true {
+            let arrivalT = next < trace.count ? trace[next].time : Int64.max
+            let eventT = q.peekTime ?? Int64.max
+            let t = min(arrivalT, eventT)
+            if t >= end { break }
+            let now = epoch + .nanoseconds(t)
+            if arrivalT <= eventT {
+                let i = next
+                next += 1
+                let a = trace[i]
+                let n = Int(a.node)
+                if holds {
+                    if case .admitted(let r) = nodes[n].reserve(a.bound, on: budgets, now: now) {
+                        outcomes[i] = Outcome(time: t, admitted: true, end: t + a.duration)
+                        inFlight[Int32(i)] = r
+                        nodeInFlight[n].append(Int32(i))
+                        q.push(t + a.duration, .complete(Int32(i)))
+                    } else {
+                        outcomes[i] = Outcome(time: t, admitted: false, end: t)
+                    }
+                } else {
+                    let ok = nodes[n].admit(a.cost, on: budgets, now: now).isAdmitted
+                    outcomes[i] = Outcome(time: t, admitted: ok, end: t)
+                }
+                if nodes[n].wantsPoll { send(a.node, t) }
+                if checkEveryStep, violation == nil, let v = nodes[n].checkInvariants() { violation = "t=\(t): \(v)" }
+                continue
+            }
+            let (_, ev) = q.pop()!
+            switch ev {
+            case .complete(let i):
+                guard let r = inFlight.removeValue(forKey: i) else { break } // aborted
+                let a = trace[Int(i)]
+                nodes[Int(a.node)].settle(r, actual: a.cost, now: now)
+            case .toCoordinator(let n, let m):
+                switch m {
+                case .acquire(let req):
+                    switch alloc.acquire(req, now: now) {
+                    case .granted(let g), .resent(let g):
+                        messages += 1
+                        if let d = scenario.network.delay(&rng) { q.push(t + d, .toNode(n, g)) }
+                    case .ignoredStale, .unknownBudget: break
+                    }
+                case .release(let rel):
+                    _ = alloc.release(rel, now: now)
+                }
+                check(t)
+            case .toNode(let n, let g):
+                _ = nodes[Int(n)].receive(g, now: now)
+                if nodes[Int(n)].wantsPoll { send(n, t) }
+            case .nodeTimer(let n):
+                for case .leaseExpired(_, let permits) in nodes[Int(n)].tick(now: now) where permits > 0 {
+                    // The node's concurrency lease ended with requests in flight: abort them,
+                    // the coordinator will hand their permits to others.
+                    for i in nodeInFlight[Int(n)] where inFlight.removeValue(forKey: i) != nil {
+                        outcomes[Int(i)].end = t
+                    }
+                }
+                nodeInFlight[Int(n)].removeAll { inFlight[$0] == nil }
+                send(n, t)
+                q.push(t + timerEvery, .nodeTimer(n))
+            case .coordinatorTick:
+                _ = alloc.tick(now: now)
+                check(t)
+                q.push(t + 50_000_000, .coordinatorTick)
+            }
+        }
+        for i in outcomes.indices where outcomes[i].time < 0 { outcomes[i] = Outcome(time: trace[i].time, admitted: false, end: trace[i].time) }
+        return StrategyRun(name: "allot", outcomes: outcomes, messages: messages, invariantViolation: violation)
+    }
+}

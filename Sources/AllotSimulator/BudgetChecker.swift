@@ -1,0 +1,149 @@
+import AllotCore
+
+/// Replays admissions in time order against one budget's exact definition, and measures
+/// how far a strategy strayed from it.
+///
+/// - rate: a token bucket with the budget's rate and burst, started full. The admissions
+///   conform (admitted over every interval T ≤ burst + rate·T) exactly when this bucket never
+///   goes below zero; `overshoot` uses sliding windows of one period, as the issue defines it.
+/// - quota: the sum per calendar window against the allowance.
+/// - concurrency: requests in flight at every instant against the limit.
+struct BudgetChecker {
+    let spec: BudgetSpec
+    let epoch: Instant
+
+    // rate: level × period-in-ns (Int128: exact, no overflow)
+    private var level: Int128 = 0
+    private var lastT: Int64 = 0
+    private var window: [(Int64, Int64)] = []
+    private var windowHead = 0
+    private var windowSum: Int64 = 0
+    private(set) var maxWindowSum: Int64 = 0
+    private(set) var worstDeficit: Int128 = 0
+    // quota
+    private var winStart: Int64 = .min
+    private var winEnd: Int64 = .min
+    private var winSum: Int64 = 0
+    private(set) var maxOver: Int64 = 0
+    // concurrency
+    private var ends = MinHeap()
+    private(set) var maxInFlight: Int64 = 0
+
+    init(spec: BudgetSpec, epoch: Instant) {
+        self.spec = spec
+        self.epoch = epoch
+        if case .rate(_, let p, let b) = spec.kind { level = Int128(b) * Int128(p.nanoseconds) }
+    }
+
+    /// Advance to `t` (non-decreasing).
+    private mutating func advance(_ t: Int64) {
+        switch spec.kind {
+        case .rate(let l, let p, let b):
+            let cap = Int128(b) * Int128(p.nanoseconds)
+            level = min(cap, level + Int128(t - lastT) * Int128(l))
+            lastT = t
+            let pn = p.nanoseconds
+            while windowHead < window.count && window[windowHead].0 <= t - pn {
+                windowSum -= window[windowHead].1
+                windowHead += 1
+            }
+            if windowHead > 4096 && windowHead * 2 > window.count {
+                window.removeFirst(windowHead)
+                windowHead = 0
+            }
+        case .quota(_, let w):
+            if t >= winEnd {
+                let (s, e) = w.window(containing: epoch + .nanoseconds(t))
+                winStart = s.nanoseconds - epoch.nanoseconds
+                winEnd = e.nanoseconds - epoch.nanoseconds
+                winSum = 0
+            }
+        case .concurrency:
+            while let e = ends.min, e <= t { _ = ends.pop() }
+        }
+    }
+
+    /// Would an exact limiter with this strategy's history admit `amount` at `t`?
+    mutating func hasRoom(_ amount: Int64, at t: Int64) -> Bool {
+        advance(t)
+        switch spec.kind {
+        case .rate(_, let p, _): return level >= Int128(amount) * Int128(p.nanoseconds)
+        case .quota(let a, _): return winSum + amount <= a
+        case .concurrency(let l): return Int64(ends.count) < l
+        }
+    }
+
+    mutating func admit(_ amount: Int64, at t: Int64, end: Int64) {
+        advance(t)
+        switch spec.kind {
+        case .rate(_, let p, _):
+            level -= Int128(amount) * Int128(p.nanoseconds)
+            if level < 0 { worstDeficit = max(worstDeficit, -level) }
+            window.append((t, amount))
+            windowSum += amount
+            maxWindowSum = max(maxWindowSum, windowSum)
+        case .quota(let a, _):
+            winSum += amount
+            maxOver = max(maxOver, winSum - a)
+        case .concurrency(let l):
+            ends.push(end)
+            maxInFlight = max(maxInFlight, Int64(ends.count))
+            _ = l
+        }
+    }
+
+    /// True when the admissions never broke the budget's definition.
+    var conformant: Bool {
+        switch spec.kind {
+        case .rate: worstDeficit == 0
+        case .quota: maxOver <= 0
+        case .concurrency(let l): maxInFlight <= l
+        }
+    }
+
+    /// max over windows of (admitted − allowed) / allowed, 0 when never over.
+    var overshoot: Double {
+        switch spec.kind {
+        case .rate(let l, _, let b):
+            let allowed = Double(b + l)
+            return max(0, (Double(maxWindowSum) - allowed) / allowed)
+        case .quota(let a, _):
+            return max(0, Double(maxOver) / Double(a))
+        case .concurrency(let l):
+            return max(0, Double(maxInFlight - l) / Double(l))
+        }
+    }
+
+    /// Most admitted in any rolling period, relative to the per-period limit (rate only).
+    var peakRollingRatio: Double {
+        if case .rate(let l, _, _) = spec.kind { return Double(maxWindowSum) / Double(l) }
+        return 0
+    }
+}
+
+/// A min-heap of instants.
+struct MinHeap {
+    private var a: [Int64] = []
+    var count: Int { a.count }
+    var min: Int64? { a.first }
+    mutating func push(_ v: Int64) {
+        a.append(v)
+        var i = a.count - 1
+        while i > 0 { let p = (i - 1) / 2; if a[i] < a[p] { a.swapAt(i, p); i = p } else { break } }
+    }
+    mutating func pop() -> Int64? {
+        guard !a.isEmpty else { return nil }
+        a.swapAt(0, a.count - 1)
+        let v = a.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < a.count && a[l] < a[m] { m = l }
+            if r < a.count && a[r] < a[m] { m = r }
+            if m == i { break }
+            a.swapAt(i, m); i = m
+        }
+        return v
+    }
+}

@@ -1,0 +1,20 @@
+/// What a strategy decided for one request of the trace.
+public struct Outcome: Sendable {
+    /// When the decision took effect (the request started), ns since the epoch.
+    public var time: Int64
+    public var admitted: Bool
+    /// When the request stopped holding a concurrency permit (end, or abort).
+    public var end: Int64
+
+    static let undecided = Outcome(time: -1, admitted: false, end: -1)
+}
+
+/// A strategy's whole run: one outcome per arrival, and what it cost in messages.
+public struct StrategyRun: Sendable {
+    public var name: String
+    public var outcomes: [Outcome]
+    /// Messages between nodes and the coordinator (or Redis calls), sent, lost ones included.
+    public var messages: Int
+    /// The first broken allocator/enforcer invariant seen while running, if any.
+    public var invariantViolation: String?
+}
