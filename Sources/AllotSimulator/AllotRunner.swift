@@ -51,6 +51,7 @@ struct AllotRunner {
         var q = EventQueue<Event>()
         var messages = 0
         var violation: String?
+        var acquires = 0, releases = 0, zeroGrants = 0, resent = 0, grantsSent = 0
         let end = scenario.duration.nanoseconds
         let timerEvery: Int64 = 20_000_000
         for n in 0..<scenario.nodes { q.push(Int64(n) * timerEvery / Int64(scenario.nodes), .nodeTimer(Int32(n))) }
@@ -59,6 +60,7 @@ struct AllotRunner {
         func send(_ n: Int32, _ t: Int64) {
             for m in nodes[Int(n)].poll(now: epoch + .nanoseconds(t)) {
                 messages += 1
+                if case .acquire = m { acquires += 1 } else { releases += 1 }
                 if let d = scenario.network.delay(&rng) { q.push(t + d, .toCoordinator(n, m)) }
             }
         }
@@ -105,9 +107,13 @@ struct AllotRunner {
             case .toCoordinator(let n, let m):
                 switch m {
                 case .acquire(let req):
-                    switch alloc.acquire(req, now: now) {
+                    let outcome = alloc.acquire(req, now: now)
+                    if case .resent = outcome { resent += 1 }
+                    switch outcome {
                     case .granted(let g), .resent(let g):
                         messages += 1
+                        grantsSent += 1
+                        if g.amount == 0 { zeroGrants += 1 }
                         if let d = scenario.network.delay(&rng) { q.push(t + d, .toNode(n, g)) }
                     case .ignoredStale, .unknownBudget: break
                     }
@@ -136,6 +142,8 @@ struct AllotRunner {
             }
         }
         for i in outcomes.indices where outcomes[i].time < 0 { outcomes[i] = Outcome(time: trace[i].time, admitted: false, end: trace[i].time) }
-        return StrategyRun(name: "allot", outcomes: outcomes, messages: messages, invariantViolation: violation)
+        var run = StrategyRun(name: "allot", outcomes: outcomes, messages: messages, invariantViolation: violation)
+        run.detail = "acquires \(acquires) (re-sent \(resent)), grants \(grantsSent) (empty \(zeroGrants)), releases \(releases)"
+        return run
     }
 }

@@ -15,10 +15,9 @@ struct BudgetChecker {
     // rate: level × period-in-ns (Int128: exact, no overflow)
     private var level: Int128 = 0
     private var lastT: Int64 = 0
-    private var window: [(Int64, Int64)] = []
-    private var windowHead = 0
-    private var windowSum: Int64 = 0
-    private(set) var maxWindowSum: Int64 = 0
+    /// Sliding windows of 0.1, 0.5, 1, 2, 5 and 10 periods (index 2 is one period).
+    private var windows: [SlidingSum] = []
+    static let windowPeriods: [Double] = [0.1, 0.5, 1, 2, 5, 10]
     private(set) var worstDeficit: Int128 = 0
     // quota
     private var winStart: Int64 = .min
@@ -32,7 +31,10 @@ struct BudgetChecker {
     init(spec: BudgetSpec, epoch: Instant) {
         self.spec = spec
         self.epoch = epoch
-        if case .rate(_, let p, let b) = spec.kind { level = Int128(b) * Int128(p.nanoseconds) }
+        if case .rate(_, let p, let b) = spec.kind {
+            level = Int128(b) * Int128(p.nanoseconds)
+            windows = Self.windowPeriods.map { SlidingSum(length: Int64(Double(p.nanoseconds) * $0)) }
+        }
     }
 
     /// Advance to `t` (non-decreasing).
@@ -42,15 +44,6 @@ struct BudgetChecker {
             let cap = Int128(b) * Int128(p.nanoseconds)
             level = min(cap, level + Int128(t - lastT) * Int128(l))
             lastT = t
-            let pn = p.nanoseconds
-            while windowHead < window.count && window[windowHead].0 <= t - pn {
-                windowSum -= window[windowHead].1
-                windowHead += 1
-            }
-            if windowHead > 4096 && windowHead * 2 > window.count {
-                window.removeFirst(windowHead)
-                windowHead = 0
-            }
         case .quota(_, let w):
             if t >= winEnd {
                 let (s, e) = w.window(containing: epoch + .nanoseconds(t))
@@ -79,9 +72,7 @@ struct BudgetChecker {
         case .rate(_, let p, _):
             level -= Int128(amount) * Int128(p.nanoseconds)
             if level < 0 { worstDeficit = max(worstDeficit, -level) }
-            window.append((t, amount))
-            windowSum += amount
-            maxWindowSum = max(maxWindowSum, windowSum)
+            for k in windows.indices { windows[k].add(amount, at: t) }
         case .quota(let a, _):
             winSum += amount
             maxOver = max(maxOver, winSum - a)
@@ -101,12 +92,17 @@ struct BudgetChecker {
         }
     }
 
-    /// max over windows of (admitted − allowed) / allowed, 0 when never over.
+    /// max over windows of (admitted − allowed) / allowed, 0 when never over. For a rate
+    /// budget: over sliding windows of 0.1 to 10 periods, allowed = burst + rate·T.
     var overshoot: Double {
         switch spec.kind {
         case .rate(let l, _, let b):
-            let allowed = Double(b + l)
-            return max(0, (Double(maxWindowSum) - allowed) / allowed)
+            var worst = 0.0
+            for (k, w) in windows.enumerated() {
+                let allowed = Double(b) + Double(l) * Self.windowPeriods[k]
+                worst = max(worst, (Double(w.maxSum) - allowed) / allowed)
+            }
+            return worst
         case .quota(let a, _):
             return max(0, Double(maxOver) / Double(a))
         case .concurrency(let l):
@@ -114,9 +110,16 @@ struct BudgetChecker {
         }
     }
 
+    /// The definition alone: sliding windows of exactly one period.
+    var overshootOnePeriod: Double {
+        guard case .rate(let l, _, let b) = spec.kind else { return overshoot }
+        let allowed = Double(b + l)
+        return max(0, (Double(windows[2].maxSum) - allowed) / allowed)
+    }
+
     /// Most admitted in any rolling period, relative to the per-period limit (rate only).
     var peakRollingRatio: Double {
-        if case .rate(let l, _, _) = spec.kind { return Double(maxWindowSum) / Double(l) }
+        if case .rate(let l, _, _) = spec.kind { return Double(windows[2].maxSum) / Double(l) }
         return 0
     }
 }
@@ -145,5 +148,30 @@ struct MinHeap {
             a.swapAt(i, m); i = m
         }
         return v
+    }
+}
+
+/// The largest sum of amounts in any window `(t - length, t]`, over time-ordered adds.
+struct SlidingSum {
+    let length: Int64
+    private var items: [(Int64, Int64)] = []
+    private var head = 0
+    private var sum: Int64 = 0
+    private(set) var maxSum: Int64 = 0
+
+    init(length: Int64) { self.length = max(1, length) }
+
+    mutating func add(_ amount: Int64, at t: Int64) {
+        while head < items.count && items[head].0 <= t - length {
+            sum -= items[head].1
+            head += 1
+        }
+        if head > 4096 && head * 2 > items.count {
+            items.removeFirst(head)
+            head = 0
+        }
+        items.append((t, amount))
+        sum += amount
+        maxSum = max(maxSum, sum)
     }
 }

@@ -3,8 +3,11 @@ import AllotCore
 /// The measured quality of one strategy on one trace.
 public struct StrategyMetrics: Sendable, Codable {
     public var name: String
-    /// max over windows of (admitted − allowed) / allowed; 0 when never over.
+    /// max over windows of (admitted − allowed) / allowed; 0 when never over. Rate budgets:
+    /// sliding windows of 0.1–10 periods (see `overshootOnePeriod` for one period only).
     public var overshoot: Double
+    /// The same over sliding windows of exactly one period.
+    public var overshootOnePeriod: Double
     /// admitted / what an exact global limiter with zero latency admits on the same trace.
     public var utilization: Double
     /// Jain's index of per-node admitted/demand.
@@ -20,15 +23,17 @@ public struct StrategyMetrics: Sendable, Codable {
     public var invariantViolation: String?
     public var admitted: Int
     public var requests: Int
+    public var detail: String?
 
     enum CodingKeys: String, CodingKey {
         case name, overshoot, utilization, fairness
+        case overshootOnePeriod = "overshoot_one_period"
         case messagesPer1k = "messages_per_1k"
         case falseDenyRate = "false_deny_rate"
         case peakRollingRatio = "peak_rolling_ratio"
         case conformant
         case invariantViolation = "invariant_violation"
-        case admitted, requests
+        case admitted, requests, detail
     }
 }
 
@@ -73,6 +78,7 @@ enum MetricsCalculator {
         return StrategyMetrics(
             name: run.name,
             overshoot: checkers.map(\.overshoot).max() ?? 0,
+            overshootOnePeriod: checkers.map(\.overshootOnePeriod).max() ?? 0,
             utilization: idealP > 0 ? Double(admittedP) / Double(idealP) : 1,
             fairness: jain,
             messagesPer1k: admittedCount > 0 ? Double(run.messages) * 1000 / Double(admittedCount) : 0,
@@ -81,7 +87,8 @@ enum MetricsCalculator {
             conformant: checkers.allSatisfy(\.conformant) && run.invariantViolation == nil,
             invariantViolation: run.invariantViolation,
             admitted: admittedCount,
-            requests: trace.count)
+            requests: trace.count,
+            detail: run.detail)
     }
 
     /// What an exact global limiter with zero latency admits, per node, in the primary unit.

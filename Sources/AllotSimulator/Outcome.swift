@@ -17,4 +17,6 @@ public struct StrategyRun: Sendable {
     public var messages: Int
     /// The first broken allocator/enforcer invariant seen while running, if any.
     public var invariantViolation: String?
+    /// A breakdown of the messages, for humans.
+    public var detail: String?
 }

@@ -89,6 +89,7 @@ extension SimulationReport {
                               f(m.messagesPer1k, 1), f(m.falseDenyRate, 4), f(m.peakRollingRatio, 2),
                               m.conformant ? "yes" : "NO"]))
         }
+        for m in strategies { if let d = m.detail { lines.append("  \(m.name): \(d)") } }
         return lines.joined(separator: "\n")
     }
 

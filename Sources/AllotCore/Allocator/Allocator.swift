@@ -59,62 +59,9 @@ public struct Allocator: Sendable {
         guard var acct = accounts[req.budget] else { return .unknownBudget }
         var expired: [(NodeID, Int64)] = []
         acct.advance(to: now, expired: &expired)
-        var entry = acct.nodes[req.node] ?? BudgetAccount.NodeEntry(lastSeen: now)
-        if req.requestID == entry.lastRequestID, let g = entry.lastGrant {
-            accounts[req.budget] = acct
-            return .resent(g)
-        }
-        if req.requestID <= entry.lastRequestID {
-            accounts[req.budget] = acct
-            return .ignoredStale
-        }
-        entry.lastRequestID = req.requestID
-        entry.lastSeen = now
-        entry.want = min(max(req.want, 0), settings.maxSlice)
-
-        if var lease = entry.lease, lease.id == req.leaseID {
-            Self.apply(consumed: req.consumed, released: req.released, to: &lease, in: &acct)
-            entry.lease = lease
-        }
-        var adopted = false
-        if acct.isLearning, entry.lease == nil, req.leaseID != 0, req.holding > 0 {
-            // Learning mode: take over what another owner granted, add nothing.
-            entry.lease = BudgetAccount.Lease(id: acct.nextLeaseID, granted: req.holding, expiresAt: now)
-            acct.nextLeaseID += 1
-            acct.outstanding += req.holding
-            adopted = true
-        }
-        acct.nodes[req.node] = entry
-
-        var amount: Int64 = 0
-        var retryAfter: Duration = .zero
-        if !acct.isLearning {
-            (amount, retryAfter) = size(for: req.node, in: acct, now: now)
-        } else {
-            retryAfter = min(settings.refreshInterval, acct.learningUntil! - now)
-        }
-
-        var ttl = settings.leaseTTL
-        if case .quota = acct.spec.kind { ttl = min(ttl, acct.windowEnd - now) }
-        var grant = Grant(requestID: req.requestID, budget: req.budget, leaseID: 0, epoch: acct.epoch,
-                          amount: amount, ttl: ttl, adopted: adopted, retryAfter: retryAfter)
-        if var lease = entry.lease {
-            lease.granted += amount
-            lease.expiresAt = now + ttl
-            entry.lease = lease
-            grant.leaseID = lease.id
-        } else if amount > 0 {
-            entry.lease = BudgetAccount.Lease(id: acct.nextLeaseID, granted: amount, expiresAt: now + ttl)
-            grant.leaseID = acct.nextLeaseID
-            acct.nextLeaseID += 1
-        }
-        acct.pool -= amount
-        acct.outstanding += amount
-        if amount > 0 { acct.grantsTotal += 1 }
-        entry.lastGrant = grant
-        acct.nodes[req.node] = entry
+        let outcome = acct.acquire(req, now: now, settings: settings)
         accounts[req.budget] = acct
-        return .granted(grant)
+        return outcome
     }
 
     public mutating func release(_ req: ReleaseRequest, now: Instant) -> ReleaseOutcome {
@@ -125,21 +72,19 @@ public struct Allocator: Sendable {
         guard var entry = acct.nodes[req.node], var lease = entry.lease, lease.id == req.leaseID else {
             return .ignoredUnknownLease
         }
-        let before = acct.pool
-        Self.apply(consumed: req.consumed, released: req.released, to: &lease, in: &acct)
+        let closing = req.final && acct.isRate
+        let returned = acct.apply(consumed: req.consumed, released: req.released, to: &lease, closing: closing)
         entry.lastSeen = now
-        if req.final && (lease.outstanding == 0 || !acct.spec.kind.isConcurrency) {
-            // Units still out on a closed token lease were reserved in flight and will never
-            // be reported: count them as spent. Permits still out stay leased until expiry.
-            acct.outstanding -= lease.outstanding
-            acct.expiredSpent += lease.outstanding
-            entry.lease = nil
-            entry.want = 0
-        } else {
-            entry.lease = lease
-        }
         acct.nodes[req.node] = entry
-        return .applied(returned: acct.pool - before)
+        acct.nodes[req.node]!.lease = lease
+        if closing {
+            acct.close(req.node)
+        } else if req.final && (lease.unreturned == 0 || !acct.spec.kind.isConcurrency) {
+            // Units still out on a closed slice were reserved in flight and will never be
+            // reported: count them as spent. Permits still out stay leased until expiry.
+            acct.close(req.node)
+        }
+        return .applied(returned: returned)
     }
 
     /// Expires leases, rolls quota windows, ends learning mode and refills buckets.
@@ -167,69 +112,13 @@ public struct Allocator: Sendable {
         return true
     }
 
-    // MARK: sizing
-
-    /// How much to grant `node` now: its max-min fair share of the budget's capacity minus
-    /// what it already holds, never more than the pool.
-    private func size(for node: NodeID, in acct: BudgetAccount, now: Instant) -> (Int64, Duration) {
-        guard let me = acct.nodes[node] else { return (0, .zero) }
-        let held = me.lease?.outstanding ?? 0
-        var wants: [Int64] = []
-        var heldTotal: Int64 = 0
-        var mine = 0
-        for (id, e) in acct.nodes {
-            let active = e.lease != nil || now - e.lastSeen < settings.demandMemory
-            guard active else { continue }
-            if id == node { mine = wants.count }
-            wants.append(e.want)
-            heldTotal += e.lease?.outstanding ?? 0
-        }
-        let capacity: Int64
-        switch acct.spec.kind {
-        case .rate(let limit, let period, _):
-            let flow = Self.scale(limit, settings.refreshInterval.nanoseconds, period.nanoseconds)
-            capacity = max(flow, acct.pool + heldTotal)
-        case .quota, .concurrency:
-            capacity = acct.pool + heldTotal
-        }
-        let share = WaterFill.shares(capacity: capacity, wants: wants)[mine]
-        let target = min(share - held, settings.maxSlice)
-        guard target > 0 else { return (0, .zero) }
-        var amount = min(max(target, settings.minSlice), acct.pool)
-        amount = max(amount, 0)
-        var retry: Duration = .zero
-        if amount < target {
-            let deficit = target - amount
-            switch acct.spec.kind {
-            case .rate(let limit, let period, _):
-                let ns = Self.scale(deficit, period.nanoseconds, limit)
-                retry = .nanoseconds(min(max(ns, 10_000_000), settings.refreshInterval.nanoseconds))
-            case .quota:
-                retry = min(settings.refreshInterval, acct.windowEnd - now)
-            case .concurrency:
-                retry = .nanoseconds(settings.refreshInterval.nanoseconds / 4)
-            }
-        }
-        return (amount, retry)
-    }
+    // MARK: arithmetic
 
     /// `a × b / c` without overflow (saturating).
     static func scale(_ a: Int64, _ b: Int64, _ c: Int64) -> Int64 {
         let p = a.multipliedFullWidth(by: b)
         if p.high >= c / 2 { return .max / 4 }
         return c.dividingFullWidth(p).quotient
-    }
-
-    private static func apply(consumed: Int64, released: Int64, to lease: inout BudgetAccount.Lease,
-                              in acct: inout BudgetAccount) {
-        let ov = lease.outstanding
-        let dc = min(max(0, consumed - lease.consumedSeen), ov)
-        let dr = min(max(0, released - lease.releasedSeen), ov - dc)
-        lease.consumedSeen += dc
-        lease.releasedSeen += dr
-        acct.outstanding -= dc + dr
-        acct.consumed += dc
-        acct.pool += dr
     }
 
     // MARK: inspection
@@ -240,6 +129,8 @@ public struct Allocator: Sendable {
         public var kind: BudgetKind
         public var pool: Int64
         public var outstanding: Int64
+        /// Rate budgets: Σ refill rate nodes may be enforcing (units per period).
+        public var committedRate: Int64
         public var consumed: Int64
         public var expiredSpent: Int64
         public var holders: Int
@@ -250,7 +141,7 @@ public struct Allocator: Sendable {
 
     public func status(_ budget: BudgetID) -> Status? {
         guard let a = accounts[budget] else { return nil }
-        return Status(budget: budget, kind: a.spec.kind, pool: a.pool, outstanding: a.outstanding,
+        return Status(budget: budget, kind: a.spec.kind, pool: a.pool, outstanding: a.outstanding, committedRate: a.committedRate,
                       consumed: a.consumed, expiredSpent: a.expiredSpent, holders: a.holders,
                       epoch: a.epoch, learning: a.isLearning, grants: a.grantsTotal)
     }

@@ -1,40 +1,62 @@
 /// The coordinator's books for one budget: what is free, what is out on leases, what was
 /// consumed, and every node's lease. All amounts are integers.
 ///
-/// Invariants (checked by `checkInvariants`, proven in docs/design.md):
-/// - rate: `pool + outstanding <= burst` whenever the refill ran (adoption may exceed it,
-///   and then nothing refills until it is back under);
-/// - quota: `pool + outstanding + consumed + expired <= allowance` within a window;
-/// - concurrency: `pool + outstanding == limit` (or less during learning).
+/// Two kinds of lease share these books:
+/// - *slices* (quota, concurrency): units moved from the pool to a node, returned or
+///   reported consumed, counted as spent when the lease expires unreturned;
+/// - *rate leases* (rate): a refill rate and a bucket capacity the node enforces locally,
+///   plus tokens moved from the pool into its bucket.
+///
+/// Invariants (checked by `checkInvariants`, argued in docs/design.md):
+/// - rate: `pool + Σ committed capacity ≤ burst` and `Σ committed rate ≤ rate`;
+/// - quota: `pool + outstanding + consumed + expired ≤ allowance` within a window;
+/// - concurrency: `pool + outstanding ≤ limit`.
 struct BudgetAccount: Sendable {
     struct Lease: Sendable {
         var id: LeaseID
-        var granted: Int64
+        var expiresAt: Instant
+        /// Slices: cumulative units granted, and the node's cumulative reports.
+        var granted: Int64 = 0
         var consumedSeen: Int64 = 0
         var releasedSeen: Int64 = 0
-        var expiresAt: Instant
-        var outstanding: Int64 { granted - consumedSeen - releasedSeen }
+        /// Rate leases: the terms last sent, and the most the node may be enforcing now
+        /// (a lowered term is only committed once the node's next request shows it applied it).
+        var rate: Int64 = 0
+        var capacity: Int64 = 0
+        var committedRate: Int64 = 0
+        var committedCapacity: Int64 = 0
+
+        /// Slices: units on the node (spendable, reserved, or consumed but not yet reported).
+        var unreturned: Int64 { granted - consumedSeen - releasedSeen }
     }
 
     struct NodeEntry: Sendable {
         var lastRequestID: UInt64 = 0
         var lastGrant: Grant?
+        /// Slice (or bucket capacity) the node wants for one refresh interval.
         var want: Int64 = 0
+        /// Demand in units per period (rate budgets), with headroom.
+        var demandPerPeriod: Int64 = 0
+        /// Spendable units the node reported with its last acquire.
+        var available: Int64 = 0
         var lastSeen: Instant
         var lease: Lease?
     }
 
     let spec: BudgetSpec
+    let isRate: Bool
     var epoch: UInt64 = 1
     /// Free units the coordinator can grant now.
     var pool: Int64
-    /// Sum of the outstanding amounts of all leases.
+    /// Slices: Σ unreturned over leases. Rate: Σ committed capacity.
     var outstanding: Int64 = 0
+    /// Rate: Σ committed rate.
+    var committedRate: Int64 = 0
     /// Units reported consumed (this window, for quotas).
     var consumed: Int64 = 0
     /// Units on leases that expired unreturned: counted as spent, never re-granted.
     var expiredSpent: Int64 = 0
-    /// Token-bucket refill bookkeeping: fractional tokens ×period-in-ns, and the last refill.
+    /// Token-bucket refill of the pool: fractional tokens × period-in-ns, and when.
     var refillRemainder: Int64 = 0
     var lastRefill: Instant
     /// Current calendar window, for quotas.
@@ -50,11 +72,16 @@ struct BudgetAccount: Sendable {
         self.spec = spec
         self.lastRefill = now
         switch spec.kind {
-        case .rate(_, _, let burst): pool = burst
+        case .rate(_, _, let burst):
+            pool = burst
+            isRate = true
         case .quota(let allowance, let window):
             pool = allowance
+            isRate = false
             (windowStart, windowEnd) = window.window(containing: now)
-        case .concurrency(let limit): pool = limit
+        case .concurrency(let limit):
+            pool = limit
+            isRate = false
         }
     }
 
@@ -64,17 +91,18 @@ struct BudgetAccount: Sendable {
     // MARK: time
 
     /// Brings the account up to `now`: ends learning, rolls a quota window, expires leases,
-    /// refills a token bucket. Returns the leases that expired, for metrics.
+    /// refills the pool. Appends the leases that expired, for metrics.
     mutating func advance(to now: Instant, expired: inout [(NodeID, Int64)]) {
         if let until = learningUntil, now >= until {
+            // Refill (none happens while learning) restarts from the end of learning.
+            refill(to: until)
             endLearning(at: until)
         }
         if case .quota(let allowance, let window) = spec.kind, now >= windowEnd {
             // Every lease of the old window ended with it (grants never outlive the window).
-            for (node, var entry) in nodes where entry.lease != nil {
-                expired.append((node, entry.lease!.outstanding))
-                entry.lease = nil
-                nodes[node] = entry
+            for (node, entry) in nodes where entry.lease != nil {
+                expired.append((node, entry.lease!.unreturned))
+                nodes[node]!.lease = nil
             }
             (windowStart, windowEnd) = window.window(containing: now)
             outstanding = 0
@@ -85,38 +113,48 @@ struct BudgetAccount: Sendable {
         for (node, entry) in nodes {
             guard let lease = entry.lease, lease.expiresAt <= now else { continue }
             expire(node: node, lease: lease)
-            expired.append((node, lease.outstanding))
+            expired.append((node, isRate ? lease.committedCapacity : lease.unreturned))
         }
         refill(to: now)
     }
 
     private mutating func expire(node: NodeID, lease: Lease) {
         nodes[node]?.lease = nil
-        outstanding -= lease.outstanding
-        if spec.kind.isConcurrency {
+        if isRate {
+            // Whatever was in the node's bucket is counted as spent.
+            committedRate -= lease.committedRate
+            outstanding -= lease.committedCapacity
+        } else if spec.kind.isConcurrency {
             // The node aborted its in-flight requests when its copy of the lease ended
             // (earlier than ours), so the permits are free again.
-            if !isLearning { pool += lease.outstanding }
+            outstanding -= lease.unreturned
+            if !isLearning { pool += lease.unreturned }
         } else {
-            expiredSpent += lease.outstanding
+            outstanding -= lease.unreturned
+            expiredSpent += lease.unreturned
         }
     }
 
+    /// Refills the pool of a rate budget at the rate no node holds, up to the burst minus
+    /// the capacity nodes hold. Exact integer arithmetic; fractions carry over.
     mutating func refill(to now: Instant) {
         guard case .rate(let limit, let period, let burst) = spec.kind else { return }
         defer { lastRefill = max(lastRefill, now) }
         guard !isLearning, now > lastRefill else { return }
         let p = period.nanoseconds
         let space = burst - pool - outstanding
+        let freeRate = limit - committedRate
         let dt = (now - lastRefill).nanoseconds
-        // Beyond this the bucket is full whatever the remainder: avoids overflow.
-        let fullAfter = (burst / limit + 2) * p
-        if space <= 0 || dt >= fullAfter || dt < 0 {
-            if space > 0 { pool += space }
+        guard space > 0, freeRate > 0 else {
             refillRemainder = 0
             return
         }
-        let product = dt.multipliedFullWidth(by: limit)
+        if dt >= (burst / freeRate + 2) * p { // full whatever the remainder; avoids overflow
+            pool += space
+            refillRemainder = 0
+            return
+        }
+        let product = dt.multipliedFullWidth(by: freeRate)
         let (low, carry) = product.low.addingReportingOverflow(UInt64(refillRemainder))
         let (q, r) = p.dividingFullWidth((high: product.high + (carry ? 1 : 0), low: low))
         if q >= space {
@@ -147,7 +185,7 @@ struct BudgetAccount: Sendable {
         refillRemainder = 0
         switch spec.kind {
         case .rate:
-            pool = 0 // refills from here on, from `until`
+            pool = 0 // refills from here on
         case .quota(let allowance, _):
             pool = max(0, allowance - consumed - outstanding - expiredSpent)
         case .concurrency(let limit):
@@ -155,27 +193,95 @@ struct BudgetAccount: Sendable {
         }
     }
 
+    // MARK: reports
+
+    /// Applies a node's cumulative counters under `lease`; returns units put back in the pool.
+    /// `closing`: the node gives the lease up with this report (its capacity is freed first).
+    @discardableResult
+    mutating func apply(consumed c: Int64, released r: Int64, to lease: inout Lease, closing: Bool = false) -> Int64 {
+        if isRate {
+            // Consumption is for statistics; released tokens return to the pool, within
+            // what the burst allows.
+            let dc = max(0, c - lease.consumedSeen)
+            let dr = max(0, r - lease.releasedSeen)
+            lease.consumedSeen += dc
+            lease.releasedSeen += dr
+            consumed += dc
+            guard case .rate(_, _, let burst) = spec.kind, !isLearning else { return 0 }
+            let own = closing ? lease.committedCapacity : 0
+            let back = max(0, min(dr, burst - pool - outstanding + own))
+            pool += back
+            return back
+        }
+        let ov = lease.unreturned
+        let dc = min(max(0, c - lease.consumedSeen), ov)
+        let dr = min(max(0, r - lease.releasedSeen), ov - dc)
+        lease.consumedSeen += dc
+        lease.releasedSeen += dr
+        outstanding -= dc + dr
+        consumed += dc
+        pool += dr
+        return dr
+    }
+
+    /// Sets what a rate lease's node may be enforcing, keeping the totals in step.
+    mutating func commit(_ lease: inout Lease, rate: Int64, capacity: Int64) {
+        committedRate += rate - lease.committedRate
+        outstanding += capacity - lease.committedCapacity
+        lease.committedRate = rate
+        lease.committedCapacity = capacity
+    }
+
+    /// Ends a lease the node gave up; what is still out on it is counted as spent.
+    mutating func close(_ node: NodeID) {
+        guard let lease = nodes[node]?.lease else { return }
+        if isRate {
+            committedRate -= lease.committedRate
+            outstanding -= lease.committedCapacity
+        } else {
+            outstanding -= lease.unreturned
+            expiredSpent += lease.unreturned
+        }
+        nodes[node]!.lease = nil
+        nodes[node]!.want = 0
+        nodes[node]!.demandPerPeriod = 0
+    }
+
     // MARK: invariants
 
     /// Nil when the books balance; otherwise what is wrong. Used by tests at every step.
     func checkInvariants() -> String? {
         if pool < 0 { return "\(spec.id): pool \(pool) < 0" }
-        let leased = nodes.values.reduce(Int64(0)) { $0 + ($1.lease?.outstanding ?? 0) }
-        if leased != outstanding { return "\(spec.id): outstanding \(outstanding) != Σ leases \(leased)" }
-        for (n, e) in nodes {
-            if let l = e.lease, l.outstanding < 0 { return "\(spec.id): lease of \(n) outstanding \(l.outstanding) < 0" }
+        if isRate {
+            let caps = nodes.values.reduce(Int64(0)) { $0 + ($1.lease?.committedCapacity ?? 0) }
+            let rates = nodes.values.reduce(Int64(0)) { $0 + ($1.lease?.committedRate ?? 0) }
+            if caps != outstanding { return "\(spec.id): outstanding \(outstanding) != Σ capacities \(caps)" }
+            if rates != committedRate { return "\(spec.id): committed rate \(committedRate) != Σ rates \(rates)" }
+            for e in nodes.values {
+                if let l = e.lease, l.committedRate < l.rate || l.committedCapacity < l.capacity {
+                    return "\(spec.id): a lease's committed terms are below its granted terms"
+                }
+            }
+        } else {
+            let leased = nodes.values.reduce(Int64(0)) { $0 + ($1.lease?.unreturned ?? 0) }
+            if leased != outstanding { return "\(spec.id): outstanding \(outstanding) != Σ leases \(leased)" }
+            for (n, e) in nodes {
+                if let l = e.lease, l.unreturned < 0 { return "\(spec.id): lease of \(n) unreturned \(l.unreturned) < 0" }
+            }
         }
         switch spec.kind {
-        case .rate(_, _, let burst):
-            if !isLearning && pool > 0 && pool + outstanding > burst {
-                return "\(spec.id): pool \(pool) + outstanding \(outstanding) > burst \(burst)"
+        case .rate(let limit, _, let burst):
+            if isLearning { return nil } // adopted terms may exceed the budget until they expire
+            if pool + outstanding > burst {
+                return "\(spec.id): pool \(pool) + capacity on nodes \(outstanding) > burst \(burst)"
             }
+            if committedRate > limit { return "\(spec.id): committed rate \(committedRate) > limit \(limit)" }
         case .quota(let allowance, _):
-            if pool + outstanding + consumed + expiredSpent > allowance && pool > 0 {
+            if pool > 0 && pool + outstanding + consumed + expiredSpent > allowance {
                 return "\(spec.id): pool+outstanding+consumed+expired = \(pool + outstanding + consumed + expiredSpent) > allowance \(allowance)"
             }
         case .concurrency(let limit):
-            if pool + outstanding > limit {
+            if pool + outstanding > limit && !isLearning {
                 return "\(spec.id): pool \(pool) + outstanding \(outstanding) > limit \(limit)"
             }
         }

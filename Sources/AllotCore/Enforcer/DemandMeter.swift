@@ -31,6 +31,14 @@ public struct DemandMeter: Sendable {
         _total &+= amount
     }
 
+    /// Units per second over the last 300 ms only: quick to see a drop.
+    public mutating func recentRate(now: Instant) -> Int64 {
+        roll(to: now)
+        var recent: Int64 = 0
+        for k in 0..<3 { recent += buckets[Int((current - Int64(k) + 10) % 10)] }
+        return recent * 10 / 3
+    }
+
     /// Units per second: the larger of the 1 s average and the last 300 ms average.
     public mutating func rate(now: Instant) -> Int64 {
         roll(to: now)

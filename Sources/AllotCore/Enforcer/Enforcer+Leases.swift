@@ -46,30 +46,58 @@ extension Enforcer {
         if rate > 0 { s.lastDemandAt = now }
         let hasLease = s.leaseID != 0 && now < s.expiresAt
         if s.leaseID != 0 && !hasLease { expireSlice(&s) }
+        if s.isRate && hasLease { s.refill(now: now) }
 
         // Demand gone: give everything back.
         if hasLease && rate == 0 && now - s.lastDemandAt >= settings.idleRelease && s.reserved == 0 {
             return releaseAll(&s, spec: specs[i], final: true)
         }
         let intervalNs = settings.refreshInterval.nanoseconds
-        let target = max(rate * intervalNs / 1_000_000_000, s.lastCost, 1)
+        // Enough for one interval at the measured demand, on top of what is reserved in flight.
+        let target = max(rate * intervalNs / 1_000_000_000, s.lastCost, 1) + s.reserved
         s.target = target
         let lead = s.admitted.rate(now: now) * settings.prefetchLead.nanoseconds / 1_000_000_000
         let low = s.available <= lead + s.lastCost
         let renew = hasLease && s.expiresAt - now <= settings.renewMargin && rate > 0
-        let need = (s.needsRefill || low) && rate > 0
-        if (need && now >= s.retryNotBefore) || renew {
+        var need = (s.needsRefill || low) && rate > 0 && now >= s.retryNotBefore
+        var desiredRate: Int64 = 0
+        if s.isRate {
+            // A rate lease refills itself: ask again only at a fair pace, or to give back
+            // rate the node no longer needs.
+            let gap = now - s.lastSentAt >= .nanoseconds(intervalNs / 10)
+            // Give back promptly when demand dropped (seen over the last 300 ms).
+            let recent = s.demand.recentRate(now: now) * s.periodNs / 1_000_000_000
+            desiredRate = recent + recent / 8 + 1
+            let surplus = hasLease && s.rate > desiredRate + desiredRate / 2 + 1
+                && now - s.lastSentAt >= .nanoseconds(intervalNs / 4)
+            need = (need && gap) || surplus
+        }
+        if need || renew {
             s.needsRefill = false
+            if s.isRate && hasLease && s.rate > desiredRate + desiredRate / 2 + 1 {
+                // Give back before asking: from now on enforce no more than the demand needs.
+                s.rate = min(s.rate, desiredRate)
+                let cap = min(s.capacity, max(2 * target, 2 * s.lastCost, s.reserved))
+                if cap < s.capacity {
+                    let excess = max(0, s.available + s.reserved - cap)
+                    let back = min(excess, s.available)
+                    s.available -= back
+                    s.released += back
+                    s.capacity = cap
+                }
+            }
             let req = AcquireRequest(
                 requestID: nextRequestID, node: settings.node, budget: specs[i].id, want: target,
                 demandRate: rate, leaseID: s.leaseID, epoch: s.epoch, consumed: s.consumed,
-                released: s.released, holding: s.holding)
+                released: s.released, holding: s.holding, available: s.available,
+                rateInUse: s.rate, capacityInUse: s.capacity)
             nextRequestID += 1
             s.pending = LocalSlice.Pending(requestID: req.requestID, firstSentAt: now, lastSentAt: now, request: req)
+            s.lastSentAt = now
             return .acquire(req)
         }
-        // Holding far more than demand needs: return the excess.
-        if hasLease && s.available > 2 * target + lead && s.available > 0 {
+        // Slices: holding far more than demand needs: return the excess.
+        if !s.isRate && hasLease && s.available > 2 * target + lead && s.available > 0 {
             let excess = s.available - target
             s.available -= excess
             s.released += excess
@@ -85,6 +113,8 @@ extension Enforcer {
         let msg = ReleaseRequest(node: settings.node, budget: spec.id, leaseID: s.leaseID,
                                  consumed: s.consumed, released: s.released, final: final)
         if final {
+            s.rate = 0
+            s.capacity = 0
             s.leaseID = 0
             s.expiresAt = .zero
             s.consumed = 0
@@ -95,6 +125,8 @@ extension Enforcer {
     }
 
     private func expireSlice(_ s: inout LocalSlice) {
+        s.rate = 0
+        s.capacity = 0
         s.leaseID = 0
         s.available = 0
         s.reserved = 0
@@ -115,6 +147,7 @@ extension Enforcer {
         s.epoch = g.epoch
         s.retryNotBefore = now + g.retryAfter
         guard g.leaseID != 0 else { return .applied }
+        if s.isRate && s.leaseID != 0 && now < s.expiresAt { s.refill(now: now) }
         if g.leaseID != s.leaseID {
             if g.adopted {
                 // The new owner took over our holding as of the request: count from there.
@@ -129,6 +162,13 @@ extension Enforcer {
             s.leaseID = g.leaseID
         }
         s.available += g.amount
+        if s.isRate {
+            s.rate = g.rate
+            s.capacity = g.capacity
+            s.lastRefill = now
+            // Tokens beyond the new capacity are gone (the coordinator counted them spent).
+            s.available = max(0, min(s.available, g.capacity - s.reserved))
+        }
         s.expiresAt = p.firstSentAt + g.ttl
         if s.debt > 0 {
             // Repay what `open` mode admitted without a lease.

@@ -54,6 +54,7 @@ public struct Enforcer: Sendable {
             slices[idx].lastCost = amount
             if denied >= 0 { continue }
             if now < slices[idx].expiresAt {
+                if slices[idx].isRate { slices[idx].refill(now: now) }
                 if slices[idx].available < amount {
                     denied = i
                     slices[idx].needsRefill = true
@@ -128,6 +129,11 @@ public struct Enforcer: Sendable {
             slices[idx].consumed += spent
             if spent <= reserved {
                 slices[idx].available += reserved - spent
+                if slices[idx].isRate {
+                    // A refund never lifts a local bucket above its capacity.
+                    slices[idx].available = min(slices[idx].available,
+                                                max(0, slices[idx].capacity - slices[idx].reserved))
+                }
             } else {
                 // The upstream used more than the bound: pay from the slice, owe the rest.
                 let extra = spent - reserved

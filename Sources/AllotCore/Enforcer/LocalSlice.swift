@@ -14,6 +14,8 @@ struct LocalSlice: Sendable {
 
     @usableFromInline let unit: Unit
     @usableFromInline let isConcurrency: Bool
+    @usableFromInline let isRate: Bool
+    @usableFromInline let periodNs: Int64
     @usableFromInline let mode: Mode
     @usableFromInline let staticAllowance: Int64
 
@@ -33,18 +35,34 @@ struct LocalSlice: Sendable {
     @usableFromInline var staticUsed: Int64 = 0
     @usableFromInline var staticPeriod: Int64 = -1
 
+    /// Rate leases: the granted terms, and the (possibly lower) terms enforced now.
+    var grantedRate: Int64 = 0
+    var grantedCapacity: Int64 = 0
+    @usableFromInline var rate: Int64 = 0
+    @usableFromInline var capacity: Int64 = 0
+    @usableFromInline var refillRemainder: Int64 = 0
+    @usableFromInline var lastRefill: Instant = .zero
+
     @usableFromInline var demand = DemandMeter()
     @usableFromInline var admitted = DemandMeter()
     @usableFromInline var lastCost: Int64 = 0
     @usableFromInline var needsRefill = false
     var pending: Pending?
     var retryNotBefore: Instant = .zero
+    var lastSentAt: Instant = Instant(nanoseconds: .min / 2)
     var lastDemandAt: Instant = .zero
     var target: Int64 = 0
 
     init(spec: BudgetSpec) {
         unit = spec.unit
         isConcurrency = spec.kind.isConcurrency
+        if case .rate(_, let p, _) = spec.kind {
+            isRate = true
+            periodNs = p.nanoseconds
+        } else {
+            isRate = false
+            periodNs = 1
+        }
         switch spec.failMode {
         case .closed: mode = .closed; staticAllowance = 0
         case .open: mode = .open; staticAllowance = 0
@@ -57,4 +75,42 @@ struct LocalSlice: Sendable {
 
     /// Units the node holds under its lease (spendable plus reserved in flight).
     var holding: Int64 { available + reserved }
+
+    /// Rate leases: refill the local bucket at the enforced rate. Reserved units count as
+    /// part of the bucket, so a later refund can never lift it above its capacity.
+    @inlinable
+    mutating func refill(now: Instant) {
+        let dt = now.nanoseconds &- lastRefill.nanoseconds
+        guard dt > 0 else { return }
+        lastRefill = now
+        let room = capacity - reserved - available
+        guard room > 0, rate > 0 else {
+            refillRemainder = 0
+            return
+        }
+        let add: Int64
+        if dt < 1 << 31 && rate < 1 << 31 {
+            let x = dt &* rate &+ refillRemainder
+            add = x / periodNs
+            refillRemainder = x - add &* periodNs
+        } else {
+            let p = dt.multipliedFullWidth(by: rate)
+            let (low, carry) = p.low.addingReportingOverflow(UInt64(refillRemainder))
+            let high = p.high &+ (carry ? 1 : 0)
+            if high >= periodNs / 2 { // more than any room: full
+                add = room
+                refillRemainder = 0
+            } else {
+                let (q, r) = periodNs.dividingFullWidth((high: high, low: low))
+                add = q
+                refillRemainder = r
+            }
+        }
+        if add >= room {
+            available += room
+            refillRemainder = 0
+        } else {
+            available += add
+        }
+    }
 }

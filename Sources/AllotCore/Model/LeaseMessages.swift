@@ -26,10 +26,18 @@ public struct AcquireRequest: Hashable, Sendable {
     /// What the node holds unspent right now (available plus reserved in flight). Only used
     /// by a new owner in learning mode, to adopt holdings it did not grant.
     public var holding: Int64
+    /// What the node can still spend right now (its holding minus reservations in flight):
+    /// the coordinator sizes the grant as the node's fair share minus this.
+    public var available: Int64
+    /// Rate budgets: the refill rate (units per period) and bucket capacity the node enforces
+    /// from the moment it sent this request. Never above what it was granted; a node gives
+    /// back rate or capacity by lowering these before it sends.
+    public var rateInUse: Int64
+    public var capacityInUse: Int64
 
     public init(requestID: UInt64, node: NodeID, budget: BudgetID, want: Int64, demandRate: Int64 = 0,
                 leaseID: LeaseID = 0, epoch: UInt64 = 0, consumed: Int64 = 0, released: Int64 = 0,
-                holding: Int64 = 0) {
+                holding: Int64 = 0, available: Int64? = nil, rateInUse: Int64 = 0, capacityInUse: Int64 = 0) {
         self.requestID = requestID
         self.node = node
         self.budget = budget
@@ -40,6 +48,9 @@ public struct AcquireRequest: Hashable, Sendable {
         self.consumed = consumed
         self.released = released
         self.holding = holding
+        self.available = available ?? holding
+        self.rateInUse = rateInUse
+        self.capacityInUse = capacityInUse
     }
 }
 
@@ -61,9 +72,13 @@ public struct Grant: Hashable, Sendable {
     public var adopted: Bool
     /// When amount is short of the want: wait this long before asking again.
     public var retryAfter: Duration
+    /// Rate budgets: the node refills its local bucket at `rate` units per period up to
+    /// `capacity` units. The sum over nodes never exceeds the budget's rate and burst.
+    public var rate: Int64
+    public var capacity: Int64
 
     public init(requestID: UInt64, budget: BudgetID, leaseID: LeaseID, epoch: UInt64, amount: Int64,
-                ttl: Duration, adopted: Bool = false, retryAfter: Duration = .zero) {
+                ttl: Duration, adopted: Bool = false, retryAfter: Duration = .zero, rate: Int64 = 0, capacity: Int64 = 0) {
         self.requestID = requestID
         self.budget = budget
         self.leaseID = leaseID
@@ -72,6 +87,8 @@ public struct Grant: Hashable, Sendable {
         self.ttl = ttl
         self.adopted = adopted
         self.retryAfter = retryAfter
+        self.rate = rate
+        self.capacity = capacity
     }
 }
 

@@ -1,0 +1,153 @@
+/// How a budget answers an acquire: dedupe, apply the node's reports, size the grant.
+extension BudgetAccount {
+    mutating func acquire(_ req: AcquireRequest, now: Instant, settings: AllocatorSettings) -> Allocator.AcquireOutcome {
+        var entry = nodes[req.node] ?? NodeEntry(lastSeen: now)
+        if req.requestID == entry.lastRequestID, let g = entry.lastGrant { return .resent(g) }
+        if req.requestID <= entry.lastRequestID { return .ignoredStale }
+        entry.lastRequestID = req.requestID
+        entry.lastSeen = now
+        entry.want = min(max(req.want, 0), settings.maxSlice)
+        entry.available = max(0, req.available)
+        if case .rate(_, let period, _) = spec.kind {
+            let perPeriod = Allocator.scale(max(0, req.demandRate), period.nanoseconds, 1_000_000_000)
+            // A little headroom, so a node whose demand equals its rate is not starved by noise.
+            entry.demandPerPeriod = perPeriod > 0 ? perPeriod + perPeriod / 16 + 1 : 0
+        }
+
+        var adopted = false
+        if var lease = entry.lease, lease.id == req.leaseID {
+            apply(consumed: req.consumed, released: req.released, to: &lease)
+            if isRate {
+                // The node sent this after applying our last grant, and may have lowered its
+                // terms since: from now on it enforces at most what it reports.
+                commit(&lease, rate: min(lease.rate, max(0, req.rateInUse)),
+                       capacity: min(lease.capacity, max(0, req.capacityInUse)))
+                lease.rate = lease.committedRate
+                lease.capacity = lease.committedCapacity
+            }
+            entry.lease = lease
+        } else if isLearning, entry.lease == nil, req.leaseID != 0, req.holding > 0 || req.rateInUse > 0 {
+            // Learning mode: take over what another owner granted, add nothing.
+            var lease = Lease(id: nextLeaseID, expiresAt: now)
+            nextLeaseID += 1
+            if isRate {
+                lease.rate = max(0, req.rateInUse)
+                lease.capacity = max(0, req.capacityInUse)
+                commit(&lease, rate: lease.rate, capacity: lease.capacity)
+            } else {
+                lease.granted = req.holding
+                outstanding += req.holding
+            }
+            entry.lease = lease
+            adopted = true
+        }
+        nodes[req.node] = entry
+
+        var amount: Int64 = 0
+        var rate = entry.lease?.rate ?? 0
+        var capacity = entry.lease?.capacity ?? 0
+        var retryAfter: Duration = .zero
+        if isLearning {
+            retryAfter = min(settings.refreshInterval, learningUntil! - now)
+        } else if isRate {
+            (amount, rate, capacity, retryAfter) = sizeRateLease(for: req.node, now: now, settings: settings)
+        } else {
+            (amount, retryAfter) = sizeSlice(for: req.node, now: now, settings: settings)
+        }
+
+        var ttl = settings.leaseTTL
+        if case .quota = spec.kind { ttl = min(ttl, windowEnd - now) }
+        var grant = Grant(requestID: req.requestID, budget: spec.id, leaseID: 0, epoch: epoch, amount: amount,
+                          ttl: ttl, adopted: adopted, retryAfter: retryAfter, rate: rate, capacity: capacity)
+        entry = nodes[req.node]!
+        if entry.lease == nil && (amount > 0 || rate > 0 || capacity > 0) {
+            entry.lease = Lease(id: nextLeaseID, expiresAt: now)
+            nextLeaseID += 1
+        }
+        if var lease = entry.lease {
+            lease.expiresAt = now + ttl
+            if isRate {
+                // Raising takes effect at once; lowering only once the node shows it applied it.
+                commit(&lease, rate: max(lease.committedRate, rate), capacity: max(lease.committedCapacity, capacity))
+                lease.rate = rate
+                lease.capacity = capacity
+            } else {
+                lease.granted += amount
+                outstanding += amount
+                pool -= amount
+            }
+            entry.lease = lease
+            grant.leaseID = lease.id
+        }
+        if amount > 0 { grantsTotal += 1 }
+        entry.lastGrant = grant
+        nodes[req.node] = entry
+        return .granted(grant)
+    }
+
+    /// Active nodes' wants, for fair shares: index of `node` in the result.
+    private func activeWants(_ node: NodeID, now: Instant, settings: AllocatorSettings,
+                             _ value: (NodeEntry) -> Int64) -> (wants: [Int64], mine: Int) {
+        var wants: [Int64] = []
+        var mine = 0
+        for (id, e) in nodes where e.lease != nil || now - e.lastSeen < settings.demandMemory || id == node {
+            if id == node { mine = wants.count }
+            wants.append(value(e))
+        }
+        return (wants, mine)
+    }
+
+    /// Slices (quota, concurrency): the node's max-min fair share of what is left minus what
+    /// it can still spend, never more than the pool.
+    private mutating func sizeSlice(for node: NodeID, now: Instant, settings: AllocatorSettings) -> (Int64, Duration) {
+        let me = nodes[node]!
+        // What the node can still spend; reservations in flight are committed and do not
+        // count against its share of what comes next.
+        let held = me.lease.map { min(me.available, $0.unreturned) } ?? 0
+        var spendable: Int64 = 0
+        for (id, e) in nodes where id != node { if let l = e.lease { spendable += min(e.available, l.unreturned) } }
+        let (wants, mine) = activeWants(node, now: now, settings: settings) { $0.want }
+        let share = WaterFill.shares(capacity: pool + spendable + held, wants: wants)[mine]
+        let target = min(share - held, settings.maxSlice)
+        guard target > 0 else { return (0, .zero) }
+        let amount = max(0, min(max(target, settings.minSlice), pool))
+        guard amount < target else { return (amount, .zero) }
+        switch spec.kind {
+        case .quota: return (amount, min(settings.refreshInterval, windowEnd - now))
+        default: return (amount, .nanoseconds(settings.refreshInterval.nanoseconds / 4))
+        }
+    }
+
+    /// Rate leases: a max-min fair share of the rate and of the burst, limited by what other
+    /// nodes may still be enforcing; the bucket topped up from the pool.
+    private mutating func sizeRateLease(for node: NodeID, now: Instant, settings: AllocatorSettings)
+        -> (amount: Int64, rate: Int64, capacity: Int64, retry: Duration) {
+        guard case .rate(let limit, _, let burst) = spec.kind else { preconditionFailure("not a rate budget") }
+        let me = nodes[node]!
+        let (demands, mine) = activeWants(node, now: now, settings: settings) { $0.demandPerPeriod }
+        let (wants, _) = activeWants(node, now: now, settings: settings) { $0.want }
+        let rateShare = WaterFill.shares(capacity: limit, wants: demands)[mine]
+        let capShare = min(WaterFill.shares(capacity: burst, wants: wants)[mine], settings.maxSlice)
+        let myRate = me.lease?.committedRate ?? 0
+        let myCap = me.lease?.committedCapacity ?? 0
+        let othersRate = committedRate - myRate
+        let othersCap = outstanding - myCap
+        let rate = max(0, min(rateShare, limit - othersRate))
+        var capacity = max(0, min(capShare, burst - othersCap))
+        let level = min(me.available, myCap)
+        var topUp = min(max(0, capacity - level), pool)
+        pool -= topUp
+        capacity = max(0, min(capacity, burst - othersCap - pool))
+        if topUp > capacity {
+            pool += topUp - capacity
+            topUp = capacity
+        }
+        // Short of its fair share because others still hold it: come back soon, they are
+        // giving it back. Short of its demand at its fair share: come back after a refresh
+        // interval, not before; meanwhile it runs on its own refill.
+        let interval = settings.refreshInterval.nanoseconds
+        if rate < rateShare || capacity < capShare { return (topUp, rate, capacity, .nanoseconds(interval / 4)) }
+        if rate < me.demandPerPeriod { return (topUp, rate, capacity, .nanoseconds(interval)) }
+        return (topUp, rate, capacity, .zero)
+    }
+}
