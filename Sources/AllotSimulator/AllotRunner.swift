@@ -1,3 +1,4 @@
+import Foundation
 import AllotCore
 
 /// The `allot` strategy: real `Enforcer`s on every node and a real `Allocator` on the
@@ -69,6 +70,8 @@ struct AllotRunner {
             if let v = alloc.checkInvariants() { violation = "t=\(t): \(v)" }
         }
 
+        let debug = ProcessInfo.processInfo.environment["ALLOT_SIM_DEBUG"] != nil
+        let BudgetHandle0 = nodes[0].handle(for: scenario.budgets[0].id)!
         var next = 0
         while true {
             let arrivalT = next < trace.count ? trace[next].time : Int64.max
@@ -137,6 +140,15 @@ struct AllotRunner {
                 q.push(t + timerEvery, .nodeTimer(n))
             case .coordinatorTick:
                 _ = alloc.tick(now: now)
+                if debug {
+                    let st = alloc.status(scenario.budgets[0].id)!
+                    var line = "t=\(Double(t)/1e9) pool=\(st.pool) capOut=\(st.outstanding) rate=\(st.committedRate)"
+                    for n in 0..<min(4, nodes.count) {
+                        let ss = nodes[n].status(BudgetHandle0)
+                        line += " | n\(n) a=\(ss.available) r=\(ss.rate) c=\(ss.capacity)"
+                    }
+                    print(line)
+                }
                 check(t)
                 q.push(t + 50_000_000, .coordinatorTick)
             }

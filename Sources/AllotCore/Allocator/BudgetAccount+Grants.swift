@@ -146,7 +146,7 @@ extension BudgetAccount {
         // giving it back. Short of its demand at its fair share: come back after a refresh
         // interval, not before; meanwhile it runs on its own refill.
         let interval = settings.refreshInterval.nanoseconds
-        if rate < rateShare || capacity < capShare { return (topUp, rate, capacity, .nanoseconds(interval / 4)) }
+        if rate < rateShare || capacity < capShare { return (topUp, rate, capacity, .nanoseconds(interval / 10)) }
         if rate < me.demandPerPeriod { return (topUp, rate, capacity, .nanoseconds(interval)) }
         return (topUp, rate, capacity, .zero)
     }

@@ -53,8 +53,10 @@ extension Enforcer {
             return releaseAll(&s, spec: specs[i], final: true)
         }
         let intervalNs = settings.refreshInterval.nanoseconds
-        // Enough for one interval at the measured demand, on top of what is reserved in flight.
-        let target = max(rate * intervalNs / 1_000_000_000, s.lastCost, 1) + s.reserved
+        // Enough for one interval at the measured demand, on top of what is reserved in flight
+        // (a local bucket asks for two intervals: it must absorb demand's noise on its own).
+        let perInterval = rate * intervalNs / 1_000_000_000
+        let target = max(s.isRate ? 2 * perInterval : perInterval, s.lastCost, 1) + s.reserved
         s.target = target
         let lead = s.admitted.rate(now: now) * settings.prefetchLead.nanoseconds / 1_000_000_000
         let low = s.available <= lead + s.lastCost
@@ -69,8 +71,11 @@ extension Enforcer {
             let recent = s.demand.recentRate(now: now) * s.periodNs / 1_000_000_000
             desiredRate = recent + recent / 8 + 1
             let surplus = hasLease && s.rate > desiredRate + desiredRate / 2 + 1
-                && now - s.lastSentAt >= .nanoseconds(intervalNs / 4)
-            need = (need && gap) || surplus
+                && now - s.lastSentAt >= .nanoseconds(intervalNs / 10)
+            // Refresh every interval while there is demand, so the coordinator can rebalance
+            // rate held by this node towards others (it cannot call us).
+            let refresh = hasLease && rate > 0 && now - s.lastSentAt >= settings.refreshInterval
+            need = (need && gap) || surplus || refresh
         }
         if need || renew {
             s.needsRefill = false
@@ -78,6 +83,7 @@ extension Enforcer {
                 // Give back before asking: from now on enforce no more than the demand needs.
                 s.rate = min(s.rate, desiredRate)
                 let cap = min(s.capacity, max(2 * target, 2 * s.lastCost, s.reserved))
+                _ = cap
                 if cap < s.capacity {
                     let excess = max(0, s.available + s.reserved - cap)
                     let back = min(excess, s.available)
@@ -222,13 +228,15 @@ extension Enforcer {
         public var debt: Int64
         public var expiresAt: Instant
         public var awaitingGrant: Bool
+        public var rate: Int64
+        public var capacity: Int64
     }
 
     public func status(_ h: BudgetHandle) -> SliceStatus {
         let s = slices[Int(h.index)]
         return SliceStatus(leaseID: s.leaseID, available: s.available, reserved: s.reserved,
                            consumed: s.consumed, released: s.released, debt: s.debt,
-                           expiresAt: s.expiresAt, awaitingGrant: s.pending != nil)
+                           expiresAt: s.expiresAt, awaitingGrant: s.pending != nil, rate: s.rate, capacity: s.capacity)
     }
 }
 
