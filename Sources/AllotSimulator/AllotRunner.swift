@@ -65,6 +65,16 @@ struct AllotRunner {
                 if let d = scenario.network.delay(&rng) { q.push(t + d, .toCoordinator(n, m)) }
             }
         }
+        var nodeIndex: [NodeID: Int32] = [:]
+        for n in 0..<scenario.nodes { nodeIndex[nodes[n].settings.node] = Int32(n) }
+        var pushes = 0
+        func deliverPushes(_ t: Int64) {
+            for p in alloc.takePushes() {
+                messages += 1
+                pushes += 1
+                if let d = scenario.network.delay(&rng), let n = nodeIndex[p.node] { q.push(t + d, .toNode(n, p.grant)) }
+            }
+        }
         func check(_ t: Int64) {
             guard checkEveryStep, violation == nil else { return }
             if let v = alloc.checkInvariants() { violation = "t=\(t): \(v)" }
@@ -123,6 +133,7 @@ struct AllotRunner {
                 case .release(let rel):
                     _ = alloc.release(rel, now: now)
                 }
+                deliverPushes(t)
                 check(t)
             case .toNode(let n, let g):
                 _ = nodes[Int(n)].receive(g, now: now)
@@ -140,10 +151,14 @@ struct AllotRunner {
                 q.push(t + timerEvery, .nodeTimer(n))
             case .coordinatorTick:
                 _ = alloc.tick(now: now)
+                deliverPushes(t)
                 if debug {
                     let st = alloc.status(scenario.budgets[0].id)!
-                    var line = "t=\(Double(t)/1e9) pool=\(st.pool) capOut=\(st.outstanding) rate=\(st.committedRate)"
-                    for n in 0..<min(4, nodes.count) {
+                    let nodeRates = nodes.reduce(Int64(0)) { $0 + $1.status(BudgetHandle0).rate }
+                    let nodeCaps = nodes.reduce(Int64(0)) { $0 + $1.status(BudgetHandle0).capacity }
+                    let nodeAvail = nodes.reduce(Int64(0)) { $0 + $1.status(BudgetHandle0).available }
+                    var line = "t=\(Double(t)/1e9) pool=\(st.pool) capOut=\(st.outstanding) rate=\(st.committedRate) nodeRates=\(nodeRates) nodeCaps=\(nodeCaps) avail=\(nodeAvail)"
+                    for n in 0..<min(ProcessInfo.processInfo.environment["ALLOT_SIM_DEBUG_NODES"].flatMap { Int($0) } ?? 4, nodes.count) {
                         let ss = nodes[n].status(BudgetHandle0)
                         line += " | n\(n) a=\(ss.available) r=\(ss.rate) c=\(ss.capacity)"
                     }
@@ -154,8 +169,14 @@ struct AllotRunner {
             }
         }
         for i in outcomes.indices where outcomes[i].time < 0 { outcomes[i] = Outcome(time: trace[i].time, admitted: false, end: trace[i].time) }
+        if debug {
+            var dem = [Int](repeating: 0, count: scenario.nodes), adm = dem
+            for (i, a) in trace.enumerated() where a.time < end { dem[Int(a.node)] += 1; if outcomes[i].admitted { adm[Int(a.node)] += 1 } }
+            let secs = Double(end) / 1e9
+            for n in 0..<scenario.nodes { print("node \(n) demand/s \(Int(Double(dem[n]) / secs)) admitted/s \(Int(Double(adm[n]) / secs))") }
+        }
         var run = StrategyRun(name: "allot", outcomes: outcomes, messages: messages, invariantViolation: violation)
-        run.detail = "acquires \(acquires) (re-sent \(resent)), grants \(grantsSent) (empty \(zeroGrants)), releases \(releases)"
+        run.detail = "acquires \(acquires) (re-sent \(resent)), grants \(grantsSent) (empty \(zeroGrants)), pushes \(pushes), releases \(releases)"
         return run
     }
 }

@@ -60,6 +60,7 @@ public struct Allocator: Sendable {
         var expired: [(NodeID, Int64)] = []
         acct.advance(to: now, expired: &expired)
         let outcome = acct.acquire(req, now: now, settings: settings)
+        acct.rebalance(now: now, settings: settings)
         accounts[req.budget] = acct
         return outcome
     }
@@ -79,6 +80,7 @@ public struct Allocator: Sendable {
         acct.nodes[req.node]!.lease = lease
         if closing {
             acct.close(req.node)
+            acct.rebalance(now: now, settings: settings)
         } else if req.final && (lease.unreturned == 0 || !acct.spec.kind.isConcurrency) {
             // Units still out on a closed slice were reserved in flight and will never be
             // reported: count them as spent. Permits still out stay leased until expiry.
@@ -94,6 +96,7 @@ public struct Allocator: Sendable {
             var expired: [(NodeID, Int64)] = []
             accounts[id]!.advance(to: now, expired: &expired)
             for (node, amount) in expired { out.append(Expiry(budget: id, node: node, amount: amount)) }
+            if !expired.isEmpty { accounts[id]!.rebalance(now: now, settings: settings) }
         }
         return out
     }
@@ -110,6 +113,17 @@ public struct Allocator: Sendable {
         acct.startLearning(epoch: epoch, now: now, until: now + settings.leaseTTL, committed: committed)
         accounts[budget] = acct
         return true
+    }
+
+    /// Offers and recalls produced by the events so far, to send to their nodes (over the
+    /// connection each node keeps open). Taking them clears the queue.
+    public mutating func takePushes() -> [Push] {
+        var out: [Push] = []
+        for id in accounts.keys where !accounts[id]!.pushes.isEmpty {
+            out += accounts[id]!.pushes
+            accounts[id]!.pushes = []
+        }
+        return out
     }
 
     // MARK: arithmetic

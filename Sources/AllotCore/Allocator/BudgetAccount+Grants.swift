@@ -16,14 +16,20 @@ extension BudgetAccount {
 
         var adopted = false
         if var lease = entry.lease, lease.id == req.leaseID {
-            apply(consumed: req.consumed, released: req.released, to: &lease)
+            if !isRate { apply(consumed: req.consumed, released: req.released, to: &lease) }
             if isRate {
-                // The node sent this after applying our last grant, and may have lowered its
-                // terms since: from now on it enforces at most what it reports.
-                commit(&lease, rate: min(lease.rate, max(0, req.rateInUse)),
-                       capacity: min(lease.capacity, max(0, req.capacityInUse)))
-                lease.rate = lease.committedRate
-                lease.capacity = lease.committedCapacity
+                // From now on the node enforces at most what it reports; terms we sent after
+                // the last one it applied may still arrive and stay committed.
+                entry.unacknowledged.removeAll { $0.sequence <= req.appliedSequence }
+                let inFlightRate = entry.unacknowledged.map(\.rate).max() ?? 0
+                let inFlightCap = entry.unacknowledged.map(\.capacity).max() ?? 0
+                commit(&lease, rate: min(lease.committedRate, max(0, req.rateInUse, inFlightRate)),
+                       capacity: min(lease.committedCapacity, max(0, req.capacityInUse, inFlightCap)))
+                lease.rate = min(lease.rate, lease.committedRate)
+                lease.capacity = min(lease.capacity, lease.committedCapacity)
+                // Tokens the node gave back (above a lowered capacity) return to the pool,
+                // now that the capacity they sat in is released.
+                apply(consumed: req.consumed, released: req.released, to: &lease)
             }
             entry.lease = lease
         } else if isLearning, entry.lease == nil, req.leaseID != 0, req.holding > 0 || req.rateInUse > 0 {
@@ -64,6 +70,8 @@ extension BudgetAccount {
             entry.lease = Lease(id: nextLeaseID, expiresAt: now)
             nextLeaseID += 1
         }
+        grant.sequence = entry.nextSequence
+        entry.nextSequence += 1
         if var lease = entry.lease {
             lease.expiresAt = now + ttl
             if isRate {
@@ -71,6 +79,8 @@ extension BudgetAccount {
                 commit(&lease, rate: max(lease.committedRate, rate), capacity: max(lease.committedCapacity, capacity))
                 lease.rate = rate
                 lease.capacity = capacity
+                entry.unacknowledged.append((grant.sequence, rate, capacity))
+                entry.short = rate < entry.demandPerPeriod
             } else {
                 lease.granted += amount
                 outstanding += amount
@@ -126,8 +136,14 @@ extension BudgetAccount {
         let me = nodes[node]!
         let (demands, mine) = activeWants(node, now: now, settings: settings) { $0.demandPerPeriod }
         let (wants, _) = activeWants(node, now: now, settings: settings) { $0.want }
-        let rateShare = WaterFill.shares(capacity: limit, wants: demands)[mine]
-        let capShare = min(WaterFill.shares(capacity: burst, wants: wants)[mine], settings.maxSlice)
+        // Max-min fair shares of what nodes need; what nobody needs is spread evenly as slack
+        // (recalled as soon as someone is short), so idle rate and burst sit ready on nodes.
+        let rateShares = WaterFill.shares(capacity: limit, wants: demands)
+        let capShares = WaterFill.shares(capacity: burst, wants: wants)
+        let n = Int64(demands.count)
+        let rateShare = rateShares[mine] + (limit - rateShares.reduce(0, +)) / n
+        let capShare = min(capShares[mine] + (burst - capShares.reduce(0, +)) / n, settings.maxSlice)
+        let baseRateShare = rateShares[mine]
         let myRate = me.lease?.committedRate ?? 0
         let myCap = me.lease?.committedCapacity ?? 0
         let othersRate = committedRate - myRate
@@ -143,11 +159,15 @@ extension BudgetAccount {
             topUp = capacity
         }
         // Short of its fair share because others still hold it: come back soon, they are
-        // giving it back. Short of its demand at its fair share: come back after a refresh
-        // interval, not before; meanwhile it runs on its own refill.
+        // giving it back. Short of its demand at its fair share: no need to ask again until
+        // demand changes; meanwhile it runs on its own refill.
+        // (Offers are pushed when rate frees up, so a node at its fair share need not poll.)
         let interval = settings.refreshInterval.nanoseconds
-        if rate < rateShare || capacity < capShare { return (topUp, rate, capacity, .nanoseconds(interval / 10)) }
-        if rate < me.demandPerPeriod { return (topUp, rate, capacity, .nanoseconds(interval)) }
+        if baseRateShare - rate > baseRateShare / 16 || capShares[mine] - capacity > capShares[mine] / 16 {
+            return (topUp, rate, capacity, .nanoseconds(interval / 10))
+        }
+        if rate < me.demandPerPeriod { return (topUp, rate, capacity, settings.leaseTTL / 2) }
+        _ = rateShare
         return (topUp, rate, capacity, .zero)
     }
 }

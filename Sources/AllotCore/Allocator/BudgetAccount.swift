@@ -41,6 +41,13 @@ struct BudgetAccount: Sendable {
         var available: Int64 = 0
         var lastSeen: Instant
         var lease: Lease?
+        /// Sequence numbers of grants and pushes; terms sent but not yet known to be applied.
+        var nextSequence: UInt64 = 1
+        var unacknowledged: [(sequence: UInt64, rate: Int64, capacity: Int64)] = []
+        /// The node got less rate than its demand at its last acquire.
+        var short = false
+        /// When a push was last sent, to re-send an unacknowledged recall.
+        var lastPushAt: Instant = .zero
     }
 
     let spec: BudgetSpec
@@ -67,6 +74,8 @@ struct BudgetAccount: Sendable {
     var nodes: [NodeID: NodeEntry] = [:]
     var nextLeaseID: LeaseID = 1
     var grantsTotal: Int64 = 0
+    /// Offers and recalls waiting to be sent.
+    var pushes: [Push] = []
 
     init(spec: BudgetSpec, now: Instant) {
         self.spec = spec
@@ -120,6 +129,7 @@ struct BudgetAccount: Sendable {
 
     private mutating func expire(node: NodeID, lease: Lease) {
         nodes[node]?.lease = nil
+        nodes[node]?.unacknowledged = []
         if isRate {
             // Whatever was in the node's bucket is counted as spent.
             committedRate -= lease.committedRate
@@ -243,6 +253,7 @@ struct BudgetAccount: Sendable {
             expiredSpent += lease.unreturned
         }
         nodes[node]!.lease = nil
+        nodes[node]!.unacknowledged = []
         nodes[node]!.want = 0
         nodes[node]!.demandPerPeriod = 0
     }

@@ -39,6 +39,14 @@ public struct DemandMeter: Sendable {
         return recent * 10 / 3
     }
 
+    /// Units per second over the last second (the current bucket included).
+    public mutating func average(now: Instant) -> Int64 {
+        roll(to: now)
+        var sum: Int64 = 0
+        for i in 0..<10 { sum += buckets[i] }
+        return sum
+    }
+
     /// Units per second: the larger of the 1 s average and the last 300 ms average.
     public mutating func rate(now: Instant) -> Int64 {
         roll(to: now)

@@ -22,98 +22,7 @@ extension Enforcer {
         case leaseExpired(BudgetHandle, permitsInUse: Int64)
     }
 
-    /// The messages the node should send now: refills at the low watermark, renewals, retries
-    /// of unanswered acquires (same request id), releases when demand dropped.
-    public mutating func poll(now: Instant) -> [Outgoing] {
-        _wantsPoll = false
-        var out: [Outgoing] = []
-        for i in slices.indices {
-            if let m = pollSlice(i, now: now) { out.append(m) }
-        }
-        return out
-    }
-
-    private mutating func pollSlice(_ i: Int, now: Instant) -> Outgoing? {
-        var s = slices[i]
-        defer { slices[i] = s }
-        if var p = s.pending {
-            guard now - p.lastSentAt >= settings.retryTimeout else { return nil }
-            p.lastSentAt = now
-            s.pending = p
-            return .acquire(p.request)
-        }
-        let rate = s.demand.rate(now: now)
-        if rate > 0 { s.lastDemandAt = now }
-        let hasLease = s.leaseID != 0 && now < s.expiresAt
-        if s.leaseID != 0 && !hasLease { expireSlice(&s) }
-        if s.isRate && hasLease { s.refill(now: now) }
-
-        // Demand gone: give everything back.
-        if hasLease && rate == 0 && now - s.lastDemandAt >= settings.idleRelease && s.reserved == 0 {
-            return releaseAll(&s, spec: specs[i], final: true)
-        }
-        let intervalNs = settings.refreshInterval.nanoseconds
-        // Enough for one interval at the measured demand, on top of what is reserved in flight
-        // (a local bucket asks for two intervals: it must absorb demand's noise on its own).
-        let perInterval = rate * intervalNs / 1_000_000_000
-        let target = max(s.isRate ? 2 * perInterval : perInterval, s.lastCost, 1) + s.reserved
-        s.target = target
-        let lead = s.admitted.rate(now: now) * settings.prefetchLead.nanoseconds / 1_000_000_000
-        let low = s.available <= lead + s.lastCost
-        let renew = hasLease && s.expiresAt - now <= settings.renewMargin && rate > 0
-        var need = (s.needsRefill || low) && rate > 0 && now >= s.retryNotBefore
-        var desiredRate: Int64 = 0
-        if s.isRate {
-            // A rate lease refills itself: ask again only at a fair pace, or to give back
-            // rate the node no longer needs.
-            let gap = now - s.lastSentAt >= .nanoseconds(intervalNs / 10)
-            // Give back promptly when demand dropped (seen over the last 300 ms).
-            let recent = s.demand.recentRate(now: now) * s.periodNs / 1_000_000_000
-            desiredRate = recent + recent / 8 + 1
-            let surplus = hasLease && s.rate > desiredRate + desiredRate / 2 + 1
-                && now - s.lastSentAt >= .nanoseconds(intervalNs / 10)
-            // Refresh every interval while there is demand, so the coordinator can rebalance
-            // rate held by this node towards others (it cannot call us).
-            let refresh = hasLease && rate > 0 && now - s.lastSentAt >= settings.refreshInterval
-            need = (need && gap) || surplus || refresh
-        }
-        if need || renew {
-            s.needsRefill = false
-            if s.isRate && hasLease && s.rate > desiredRate + desiredRate / 2 + 1 {
-                // Give back before asking: from now on enforce no more than the demand needs.
-                s.rate = min(s.rate, desiredRate)
-                let cap = min(s.capacity, max(2 * target, 2 * s.lastCost, s.reserved))
-                _ = cap
-                if cap < s.capacity {
-                    let excess = max(0, s.available + s.reserved - cap)
-                    let back = min(excess, s.available)
-                    s.available -= back
-                    s.released += back
-                    s.capacity = cap
-                }
-            }
-            let req = AcquireRequest(
-                requestID: nextRequestID, node: settings.node, budget: specs[i].id, want: target,
-                demandRate: rate, leaseID: s.leaseID, epoch: s.epoch, consumed: s.consumed,
-                released: s.released, holding: s.holding, available: s.available,
-                rateInUse: s.rate, capacityInUse: s.capacity)
-            nextRequestID += 1
-            s.pending = LocalSlice.Pending(requestID: req.requestID, firstSentAt: now, lastSentAt: now, request: req)
-            s.lastSentAt = now
-            return .acquire(req)
-        }
-        // Slices: holding far more than demand needs: return the excess.
-        if !s.isRate && hasLease && s.available > 2 * target + lead && s.available > 0 {
-            let excess = s.available - target
-            s.available -= excess
-            s.released += excess
-            return .release(ReleaseRequest(node: settings.node, budget: specs[i].id, leaseID: s.leaseID,
-                                           consumed: s.consumed, released: s.released, final: false))
-        }
-        return nil
-    }
-
-    private func releaseAll(_ s: inout LocalSlice, spec: BudgetSpec, final: Bool) -> Outgoing {
+    func releaseAll(_ s: inout LocalSlice, spec: BudgetSpec, final: Bool) -> Outgoing {
         s.released += s.available
         s.available = 0
         let msg = ReleaseRequest(node: settings.node, budget: spec.id, leaseID: s.leaseID,
@@ -130,7 +39,7 @@ extension Enforcer {
         return .release(msg)
     }
 
-    private func expireSlice(_ s: inout LocalSlice) {
+    func expireSlice(_ s: inout LocalSlice) {
         s.rate = 0
         s.capacity = 0
         s.leaseID = 0
@@ -147,13 +56,23 @@ extension Enforcer {
         let i = Int(h.index)
         var s = slices[i]
         defer { slices[i] = s }
+        if g.requestID == 0 { return receivePush(g, into: &s, now: now) }
         guard let p = s.pending, p.requestID == g.requestID else { return .ignoredUnknownRequest }
         guard g.epoch >= s.epoch else { return .ignoredStaleEpoch }
+        if g.epoch > s.epoch { s.lastSequence = 0 } // a new owner numbers afresh
         s.pending = nil
         s.epoch = g.epoch
         s.retryNotBefore = now + g.retryAfter
         guard g.leaseID != 0 else { return .applied }
         if s.isRate && s.leaseID != 0 && now < s.expiresAt { s.refill(now: now) }
+        if s.isRate && g.leaseID == s.leaseID && g.sequence <= s.lastSequence {
+            // A push overtook this answer and carried newer terms: keep them, take the
+            // renewal and the tokens.
+            s.expiresAt = p.firstSentAt + g.ttl
+            s.available = max(0, min(s.available + g.amount, s.capacity - s.reserved))
+            return .applied
+        }
+        s.lastSequence = max(s.lastSequence, g.sequence)
         if g.leaseID != s.leaseID {
             if g.adopted {
                 // The new owner took over our holding as of the request: count from there.
@@ -169,11 +88,15 @@ extension Enforcer {
         }
         s.available += g.amount
         if s.isRate {
+            if g.leaseID == s.leaseID && (g.rate < s.rate || g.capacity < s.capacity) {
+                // Lowered terms stay committed at the coordinator until it sees we applied them.
+                s.needsAck = true
+                _wantsPoll = true
+            }
             s.rate = g.rate
             s.capacity = g.capacity
             s.lastRefill = now
-            // Tokens beyond the new capacity are gone (the coordinator counted them spent).
-            s.available = max(0, min(s.available, g.capacity - s.reserved))
+            giveBackAboveCapacity(&s)
         }
         s.expiresAt = p.firstSentAt + g.ttl
         if s.debt > 0 {
@@ -183,6 +106,32 @@ extension Enforcer {
             s.consumed += paid
             s.debt -= paid
         }
+        return .applied
+    }
+
+    /// Tokens above a lowered capacity go back to the coordinator with the next message.
+    private func giveBackAboveCapacity(_ s: inout LocalSlice) {
+        let back = min(s.available, max(0, s.available + s.reserved - s.capacity))
+        s.available -= back
+        s.released += back
+    }
+
+    /// An offer (raise) or recall (lower) of a rate lease, sent unasked.
+    private mutating func receivePush(_ g: Grant, into s: inout LocalSlice, now: Instant) -> GrantOutcome {
+        guard g.epoch == s.epoch else { return .ignoredStaleEpoch }
+        guard s.isRate, g.leaseID == s.leaseID, s.leaseID != 0, now < s.expiresAt,
+              g.sequence > s.lastSequence else { return .ignoredUnknownRequest }
+        s.refill(now: now)
+        s.lastSequence = g.sequence
+        if g.rate < s.rate || g.capacity < s.capacity {
+            // A recall: apply at once (tokens above the new capacity are given up), and
+            // acknowledge so the coordinator can hand the difference to others.
+            s.needsAck = true
+            _wantsPoll = true
+        }
+        s.rate = g.rate
+        s.capacity = g.capacity
+        giveBackAboveCapacity(&s)
         return .applied
     }
 

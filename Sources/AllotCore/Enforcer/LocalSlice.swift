@@ -48,9 +48,15 @@ struct LocalSlice: Sendable {
     @usableFromInline var lastCost: Int64 = 0
     @usableFromInline var needsRefill = false
     var pending: Pending?
+    /// Highest grant sequence applied; older terms are ignored.
+    var lastSequence: UInt64 = 0
+    /// A recall lowered our rate: acknowledge with an acquire at once.
+    var needsAck = false
     var retryNotBefore: Instant = .zero
     var lastSentAt: Instant = Instant(nanoseconds: .min / 2)
     var lastDemandAt: Instant = .zero
+    /// Demand (units per second) sent with the last acquire.
+    var reportedDemand: Int64 = 0
     var target: Int64 = 0
 
     init(spec: BudgetSpec) {

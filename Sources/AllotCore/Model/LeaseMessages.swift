@@ -34,10 +34,13 @@ public struct AcquireRequest: Hashable, Sendable {
     /// back rate or capacity by lowering these before it sends.
     public var rateInUse: Int64
     public var capacityInUse: Int64
+    /// The highest `Grant.sequence` the node has applied for this budget: grants and pushes
+    /// sent after it may still arrive, so their terms stay committed.
+    public var appliedSequence: UInt64
 
     public init(requestID: UInt64, node: NodeID, budget: BudgetID, want: Int64, demandRate: Int64 = 0,
                 leaseID: LeaseID = 0, epoch: UInt64 = 0, consumed: Int64 = 0, released: Int64 = 0,
-                holding: Int64 = 0, available: Int64? = nil, rateInUse: Int64 = 0, capacityInUse: Int64 = 0) {
+                holding: Int64 = 0, available: Int64? = nil, rateInUse: Int64 = 0, capacityInUse: Int64 = 0, appliedSequence: UInt64 = 0) {
         self.requestID = requestID
         self.node = node
         self.budget = budget
@@ -51,13 +54,18 @@ public struct AcquireRequest: Hashable, Sendable {
         self.available = available ?? holding
         self.rateInUse = rateInUse
         self.capacityInUse = capacityInUse
+        self.appliedSequence = appliedSequence
     }
 }
 
 /// The coordinator's answer to an acquire: new amount added to the node's slice, and the
-/// lease's remaining lifetime.
+/// lease's remaining lifetime. With `requestID == 0` it is a *push*: sent unasked over the
+/// node's connection to raise a rate lease (an offer) or lower it (a recall).
 public struct Grant: Hashable, Sendable {
     public var requestID: UInt64
+    /// Increases with every grant and push to this node for this budget; a node MUST ignore
+    /// terms older than what it has applied (messages can overtake each other).
+    public var sequence: UInt64
     public var budget: BudgetID
     public var leaseID: LeaseID
     /// The owner's epoch for this budget; a node MUST drop a grant from an older epoch.
@@ -78,8 +86,10 @@ public struct Grant: Hashable, Sendable {
     public var capacity: Int64
 
     public init(requestID: UInt64, budget: BudgetID, leaseID: LeaseID, epoch: UInt64, amount: Int64,
-                ttl: Duration, adopted: Bool = false, retryAfter: Duration = .zero, rate: Int64 = 0, capacity: Int64 = 0) {
+                ttl: Duration, adopted: Bool = false, retryAfter: Duration = .zero, rate: Int64 = 0, capacity: Int64 = 0,
+                sequence: UInt64 = 0) {
         self.requestID = requestID
+        self.sequence = sequence
         self.budget = budget
         self.leaseID = leaseID
         self.epoch = epoch
@@ -109,5 +119,17 @@ public struct ReleaseRequest: Hashable, Sendable {
         self.consumed = consumed
         self.released = released
         self.final = final
+    }
+}
+
+/// A grant the coordinator sends without being asked (rate leases only): an offer raises a
+/// node's rate when capacity freed up; a recall lowers it so another node can have its fair
+/// share (the node MUST apply it at once and acknowledge with its next acquire).
+public struct Push: Hashable, Sendable {
+    public var node: NodeID
+    public var grant: Grant
+    public init(node: NodeID, grant: Grant) {
+        self.node = node
+        self.grant = grant
     }
 }

@@ -1,0 +1,85 @@
+/// When a node talks to its coordinator: everything here runs off the hot path, from
+/// `poll(now:)`, which the shell calls on a timer and whenever `wantsPoll` is set.
+extension Enforcer {
+    /// The messages the node should send now: refills at the low watermark, renewals, retries
+    /// of unanswered acquires (same request id), demand reports, acknowledgements of recalls,
+    /// releases when demand dropped.
+    public mutating func poll(now: Instant) -> [Outgoing] {
+        _wantsPoll = false
+        var out: [Outgoing] = []
+        for i in slices.indices {
+            if let m = pollSlice(i, now: now) { out.append(m) }
+        }
+        return out
+    }
+
+    private mutating func pollSlice(_ i: Int, now: Instant) -> Outgoing? {
+        var s = slices[i]
+        defer { slices[i] = s }
+        if var p = s.pending {
+            guard now - p.lastSentAt >= settings.retryTimeout else { return nil }
+            p.lastSentAt = now
+            s.pending = p
+            return .acquire(p.request)
+        }
+        let rate = s.demand.rate(now: now)
+        if rate > 0 { s.lastDemandAt = now }
+        let hasLease = s.leaseID != 0 && now < s.expiresAt
+        if s.leaseID != 0 && !hasLease { expireSlice(&s) }
+        if s.isRate && hasLease { s.refill(now: now) }
+
+        // Demand gone: give everything back.
+        if hasLease && rate == 0 && now - s.lastDemandAt >= settings.idleRelease && s.reserved == 0 {
+            return releaseAll(&s, spec: specs[i], final: true)
+        }
+        let intervalNs = settings.refreshInterval.nanoseconds
+        // Enough for one interval at the measured demand, on top of what is reserved in flight
+        // (a local bucket asks for two intervals: it must absorb demand's noise on its own).
+        let perInterval = rate * intervalNs / 1_000_000_000
+        let target = max(s.isRate ? 2 * perInterval : perInterval, s.lastCost, 1) + s.reserved
+        s.target = target
+        let lead = s.admitted.rate(now: now) * settings.prefetchLead.nanoseconds / 1_000_000_000
+        let low = s.available <= lead + s.lastCost
+        let renew = hasLease && s.expiresAt - now <= settings.renewMargin && rate > 0
+        var need = (s.needsRefill || low) && rate > 0 && now >= s.retryNotBefore
+        var reported = rate
+        if s.isRate {
+            // A rate lease refills itself and the coordinator rebalances it by push, so the
+            // node only speaks when it runs dry, or when its demand moved far from what it
+            // last reported (judged on the one-second average, steady enough at a few
+            // requests per second), or to acknowledge a recall.
+            let gap = now - s.lastSentAt >= .nanoseconds(intervalNs / 10)
+            let average = s.demand.average(now: now)
+            let recent = s.demand.recentRate(now: now)
+            let grew = hasLease && average > s.reportedDemand + s.reportedDemand / 2 + 1 && (s.needsRefill || low)
+            let dropped = hasLease && s.reportedDemand > 3 * max(recent, average) + 1
+            need = ((need || grew || dropped) && gap) || (s.needsAck && hasLease)
+            // The steadier average once the lease runs smoothly; the faster estimate when
+            // starting, running dry or after a drop.
+            reported = hasLease && !s.needsRefill && !low ? (dropped ? recent : average) : rate
+        }
+        if need || renew {
+            s.needsRefill = false
+            s.needsAck = false
+            let req = AcquireRequest(
+                requestID: nextRequestID, node: settings.node, budget: specs[i].id, want: target,
+                demandRate: reported, leaseID: s.leaseID, epoch: s.epoch, consumed: s.consumed,
+                released: s.released, holding: s.holding, available: s.available,
+                rateInUse: s.rate, capacityInUse: s.capacity, appliedSequence: s.lastSequence)
+            nextRequestID += 1
+            s.pending = LocalSlice.Pending(requestID: req.requestID, firstSentAt: now, lastSentAt: now, request: req)
+            s.lastSentAt = now
+            s.reportedDemand = reported
+            return .acquire(req)
+        }
+        // Slices: holding far more than demand needs: return the excess.
+        if !s.isRate && hasLease && s.available > 2 * target + lead && s.available > 0 {
+            let excess = s.available - target
+            s.available -= excess
+            s.released += excess
+            return .release(ReleaseRequest(node: settings.node, budget: specs[i].id, leaseID: s.leaseID,
+                                           consumed: s.consumed, released: s.released, final: false))
+        }
+        return nil
+    }
+}
