@@ -52,11 +52,22 @@ extension Enforcer {
             let average = s.demand.average(now: now)
             let recent = s.demand.recentRate(now: now)
             let grew = hasLease && average > s.reportedDemand + s.reportedDemand / 2 + 1 && (s.needsRefill || low)
-            let dropped = hasLease && s.reportedDemand > 3 * max(recent, average) + 1
+            // Demand collapsed (seen over the last 300 ms) and the bucket sits full, so the
+            // rate is going to waste: report at once, and give the rate back before asking.
+            let full = 10 * (s.available + s.reserved) >= 9 * s.capacity
+            let dropped = hasLease && s.reportedDemand > 3 * recent + 1 && full
             need = ((need || grew || dropped) && gap) || (s.needsAck && hasLease)
             // The steadier average once the lease runs smoothly; the faster estimate when
             // starting, running dry or after a drop.
-            reported = hasLease && !s.needsRefill && !low ? (dropped ? recent : average) : rate
+            // What we report: while the bucket sits full the node is not using its rate, so
+            // its recent demand; otherwise the steadier average, or the fast estimate when
+            // starting or running dry.
+            if hasLease && full { reported = recent } else if hasLease && !s.needsRefill && !low { reported = average }
+            if dropped && need {
+                // Committed at once by the coordinator (the node enforces it from now on), so
+                // the rate can be offered to others in the same step.
+                s.rate = min(s.rate, 2 * (recent * s.periodNs / 1_000_000_000) + 1)
+            }
         }
         if need || renew {
             s.needsRefill = false
