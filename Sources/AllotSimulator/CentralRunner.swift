@@ -10,6 +10,13 @@ protocol CentralCounter {
     mutating func settle(_ a: Arrival, takenAt: Int64, at t: Int64)
     /// Whether requests send a settle message when they end.
     var settles: Bool { get }
+    /// For window counters: the most real units admitted in one of its own windows, over
+    /// its limit, minus one (> 0: the counter let more through than it believed).
+    var ownWindowExcess: Double? { get }
+}
+
+extension CentralCounter {
+    var ownWindowExcess: Double? { nil }
 }
 
 struct CentralLoop<Counter: CentralCounter> {
@@ -77,7 +84,9 @@ struct CentralLoop<Counter: CentralCounter> {
         for i in outcomes.indices where outcomes[i].time < 0 {
             outcomes[i] = Outcome(time: trace[i].time, admitted: false, end: trace[i].time)
         }
-        return StrategyRun(name: name, outcomes: outcomes, messages: messages, invariantViolation: nil)
+        var run = StrategyRun(name: name, outcomes: outcomes, messages: messages, invariantViolation: nil)
+        run.ownWindowExcess = counter.ownWindowExcess
+        return run
     }
 }
 
@@ -109,6 +118,8 @@ struct PostPaidCounter: CentralCounter {
     var window: Int64 = .min
     var windowEnd: Int64 = .min
     var used: Int64 = 0
+    var admittedActual: Int64 = 0
+    var maxAdmittedActual: Int64 = 0
     let settles = true
 
     init(scenario: Scenario) {
@@ -116,8 +127,11 @@ struct PostPaidCounter: CentralCounter {
         epoch = scenario.epoch
     }
 
+    var ownWindowExcess: Double? { Double(maxAdmittedActual) / Double(limit) - 1 }
+
     private mutating func roll(_ t: Int64) {
         guard t >= windowEnd else { return }
+        admittedActual = 0
         switch spec.kind {
         case .rate(_, let p, _):
             window = t / p.nanoseconds * p.nanoseconds
@@ -141,7 +155,10 @@ struct PostPaidCounter: CentralCounter {
 
     mutating func decide(_ a: Arrival, at t: Int64) -> Bool {
         roll(t)
-        return used < limit
+        guard used < limit else { return false }
+        admittedActual += spec.amount(for: a.cost)
+        maxAdmittedActual = max(maxAdmittedActual, admittedActual)
+        return true
     }
 
     mutating func settle(_ a: Arrival, takenAt: Int64, at t: Int64) {
@@ -160,7 +177,11 @@ struct EstimateReserveCounter: CentralCounter {
     var windowStart: Int64 = .min
     var windowEnd: Int64 = .min
     var used: Int64 = 0
+    var admittedActual: Int64 = 0
+    var maxAdmittedActual: Int64 = 0
     let settles = true
+
+    var ownWindowExcess: Double? { Double(maxAdmittedActual) / Double(limit) - 1 }
 
     init(scenario: Scenario) {
         let spec = scenario.budgets[0]
@@ -182,9 +203,12 @@ struct EstimateReserveCounter: CentralCounter {
             windowStart = t
             windowEnd = t + period
             used = 0
+            admittedActual = 0
         }
         guard used + estimate(a) <= limit else { return false }
         used += estimate(a)
+        admittedActual += actual(a)
+        maxAdmittedActual = max(maxAdmittedActual, admittedActual)
         return true
     }
 

@@ -24,6 +24,10 @@ public struct StrategyMetrics: Sendable, Codable {
     public var admitted: Int
     public var requests: Int
     public var detail: String?
+    /// Window counters (post-paid, estimate-reserve): the most real units admitted in one of
+    /// the counter's own windows over its limit, minus one. Above 0 the counter let through
+    /// more than it believed it did (late charging, or estimates below the real count).
+    public var ownWindowExcess: Double?
 
     enum CodingKeys: String, CodingKey {
         case name, overshoot, utilization, fairness
@@ -34,6 +38,7 @@ public struct StrategyMetrics: Sendable, Codable {
         case conformant
         case invariantViolation = "invariant_violation"
         case admitted, requests, detail
+        case ownWindowExcess = "own_window_excess"
     }
 }
 
@@ -88,7 +93,8 @@ enum MetricsCalculator {
             invariantViolation: run.invariantViolation,
             admitted: admittedCount,
             requests: trace.count,
-            detail: run.detail)
+            detail: run.detail,
+            ownWindowExcess: run.ownWindowExcess)
     }
 
     /// What an exact global limiter with zero latency admits, per node, in the primary unit.

@@ -19,4 +19,6 @@ public struct StrategyRun: Sendable {
     public var invariantViolation: String?
     /// A breakdown of the messages, for humans.
     public var detail: String?
+    /// Window counters: see `StrategyMetrics.ownWindowExcess`.
+    public var ownWindowExcess: Double?
 }

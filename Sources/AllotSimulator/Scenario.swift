@@ -15,7 +15,23 @@ public struct Scenario: Sendable {
         case all
     }
 
+    /// `tokens` only: which text the prompts hold, and whether demand comes in bursts.
+    public enum TextMix: String, Sendable, CaseIterable {
+        /// 80% code, JSON and CJK, which tokenize more densely than characters/4.
+        case dense
+        /// English prose only (about 4 characters per token).
+        case english
+    }
+    public enum Pattern: String, Sendable, CaseIterable {
+        /// Quiet 60 s, then a 30 s burst, in a 90 s cycle.
+        case bursty
+        /// The same mean demand, steady.
+        case steady
+    }
+
     public var name: Name
+    public var textMix: TextMix = .dense
+    public var pattern: Pattern = .bursty
     public var nodes: Int
     public var seed: UInt64
     public var duration: Duration
@@ -31,8 +47,11 @@ public struct Scenario: Sendable {
 
     /// Builds a scenario. `perNodeRate` defaults to 1,000 requests/s (20 for `tokens`).
     public init(_ name: Name, nodes: Int = 16, seed: UInt64 = 1, duration: Duration? = nil,
-                perNodeRate: Double? = nil, mix: BudgetMix = .primary) {
+                perNodeRate: Double? = nil, mix: BudgetMix = .primary,
+                textMix: TextMix = .dense, pattern: Pattern = .bursty) {
         self.name = name
+        self.textMix = textMix
+        self.pattern = pattern
         self.nodes = max(1, nodes)
         self.seed = seed
         self.perNodeRate = perNodeRate ?? (name == .tokens ? 20 : 1000)
@@ -57,15 +76,16 @@ public struct Scenario: Sendable {
         case .zipf, .shift, .lossy: list.append(req(demand / 1.2 * scale))
         case .burst, .runaway: list.append(req(demand * scale))
         case .tokens:
-            // Mean tokens per request is about 1,650 (see the trace): a per-minute budget at
-            // 80% of demand, with a 10-second burst.
-            let perMinute = Int64(demand * 1_650 * 60 * 0.8 * scale)
+            // Mean tokens per request is about 1,360 and mean demand 1.47× the base rate (see
+            // the trace): a per-minute budget at 80% of mean demand, with a 30-second burst (it
+            // must hold the upper bounds reserved by requests in flight for seconds).
+            let perMinute = Int64(demand * Self.tokensMeanFactor * 1_360 * 60 * 0.8 * scale)
             list.append(try! BudgetSpec(id: "tokens_per_minute", unit: .tokens,
-                                        kind: .rate(limit: perMinute, period: .seconds(60), burst: perMinute / 6)))
+                                        kind: .rate(limit: perMinute, period: .seconds(60), burst: perMinute / 2)))
         }
         if mix == .all {
             let perMinute = demand * 60 * (0.4 + rng.unit())
-            let tokensFactor: Double = name == .tokens ? 1_650 : 1
+            let tokensFactor: Double = name == .tokens ? 1_360 * Self.tokensMeanFactor : 1
             list.append(try! BudgetSpec(id: "quota_per_minute", unit: name == .tokens ? .tokens : .requests,
                                         kind: .quota(allowance: Int64(perMinute * tokensFactor), window: try! CalendarWindow(.minute))))
             // Little's law: requests in flight ≈ rate × mean duration.
@@ -77,7 +97,7 @@ public struct Scenario: Sendable {
     }
 
     /// Mean time a request stays in flight, in seconds.
-    static func meanDuration(_ n: Name) -> Double { n == .tokens ? 1.5 : 0.02 }
+    static func meanDuration(_ n: Name) -> Double { n == .tokens ? 5 : 0.02 }
 
     /// Generates the demand trace: deterministic for the seed.
     public func trace() -> [Arrival] {
@@ -111,8 +131,14 @@ public struct Scenario: Sendable {
         return out
     }
 
+    /// `tokens`: agent-like traffic, quiet for 60 s then a 30 s burst at 4× (20× the quiet
+    /// rate), in a 90 s cycle: bursts straddle minute boundaries, as real bursts do.
+    static let tokensQuiet = 0.2, tokensBurst = 4.0
+    static let tokensMeanFactor = (60 * tokensQuiet + 30 * tokensBurst) / 90
+
     private func peakRate(weight: Double) -> Double {
         switch name {
+        case .tokens: perNodeRate * (pattern == .steady ? Self.tokensMeanFactor : Self.tokensBurst)
         case .shift: perNodeRate * Double(nodes) * 0.5 + perNodeRate
         case .burst: perNodeRate * 4
         case .runaway: perNodeRate * 50
@@ -129,6 +155,11 @@ public struct Scenario: Sendable {
         case .burst:
             // Half the usual demand, with a 500 ms burst at 4× every 5 s.
             return t % 5_000_000_000 >= 4_500_000_000 ? perNodeRate * 4 : perNodeRate * 0.5
+        case .tokens:
+            if pattern == .steady { return perNodeRate * Self.tokensMeanFactor }
+            let phase = t % 90_000_000_000
+            let bursting = phase >= 45_000_000_000 && phase < 75_000_000_000
+            return perNodeRate * (bursting ? Self.tokensBurst : Self.tokensQuiet)
         case .runaway:
             // One agent consumer jumps to 50× its rate a third of the way in.
             let jumped = node == 0 && t >= duration.nanoseconds / 3
@@ -145,14 +176,17 @@ public struct Scenario: Sendable {
         }
         // LLM-like: prompt 50..5,000 tokens of some kind of text, max_tokens from a menu,
         // output 20–100% of max_tokens. Costs vary ~100×; requests stay in flight for seconds.
-        let kind = TextKind.allCases[Int(rng.next() % 4)]
+        // Mostly text that tokenizes densely: code, JSON and CJK (chat in English is 20%).
+        let u = rng.unit()
+        let kind: TextKind = textMix == .english || u < 0.2 ? .english : u < 0.5 ? .code : u < 0.75 ? .json : .cjk
         let promptTokens = rng.logUniform(50, 5_000)
         let chars = promptTokens * kind.charsPerToken
         let bytes = Int64(chars * kind.bytesPerChar)
-        let maxTokens = Int64([256, 512, 1024, 2048][Int(rng.next() % 4)])
+        let maxTokens = Int64([128, 256, 512, 1024][Int(rng.next() % 4)])
         let output = Int64(Double(maxTokens) * (0.2 + 0.8 * rng.unit()))
         let tokens = Int64(promptTokens) + output
-        let duration = Int64((0.2 + Double(output) / 400) * 1e9)
+        // Streamed at about 60 tokens per second after a 300 ms first token.
+        let duration = Int64((0.3 + Double(output) / 60) * 1e9)
         return Arrival(time: t, node: Int32(node), tokens: tokens, tokensUpperBound: bytes + maxTokens,
                        tokensEstimate: Int64(chars / 4) + maxTokens, duration: duration)
     }

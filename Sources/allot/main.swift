@@ -13,6 +13,8 @@ struct Allot: ParsableCommand {
 extension Scenario.Name: ExpressibleByArgument {}
 extension StrategyName: ExpressibleByArgument {}
 extension Scenario.BudgetMix: ExpressibleByArgument {}
+extension Scenario.TextMix: ExpressibleByArgument {}
+extension Scenario.Pattern: ExpressibleByArgument {}
 
 struct Simulate: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -41,6 +43,12 @@ struct Simulate: ParsableCommand {
 
     @Option(name: .long, help: "Budgets: primary (one, all strategies) or all (rate + quota + concurrency).")
     var mix: Scenario.BudgetMix = .primary
+
+    @Option(name: .long, help: "tokens: prompt text, dense (code, JSON, CJK) or english.")
+    var text: Scenario.TextMix = .dense
+
+    @Option(name: .long, help: "tokens: demand pattern, bursty or steady.")
+    var pattern: Scenario.Pattern = .bursty
 
     @Flag(name: .long, help: "Print one JSON object per scenario instead of a table.")
     var json = false
@@ -77,7 +85,7 @@ struct Simulate: ParsableCommand {
     func run() throws {
         for name in try parsedScenarios() {
             let sc = Scenario(name, nodes: nodes, seed: seed, duration: seconds.map { .milliseconds(Int64($0 * 1000)) },
-                              perNodeRate: rate, mix: mix)
+                              perNodeRate: rate, mix: mix, textMix: text, pattern: pattern)
             let report = Simulation.run(sc, strategies: try parsedStrategies(), syncInterval: .milliseconds(syncMs))
             if json { print(report.json) } else { print(report.table + "\n") }
         }
