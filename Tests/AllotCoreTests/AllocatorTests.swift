@@ -129,24 +129,60 @@ struct AllocatorTests {
         #expect(a.tick(now: at(18)).count == 1)
     }
 
-    @Test("rate lease: fair rates and capacities; a lowered rate is freed only once the node applied it")
-    func rateLeases() throws {
+    @Test("rate leases: a lone node holds everything as slack; a newcomer gets its share by recall, never before the holder applied it")
+    func rateLeaseRecall() throws {
         var a = try Allocator(settings: settings, budgets: [rateBudget(limit: 100, period: .seconds(1), burst: 200)], now: at(0))
         let g1 = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n1", budget: "r", want: 100, demandRate: 50), now: at(0))))
-        #expect(g1.rate == 54 && g1.capacity == 100 && g1.amount == 100) // 50/s + 1/16 headroom + 1
+        // Its share (50/s + 1/16 headroom + 1 = 54, capacity 100) plus all the slack.
+        #expect(g1.rate == 100 && g1.capacity == 200 && g1.amount == 200)
+        #expect(a.takePushes().isEmpty)
+        // n2 arrives: nothing is free, so it gets nothing yet and is told to come back soon...
         let g2 = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n2", budget: "r", want: 150, demandRate: 80), now: at(0.1))))
-        // Fair share is 50 each, but n1 may still be enforcing 54: n2 gets 46 for now.
-        #expect(g2.rate == 46 && g2.capacity == 100 && g2.amount == 100)
-        #expect(g2.retryAfter == .milliseconds(250)) // n1 will give the rest back soon
-        // n1 comes back: lowered to 50, but until it shows it applied that, 54 stays committed.
-        let g1b = try #require(grant(a.acquire(AcquireRequest(requestID: 2, node: "n1", budget: "r", want: 100, demandRate: 80, leaseID: g1.leaseID, available: 40, rateInUse: 54, capacityInUse: 100), now: at(1))))
-        #expect(g1b.rate == 50)
-        #expect(a.status("r")!.committedRate == 54 + 46)
-        #expect(grant(a.acquire(AcquireRequest(requestID: 2, node: "n2", budget: "r", want: 150, demandRate: 80, leaseID: g2.leaseID, available: 0, rateInUse: 46, capacityInUse: 100), now: at(1.1)))?.rate == 46)
-        _ = a.acquire(AcquireRequest(requestID: 3, node: "n1", budget: "r", want: 100, demandRate: 80, leaseID: g1.leaseID, available: 40, rateInUse: 50, capacityInUse: 100), now: at(2))
-        #expect(grant(a.acquire(AcquireRequest(requestID: 3, node: "n2", budget: "r", want: 150, demandRate: 80, leaseID: g2.leaseID, available: 0, rateInUse: 46, capacityInUse: 100), now: at(2.1)))?.rate == 50)
+        #expect(g2.rate == 0 && g2.capacity == 0 && g2.leaseID == 0)
+        #expect(g2.retryAfter == .milliseconds(100))
+        // ...while n1 is recalled to its fair share (50/s, capacity 100).
+        let pushes = a.takePushes()
+        #expect(pushes.count == 1)
+        let recall = try #require(pushes.first)
+        #expect(recall.node == "n1" && recall.grant.requestID == 0 && recall.grant.rate == 50 && recall.grant.capacity == 100)
+        #expect(recall.grant.sequence > g1.sequence)
+        // Until n1 shows it applied the recall, its old terms stay committed.
+        #expect(a.status("r")!.committedRate == 100 && a.status("r")!.outstanding == 200)
+        #expect(grant(a.acquire(AcquireRequest(requestID: 2, node: "n2", budget: "r", want: 150, demandRate: 80), now: at(0.2)))?.rate == 0)
+        // n1 acknowledges: enforcing 50/s and capacity 100, 50 tokens above it given back.
+        _ = a.acquire(AcquireRequest(requestID: 2, node: "n1", budget: "r", want: 100, demandRate: 50, leaseID: g1.leaseID,
+                                     released: 50, available: 100, rateInUse: 50, capacityInUse: 100,
+                                     appliedSequence: recall.grant.sequence), now: at(0.3))
+        #expect(a.status("r")!.committedRate == 50 && a.status("r")!.pool == 50)
+        let g2b = try #require(grant(a.acquire(AcquireRequest(requestID: 3, node: "n2", budget: "r", want: 150, demandRate: 80), now: at(0.4))))
+        #expect(g2b.rate == 50 && g2b.capacity == 100)
+        #expect(g2b.amount == 55) // the 50 given back, plus 0.1 s × the 50/s nobody held
         let st = a.status("r")!
         #expect(st.committedRate == 100 && st.pool + st.outstanding <= 200)
+        #expect(a.checkInvariants() == nil)
+    }
+
+    @Test("rate leases: rate a node gives back is offered at once to a node short of its share")
+    func rateLeaseOffer() throws {
+        var a = try Allocator(settings: settings, budgets: [rateBudget(limit: 100, period: .seconds(1), burst: 200)], now: at(0))
+        let g1 = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n1", budget: "r", want: 100, demandRate: 80), now: at(0))))
+        _ = a.acquire(AcquireRequest(requestID: 1, node: "n2", budget: "r", want: 100, demandRate: 80), now: at(0))
+        for p in a.takePushes() where p.node == "n1" {
+            _ = a.acquire(AcquireRequest(requestID: 2, node: "n1", budget: "r", want: 100, demandRate: 80, leaseID: g1.leaseID,
+                                         released: 100, available: 100, rateInUse: p.grant.rate, capacityInUse: p.grant.capacity,
+                                         appliedSequence: p.grant.sequence), now: at(0.1))
+        }
+        let g2 = try #require(grant(a.acquire(AcquireRequest(requestID: 2, node: "n2", budget: "r", want: 100, demandRate: 80), now: at(0.2))))
+        #expect(g2.rate == 50)
+        _ = a.takePushes()
+        // n1's demand collapses; it lowers itself to 5/s before telling the coordinator.
+        _ = a.acquire(AcquireRequest(requestID: 3, node: "n1", budget: "r", want: 4, demandRate: 2, leaseID: g1.leaseID,
+                                     released: 100, available: 100, rateInUse: 5, capacityInUse: 100,
+                                     appliedSequence: 100), now: at(1))
+        let offers = a.takePushes().filter { $0.node == "n2" }
+        #expect(offers.count == 1)
+        #expect(offers.first?.grant.rate == 86) // n2's demand: 80/s + headroom
+        #expect(a.status("r")!.committedRate <= 100)
         #expect(a.checkInvariants() == nil)
     }
 
@@ -154,7 +190,7 @@ struct AllocatorTests {
     func refillFractions() throws {
         var a = try Allocator(settings: settings, budgets: [rateBudget(limit: 1, period: .seconds(3), burst: 10)], now: at(0))
         let g = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n", budget: "r", want: 10), now: at(0))))
-        #expect(g.amount == 10 && g.capacity == 10 && g.rate == 0)
+        #expect(g.amount == 10 && g.capacity == 10 && g.rate == 1) // all of it, as slack
         // Capacity on a node is part of the bucket: nothing refills while it is held.
         _ = a.tick(now: at(5))
         #expect(a.status("r")!.pool == 0)

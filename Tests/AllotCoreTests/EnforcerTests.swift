@@ -204,3 +204,79 @@ struct EnforcerTests {
         #expect(alloc.status("q")!.pool == 10_000 - 200)
     }
 }
+
+@Suite("Enforcer: rate leases")
+struct EnforcerRateLeaseTests {
+    func leased(rate: Int64, capacity: Int64, amount: Int64) throws -> (Enforcer, BudgetHandle, Grant) {
+        var e = try Enforcer(settings: EnforcerSettings(node: "n"))
+        let h = e.register(rateBudget(limit: 1000, period: .seconds(1), burst: 1000))
+        _ = e.admit(.tokens(1), on: BudgetSet(h), now: at(0))
+        guard case .acquire(let req) = e.poll(now: at(0)).first else { throw AllotError(.invalidSettings, "no acquire") }
+        let g = Grant(requestID: req.requestID, budget: "r", leaseID: 7, epoch: 1, amount: amount, ttl: .seconds(10),
+                      rate: rate, capacity: capacity, sequence: 1)
+        #expect(e.receive(g, now: at(0)) == .applied)
+        return (e, h, g)
+    }
+
+    @Test("the local bucket refills at the leased rate up to its capacity, exactly")
+    func localRefill() throws {
+        var (e, h, _) = try leased(rate: 100, capacity: 50, amount: 0)
+        #expect(!e.admit(.tokens(1), on: BudgetSet(h), now: at(0.005)).isAdmitted)
+        #expect(e.admit(.tokens(1), on: BudgetSet(h), now: at(0.01)).isAdmitted) // 1 token per 10 ms
+        var admitted = 0
+        for k in 1...900 { // 9 s, asking 5 times per refill: only the rate gets through
+            for j in 0..<5 {
+                let t = Instant(nanoseconds: 10_000_000 + Int64(k) * 10_000_000 + Int64(j))
+                if e.admit(.tokens(1), on: BudgetSet(h), now: t).isAdmitted { admitted += 1 }
+            }
+        }
+        #expect(admitted == 900)
+        // After an idle spell, never more than the capacity at once.
+        var burst = 0
+        while e.admit(.tokens(1), on: BudgetSet(h), now: at(9.9)).isAdmitted { burst += 1 }
+        #expect(burst == 50)
+    }
+
+    @Test("a refund never lifts the bucket above its capacity")
+    func refundCapped() throws {
+        var (e, h, _) = try leased(rate: 0, capacity: 100, amount: 100)
+        guard case .admitted(let r) = e.reserve(.tokens(80), on: BudgetSet(h), now: at(0.1)) else { Issue.record("no"); return }
+        e.settle(r, actual: .tokens(10), now: at(0.2))
+        #expect(e.status(h).available == 90)
+    }
+
+    @Test("a recall lowers the terms at once, gives back tokens above the capacity, and is acknowledged")
+    func recall() throws {
+        var (e, h, g) = try leased(rate: 100, capacity: 100, amount: 100)
+        let push = Grant(requestID: 0, budget: "r", leaseID: g.leaseID, epoch: 1, amount: 0, ttl: .seconds(9),
+                         rate: 40, capacity: 30, sequence: 2)
+        #expect(e.receive(push, now: at(1)) == .applied)
+        let st = e.status(h)
+        #expect(st.rate == 40 && st.capacity == 30 && st.available == 30 && st.released == 70)
+        #expect(e.wantsPoll)
+        guard case .acquire(let ack) = e.poll(now: at(1)).first else { Issue.record("no ack"); return }
+        #expect(ack.rateInUse <= 40 && ack.capacityInUse == 30 && ack.appliedSequence == 2 && ack.released == 70)
+    }
+
+    @Test("an offer raises the rate without an acknowledgement; stale or foreign pushes are ignored")
+    func offers() throws {
+        var (e, h, g) = try leased(rate: 10, capacity: 100, amount: 0)
+        let offer = Grant(requestID: 0, budget: "r", leaseID: g.leaseID, epoch: 1, amount: 0, ttl: .seconds(9),
+                          rate: 60, capacity: 100, sequence: 3)
+        #expect(e.receive(offer, now: at(1)) == .applied)
+        #expect(e.status(h).rate == 60)
+        #expect(e.poll(now: at(1)).isEmpty)
+        // An older push arriving late must not undo it.
+        let late = Grant(requestID: 0, budget: "r", leaseID: g.leaseID, epoch: 1, amount: 0, ttl: .seconds(9),
+                         rate: 10, capacity: 100, sequence: 2)
+        #expect(e.receive(late, now: at(1.1)) == .ignoredUnknownRequest)
+        #expect(e.status(h).rate == 60)
+        let otherLease = Grant(requestID: 0, budget: "r", leaseID: 99, epoch: 1, amount: 0, ttl: .seconds(9),
+                               rate: 500, capacity: 100, sequence: 9)
+        #expect(e.receive(otherLease, now: at(1.2)) == .ignoredUnknownRequest)
+        let oldEpoch = Grant(requestID: 0, budget: "r", leaseID: g.leaseID, epoch: 0, amount: 0, ttl: .seconds(9),
+                             rate: 500, capacity: 100, sequence: 10)
+        #expect(e.receive(oldEpoch, now: at(1.3)) == .ignoredStaleEpoch)
+        #expect(e.status(h).rate == 60)
+    }
+}
