@@ -1,4 +1,3 @@
-import Foundation
 import AllotCore
 
 /// The `allot` strategy: real `Enforcer`s on every node and a real `Allocator` on the
@@ -80,8 +79,6 @@ struct AllotRunner {
             if let v = alloc.checkInvariants() { violation = "t=\(t): \(v)" }
         }
 
-        let debug = ProcessInfo.processInfo.environment["ALLOT_SIM_DEBUG"] != nil
-        let BudgetHandle0 = nodes[0].handle(for: scenario.budgets[0].id)!
         var next = 0
         while true {
             let arrivalT = next < trace.count ? trace[next].time : Int64.max
@@ -152,29 +149,10 @@ struct AllotRunner {
             case .coordinatorTick:
                 _ = alloc.tick(now: now)
                 deliverPushes(t)
-                if debug {
-                    let st = alloc.status(scenario.budgets[0].id)!
-                    let nodeRates = nodes.reduce(Int64(0)) { $0 + $1.status(BudgetHandle0).rate }
-                    let nodeCaps = nodes.reduce(Int64(0)) { $0 + $1.status(BudgetHandle0).capacity }
-                    let nodeAvail = nodes.reduce(Int64(0)) { $0 + $1.status(BudgetHandle0).available }
-                    var line = "t=\(Double(t)/1e9) pool=\(st.pool) capOut=\(st.outstanding) rate=\(st.committedRate) nodeRates=\(nodeRates) nodeCaps=\(nodeCaps) avail=\(nodeAvail)"
-                    for n in 0..<min(ProcessInfo.processInfo.environment["ALLOT_SIM_DEBUG_NODES"].flatMap { Int($0) } ?? 4, nodes.count) {
-                        let ss = nodes[n].status(BudgetHandle0)
-                        line += " | n\(n) a=\(ss.available) r=\(ss.rate) c=\(ss.capacity)"
-                    }
-                    print(line)
-                }
-                check(t)
                 q.push(t + 50_000_000, .coordinatorTick)
             }
         }
         for i in outcomes.indices where outcomes[i].time < 0 { outcomes[i] = Outcome(time: trace[i].time, admitted: false, end: trace[i].time) }
-        if debug {
-            var dem = [Int](repeating: 0, count: scenario.nodes), adm = dem
-            for (i, a) in trace.enumerated() where a.time < end { dem[Int(a.node)] += 1; if outcomes[i].admitted { adm[Int(a.node)] += 1 } }
-            let secs = Double(end) / 1e9
-            for n in 0..<scenario.nodes { print("node \(n) demand/s \(Int(Double(dem[n]) / secs)) admitted/s \(Int(Double(adm[n]) / secs))") }
-        }
         var run = StrategyRun(name: "allot", outcomes: outcomes, messages: messages, invariantViolation: violation)
         run.detail = "acquires \(acquires) (re-sent \(resent)), grants \(grantsSent) (empty \(zeroGrants)), pushes \(pushes), releases \(releases)"
         return run
