@@ -48,20 +48,19 @@ struct AllotRunner {
         var outcomes = [Outcome](repeating: .undecided, count: trace.count)
         var inFlight: [Int32: Reservation] = [:]
         var nodeInFlight = [[Int32]](repeating: [], count: scenario.nodes)
-        var q = EventQueue<Event>()
+        var q = Replay<Event>(trace: trace, end: scenario.duration.nanoseconds)
         var messages = 0
         var violation: String?
         var acquires = 0, releases = 0, zeroGrants = 0, resent = 0, grantsSent = 0
-        let end = scenario.duration.nanoseconds
         let timerEvery: Int64 = 20_000_000
-        for n in 0..<scenario.nodes { q.push(Int64(n) * timerEvery / Int64(scenario.nodes), .nodeTimer(Int32(n))) }
-        q.push(0, .coordinatorTick)
+        for n in 0..<scenario.nodes { q.schedule(Int64(n) * timerEvery / Int64(scenario.nodes), .nodeTimer(Int32(n))) }
+        q.schedule(0, .coordinatorTick)
 
         func send(_ n: Int32, _ t: Int64) {
             for m in nodes[Int(n)].poll(now: epoch + .nanoseconds(t)) {
                 messages += 1
                 if case .acquire = m { acquires += 1 } else { releases += 1 }
-                if let d = scenario.network.delay(&rng) { q.push(t + d, .toCoordinator(n, m)) }
+                if let d = scenario.network.delay(&rng) { q.schedule(t + d, .toCoordinator(n, m)) }
             }
         }
         var nodeIndex: [NodeID: Int32] = [:]
@@ -71,7 +70,7 @@ struct AllotRunner {
             for p in alloc.takePushes() {
                 messages += 1
                 pushes += 1
-                if let d = scenario.network.delay(&rng), let n = nodeIndex[p.node] { q.push(t + d, .toNode(n, p.grant)) }
+                if let d = scenario.network.delay(&rng), let n = nodeIndex[p.node] { q.schedule(t + d, .toNode(n, p.grant)) }
             }
         }
         func check(_ t: Int64) {
@@ -79,16 +78,10 @@ struct AllotRunner {
             if let v = alloc.checkInvariants() { violation = "t=\(t): \(v)" }
         }
 
-        var next = 0
-        while true {
-            let arrivalT = next < trace.count ? trace[next].time : Int64.max
-            let eventT = q.peekTime ?? Int64.max
-            let t = min(arrivalT, eventT)
-            if t >= end { break }
+        while let (t, step) = q.next() {
             let now = epoch + .nanoseconds(t)
-            if arrivalT <= eventT {
-                let i = next
-                next += 1
+            guard case .event(let ev) = step else {
+                guard case .arrival(let i) = step else { continue }
                 let a = trace[i]
                 let n = Int(a.node)
                 if holds {
@@ -96,7 +89,7 @@ struct AllotRunner {
                         outcomes[i] = Outcome(time: t, admitted: true, end: t + a.duration)
                         inFlight[Int32(i)] = r
                         nodeInFlight[n].append(Int32(i))
-                        q.push(t + a.duration, .complete(Int32(i)))
+                        q.schedule(t + a.duration, .complete(Int32(i)))
                     } else {
                         outcomes[i] = Outcome(time: t, admitted: false, end: t)
                     }
@@ -108,7 +101,6 @@ struct AllotRunner {
                 if checkEveryStep, violation == nil, let v = nodes[n].checkInvariants() { violation = "t=\(t): \(v)" }
                 continue
             }
-            let (_, ev) = q.pop()!
             switch ev {
             case .complete(let i):
                 guard let r = inFlight.removeValue(forKey: i) else { break } // aborted
@@ -124,7 +116,7 @@ struct AllotRunner {
                         messages += 1
                         grantsSent += 1
                         if g.amount == 0 { zeroGrants += 1 }
-                        if let d = scenario.network.delay(&rng) { q.push(t + d, .toNode(n, g)) }
+                        if let d = scenario.network.delay(&rng) { q.schedule(t + d, .toNode(n, g)) }
                     case .ignoredStale, .unknownBudget: break
                     }
                 case .release(let rel):
@@ -145,11 +137,11 @@ struct AllotRunner {
                 }
                 nodeInFlight[Int(n)].removeAll { inFlight[$0] == nil }
                 send(n, t)
-                q.push(t + timerEvery, .nodeTimer(n))
+                q.schedule(t + timerEvery, .nodeTimer(n))
             case .coordinatorTick:
                 _ = alloc.tick(now: now)
                 deliverPushes(t)
-                q.push(t + 50_000_000, .coordinatorTick)
+                q.schedule(t + 50_000_000, .coordinatorTick)
             }
         }
         for i in outcomes.indices where outcomes[i].time < 0 { outcomes[i] = Outcome(time: trace[i].time, admitted: false, end: trace[i].time) }

@@ -33,41 +33,33 @@ struct CentralLoop<Counter: CentralCounter> {
 
     mutating func run() -> StrategyRun {
         var rng = SimRandom(seed: scenario.seed ^ 0xCE17)
-        var q = EventQueue<Event>()
+        var q = Replay<Event>(trace: trace, end: scenario.duration.nanoseconds)
         var outcomes = [Outcome](repeating: .undecided, count: trace.count)
         var messages = 0
-        let end = scenario.duration.nanoseconds
-        var next = 0
-        while true {
-            let arrivalT = next < trace.count ? trace[next].time : Int64.max
-            let eventT = q.peekTime ?? Int64.max
-            let t = min(arrivalT, eventT)
-            if t >= end { break }
-            if arrivalT <= eventT {
-                let i = next
-                next += 1
+        while let (t, step) = q.next() {
+            guard case .event(let ev) = step else {
+                guard case .arrival(let i) = step else { continue }
                 messages += 1
                 if let d = scenario.network.delay(&rng) {
-                    q.push(t + d, .atCounter(Int32(i)))
+                    q.schedule(t + d, .atCounter(Int32(i)))
                 } else {
                     outcomes[i] = Outcome(time: t, admitted: false, end: t) // timed out: denied
                 }
                 continue
             }
-            let (_, ev) = q.pop()!
             switch ev {
             case .atCounter(let i):
                 let a = trace[Int(i)]
                 let ok = counter.decide(a, at: t)
                 messages += 1
                 if let d = scenario.network.delay(&rng) {
-                    q.push(t + d, .reply(i, ok, t))
+                    q.schedule(t + d, .reply(i, ok, t))
                 } else {
                     outcomes[Int(i)] = Outcome(time: a.time, admitted: false, end: a.time)
                     if ok && counter.settles {
                         // The node never learns it was admitted; the counter's reservation
                         // is settled (as unused) when the counter times it out.
-                        q.push(t + a.duration, .settle(i, t))
+                        q.schedule(t + a.duration, .settle(i, t))
                     }
                 }
             case .reply(let i, let ok, let decidedAt):
@@ -75,7 +67,7 @@ struct CentralLoop<Counter: CentralCounter> {
                 outcomes[Int(i)] = Outcome(time: decidedAt, admitted: ok, end: t + a.duration)
                 if ok && counter.settles {
                     messages += 1
-                    if let d = scenario.network.delay(&rng) { q.push(t + a.duration + d, .settle(i, decidedAt)) }
+                    if let d = scenario.network.delay(&rng) { q.schedule(t + a.duration + d, .settle(i, decidedAt)) }
                 }
             case .settle(let i, let takenAt):
                 counter.settle(trace[Int(i)], takenAt: takenAt, at: t)

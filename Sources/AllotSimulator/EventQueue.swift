@@ -45,3 +45,37 @@ struct EventQueue<Event> {
         a.time != b.time ? a.time < b.time : a.seq < b.seq
     }
 }
+
+/// A run's timeline: the trace's arrivals merged with scheduled events, in time order
+/// (an arrival first on a tie), until the scenario's end.
+struct Replay<Event> {
+    enum Step {
+        case arrival(Int)
+        case event(Event)
+    }
+
+    private var queue = EventQueue<Event>()
+    private var nextArrival = 0
+    private let arrivals: [Int64]
+    private let end: Int64
+
+    init(trace: [Arrival], end: Int64) {
+        arrivals = trace.map(\.time)
+        self.end = end
+    }
+
+    mutating func schedule(_ time: Int64, _ event: Event) { queue.push(time, event) }
+
+    /// The next thing that happens, or nil when the run is over.
+    mutating func next() -> (time: Int64, step: Step)? {
+        let arrivalT = nextArrival < arrivals.count ? arrivals[nextArrival] : Int64.max
+        let eventT = queue.peekTime ?? Int64.max
+        let t = min(arrivalT, eventT)
+        guard t < end else { return nil }
+        if arrivalT <= eventT {
+            nextArrival += 1
+            return (t, .arrival(nextArrival - 1))
+        }
+        return (t, .event(queue.pop()!.1))
+    }
+}

@@ -53,37 +53,29 @@ struct PeriodicSyncRunner {
         var copies = [ExactLimiter](repeating: owner, count: scenario.nodes)
         var unsent = [Int64](repeating: 0, count: scenario.nodes)
         var sinceSend = [Int64](repeating: 0, count: scenario.nodes)
-        var q = EventQueue<Event>()
+        var q = Replay<Event>(trace: trace, end: scenario.duration.nanoseconds)
         var outcomes = [Outcome](repeating: .undecided, count: trace.count)
         var messages = 0
-        let end = scenario.duration.nanoseconds
         let s = syncInterval.nanoseconds
-        for n in 0..<scenario.nodes { q.push(Int64(n) * s / Int64(scenario.nodes), .sync(Int32(n))) }
-        var next = 0
+        for n in 0..<scenario.nodes { q.schedule(Int64(n) * s / Int64(scenario.nodes), .sync(Int32(n))) }
         func hit(_ n: Int, _ amount: Int64, _ t: Int64) {
             copies[n].take(amount, at: t)
             unsent[n] += amount
             sinceSend[n] += amount
         }
-        while true {
-            let arrivalT = next < trace.count ? trace[next].time : Int64.max
-            let eventT = q.peekTime ?? Int64.max
-            let t = min(arrivalT, eventT)
-            if t >= end { break }
-            if arrivalT <= eventT {
-                let i = next
-                next += 1
+        while let (t, step) = q.next() {
+            guard case .event(let ev) = step else {
+                guard case .arrival(let i) = step else { continue }
                 let a = trace[i]
                 let n = Int(a.node)
                 let amount = spec.amount(for: a.cost)
                 let ok = copies[n].fits(postPaid ? 1 : amount, at: t)
                 outcomes[i] = Outcome(time: t, admitted: ok, end: t + a.duration)
                 if ok {
-                    if postPaid { q.push(t + a.duration, .complete(Int32(i))) } else { hit(n, amount, t) }
+                    if postPaid { q.schedule(t + a.duration, .complete(Int32(i))) } else { hit(n, amount, t) }
                 }
                 continue
             }
-            let (_, ev) = q.pop()!
             switch ev {
             case .complete(let i):
                 let a = trace[Int(i)]
@@ -93,13 +85,13 @@ struct PeriodicSyncRunner {
                 let hits = unsent[Int(n)]
                 unsent[Int(n)] = 0
                 sinceSend[Int(n)] = 0
-                if let d = scenario.network.delay(&rng) { q.push(t + d, .atOwner(n, hits)) }
-                q.push(t + s, .sync(n))
+                if let d = scenario.network.delay(&rng) { q.schedule(t + d, .atOwner(n, hits)) }
+                q.schedule(t + s, .sync(n))
             case .atOwner(let n, let hits):
                 owner.take(hits, at: t)
                 owner.clampAtZero()
                 messages += 1
-                if let d = scenario.network.delay(&rng) { q.push(t + d, .reply(n, owner)) }
+                if let d = scenario.network.delay(&rng) { q.schedule(t + d, .reply(n, owner)) }
             case .reply(let n, let snapshot):
                 // Adopt the owner's view, then re-apply what this node admitted since it sent.
                 copies[Int(n)] = snapshot

@@ -219,6 +219,21 @@ struct AllocatorTests {
         #expect(a.status("q")!.consumed == 0)
     }
 
+    @Test("a daily quota in New York rolls over at local midnight, 23 hours after the last on a DST day")
+    func dstRollover() throws {
+        let w = try CalendarWindow(.day, timeZone: "America/New_York")
+        // 2026-03-08: clocks jump from 02:00 to 03:00. Local midnight is 05:00 UTC that day
+        // and 04:00 UTC the next.
+        let midnight = Instant(nanoseconds: 1_772_946_000 * 1_000_000_000) // 2026-03-08T05:00Z
+        var a = try Allocator(settings: settings, budgets: [quotaBudget(allowance: 100, window: w)], now: midnight)
+        let lateThatDay = midnight + .seconds(23 * 3600 - 5) // 23:59:55 local (UTC-04 by then)
+        let g = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n", budget: "q", want: 100), now: lateThatDay)))
+        #expect(g.ttl == .seconds(5)) // clipped to the 23-hour day's end
+        #expect(grant(a.acquire(AcquireRequest(requestID: 2, node: "n", budget: "q", want: 100, leaseID: g.leaseID, consumed: 100), now: lateThatDay + .seconds(3)))?.amount == 0)
+        let next = try #require(grant(a.acquire(AcquireRequest(requestID: 3, node: "n", budget: "q", want: 100, leaseID: g.leaseID, consumed: 100), now: midnight + .seconds(23 * 3600))))
+        #expect(next.amount == 100)
+    }
+
     @Test("concurrency: permits out never exceed the limit; released permits are reused")
     func concurrency() throws {
         var a = try Allocator(settings: settings, budgets: [concurrencyBudget(limit: 4)], now: at(0))

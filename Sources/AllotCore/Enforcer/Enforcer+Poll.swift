@@ -39,6 +39,7 @@ extension Enforcer {
         let target = max(s.isRate ? 2 * perInterval : perInterval, s.lastCost, 1) + s.reserved
         s.target = target
         let lead = s.admitted.rate(now: now) * settings.prefetchLead.nanoseconds / 1_000_000_000
+        s.watermark = lead
         let low = s.available <= lead + s.lastCost
         let renew = hasLease && s.expiresAt - now <= settings.renewMargin && rate > 0
         var need = (s.needsRefill || low) && rate > 0 && now >= s.retryNotBefore

@@ -84,8 +84,9 @@ public struct Enforcer: Sendable {
                 slices[idx].available -= amount
                 slices[idx].reserved += amount
                 r.leases[i] = slices[idx].leaseID
-                let lead = slices[idx].admitted.rate(now: now) &* settings.prefetchLead.nanoseconds / 1_000_000_000
-                if slices[idx].available <= lead &+ amount {
+                // The watermark (what the admitted rate spends in `prefetchLead`) is recomputed
+                // in `poll`, off the hot path.
+                if slices[idx].available <= slices[idx].watermark &+ amount {
                     slices[idx].needsRefill = true
                     _wantsPoll = true
                 }

@@ -46,6 +46,8 @@ struct LocalSlice: Sendable {
     @usableFromInline var demand = DemandMeter()
     @usableFromInline var admitted = DemandMeter()
     @usableFromInline var lastCost: Int64 = 0
+    /// Ask for more when `available` falls to this (set by `poll`).
+    @usableFromInline var watermark: Int64 = 0
     @usableFromInline var needsRefill = false
     var pending: Pending?
     /// Highest grant sequence applied; older terms are ignored.

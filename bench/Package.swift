@@ -1,0 +1,25 @@
+// swift-tools-version:6.1
+// Benchmarks live in their own package so the main build and `swift test` stay lean.
+// Run: cd bench && swift package benchmark   (see docs/performance.md)
+import PackageDescription
+
+let package = Package(
+    name: "allot-bench",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "allot", path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "LeaseEngine",
+            dependencies: [
+                .product(name: "AllotCore", package: "allot"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/LeaseEngine",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
