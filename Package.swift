@@ -6,26 +6,98 @@ let package = Package(
     products: [
         .library(name: "AllotCore", targets: ["AllotCore"]),
         .library(name: "AllotSimulator", targets: ["AllotSimulator"]),
+        .library(name: "AllotWire", targets: ["AllotWire"]),
+        .library(name: "AllotTransport", targets: ["AllotTransport"]),
+        .library(name: "AllotCoordinator", targets: ["AllotCoordinator"]),
+        .library(name: "AllotNode", targets: ["AllotNode"]),
         .executable(name: "allot", targets: ["allot"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // The lease engine: model, allocator, enforcer. Pure Swift, no I/O, no NIO.
         .target(name: "AllotCore"),
         // Deterministic fleet simulator in virtual time, with the peers' strategies.
         .target(name: "AllotSimulator", dependencies: ["AllotCore"]),
+        // The wire format: protobuf messages (generated from Protos/), framing, codec.
+        .target(
+            name: "AllotWire",
+            dependencies: [
+                "AllotCore",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        // Mutual TLS over NIO: certificates (issuing and loading), SPIFFE identities.
+        .target(
+            name: "AllotTransport",
+            dependencies: [
+                "AllotWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The coordinator service: serves the allocator over the transport.
+        .target(
+            name: "AllotCoordinator",
+            dependencies: [
+                "AllotCore", "AllotWire", "AllotTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The node library a gateway embeds: local enforcement, background lease client.
+        .target(
+            name: "AllotNode",
+            dependencies: [
+                "AllotCore", "AllotWire", "AllotTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The command-line tool: a thin shell.
         .executableTarget(
             name: "allot",
             dependencies: [
-                "AllotCore", "AllotSimulator",
+                "AllotCore", "AllotSimulator", "AllotTransport", "AllotCoordinator", "AllotNode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "AllotCoreTests", dependencies: ["AllotCore"]),
         .testTarget(name: "AllotSimulatorTests", dependencies: ["AllotCore", "AllotSimulator"]),
+        .testTarget(
+            name: "AllotWireTests",
+            dependencies: [
+                "AllotWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "AllotNetworkTests",
+            dependencies: [
+                "AllotCore", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

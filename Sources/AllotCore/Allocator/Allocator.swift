@@ -23,6 +23,9 @@ public struct Allocator: Sendable {
     public enum ReleaseOutcome: Hashable, Sendable {
         /// Counters applied; `returned` units went back to the pool.
         case applied(returned: Int64)
+        /// The node reported more consumed and released than it was ever granted: only what
+        /// was outstanding was applied (nothing is granted for the excess).
+        case clamped(returned: Int64, excess: Int64)
         /// The lease is not (or no longer) held: expired leases were counted as spent.
         case ignoredUnknownLease
         case unknownBudget
@@ -74,6 +77,10 @@ public struct Allocator: Sendable {
             return .ignoredUnknownLease
         }
         let closing = req.final && acct.isRate
+        let claimed = max(0, req.consumed - lease.consumedSeen) + max(0, req.released - lease.releasedSeen)
+        // A node can never give back more than it could hold.
+        let excess = acct.isRate ? max(0, req.released - lease.releasedSeen - lease.committedCapacity)
+                                 : max(0, claimed - lease.unreturned)
         let returned = acct.apply(consumed: req.consumed, released: req.released, to: &lease, closing: closing)
         entry.lastSeen = now
         acct.nodes[req.node] = entry
@@ -86,7 +93,7 @@ public struct Allocator: Sendable {
             // reported: count them as spent. Permits still out stay leased until expiry.
             acct.close(req.node)
         }
-        return .applied(returned: returned)
+        return excess > 0 ? .clamped(returned: returned, excess: excess) : .applied(returned: returned)
     }
 
     /// Expires leases, rolls quota windows, ends learning mode and refills buckets.

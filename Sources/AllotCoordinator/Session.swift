@@ -1,0 +1,115 @@
+import AllotCore
+import AllotTransport
+import AllotWire
+
+/// One connection's protocol state, independent of the transport: hello first, then frames
+/// allowed for the peer's role, within the connection's item budget.
+///
+/// A state machine: events in (`frameReceived`), actions out; no I/O.
+public struct Session: Sendable {
+    public enum State: Sendable, Equatable {
+        case awaitingHello
+        case ready
+        case closed
+    }
+
+    /// What the shell must do with a frame.
+    public enum Action: Sendable {
+        /// Answer the hello.
+        case accept
+        /// Serve these acquires / releases / heartbeat / status request.
+        case acquire([Allot_V1_Acquire])
+        case release([Allot_V1_Release])
+        case heartbeat(Allot_V1_Heartbeat)
+        case status
+        /// Reply with an error frame; close the connection if `closing`.
+        case reject(Allot_V1_Error.Code, String, closing: Bool)
+        /// Nothing to do (a heartbeat reply, an error from the peer).
+        case ignore
+    }
+
+    public let identity: PeerIdentity
+    public let limits: Limits
+    public private(set) var state: State = .awaitingHello
+    /// Item budget of this connection (flood bound): a token bucket in items.
+    private var itemTokens: Int64
+    private var lastRefill: Instant
+
+    public struct Limits: Sendable {
+        public var maxItemsPerFrame = WireProtocol.defaultMaxItemsPerFrame
+        /// Acquires + releases per second one connection may send; burst as much again.
+        public var itemsPerSecond: Int64 = 20_000
+        public init() {}
+    }
+
+    public init(identity: PeerIdentity, limits: Limits = Limits(), now: Instant) {
+        self.identity = identity
+        self.limits = limits
+        self.itemTokens = limits.itemsPerSecond
+        self.lastRefill = now
+    }
+
+    public mutating func frameReceived(_ frame: Allot_V1_Frame, now: Instant) -> Action {
+        switch state {
+        case .closed:
+            return .ignore
+        case .awaitingHello:
+            guard case .hello(let hello) = frame.body else {
+                state = .closed
+                return .reject(.protocolViolation, "the first frame must be hello, got \(frame.kind)", closing: true)
+            }
+            guard hello.protocolVersion == WireProtocol.version else {
+                state = .closed
+                return .reject(.unsupportedVersion, "protocol version \(hello.protocolVersion) is not supported; this coordinator speaks \(WireProtocol.version)", closing: true)
+            }
+            state = .ready
+            return .accept
+        case .ready:
+            break
+        }
+        switch frame.body {
+        case .acquire(let batch):
+            guard identity.role == .node else { return deny(frame) }
+            return within(batch.items.count, now: now) ?? .acquire(batch.items)
+        case .release(let batch):
+            guard identity.role == .node else { return deny(frame) }
+            return within(batch.items.count, now: now) ?? .release(batch.items)
+        case .statusRequest:
+            guard identity.role == .admin || identity.role == .coordinator else { return deny(frame) }
+            return .status
+        case .heartbeat(let h):
+            return h.reply ? .ignore : .heartbeat(h)
+        case .error:
+            return .ignore
+        case .hello:
+            return .reject(.protocolViolation, "hello was already received", closing: false)
+        case .helloAck, .grants, .push, .statusResponse:
+            state = .closed
+            return .reject(.permissionDenied, "\(identity.uri) may not send \(frame.kind): only a coordinator sends it", closing: true)
+        case .none:
+            return .reject(.protocolViolation, "unknown message type (a newer peer?); frame ignored", closing: false)
+        }
+    }
+
+    private func deny(_ frame: Allot_V1_Frame) -> Action {
+        .reject(.permissionDenied, "\(identity.uri) (role \(identity.role.rawValue)) may not send \(frame.kind)", closing: false)
+    }
+
+    /// Nil when the items fit this frame's and this connection's limits.
+    private mutating func within(_ items: Int, now: Instant) -> Action? {
+        if items > limits.maxItemsPerFrame {
+            return .reject(.tooManyItems, "\(items) items in one frame; the maximum is \(limits.maxItemsPerFrame)", closing: false)
+        }
+        let dt = max(0, (now - lastRefill).nanoseconds)
+        lastRefill = now
+        let cap = 2 * limits.itemsPerSecond
+        itemTokens = min(cap, itemTokens + Int64(Double(dt) / 1e9 * Double(limits.itemsPerSecond)))
+        guard itemTokens >= Int64(items) else {
+            return .reject(.rateLimited, "more than \(limits.itemsPerSecond) items per second on this connection; frame dropped", closing: false)
+        }
+        itemTokens -= Int64(items)
+        return nil
+    }
+
+    public mutating func close() { state = .closed }
+}

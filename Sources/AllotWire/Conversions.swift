@@ -1,0 +1,145 @@
+import AllotCore
+
+// Conversions between the engine's messages and their wire form. The node's identity is
+// never read from a message: the receiver passes the name from the peer's certificate.
+
+extension AcquireRequest {
+    public init(wire a: Allot_V1_Acquire, node: NodeID) {
+        self.init(requestID: a.requestID, node: node, budget: BudgetID(a.budget), want: a.want,
+                  demandRate: a.demandRate, leaseID: a.leaseID, epoch: a.epoch, consumed: a.consumed,
+                  released: a.released, holding: a.holding, available: a.available,
+                  rateInUse: a.rateInUse, capacityInUse: a.capacityInUse, appliedSequence: a.appliedSequence)
+    }
+
+    public var wire: Allot_V1_Acquire {
+        var a = Allot_V1_Acquire()
+        a.requestID = requestID
+        a.budget = budget.rawValue
+        a.want = want
+        a.demandRate = demandRate
+        a.leaseID = leaseID
+        a.epoch = epoch
+        a.consumed = consumed
+        a.released = released
+        a.holding = holding
+        a.available = available
+        a.rateInUse = rateInUse
+        a.capacityInUse = capacityInUse
+        a.appliedSequence = appliedSequence
+        return a
+    }
+}
+
+extension Grant {
+    public init(wire g: Allot_V1_Grant) {
+        self.init(requestID: g.requestID, budget: BudgetID(g.budget), leaseID: g.leaseID, epoch: g.epoch,
+                  amount: g.amount, ttl: .nanoseconds(g.ttlNs), adopted: g.adopted,
+                  retryAfter: .nanoseconds(g.retryAfterNs), rate: g.rate, capacity: g.capacity, sequence: g.sequence)
+    }
+
+    public var wire: Allot_V1_Grant {
+        var g = Allot_V1_Grant()
+        g.requestID = requestID
+        g.budget = budget.rawValue
+        g.leaseID = leaseID
+        g.epoch = epoch
+        g.amount = amount
+        g.ttlNs = ttl.nanoseconds
+        g.adopted = adopted
+        g.retryAfterNs = retryAfter.nanoseconds
+        g.rate = rate
+        g.capacity = capacity
+        g.sequence = sequence
+        g.outcome = .granted
+        return g
+    }
+}
+
+extension ReleaseRequest {
+    public init(wire r: Allot_V1_Release, node: NodeID) {
+        self.init(node: node, budget: BudgetID(r.budget), leaseID: r.leaseID, consumed: r.consumed,
+                  released: r.released, final: r.final)
+    }
+
+    public var wire: Allot_V1_Release {
+        var r = Allot_V1_Release()
+        r.budget = budget.rawValue
+        r.leaseID = leaseID
+        r.consumed = consumed
+        r.released = released
+        r.final = final
+        return r
+    }
+}
+
+extension Allot_V1_Frame {
+    public static func hello(name: String, capabilities: [String] = []) -> Allot_V1_Frame {
+        var h = Allot_V1_Hello()
+        h.protocolVersion = WireProtocol.version
+        h.peerName = name
+        h.capabilities = capabilities
+        var f = Allot_V1_Frame()
+        f.hello = h
+        return f
+    }
+
+    public static func error(_ code: Allot_V1_Error.Code, _ message: String, closing: Bool) -> Allot_V1_Frame {
+        var e = Allot_V1_Error()
+        e.code = code
+        e.message = message
+        e.closing = closing
+        var f = Allot_V1_Frame()
+        f.error = e
+        return f
+    }
+
+    public static func acquire(_ items: [AcquireRequest]) -> Allot_V1_Frame {
+        var b = Allot_V1_AcquireBatch()
+        b.items = items.map(\.wire)
+        var f = Allot_V1_Frame()
+        f.acquire = b
+        return f
+    }
+
+    public static func release(_ items: [ReleaseRequest]) -> Allot_V1_Frame {
+        var b = Allot_V1_ReleaseBatch()
+        b.items = items.map(\.wire)
+        var f = Allot_V1_Frame()
+        f.release = b
+        return f
+    }
+
+    public static func grants(_ items: [Allot_V1_Grant], push: Bool = false) -> Allot_V1_Frame {
+        var b = Allot_V1_GrantBatch()
+        b.items = items
+        var f = Allot_V1_Frame()
+        if push { f.push = b } else { f.grants = b }
+        return f
+    }
+
+    public static func heartbeat(_ sequence: UInt64, reply: Bool) -> Allot_V1_Frame {
+        var h = Allot_V1_Heartbeat()
+        h.sequence = sequence
+        h.reply = reply
+        var f = Allot_V1_Frame()
+        f.heartbeat = h
+        return f
+    }
+
+    /// The body's name, for logs and metrics.
+    public var kind: String {
+        switch body {
+        case .hello: "hello"
+        case .helloAck: "hello_ack"
+        case .heartbeat: "heartbeat"
+        case .acquire: "acquire"
+        case .grants: "grants"
+        case .release: "release"
+        case .push: "push"
+        case .error: "error"
+        case .statusRequest: "status_request"
+        case .statusResponse: "status_response"
+        case .none: "unknown"
+        }
+    }
+}

@@ -1,0 +1,44 @@
+/// Why a frame could not be read or written. Stable codes; the message says what to do.
+public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case frameTooLarge = "frame_too_large"
+            case emptyFrame = "empty_frame"
+            case malformedFrame = "malformed_frame"
+            case truncatedFrame = "truncated_frame"
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+        /// The length prefix announced more than the maximum frame size.
+        public static let frameTooLarge = Code(.frameTooLarge)
+        /// A length prefix of zero.
+        public static let emptyFrame = Code(.emptyFrame)
+        /// The frame's bytes are not a valid `Frame` message.
+        public static let malformedFrame = Code(.malformedFrame)
+        /// The connection ended in the middle of a frame.
+        public static let truncatedFrame = Code(.truncatedFrame)
+        public var description: String { base.rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code): \(message)" }
+}
+
+/// Protocol constants and limits.
+public enum WireProtocol {
+    /// The protocol version this build speaks. A peer announcing another is refused.
+    public static let version: UInt32 = 1
+    /// Length prefix size (big-endian UInt32).
+    public static let lengthPrefixBytes = 4
+    /// Default hard limit on one frame's body; checked on the prefix, before allocating.
+    public static let defaultMaxFrameBytes = 1 << 20
+    /// Default limit on acquires, releases or grants in one frame.
+    public static let defaultMaxItemsPerFrame = 1024
+}
