@@ -92,10 +92,11 @@ let package = Package(
         .testTarget(
             name: "AllotNetworkTests",
             dependencies: [
-                "AllotCore", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode",
+                "AllotCore", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotSimulator",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ],

@@ -8,9 +8,9 @@ import AllotCore
 ///   goes below zero; `overshoot` uses sliding windows of one period, as the issue defines it.
 /// - quota: the sum per calendar window against the allowance.
 /// - concurrency: requests in flight at every instant against the limit.
-struct BudgetChecker {
-    let spec: BudgetSpec
-    let epoch: Instant
+public struct BudgetChecker: Sendable {
+    public let spec: BudgetSpec
+    public let epoch: Instant
 
     // rate: level × period-in-ns (Int128: exact, no overflow)
     private var level: Int128 = 0
@@ -28,7 +28,8 @@ struct BudgetChecker {
     private var ends = MinHeap()
     private(set) var maxInFlight: Int64 = 0
 
-    init(spec: BudgetSpec, epoch: Instant) {
+    /// `epoch`: the instant that admission times are counted from (quota windows need it).
+    public init(spec: BudgetSpec, epoch: Instant) {
         self.spec = spec
         self.epoch = epoch
         if case .rate(_, let p, let b) = spec.kind {
@@ -66,7 +67,8 @@ struct BudgetChecker {
         }
     }
 
-    mutating func admit(_ amount: Int64, at t: Int64, end: Int64) {
+    /// Records an admission of `amount` at `t` (ns since `epoch`, non-decreasing), in flight until `end`.
+    public mutating func admit(_ amount: Int64, at t: Int64, end: Int64) {
         advance(t)
         switch spec.kind {
         case .rate(_, let p, _):
@@ -84,7 +86,7 @@ struct BudgetChecker {
     }
 
     /// True when the admissions never broke the budget's definition.
-    var conformant: Bool {
+    public var conformant: Bool {
         switch spec.kind {
         case .rate: worstDeficit == 0
         case .quota: maxOver <= 0
@@ -94,7 +96,7 @@ struct BudgetChecker {
 
     /// max over windows of (admitted − allowed) / allowed, 0 when never over. For a rate
     /// budget: over sliding windows of 0.1 to 10 periods, allowed = burst + rate·T.
-    var overshoot: Double {
+    public var overshoot: Double {
         switch spec.kind {
         case .rate(let l, _, let b):
             var worst = 0.0
@@ -125,7 +127,7 @@ struct BudgetChecker {
 }
 
 /// A min-heap of instants.
-struct MinHeap {
+struct MinHeap: Sendable {
     private var a: [Int64] = []
     var count: Int { a.count }
     var min: Int64? { a.first }
@@ -152,7 +154,7 @@ struct MinHeap {
 }
 
 /// The largest sum of amounts in any window `(t - length, t]`, over time-ordered adds.
-struct SlidingSum {
+struct SlidingSum: Sendable {
     let length: Int64
     private var items: [(Int64, Int64)] = []
     private var head = 0

@@ -33,7 +33,8 @@ extension BudgetAccount {
                 continue
             }
             let deficit = min(shares[k], demands[k]) - lease.rate
-            if deficit > 0 {
+            // A deficit within the demand's noise is not worth a message.
+            if deficit > min(shares[k], demands[k]) / 16 {
                 let raise = min(deficit, free)
                 if raise > 0 {
                     push(to: ids[k], rate: lease.rate + raise, capacity: lease.capacity, now: now)

@@ -41,7 +41,10 @@ extension Enforcer {
         let lead = s.admitted.rate(now: now) * settings.prefetchLead.nanoseconds / 1_000_000_000
         s.watermark = lead
         let low = s.available <= lead + s.lastCost
+        // Renew before the lease ends; at most every third of the margin, because a quota
+        // lease cannot outlive its window and renewing it near the window's end changes nothing.
         let renew = hasLease && s.expiresAt - now <= settings.renewMargin && rate > 0
+            && now - s.lastSentAt >= settings.renewMargin / 3
         var need = (s.needsRefill || low) && rate > 0 && now >= s.retryNotBefore
         var reported = rate
         if s.isRate {
