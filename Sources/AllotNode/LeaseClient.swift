@@ -164,17 +164,21 @@ public final class LeaseClient: Sendable {
 
     /// Releases every lease and closes the connection (the end of `run()`).
     public func shutdown() async {
-        let out = enforcer.withEnforcer { $0.shutdown(now: WallClock.now()) }
-        let frames = Self.frames(for: out, maxItems: settings.maxItemsPerFrame)
-        let conn = state.withLock { s -> (any LeaseConnection)? in
-            let c = s.connection
-            s.connection = nil
-            if c != nil { s.traffic.framesSent += frames.count }
-            return c
+        // Release everything; an acquire still in flight may be granted after that, so keep
+        // releasing what arrives for a short while (bounded) before closing.
+        for pass in 0..<6 {
+            let (out, waiting) = enforcer.withEnforcer { e -> ([Enforcer.Outgoing], Bool) in
+                let now = WallClock.now()
+                return (e.shutdown(now: now), e.awaitingGrants)
+            }
+            send(Self.frames(for: out, maxItems: settings.maxItemsPerFrame))
+            if !waiting && pass > 0 { break }
+            try? await Task.sleep(for: .milliseconds(50))
         }
-        conn?.send(frames)
-        // Give the releases a moment on the wire before closing.
-        try? await Task.sleep(for: .milliseconds(50))
+        let conn = state.withLock { s -> (any LeaseConnection)? in
+            defer { s.connection = nil }
+            return s.connection
+        }
         conn?.close()
     }
 }

@@ -146,6 +146,9 @@ extension Enforcer {
         return events
     }
 
+    /// True while some acquire is unanswered.
+    public var awaitingGrants: Bool { slices.contains { $0.pending != nil } }
+
     /// Gives every lease back, for a clean shutdown.
     public mutating func shutdown(now: Instant) -> [Outgoing] {
         var out: [Outgoing] = []

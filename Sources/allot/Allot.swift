@@ -3,11 +3,11 @@ import AllotSimulator
 import ArgumentParser
 
 @main
-struct Allot: ParsableCommand {
+struct Allot: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allot",
         abstract: "Allot: fleet-wide quotas for AI gateways, enforced locally with expiring leases.",
-        subcommands: [Simulate.self])
+        subcommands: [Simulate.self, Certs.self, CoordinatorCommand.self, Status.self, NodeLoad.self])
 }
 
 extension Scenario.Name: ExpressibleByArgument {}

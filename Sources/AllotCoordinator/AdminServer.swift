@@ -1,0 +1,111 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import Synchronization
+
+/// Plain HTTP on the admin address (loopback by default): `/metrics` (Prometheus text),
+/// `/healthz` (the process is up) and `/readyz` (it accepts lease traffic).
+public final class AdminServer: Sendable {
+    private let core: CoordinatorCore
+    private let group: any EventLoopGroup
+    private let ready: @Sendable () -> Bool
+    private let channel = Mutex<(any Channel)?>(nil)
+
+    public init(core: CoordinatorCore, group: any EventLoopGroup, ready: @escaping @Sendable () -> Bool) {
+        self.core = core
+        self.group = group
+        self.ready = ready
+    }
+
+    @discardableResult
+    public func start(host: String, port: Int) async throws -> SocketAddress {
+        let core = self.core, ready = self.ready
+        let ch = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(AdminHandler(core: core, ready: ready))
+                    }
+                }
+            }
+            .bind(host: host, port: port).get()
+        channel.withLock { $0 = ch }
+        return ch.localAddress!
+    }
+
+    public func shutdown() async {
+        if let ch = channel.withLock({ $0 }) { try? await ch.close() }
+    }
+
+    /// The Prometheus exposition of the coordinator's counters and books.
+    public static func metricsText(_ core: CoordinatorCore) -> String {
+        let registry = PrometheusCollectorRegistry()
+        let c = core.counters
+        registry.makeCounter(descriptor: .init(metricName: "allot_grants_total", unitName: "", helpText: "Acquires answered with a grant")).increment(by: c.grants)
+        registry.makeCounter(descriptor: .init(metricName: "allot_granted_units_total", unitName: "", helpText: "Units moved from the pool to nodes")).increment(by: c.grantedUnits)
+        registry.makeCounter(descriptor: .init(metricName: "allot_releases_total", unitName: "", helpText: "Releases and reports applied")).increment(by: c.releases)
+        registry.makeCounter(descriptor: .init(metricName: "allot_pushes_total", unitName: "", helpText: "Offers and recalls pushed to nodes")).increment(by: c.pushes)
+        registry.makeGauge(descriptor: .init(metricName: "allot_connected_nodes", unitName: "", helpText: "Nodes with an open connection")).set(Int64(core.connectedNodes))
+        for (kind, n) in c.framesIn.sorted(by: { $0.key < $1.key }) {
+            registry.makeCounter(descriptor: .init(metricName: "allot_frames_received_total", unitName: "", helpText: "Frames received"), labels: [("type", kind)]).increment(by: n)
+        }
+        for (reason, n) in c.rejected.sorted(by: { $0.key < $1.key }) {
+            registry.makeCounter(descriptor: .init(metricName: "allot_rejected_total", unitName: "", helpText: "Frames or items refused"), labels: [("reason", reason)]).increment(by: n)
+        }
+        for (reason, n) in c.handshakeFailures.sorted(by: { $0.key < $1.key }) {
+            registry.makeCounter(descriptor: .init(metricName: "allot_handshake_failures_total", unitName: "", helpText: "TLS handshakes that failed"), labels: [("reason", reason)]).increment(by: n)
+        }
+        for (reason, n) in c.frameErrors.sorted(by: { $0.key < $1.key }) {
+            registry.makeCounter(descriptor: .init(metricName: "allot_frame_errors_total", unitName: "", helpText: "Unreadable frames"), labels: [("reason", reason)]).increment(by: n)
+        }
+        if case .statusResponse(let s) = core.status().body {
+            for b in s.budgets {
+                let labels = [("budget", b.budget)]
+                registry.makeGauge(descriptor: .init(metricName: "allot_budget_outstanding", unitName: "", helpText: "Units (or capacity) out on leases"), labels: labels).set(b.outstanding)
+                registry.makeGauge(descriptor: .init(metricName: "allot_budget_pool", unitName: "", helpText: "Units free at the coordinator"), labels: labels).set(b.pool)
+                registry.makeGauge(descriptor: .init(metricName: "allot_budget_consumed", unitName: "", helpText: "Units reported consumed (this window)"), labels: labels).set(b.consumed)
+                registry.makeGauge(descriptor: .init(metricName: "allot_budget_holders", unitName: "", helpText: "Nodes holding a lease"), labels: labels).set(Int64(b.holders))
+            }
+        }
+        return registry.emitToString()
+    }
+}
+
+final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    private let core: CoordinatorCore
+    private let ready: @Sendable () -> Bool
+    private var path = "/"
+
+    init(core: CoordinatorCore, ready: @escaping @Sendable () -> Bool) {
+        self.core = core
+        self.ready = ready
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): path = head.uri
+        case .body: break
+        case .end:
+            let (status, body, type): (HTTPResponseStatus, String, String)
+            switch path {
+            case "/metrics": (status, body, type) = (.ok, AdminServer.metricsText(core), "text/plain; version=0.0.4")
+            case "/healthz": (status, body, type) = (.ok, "ok\n", "text/plain")
+            case "/readyz":
+                (status, body, type) = ready() ? (.ok, "ready\n", "text/plain") : (.serviceUnavailable, "not ready\n", "text/plain")
+            default: (status, body, type) = (.notFound, "not found: try /metrics, /healthz or /readyz\n", "text/plain")
+            }
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: type)
+            headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+            headers.add(name: "Connection", value: "close")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}

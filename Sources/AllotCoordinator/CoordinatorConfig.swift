@@ -1,0 +1,213 @@
+import AllotCore
+import Foundation
+import Yams
+
+/// Everything `allot coordinator` needs, from one YAML file (flags override it).
+/// Errors name the field that is wrong (`budgets[2].burst: ...`).
+public struct CoordinatorConfig: Sendable {
+    public var name = "coordinator"
+    public var listenHost = "127.0.0.1"
+    public var listenPort = 7400
+    public var adminHost = "127.0.0.1"
+    public var adminPort = 7401
+    public var tlsDirectory = "certs"
+    public var core = CoordinatorCore.Settings()
+    public var budgets: [BudgetSpec] = []
+
+    public init() {}
+
+    /// Parses and validates a YAML document (see docs/operations.md for a full example).
+    public init(yaml: String) throws(AllotError) {
+        try Self.checkKeys(yaml)
+        let raw: File
+        do {
+            raw = try YAMLDecoder().decode(File.self, from: yaml)
+        } catch {
+            throw AllotError(.invalidSettings, "the configuration is not valid YAML for allot: \(Self.describe(error))")
+        }
+        self.init()
+        if let c = raw.coordinator {
+            if let n = c.name { name = n }
+            if let l = c.listen { (listenHost, listenPort) = try Self.address(l, field: "coordinator.listen") }
+            if let a = c.admin { (adminHost, adminPort) = try Self.address(a, field: "coordinator.admin") }
+        }
+        if let t = raw.tls?.dir { tlsDirectory = t }
+        core.name = name
+        if let l = raw.lease {
+            if let v = l.ttl { core.allocator.leaseTTL = try Self.duration(v, field: "lease.ttl") }
+            if let v = l.refresh_interval { core.allocator.refreshInterval = try Self.duration(v, field: "lease.refresh_interval") }
+            if let v = l.min_slice { core.allocator.minSlice = v }
+            if let v = l.max_slice { core.allocator.maxSlice = v }
+        }
+        if let l = raw.limits {
+            if let v = l.max_frame_bytes {
+                guard v >= 1024 && v <= 16 << 20 else {
+                    throw AllotError(.invalidSettings, "limits.max_frame_bytes must be between 1024 and 16777216 (got \(v))")
+                }
+                core.maxFrameBytes = v
+            }
+            if let v = l.max_items_per_frame { core.session.maxItemsPerFrame = v }
+            if let v = l.items_per_second {
+                guard v > 0 else { throw AllotError(.invalidSettings, "limits.items_per_second must be positive (got \(v))") }
+                core.session.itemsPerSecond = v
+            }
+        }
+        try core.allocator.validate()
+        var seen = Set<String>()
+        for (i, b) in (raw.budgets ?? []).enumerated() {
+            let spec = try Self.budget(b, field: "budgets[\(i)]")
+            guard seen.insert(spec.id.rawValue).inserted else {
+                throw AllotError(.duplicateBudget, "budgets[\(i)].id: '\(spec.id)' is defined twice")
+            }
+            budgets.append(spec)
+        }
+        guard !budgets.isEmpty else {
+            throw AllotError(.invalidSettings, "budgets: the configuration defines no budget; add at least one")
+        }
+    }
+
+    public static func load(path: String) throws -> CoordinatorConfig {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw AllotError(.invalidSettings, "cannot read the configuration file \(path)")
+        }
+        return try CoordinatorConfig(yaml: text)
+    }
+
+    // MARK: the file's shape
+
+    struct File: Decodable {
+        struct Coordinator: Decodable { var name: String?; var listen: String?; var admin: String? }
+        struct TLS: Decodable { var dir: String? }
+        struct Lease: Decodable { var ttl: String?; var refresh_interval: String?; var min_slice: Int64?; var max_slice: Int64? }
+        struct Limits: Decodable { var max_frame_bytes: Int?; var max_items_per_frame: Int?; var items_per_second: Int64? }
+        struct Budget: Decodable {
+            var id: String?
+            var unit: String?
+            var kind: String?
+            var limit: Int64?
+            var period: String?
+            var burst: Int64?
+            var allowance: Int64?
+            var window: String?
+            var time_zone: String?
+            var reset: String?
+            var fail_mode: String?
+            var static_allowance: Int64?
+        }
+        var coordinator: Coordinator?
+        var tls: TLS?
+        var lease: Lease?
+        var limits: Limits?
+        var budgets: [Budget]?
+    }
+
+    /// Unknown keys are errors, not silently ignored: a typo must not change a cap.
+    static func checkKeys(_ yaml: String) throws(AllotError) {
+        let known: [String: Set<String>] = [
+            "": ["coordinator", "tls", "lease", "limits", "budgets"],
+            "coordinator": ["name", "listen", "admin"],
+            "tls": ["dir"],
+            "lease": ["ttl", "refresh_interval", "min_slice", "max_slice"],
+            "limits": ["max_frame_bytes", "max_items_per_frame", "items_per_second"],
+            "budgets[]": ["id", "unit", "kind", "limit", "period", "burst", "allowance", "window", "time_zone",
+                          "reset", "fail_mode", "static_allowance"],
+        ]
+        let root: Any?
+        do { root = try Yams.load(yaml: yaml) } catch {
+            throw AllotError(.invalidSettings, "the configuration is not valid YAML: \(error)")
+        }
+        guard let top = root as? [String: Any] else {
+            throw AllotError(.invalidSettings, "the configuration must be a YAML mapping with coordinator, tls, lease, limits and budgets")
+        }
+        func check(_ map: [String: Any], _ section: String, _ path: String) throws(AllotError) {
+            for key in map.keys.sorted() where !(known[section] ?? []).contains(key) {
+                let allowed = (known[section] ?? []).sorted().joined(separator: ", ")
+                throw AllotError(.invalidSettings, "\(path.isEmpty ? key : path + "." + key): unknown key; allowed here: \(allowed)")
+            }
+        }
+        try check(top, "", "")
+        for section in ["coordinator", "tls", "lease", "limits"] {
+            if let m = top[section] as? [String: Any] { try check(m, section, section) }
+        }
+        if let list = top["budgets"] as? [Any] {
+            for (i, b) in list.enumerated() {
+                guard let m = b as? [String: Any] else {
+                    throw AllotError(.invalidSettings, "budgets[\(i)] must be a mapping")
+                }
+                try check(m, "budgets[]", "budgets[\(i)]")
+            }
+        }
+    }
+
+    static func budget(_ b: File.Budget, field: String) throws(AllotError) -> BudgetSpec {
+        guard let id = b.id, !id.isEmpty else { throw AllotError(.invalidSettings, "\(field).id is missing") }
+        let unit = try Unit(parsing: b.unit ?? "requests")
+        let kind: BudgetKind
+        switch b.kind ?? "" {
+        case "rate":
+            guard let limit = b.limit else { throw AllotError(.invalidLimit, "\(field).limit is missing for a rate budget") }
+            kind = .rate(limit: limit, period: try duration(b.period ?? "1s", field: "\(field).period"), burst: b.burst ?? limit)
+        case "quota":
+            guard let allowance = b.allowance else { throw AllotError(.invalidLimit, "\(field).allowance is missing for a quota budget") }
+            guard let period = CalendarWindow.Period(rawValue: b.window ?? "day") else {
+                throw AllotError(.invalidSettings, "\(field).window must be minute, hour, day or month (got \(b.window ?? ""))")
+            }
+            kind = .quota(allowance: allowance, window: try CalendarWindow(period, timeZone: b.time_zone ?? "UTC",
+                                                                           resetMinute: try resetMinute(b.reset ?? "00:00", field: "\(field).reset")))
+        case "concurrency":
+            guard let limit = b.limit else { throw AllotError(.invalidLimit, "\(field).limit is missing for a concurrency budget") }
+            kind = .concurrency(limit: limit)
+        default:
+            throw AllotError(.unknownKind, "\(field).kind must be rate, quota or concurrency (got '\(b.kind ?? "")')")
+        }
+        let failMode: FailMode
+        switch b.fail_mode ?? "closed" {
+        case "closed": failMode = .closed
+        case "open": failMode = .open
+        case "static": failMode = .static(allowancePerTTL: b.static_allowance ?? 0)
+        default: throw AllotError(.invalidSettings, "\(field).fail_mode must be closed, open or static (got '\(b.fail_mode ?? "")')")
+        }
+        do {
+            return try BudgetSpec(id: BudgetID(id), unit: unit, kind: kind, failMode: failMode)
+        } catch {
+            throw AllotError(error.code, "\(field): \(error.message)")
+        }
+    }
+
+    /// `250ms`, `10s`, `5m`, `1h`, `1d`.
+    public static func duration(_ s: String, field: String) throws(AllotError) -> Duration {
+        let units: [(String, Int64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000),
+                                        ("h", 3_600_000_000_000), ("d", 86_400_000_000_000)]
+        for (suffix, ns) in units where s.hasSuffix(suffix) {
+            if let v = Int64(s.dropLast(suffix.count)), v > 0 { return .nanoseconds(v * ns) }
+        }
+        throw AllotError(.invalidDuration, "\(field): '\(s)' is not a positive duration such as 250ms, 10s, 5m, 1h or 1d")
+    }
+
+    public static func address(_ s: String, field: String) throws(AllotError) -> (String, Int) {
+        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port) else {
+            throw AllotError(.invalidSettings, "\(field): '\(s)' is not HOST:PORT")
+        }
+        return (String(s[..<colon]), port)
+    }
+
+    static func resetMinute(_ s: String, field: String) throws(AllotError) -> Int {
+        let p = s.split(separator: ":")
+        guard p.count == 2, let h = Int(p[0]), let m = Int(p[1]), (0..<24).contains(h), (0..<60).contains(m) else {
+            throw AllotError(.nonexistentWindow, "\(field): '\(s)' is not a time of day HH:MM")
+        }
+        return h * 60 + m
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let d = error as? DecodingError {
+            switch d {
+            case .typeMismatch(_, let c), .valueNotFound(_, let c), .keyNotFound(_, let c), .dataCorrupted(let c):
+                let path = c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+                return "\(path): \(c.debugDescription)"
+            @unknown default: return "\(d)"
+            }
+        }
+        return "\(error)"
+    }
+}

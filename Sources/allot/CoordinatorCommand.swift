@@ -1,0 +1,40 @@
+import AllotCoordinator
+import AllotCore
+import AllotTransport
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator",
+        abstract: "Serve leases over mutual TLS (SIGHUP reloads certificates, SIGTERM drains and exits).")
+
+    @Option(help: "YAML configuration file (see docs/operations.md).") var config: String
+    @Option(help: "Override coordinator.listen (HOST:PORT).") var listen: String?
+    @Option(help: "Override coordinator.admin (HOST:PORT).") var admin: String?
+    @Option(help: "Override tls.dir.") var tlsDir: String?
+    @Option(help: "Override coordinator.name (the certificate is coordinator-<name>.pem).") var name: String?
+    @Option(help: "Log level: trace, debug, info, warning, error.") var logLevel = "info"
+
+    func run() async throws {
+        var cfg = try CoordinatorConfig.load(path: config)
+        if let listen { (cfg.listenHost, cfg.listenPort) = try CoordinatorConfig.address(listen, field: "--listen") }
+        if let admin { (cfg.adminHost, cfg.adminPort) = try CoordinatorConfig.address(admin, field: "--admin") }
+        if let tlsDir { cfg.tlsDirectory = tlsDir }
+        if let name { cfg.name = name; cfg.core.name = name }
+        var logger = Logger(label: "allot.coordinator")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let dir = URL(fileURLWithPath: cfg.tlsDirectory)
+        let coordinatorName = cfg.name
+        let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .coordinator, name: coordinatorName) }
+        let core = try CoordinatorCore(settings: cfg.core, budgets: cfg.budgets, now: WallClock.now())
+        let service = CoordinatorService(config: cfg, core: core, tls: tls, logger: logger) { address, adminAddress in
+            let line = "allot coordinator \(coordinatorName) listening on \(address.ipAddress ?? "?"):\(address.port ?? 0), admin http://\(adminAddress.ipAddress ?? "?"):\(adminAddress.port ?? 0)\n"
+            FileHandle.standardOutput.write(Data(line.utf8))
+        }
+        let group = ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
+    }
+}

@@ -1,0 +1,86 @@
+import AllotCoordinator
+import AllotCore
+import AllotNode
+import AllotTransport
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import NIOPosix
+import Synchronization
+
+struct NodeLoad: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node-load",
+        abstract: "Run one gateway node that hammers budgets through the node library; print what it admitted as JSON.",
+        discussion: "SIGTERM stops it gracefully: its leases are released before it exits.")
+
+    @Option(help: "The coordinator's YAML configuration (for the budgets' definitions).") var config: String
+    @Option(help: "The coordinator, HOST:PORT.") var coordinator: String
+    @Option(help: "Directory with ca.pem, trust-domain and node-<name>.pem.") var tlsDir: String
+    @Option(help: "This node's name (its certificate is node-<name>.pem).") var name: String
+    @Option(help: "Budgets each request is charged to (repeatable; default: all in the configuration).") var budget: [String] = []
+    @Option(help: "Requests per second offered.") var rate = 1000
+    @Option(help: "Seconds to run.") var seconds = 10.0
+
+    func run() async throws {
+        let cfg = try CoordinatorConfig.load(path: config)
+        guard let colon = coordinator.lastIndex(of: ":"), let port = Int(coordinator[coordinator.index(after: colon)...]) else {
+            throw ValidationError("--coordinator must be HOST:PORT (got '\(coordinator)')")
+        }
+        let specs = budget.isEmpty ? cfg.budgets : try budget.map { id in
+            guard let s = cfg.budgets.first(where: { $0.id.rawValue == id }) else {
+                throw ValidationError("budget '\(id)' is not in \(config)")
+            }
+            return s
+        }
+        var settings = EnforcerSettings(node: NodeID(name))
+        settings.leaseTTL = cfg.core.allocator.leaseTTL
+        settings.refreshInterval = cfg.core.allocator.refreshInterval
+        settings.renewMargin = min(settings.renewMargin, cfg.core.allocator.leaseTTL / 3)
+        let enforcer = try SharedEnforcer(settings: settings)
+        let set = try BudgetSet(specs.map { enforcer.register($0) })
+        let dir = URL(fileURLWithPath: tlsDir), nodeName = name
+        let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: nodeName) }
+        var logger = Logger(label: "allot.node")
+        logger.logLevel = .warning
+        let client = LeaseClient(enforcer: enforcer,
+                                 transport: TLSLeaseTransport(host: String(coordinator[..<colon]), port: port, tls: tls,
+                                                              group: MultiThreadedEventLoopGroup.singleton),
+                                 logger: logger)
+        let stop = StopFlag()
+        signal(SIGTERM, SIG_IGN)
+        let term = DispatchSource.makeSignalSource(signal: SIGTERM)
+        term.setEventHandler { stop.set() }
+        term.resume()
+
+        let runner = Task { await client.run() }
+        let deadline = WallClock.now() + .milliseconds(Int64(seconds * 1000))
+        var admitted = 0, attempts = 0
+        var first: Int64 = 0, last: Int64 = 0
+        let perTick = max(1, rate / 100)
+        while !stop.isSet && WallClock.now() < deadline {
+            for _ in 0..<perTick {
+                let now = WallClock.now()
+                attempts += 1
+                if enforcer.admit(.oneRequest, on: set, now: now).isAdmitted {
+                    admitted += 1
+                    if first == 0 { first = now.nanoseconds }
+                    last = now.nanoseconds
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        runner.cancel()
+        await runner.value // releases every lease
+        let t = client.traffic
+        let line = ("{\"node\":\"\(name)\",\"admitted\":\(admitted),\"attempts\":\(attempts),\"first_ns\":\(first),\"last_ns\":\(last),\"frames\":\(t.framesSent + t.framesReceived),\"stopped\":\(stop.isSet)}\n")
+        FileHandle.standardOutput.write(Data(line.utf8))
+    }
+}
+
+final class StopFlag: Sendable {
+    private let flag = Mutex(false)
+    func set() { flag.withLock { $0 = true } }
+    var isSet: Bool { flag.withLock { $0 } }
+}
