@@ -11,6 +11,18 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // Step 2: grants per second over mTLS, handshake cost, admit cost with the client running.
+        .executableTarget(
+            name: "WireBench",
+            dependencies: [
+                .product(name: "AllotCore", package: "allot"),
+                .product(name: "AllotTransport", package: "allot"),
+                .product(name: "AllotCoordinator", package: "allot"),
+                .product(name: "AllotNode", package: "allot"),
+                .product(name: "AllotWire", package: "allot"),
+            ],
+            path: "Sources/WireBench"
+        ),
         .executableTarget(
             name: "LeaseEngine",
             dependencies: [

@@ -11,6 +11,8 @@ public struct CoordinatorConfig: Sendable {
     public var adminHost = "127.0.0.1"
     public var adminPort = 7401
     public var tlsDirectory = "certs"
+    /// Overrides `<tls.dir>/trust-domain` when set.
+    public var trustDomain: String?
     public var core = CoordinatorCore.Settings()
     public var budgets: [BudgetSpec] = []
 
@@ -32,6 +34,7 @@ public struct CoordinatorConfig: Sendable {
             if let a = c.admin { (adminHost, adminPort) = try Self.address(a, field: "coordinator.admin") }
         }
         if let t = raw.tls?.dir { tlsDirectory = t }
+        if let d = raw.tls?.trust_domain { trustDomain = d }
         core.name = name
         if let l = raw.lease {
             if let v = l.ttl { core.allocator.leaseTTL = try Self.duration(v, field: "lease.ttl") }
@@ -77,7 +80,7 @@ public struct CoordinatorConfig: Sendable {
 
     struct File: Decodable {
         struct Coordinator: Decodable { var name: String?; var listen: String?; var admin: String? }
-        struct TLS: Decodable { var dir: String? }
+        struct TLS: Decodable { var dir: String?; var trust_domain: String? }
         struct Lease: Decodable { var ttl: String?; var refresh_interval: String?; var min_slice: Int64?; var max_slice: Int64? }
         struct Limits: Decodable { var max_frame_bytes: Int?; var max_items_per_frame: Int?; var items_per_second: Int64? }
         struct Budget: Decodable {
@@ -106,7 +109,7 @@ public struct CoordinatorConfig: Sendable {
         let known: [String: Set<String>] = [
             "": ["coordinator", "tls", "lease", "limits", "budgets"],
             "coordinator": ["name", "listen", "admin"],
-            "tls": ["dir"],
+            "tls": ["dir", "trust_domain"],
             "lease": ["ttl", "refresh_interval", "min_slice", "max_slice"],
             "limits": ["max_frame_bytes", "max_items_per_frame", "items_per_second"],
             "budgets[]": ["id", "unit", "kind", "limit", "period", "burst", "allowance", "window", "time_zone",

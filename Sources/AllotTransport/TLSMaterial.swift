@@ -12,7 +12,8 @@ public struct TLSMaterial: Sendable {
     public let clientContext: NIOSSLContext
 
     /// Loads `<dir>/ca.pem`, `<dir>/trust-domain` and this identity's certificate and key.
-    public static func load(dir: URL, role: PeerIdentity.Role, name: String) throws -> TLSMaterial {
+    /// `trustDomain` overrides the directory's `trust-domain` file (it must match the certificates).
+    public static func load(dir: URL, role: PeerIdentity.Role, name: String, trustDomain: String? = nil) throws -> TLSMaterial {
         let files = (ca: dir.appendingPathComponent("ca.pem"),
                      cert: dir.appendingPathComponent("\(role.rawValue)-\(name).pem"),
                      key: dir.appendingPathComponent("\(role.rawValue)-\(name)-key.pem"),
@@ -22,7 +23,7 @@ public struct TLSMaterial: Sendable {
             caPEM = try String(contentsOf: files.ca, encoding: .utf8)
             certPEM = try String(contentsOf: files.cert, encoding: .utf8)
             keyPEM = try String(contentsOf: files.key, encoding: .utf8)
-            domain = try String(contentsOf: files.domain, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            domain = try trustDomain ?? String(contentsOf: files.domain, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         } catch {
             throw TransportError(.certificateFiles, "cannot read the TLS files for \(role.rawValue) \(name) in \(dir.path) (ca.pem, \(files.cert.lastPathComponent), \(files.key.lastPathComponent), trust-domain): issue them with `allot certs issue --dir \(dir.path) --role \(role.rawValue) --name \(name)`")
         }

@@ -16,6 +16,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Override coordinator.admin (HOST:PORT).") var admin: String?
     @Option(help: "Override tls.dir.") var tlsDir: String?
     @Option(help: "Override coordinator.name (the certificate is coordinator-<name>.pem).") var name: String?
+    @Option(help: "Override tls.trust_domain.") var trustDomain: String?
     @Option(help: "Log level: trace, debug, info, warning, error.") var logLevel = "info"
 
     func run() async throws {
@@ -24,11 +25,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let admin { (cfg.adminHost, cfg.adminPort) = try CoordinatorConfig.address(admin, field: "--admin") }
         if let tlsDir { cfg.tlsDirectory = tlsDir }
         if let name { cfg.name = name; cfg.core.name = name }
+        if let trustDomain { cfg.trustDomain = trustDomain }
+        let domain = cfg.trustDomain
         var logger = Logger(label: "allot.coordinator")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let dir = URL(fileURLWithPath: cfg.tlsDirectory)
         let coordinatorName = cfg.name
-        let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .coordinator, name: coordinatorName) }
+        let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .coordinator, name: coordinatorName, trustDomain: domain) }
         let core = try CoordinatorCore(settings: cfg.core, budgets: cfg.budgets, now: WallClock.now())
         let service = CoordinatorService(config: cfg, core: core, tls: tls, logger: logger) { address, adminAddress in
             let line = "allot coordinator \(coordinatorName) listening on \(address.ipAddress ?? "?"):\(address.port ?? 0), admin http://\(adminAddress.ipAddress ?? "?"):\(adminAddress.port ?? 0)\n"

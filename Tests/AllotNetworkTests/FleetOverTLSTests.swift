@@ -56,13 +56,17 @@ struct FleetOverTLSTests {
                     let set = sets[i]
                     let client = client
                     group.addTask { [recorder] in
-                        let perTask = perNodeRate / 2
+                        // Offer perNodeRate/2 per second, catching up after slow sleeps.
+                        let perTask = Double(perNodeRate / 2)
+                        var done = 0
                         while WallClock.now() < deadline {
-                            for _ in 0..<(perTask / 100) {
+                            let due = Int(perTask * Double((WallClock.now() - start).nanoseconds) / 1e9) - done
+                            for _ in 0..<max(0, due) {
                                 let now = WallClock.now()
                                 if client.enforcer.admit(.oneRequest, on: set, now: now).isAdmitted { recorder.record(now.nanoseconds) }
                             }
-                            recorder.tried(perTask / 100)
+                            done += max(0, due)
+                            recorder.tried(max(0, due))
                             try await Task.sleep(for: .milliseconds(10))
                         }
                     }
@@ -92,13 +96,14 @@ struct FleetOverTLSTests {
         #expect(checker.conformant, "admissions exceeded burst + rate·T over some interval")
         let first = try #require(out.admitted.first), last = try #require(out.admitted.last)
         let allowed = 12_000 + 12_000 * Double(last - first) / 1e9
-        let utilization = Double(out.admitted.count) / allowed
+        // admitted / min(demand, cap): on a loaded machine the hammering tasks may offer less.
+        let utilization = Double(out.admitted.count) / min(allowed, Double(out.attempts))
         #expect(utilization >= 0.95, "utilization \(utilization)")
         // Steady state (after the first second): messages no longer grow with requests.
         let steadyAdmitted = out.admitted.filter { $0 >= out.start.nanoseconds + 1_000_000_000 }.count
         let per1k = Double(out.frames - out.warmupFrames) * 1000 / Double(steadyAdmitted)
         #expect(per1k <= 5, "\(per1k) frames per 1,000 admitted after warm-up (\(out.frames) in all)")
-        #expect(out.attempts >= 8 * 1_000 * 3) // ≥ 1,000 requests/s per node offered
+        #expect(out.attempts >= 8 * 1_000 * 3, "offered \(out.attempts)") // ≥ 1,000 requests/s per node
     }
 
     @Test("quota budget: never more than the allowance, and nearly all of it used")
