@@ -100,7 +100,7 @@ struct ProcessTests {
         var nodes: [Proc] = []
         for i in 1...4 {
             nodes.append(try start(["node-load", "--config", "allot.yaml", "--coordinator", "127.0.0.1:\(port)", "--tls-dir", "certs",
-                                    "--name", "gw-\(i)", "--rate", "1500", "--seconds", "5"], in: dir))
+                                    "--name", "gw-\(i)", "--rate", "1500", "--seconds", "8"], in: dir))
         }
         try await Task.sleep(for: .seconds(2))
         let before = try status(port, in: dir)
