@@ -2,6 +2,7 @@ import AllotCore
 import AllotTransport
 import AllotWire
 import Logging
+import ServiceLifecycle
 import Synchronization
 
 /// The background half of the node library: keeps the `SharedEnforcer`'s leases fed.
@@ -11,7 +12,7 @@ import Synchronization
 /// batches many budgets per frame, applies grants and pushes as they arrive, reconnects with
 /// exponential backoff and jitter (unanswered acquires are re-sent with the same request id,
 /// so retries are idempotent), and when cancelled releases everything unused before it returns.
-public final class LeaseClient: Sendable {
+public final class LeaseClient: Service, Sendable {
     public struct Settings: Sendable {
         public var pollInterval: Duration = .milliseconds(10)
         public var heartbeatInterval: Duration = .seconds(5)
@@ -53,10 +54,21 @@ public final class LeaseClient: Sendable {
     public var traffic: Traffic { state.withLock { $0.traffic } }
     public var isConnected: Bool { state.withLock { $0.connection != nil } }
 
-    /// Runs until the task is cancelled, then releases every lease (best effort) and returns.
+    /// Runs until the task is cancelled or a `ServiceGroup` shuts down gracefully, then
+    /// releases every lease (best effort) and returns.
     public func run() async {
+        let stopping = Mutex(false)
+        await withGracefulShutdownHandler {
+            await loop(stopping: { stopping.withLock { $0 } })
+        } onGracefulShutdown: {
+            stopping.withLock { $0 = true }
+        }
+        await shutdown()
+    }
+
+    private func loop(stopping: () -> Bool) async {
         var backoff = settings.minBackoff
-        while !Task.isCancelled {
+        while !Task.isCancelled && !stopping() {
             if !isConnected {
                 do {
                     try await connect()
@@ -73,7 +85,6 @@ public final class LeaseClient: Sendable {
             step(now: WallClock.now())
             try? await Task.sleep(for: settings.pollInterval)
         }
-        await shutdown()
     }
 
     /// One round: expire, poll, send what the enforcer wants sent.

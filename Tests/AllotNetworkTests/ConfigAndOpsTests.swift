@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 import Testing
 
 @Suite("Coordinator configuration")
@@ -178,5 +179,32 @@ struct OperationsTests {
         #expect(client.traffic.connectFailures > 0, "it keeps trying to reconnect with backoff")
         runner.cancel()
         await runner.value
+    }
+}
+
+@Suite("Lease client as a service")
+struct LeaseClientServiceTests {
+    @Test("graceful shutdown of a ServiceGroup releases the node's leases")
+    func gracefulShutdown() async throws {
+        let budget = try BudgetSpec(id: "q", unit: .requests, kind: .quota(allowance: 10_000, window: try CalendarWindow(.day)))
+        let core = try CoordinatorCore(settings: .init(), budgets: [budget], now: WallClock.now())
+        let enforcer = try SharedEnforcer(settings: EnforcerSettings(node: "gw-0"))
+        let set = BudgetSet(enforcer.register(budget))
+        let client = LeaseClient(enforcer: enforcer,
+                                 transport: InProcessTransport(core: core, identity: try PeerIdentity(trustDomain: "t", role: .node, name: "gw-0")),
+                                 logger: quietLogger("n"))
+        let group = ServiceGroup(services: [client], logger: quietLogger("g"))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            for _ in 0..<100 where !enforcer.admit(.oneRequest, on: set, now: WallClock.now()).isAdmitted {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(core.allocatorStatus("q")!.outstanding > 0)
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        let st = try #require(core.allocatorStatus("q"))
+        #expect(st.outstanding == 0 && st.holders == 0)
+        #expect(st.pool + st.consumed == 10_000)
     }
 }
