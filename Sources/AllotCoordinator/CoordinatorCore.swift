@@ -105,17 +105,9 @@ public final class CoordinatorCore: Sendable {
                     s.counters.grants += 1
                     s.counters.grantedUnits += g.amount
                 case .ignoredStale:
-                    var g = Allot_V1_Grant()
-                    g.requestID = item.requestID
-                    g.budget = item.budget
-                    g.outcome = .staleRequest
-                    out.append(g)
+                    out.append(Self.refusal(item, .staleRequest))
                 case .unknownBudget:
-                    var g = Allot_V1_Grant()
-                    g.requestID = item.requestID
-                    g.budget = item.budget
-                    g.outcome = .unknownBudget
-                    out.append(g)
+                    out.append(Self.refusal(item, .unknownBudget))
                     s.counters.rejected["unknown_budget", default: 0] += 1
                 }
             }
@@ -123,6 +115,15 @@ public final class CoordinatorCore: Sendable {
         }
         for (sink, frame) in pushes { sink.send(frame) }
         return .grants(grants)
+    }
+
+    /// An answer that grants nothing, saying why.
+    private static func refusal(_ item: Allot_V1_Acquire, _ outcome: Allot_V1_Grant.Outcome) -> Allot_V1_Grant {
+        var g = Allot_V1_Grant()
+        g.requestID = item.requestID
+        g.budget = item.budget
+        g.outcome = outcome
+        return g
     }
 
     /// Applies a batch of releases and reports from `node`.
