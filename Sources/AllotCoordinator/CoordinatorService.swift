@@ -32,6 +32,10 @@ public final class CoordinatorService: Service, Sendable {
         self.onListening = onListening
     }
 
+    static func modificationDates(_ paths: [String]) -> [Date?] {
+        paths.map { (try? FileManager.default.attributesOfItem(atPath: $0)[.modificationDate]) as? Date }
+    }
+
     /// True while the listener accepts lease traffic (`/readyz`).
     public var isReady: Bool { ready.withLock { $0 } }
 
@@ -55,6 +59,22 @@ public final class CoordinatorService: Service, Sendable {
         }
         hup.resume()
         defer { hup.cancel() }
+        // Also reload when the certificate files change on disk (checked every 2 s).
+        let files = ["ca.pem", "coordinator-\(config.name).pem", "coordinator-\(config.name)-key.pem"].map {
+            URL(fileURLWithPath: config.tlsDirectory).appendingPathComponent($0).path
+        }
+        let stamps = Mutex(Self.modificationDates(files))
+        let watcher = group.next().scheduleRepeatedTask(initialDelay: .seconds(2), delay: .seconds(2)) { [tls, logger] _ in
+            let now = Self.modificationDates(files)
+            guard stamps.withLock({ old in defer { old = now }; return old != now }) else { return }
+            do {
+                try tls.reload()
+                logger.info("certificate files changed: reloaded TLS certificates")
+            } catch {
+                logger.error("certificate files changed but do not load; keeping the previous ones", metadata: ["allot.error": "\(error)"])
+            }
+        }
+        defer { watcher.cancel() }
 
         try? await gracefulShutdown()
         logger.info("shutting down: draining connections")
