@@ -2,6 +2,8 @@ import AllotCore
 import AllotTransport
 import AllotWire
 import Logging
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -36,15 +38,21 @@ public final class LeaseClient: Service, Sendable {
         var traffic = Traffic()
         var heartbeat: UInt64 = 0
         var lastHeartbeat: Instant = .zero
+        /// Set when shutdown begins: no more polling.
+        var stopped = false
     }
 
     public let enforcer: SharedEnforcer
     public let settings: Settings
     private let transport: any LeaseTransport
+    private let group: any EventLoopGroup
     private let logger: Logger
     private let state = Mutex(State())
 
-    public init(enforcer: SharedEnforcer, transport: any LeaseTransport, settings: Settings = Settings(), logger: Logger) {
+    /// `group`: where the periodic poll runs (an event loop of it).
+    public init(enforcer: SharedEnforcer, transport: any LeaseTransport, settings: Settings = Settings(), logger: Logger,
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.group = group
         self.enforcer = enforcer
         self.transport = transport
         self.settings = settings
@@ -67,6 +75,14 @@ public final class LeaseClient: Service, Sendable {
     }
 
     private func loop(stopping: () -> Bool) async {
+        // The periodic poll runs on an event loop, not in this task: a process whose Swift
+        // concurrency threads are busy with CPU-bound work still refills its leases on time.
+        let poller = group.next().scheduleRepeatedTask(initialDelay: .zero,
+                                                       delay: .nanoseconds(settings.pollInterval.nanoseconds)) { [weak self] _ in
+            guard let self, self.isConnected else { return }
+            self.step(now: WallClock.now())
+        }
+        defer { poller.cancel() }
         var backoff = settings.minBackoff
         while !Task.isCancelled && !stopping() {
             if !isConnected {
@@ -82,13 +98,13 @@ public final class LeaseClient: Service, Sendable {
                     continue
                 }
             }
-            step(now: WallClock.now())
-            try? await Task.sleep(for: settings.pollInterval)
+            try? await Task.sleep(for: settings.pollInterval * 5)
         }
     }
 
     /// One round: expire, poll, send what the enforcer wants sent.
     func step(now: Instant) {
+        guard !state.withLock({ $0.stopped }) else { return }
         let (events, outgoing) = enforcer.withEnforcer { e in (e.tick(now: now), e.poll(now: now)) }
         for case .leaseExpired(let h, let permits) in events where permits > 0 {
             logger.warning("concurrency lease ended with requests in flight", metadata: ["allot.budget": "\(h)"])
@@ -175,6 +191,9 @@ public final class LeaseClient: Service, Sendable {
 
     /// Releases every lease and closes the connection (the end of `run()`).
     public func shutdown() async {
+        // Stop polling (and let a poll already under way finish) before releasing.
+        state.withLock { $0.stopped = true }
+        await pause(settings.pollInterval)
         // Release everything; an acquire still in flight may be granted after that, so keep
         // releasing what arrives for a short while (bounded) before closing.
         for pass in 0..<6 {
@@ -184,12 +203,20 @@ public final class LeaseClient: Service, Sendable {
             }
             send(Self.frames(for: out, maxItems: settings.maxItemsPerFrame))
             if !waiting && pass > 0 { break }
-            try? await Task.sleep(for: .milliseconds(50))
+            await pause(.milliseconds(50))
         }
         let conn = state.withLock { s -> (any LeaseConnection)? in
             defer { s.connection = nil }
             return s.connection
         }
-        conn?.close()
+        await conn?.closeGracefully()
+    }
+
+    /// Waits even when the task is cancelled (shutdown runs after cancellation).
+    private func pause(_ d: Duration) async {
+        let loop = group.next()
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            loop.scheduleTask(in: .nanoseconds(d.nanoseconds)) { c.resume() }
+        }
     }
 }

@@ -16,4 +16,10 @@ public protocol LeaseConnection: Sendable {
     /// Queues frames for sending, in order.
     func send(_ frames: [Allot_V1_Frame])
     func close()
+    /// Closes after everything sent so far is on the wire, and waits for it.
+    func closeGracefully() async
+}
+
+extension LeaseConnection {
+    public func closeGracefully() async { close() }
 }

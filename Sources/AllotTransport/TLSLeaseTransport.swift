@@ -53,6 +53,11 @@ struct ChannelConnection: LeaseConnection {
         }
     }
     func close() { channel.close(promise: nil) }
+    /// Runs on the event loop after the writes queued before it, so they are flushed first.
+    func closeGracefully() async {
+        try? await channel.eventLoop.submit { channel.flush() }.get()
+        try? await channel.close().get()
+    }
 }
 
 /// Checks the coordinator's identity on its first frame, then hands frames to the client.
