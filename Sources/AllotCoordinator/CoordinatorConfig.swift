@@ -15,6 +15,8 @@ public struct CoordinatorConfig: Sendable {
     public var trustDomain: String?
     public var core = CoordinatorCore.Settings()
     public var budgets: [BudgetSpec] = []
+    /// Budgets created on first use from ids `tier.template/key`.
+    public var tiers: [Tier] = []
 
     public init() {}
 
@@ -64,8 +66,26 @@ public struct CoordinatorConfig: Sendable {
             }
             budgets.append(spec)
         }
-        guard !budgets.isEmpty else {
-            throw AllotError(.invalidSettings, "budgets: the configuration defines no budget; add at least one")
+        for (i, t) in (raw.tiers ?? []).enumerated() {
+            guard let name = t.name, !name.isEmpty, !name.contains("."), !name.contains("/") else {
+                throw AllotError(.invalidSettings, "tiers[\(i)].name is missing or contains '.' or '/'")
+            }
+            var templates: [BudgetTemplate] = []
+            for (j, b) in (t.templates ?? []).enumerated() {
+                let field = "tiers[\(i)].templates[\(j)]"
+                var asBudget = b.budget
+                asBudget.id = b.name
+                let spec = try Self.budget(asBudget, field: field)
+                let scope = try (b.scope ?? []).map { d throws(AllotError) in try Dimension(parsing: d) }
+                templates.append(try BudgetTemplate(name: spec.id.rawValue, unit: spec.unit, kind: spec.kind,
+                                                    scope: scope, failMode: spec.failMode))
+            }
+            tiers.append(try Tier(name: name, templates: templates))
+        }
+        _ = try TierCatalog(tiers)
+        core.tiers = tiers
+        guard !budgets.isEmpty || !tiers.isEmpty else {
+            throw AllotError(.invalidSettings, "budgets: the configuration defines no budget and no tier; add at least one")
         }
     }
 
@@ -102,12 +122,37 @@ public struct CoordinatorConfig: Sendable {
         var lease: Lease?
         var limits: Limits?
         var budgets: [Budget]?
+        var tiers: [TierEntry]?
+
+        struct TierEntry: Decodable { var name: String?; var templates: [Template]? }
+        struct Template: Decodable {
+            var name: String?
+            var scope: [String]?
+            var unit: String?
+            var kind: String?
+            var limit: Int64?
+            var period: String?
+            var burst: Int64?
+            var allowance: Int64?
+            var window: String?
+            var time_zone: String?
+            var reset: String?
+            var fail_mode: String?
+            var static_allowance: Int64?
+            var budget: Budget {
+                Budget(id: name, unit: unit, kind: kind, limit: limit, period: period, burst: burst, allowance: allowance,
+                       window: window, time_zone: time_zone, reset: reset, fail_mode: fail_mode, static_allowance: static_allowance)
+            }
+        }
     }
 
     /// Unknown keys are errors, not silently ignored: a typo must not change a cap.
     static func checkKeys(_ yaml: String) throws(AllotError) {
         let known: [String: Set<String>] = [
-            "": ["coordinator", "tls", "lease", "limits", "budgets"],
+            "": ["coordinator", "tls", "lease", "limits", "budgets", "tiers"],
+            "tiers[]": ["name", "templates"],
+            "templates[]": ["name", "scope", "unit", "kind", "limit", "period", "burst", "allowance", "window",
+                            "time_zone", "reset", "fail_mode", "static_allowance"],
             "coordinator": ["name", "listen", "admin"],
             "tls": ["dir", "trust_domain"],
             "lease": ["ttl", "refresh_interval", "min_slice", "max_slice"],
@@ -131,6 +176,18 @@ public struct CoordinatorConfig: Sendable {
         try check(top, "", "")
         for section in ["coordinator", "tls", "lease", "limits"] {
             if let m = top[section] as? [String: Any] { try check(m, section, section) }
+        }
+        if let list = top["tiers"] as? [Any] {
+            for (i, t) in list.enumerated() {
+                guard let m = t as? [String: Any] else { throw AllotError(.invalidSettings, "tiers[\(i)] must be a mapping") }
+                try check(m, "tiers[]", "tiers[\(i)]")
+                for (j, x) in (m["templates"] as? [Any] ?? []).enumerated() {
+                    guard let tm = x as? [String: Any] else {
+                        throw AllotError(.invalidSettings, "tiers[\(i)].templates[\(j)] must be a mapping")
+                    }
+                    try check(tm, "templates[]", "tiers[\(i)].templates[\(j)]")
+                }
+            }
         }
         if let list = top["budgets"] as? [Any] {
             for (i, b) in list.enumerated() {

@@ -18,6 +18,10 @@ public final class CoordinatorCore: Sendable {
         public var allocator = AllocatorSettings()
         public var session = Session.Limits()
         public var maxFrameBytes = WireProtocol.defaultMaxFrameBytes
+        /// Tiers whose templates become budgets the first time a node asks for
+        /// `tier.template/key`; at most `maxTierBudgets` of them.
+        public var tiers: [Tier] = []
+        public var maxTierBudgets = 100_000
         public init() {}
     }
 
@@ -47,13 +51,16 @@ public final class CoordinatorCore: Sendable {
         var nextConnection: UInt64 = 1
         var counters = Counters()
         var draining = false
+        var tierBudgets = 0
     }
 
     public let settings: Settings
+    private let catalog: TierCatalog
     private let state: Mutex<State>
 
     public init(settings: Settings, budgets: [BudgetSpec], now: Instant) throws(AllotError) {
         self.settings = settings
+        catalog = try TierCatalog(settings.tiers)
         state = Mutex(State(allocator: try Allocator(settings: settings.allocator, budgets: budgets, now: now)))
     }
 
@@ -99,7 +106,13 @@ public final class CoordinatorCore: Sendable {
             out.reserveCapacity(items.count)
             for item in items {
                 let req = AcquireRequest(wire: item, node: node)
-                switch s.allocator.acquire(req, now: now) {
+                var outcome = s.allocator.acquire(req, now: now)
+                if outcome == .unknownBudget, s.tierBudgets < settings.maxTierBudgets,
+                   let spec = catalog.instantiate(req.budget), (try? s.allocator.add(spec, now: now)) != nil {
+                    s.tierBudgets += 1
+                    outcome = s.allocator.acquire(req, now: now)
+                }
+                switch outcome {
                 case .granted(let g), .resent(let g):
                     out.append(g.wire)
                     s.counters.grants += 1

@@ -28,9 +28,10 @@ struct NodeLoad: AsyncParsableCommand {
         guard let colon = coordinator.lastIndex(of: ":"), let port = Int(coordinator[coordinator.index(after: colon)...]) else {
             throw ValidationError("--coordinator must be HOST:PORT (got '\(coordinator)')")
         }
+        let catalog = try TierCatalog(cfg.tiers)
         let specs = budget.isEmpty ? cfg.budgets : try budget.map { id in
-            guard let s = cfg.budgets.first(where: { $0.id.rawValue == id }) else {
-                throw ValidationError("budget '\(id)' is not in \(config)")
+            guard let s = cfg.budgets.first(where: { $0.id.rawValue == id }) ?? catalog.instantiate(BudgetID(id)) else {
+                throw ValidationError("budget '\(id)' is neither in \(config)'s budgets nor tier.template/key of its tiers")
             }
             return s
         }

@@ -116,7 +116,7 @@ struct ModelTests {
         let alice = Consumer(id: "alice", team: "ml", tenant: "acme", tier: "pro",
                              overrides: ["tpm": .rate(limit: 120_000, period: .seconds(60), burst: 120_000)])
         let budgets = try catalog.budgets(for: alice, model: "gpt-4o")
-        #expect(budgets.map(\.id.rawValue) == ["tpm/consumer=alice", "team_month/team=ml", "model_conc/tenant=acme,model=gpt-4o"])
+        #expect(budgets.map(\.id.rawValue) == ["pro.tpm/consumer=alice", "pro.team_month/team=ml", "pro.model_conc/tenant=acme,model=gpt-4o"])
         #expect(budgets[0].kind == .rate(limit: 120_000, period: .seconds(60), burst: 120_000))
         #expect(try catalog.budgets(for: alice).count == 2) // no model: the model budget does not apply
         #expect { try catalog.budgets(for: Consumer(id: "bob", tier: "gold")) } throws: {
@@ -127,6 +127,16 @@ struct ModelTests {
             ($0 as! AllotError).code == .unknownTemplate
         }
         #expect { try Tier(name: "t", templates: [perConsumer, perConsumer]) } throws: { ($0 as! AllotError).code == .duplicateBudget }
+
+        // A coordinator creates the same budgets from their ids (without the override,
+        // which must be configured as an explicit budget).
+        let made = try #require(catalog.instantiate("pro.model_conc/tenant=acme,model=gpt-4o"))
+        #expect(made.kind == .concurrency(limit: 8) && made.key == BudgetKey([.tenant: "acme", .model: "gpt-4o"]))
+        #expect(catalog.instantiate("pro.tpm/consumer=bob")?.kind == .rate(limit: 60_000, period: .seconds(60), burst: 60_000))
+        for bad in ["gold.tpm/consumer=bob", "pro.nope/consumer=bob", "pro.tpm/team=ml", "pro.tpm/consumer=",
+                    "pro.tpm", "pro.tpm/consumer=a,consumer=b", "pro.model_conc/model=m,tenant=t"] {
+            #expect(catalog.instantiate(BudgetID(bad)) == nil, "\(bad)")
+        }
     }
 
     @Test("budget keys are canonical whatever the order of their parts")

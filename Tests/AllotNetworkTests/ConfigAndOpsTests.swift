@@ -2,6 +2,7 @@ import AllotCoordinator
 import AllotCore
 import AllotNode
 import AllotTransport
+import AllotWire
 import Foundation
 import Logging
 import NIOCore
@@ -48,6 +49,50 @@ struct ConfigTests {
         #expect(c.core.allocator.leaseTTL == .seconds(10))
     }
 
+    @Test("tiers: budgets are created the first time a node asks for tier.template/key")
+    func tiers() async throws {
+        let c = try CoordinatorConfig(yaml: """
+        tiers:
+          - name: pro
+            templates:
+              - name: tpm
+                unit: tokens
+                kind: rate
+                limit: 60000
+                period: 1m
+                scope: [consumer]
+          - name: free
+            templates:
+              - name: day
+                kind: quota
+                allowance: 100
+                window: day
+                scope: [consumer]
+        budgets:
+          - id: pro.tpm/consumer=vip
+            unit: tokens
+            kind: rate
+            limit: 600000
+            period: 1m
+        """)
+        #expect(c.tiers.map(\.name) == ["pro", "free"])
+        let core = try CoordinatorCore(settings: c.core, budgets: c.budgets, now: WallClock.now())
+        let ask = { (budget: String, id: UInt64) -> Allot_V1_Grant in
+            var a = Allot_V1_Acquire()
+            a.requestID = id
+            a.budget = budget
+            a.want = 1000
+            guard case .grants(let g) = core.acquire([a], from: "gw-0", now: WallClock.now()).body else { return Allot_V1_Grant() }
+            return g.items[0]
+        }
+        #expect(ask("pro.tpm/consumer=alice", 1).outcome == .granted)
+        #expect(core.allocatorStatus("pro.tpm/consumer=alice")?.kind == .rate(limit: 60_000, period: .seconds(60), burst: 60_000))
+        #expect(ask("free.day/consumer=bob", 2).amount == 100)
+        #expect(core.allocatorStatus("pro.tpm/consumer=vip")?.kind == .rate(limit: 600_000, period: .seconds(60), burst: 600_000))
+        #expect(ask("gold.tpm/consumer=carol", 3).outcome == .unknownBudget)
+        #expect(ask("pro.tpm/team=ml", 4).outcome == .unknownBudget)
+    }
+
     @Test("bad configuration is refused with the field named", arguments: [
         ("budgets:\n  - id: x\n    kind: rate\n    limit: 0\n", "budgets[0]"),
         ("budgets:\n  - id: x\n    kind: rate\n    limit: 5\n    burst: 0\n", "burst"),
@@ -59,6 +104,8 @@ struct ConfigTests {
         ("coordinator:\n  listen: nowhere\nbudgets:\n  - id: x\n    kind: rate\n    limit: 5\n", "coordinator.listen"),
         ("budgets:\n  - id: x\n    kind: quota\n    allowance: 5\n    window: day\n    time_zone: Europe/Berlin\n    reset: \"02:30\"\n", "does not exist"),
         ("budgets: []\n", "no budget"),
+        ("tiers:\n  - name: pro\n    templates:\n      - name: tpm\n        kind: rate\n        limit: 5\n        scope: [planet]\n", "planet"),
+        ("tiers:\n  - name: pro\n    templates:\n      - name: tpm\n        kind: rate\n        limit: 5\n        colour: red\n", "tiers[0].templates[0].colour: unknown key"),
         ("colour: blue\n", "colour: unknown key"),
         ("budgets:\n  - id: x\n    kind: rate\n    limit: 5\n  - id: x\n    kind: rate\n    limit: 5\n", "defined twice"),
         (": : :\n", "YAML"),

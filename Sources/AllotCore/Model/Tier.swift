@@ -66,6 +66,29 @@ public struct TierCatalog: Sendable {
         self.tiers = map
     }
 
+    /// The budget behind an id of the form `tier.template/key` (e.g. `pro.tpm/consumer=alice`),
+    /// as a coordinator creates it the first time a node asks for it; nil when the tier or
+    /// template is unknown or the key does not match the template's scope.
+    public func instantiate(_ id: BudgetID) -> BudgetSpec? {
+        let raw = id.rawValue
+        guard let slash = raw.firstIndex(of: "/") else { return nil }
+        let name = raw[..<slash], keyText = raw[raw.index(after: slash)...]
+        guard let dot = name.firstIndex(of: "."), let tier = tiers[String(name[..<dot])],
+              let template = tier.templates.first(where: { $0.name == name[name.index(after: dot)...] }) else { return nil }
+        var values: [Dimension: String] = [:]
+        if keyText != "*" {
+            for part in keyText.split(separator: ",") {
+                let kv = part.split(separator: "=", maxSplits: 1)
+                guard kv.count == 2, let d = Dimension(rawValue: String(kv[0])), !kv[1].isEmpty, values[d] == nil else { return nil }
+                values[d] = String(kv[1])
+            }
+        }
+        guard Set(values.keys) == Set(template.scope) else { return nil }
+        let key = BudgetKey(values)
+        guard key.description == String(keyText) || (keyText == "*" && values.isEmpty) else { return nil }
+        return try? BudgetSpec(id: id, key: key, unit: template.unit, kind: template.kind, failMode: template.failMode)
+    }
+
     /// The budgets a request by `consumer` to `route` and `model` is charged to, all at once.
     /// A template scoped to a dimension the request lacks (no model, say) is skipped.
     public func budgets(for consumer: Consumer, route: String? = nil, model: String? = nil) throws(AllotError) -> [BudgetSpec] {
@@ -90,7 +113,7 @@ public struct TierCatalog: Sendable {
             guard complete else { continue }
             let key = BudgetKey(keyValues)
             let kind = consumer.overrides[t.name] ?? t.kind
-            out.append(try BudgetSpec(id: BudgetID(template: t.name, key: key), key: key,
+            out.append(try BudgetSpec(id: BudgetID(template: "\(tier.name).\(t.name)", key: key), key: key,
                                       unit: t.unit, kind: kind, failMode: t.failMode))
         }
         return out
