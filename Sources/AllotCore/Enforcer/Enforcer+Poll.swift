@@ -36,16 +36,25 @@ extension Enforcer {
         // Enough for one interval at the measured demand, on top of what is reserved in flight
         // (a local bucket asks for two intervals: it must absorb demand's noise on its own).
         let perInterval = rate * intervalNs / 1_000_000_000
-        let target = max(s.isRate ? 2 * perInterval : perInterval, s.lastCost, 1) + s.reserved
+        var target = max(s.isRate ? 2 * perInterval : perInterval, s.lastCost, 1) + s.reserved
+        if s.isConcurrency {
+            // Permits: what is in flight now, plus room for its noise (Little's law is already
+            // in the in-flight count); denied attempts raise it through `needsRefill` below.
+            target = s.reserved + s.reserved / 4 + 1 + (s.needsRefill ? max(1, s.reserved / 4) : 0)
+        }
         s.target = target
         let lead = s.admitted.rate(now: now) * settings.prefetchLead.nanoseconds / 1_000_000_000
         s.watermark = lead
-        let low = s.available <= lead + s.lastCost
+        let low = s.isConcurrency ? s.available == 0 : s.available <= lead + s.lastCost
         // Renew before the lease ends; at most every third of the margin, because a quota
         // lease cannot outlive its window and renewing it near the window's end changes nothing.
         let renew = hasLease && s.expiresAt - now <= settings.renewMargin && rate > 0
             && now - s.lastSentAt >= settings.renewMargin / 3
         var need = (s.needsRefill || low) && rate > 0 && now >= s.retryNotBefore
+        if s.isConcurrency {
+            // At most ten asks per refresh interval for permits.
+            need = need && now - s.lastSentAt >= .nanoseconds(intervalNs / 10)
+        }
         var reported = rate
         if s.isRate {
             // A rate lease refills itself and the coordinator rebalances it by push, so the
