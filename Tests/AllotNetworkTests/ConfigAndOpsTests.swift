@@ -8,6 +8,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 import Testing
 
 @Suite("Coordinator configuration")
@@ -191,6 +192,47 @@ struct OperationsTests {
         runner.cancel()
         await runner.value
         try await server.shutdown()
+    }
+
+    @Test("the coordinator service notices new certificate files by itself and serves them to new connections")
+    func fileChangeReload() async throws {
+        let pki = try TestPKI(nodes: 1)
+        defer { pki.remove() }
+        var config = try CoordinatorConfig(yaml: "budgets:\n  - id: rps\n    kind: rate\n    limit: 100\n")
+        config.name = "c1"
+        config.core.name = "c1"
+        config.tlsDirectory = pki.dir.path
+        config.listenPort = 0
+        config.adminPort = 0
+        let core = try CoordinatorCore(settings: config.core, budgets: config.budgets, now: WallClock.now())
+        let port = Mutex(0)
+        let service = CoordinatorService(config: config, core: core, tls: try pki.material(.coordinator, "c1"),
+                                         logger: quietLogger("c")) { address, _ in port.withLock { $0 = address.port! } }
+        let group = ServiceGroup(services: [service], logger: quietLogger("g"))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            for _ in 0..<100 where port.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            let p = port.withLock { $0 }
+            let before = try await RawClient.connect(port: p, tls: try RawClient.tls(pki, role: .node, name: "gw-0"))
+            try await before.send([.hello(name: "gw-0")])
+            await before.wait { before.frames().contains { $0.kind == "hello_ack" } }
+            let oldCert = try await before.serverCertificate()
+            try await Task.sleep(for: .seconds(1)) // file times have one-second resolution on some systems
+            try pki.ca.issue(role: .coordinator, name: "c1")
+            try await Task.sleep(for: .milliseconds(2600)) // the watcher looks every 2 s
+            let after = try await RawClient.connect(port: p, tls: try RawClient.tls(pki, role: .node, name: "gw-0"))
+            try await after.send([.hello(name: "gw-0")])
+            await after.wait { after.frames().contains { $0.kind == "hello_ack" } }
+            let newCert = try await after.serverCertificate()
+            #expect(oldCert != nil && newCert != nil && oldCert != newCert, "new connections get the new certificate")
+            try await before.send([.heartbeat(7, reply: false)])
+            await before.wait { before.frames().contains { $0.kind == "heartbeat" } }
+            #expect(!before.isClosed, "the old connection carries on")
+            before.close()
+            after.close()
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
     }
 
     @Test("a dead coordinator: the node keeps spending what it holds, then follows the fail mode, and reconnects")

@@ -91,6 +91,11 @@ final class RawClient: Sendable {
 
     var isClosed: Bool { inbox.closed.withLock { $0 } }
 
+    /// The DER bytes of the certificate the server presented (TLS connections only).
+    func serverCertificate() async throws -> [UInt8]? {
+        try await channel.nioSSL_peerCertificate().get()?.toDERBytes()
+    }
+
     func errors() -> [Allot_V1_Error] {
         frames().compactMap { if case .error(let e) = $0.body { return e } else { return nil } }
     }
