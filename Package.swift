@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "AllotTransport", targets: ["AllotTransport"]),
         .library(name: "AllotCoordinator", targets: ["AllotCoordinator"]),
         .library(name: "AllotNode", targets: ["AllotNode"]),
+        .library(name: "AllotGateway", targets: ["AllotGateway"]),
         .executable(name: "allot", targets: ["allot"]),
     ],
     dependencies: [
@@ -78,11 +79,19 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The gateway (step 3, in progress): so far the hash-chained audit trail.
+        .target(
+            name: "AllotGateway",
+            dependencies: [
+                "AllotCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         // The command-line tool: a thin shell.
         .executableTarget(
             name: "allot",
             dependencies: [
-                "AllotCore", "AllotSimulator", "AllotTransport", "AllotCoordinator", "AllotNode",
+                "AllotCore", "AllotSimulator", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -91,6 +100,7 @@ let package = Package(
         ),
         .testTarget(name: "AllotCoreTests", dependencies: ["AllotCore"]),
         .testTarget(name: "AllotSimulatorTests", dependencies: ["AllotCore", "AllotSimulator"]),
+        .testTarget(name: "AllotGatewayTests", dependencies: ["AllotGateway"]),
         .testTarget(
             name: "AllotWireTests",
             dependencies: [

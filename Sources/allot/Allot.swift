@@ -7,7 +7,7 @@ struct Allot: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allot",
         abstract: "Allot: fleet-wide quotas for AI gateways, enforced locally with expiring leases.",
-        subcommands: [Simulate.self, Certs.self, CoordinatorCommand.self, Status.self, NodeLoad.self])
+        subcommands: [Simulate.self, Certs.self, CoordinatorCommand.self, Status.self, NodeLoad.self, Audit.self])
 }
 
 extension Scenario.Name: ExpressibleByArgument {}

@@ -1,0 +1,57 @@
+/// One request in the audit trail: who, what, how much, and what was decided.
+/// Written as one JSON line; `prev` chains it to the line before (SHA-256, hex).
+public struct AuditRecord: Codable, Hashable, Sendable {
+    public var seq: Int64 = 0
+    public var prev: String = ""
+    /// RFC 3339 with milliseconds, UTC.
+    public var time: String
+    public var node: String
+    public var consumer: String
+    /// A prefix of the API key's SHA-256, never the key.
+    public var keyID: String
+    public var tier: String
+    public var route: String
+    public var model: String?
+    public var reserved: Int64
+    public var inputTokens: Int64
+    public var outputTokens: Int64
+    public var costMicroDollars: Int64
+    public var upstreamStatus: Int?
+    public var latencyMs: Int64
+    /// `admit` or `deny`.
+    public var decision: String
+    /// The budget that denied, if any.
+    public var budget: String?
+    public var runaway: Bool
+
+    public init(time: String, node: String, consumer: String, keyID: String, tier: String, route: String,
+                model: String?, reserved: Int64, inputTokens: Int64, outputTokens: Int64, costMicroDollars: Int64,
+                upstreamStatus: Int?, latencyMs: Int64, decision: String, budget: String?, runaway: Bool) {
+        self.time = time
+        self.node = node
+        self.consumer = consumer
+        self.keyID = keyID
+        self.tier = tier
+        self.route = route
+        self.model = model
+        self.reserved = reserved
+        self.inputTokens = inputTokens
+        self.outputTokens = outputTokens
+        self.costMicroDollars = costMicroDollars
+        self.upstreamStatus = upstreamStatus
+        self.latencyMs = latencyMs
+        self.decision = decision
+        self.budget = budget
+        self.runaway = runaway
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case seq, prev, time, node, consumer, tier, route, model, reserved, decision, budget, runaway
+        case keyID = "key_id"
+        case inputTokens = "input_tokens"
+        case outputTokens = "output_tokens"
+        case costMicroDollars = "cost_micro_dollars"
+        case upstreamStatus = "upstream_status"
+        case latencyMs = "latency_ms"
+    }
+}

@@ -1,0 +1,58 @@
+import AllotGateway
+import ArgumentParser
+import Foundation
+
+struct Audit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check and sum the hash-chained audit trail.",
+        subcommands: [Verify.self, Summary.self])
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check the chain; report the first broken record (exit 1).")
+        @Argument(help: "Audit files in order, or a directory holding audit-*.jsonl.") var files: [String]
+
+        func run() throws {
+            let report = AuditVerifier.verify(Audit.expand(files))
+            if let b = report.firstBreak {
+                print("BROKEN after \(report.records) good records: \(b)")
+                throw ExitCode(1)
+            }
+            print("ok: \(report.records) records, chain intact")
+        }
+    }
+
+    struct Summary: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Sum consumption per consumer, tier and model.")
+        @Argument(help: "Audit files in order, or a directory holding audit-*.jsonl.") var files: [String]
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            let totals = try AuditVerifier.summary(Audit.expand(files))
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.sortedKeys]
+                print(String(decoding: try enc.encode(totals), as: UTF8.self))
+                return
+            }
+            print("key                                admitted  denied  input_tokens  output_tokens  cost_micro_dollars")
+            for (k, t) in totals.sorted(by: { $0.key < $1.key }) {
+                print(k.padding(toLength: 35, withPad: " ", startingAt: 0)
+                      + "\(t.admitted)".padding(toLength: 10, withPad: " ", startingAt: 0)
+                      + "\(t.denied)".padding(toLength: 8, withPad: " ", startingAt: 0)
+                      + "\(t.inputTokens)".padding(toLength: 14, withPad: " ", startingAt: 0)
+                      + "\(t.outputTokens)".padding(toLength: 15, withPad: " ", startingAt: 0)
+                      + "\(t.costMicroDollars)")
+            }
+        }
+    }
+
+    static func expand(_ paths: [String]) -> [URL] {
+        paths.flatMap { p -> [URL] in
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: p, isDirectory: &isDir), isDir.boolValue {
+                return AuditLog.files(in: URL(fileURLWithPath: p))
+            }
+            return [URL(fileURLWithPath: p)]
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import AllotGateway
+import Foundation
+import Testing
+
+@Suite("Audit trail")
+struct AuditTests {
+    func tempDir() -> URL {
+        FileManager.default.temporaryDirectory.appendingPathComponent("allot-audit-\(UUID().uuidString)")
+    }
+
+    func record(_ i: Int, consumer: String = "alice", decision: String = "admit") -> AuditRecord {
+        AuditRecord(time: "2026-11-29T04:00:00.\(String(format: "%03d", i % 1000))Z", node: "gw-1", consumer: consumer,
+                    keyID: "3f2a9c1b", tier: consumer == "alice" ? "pro" : "free", route: "/v1/chat/completions",
+                    model: "gpt-4o", reserved: 4096, inputTokens: Int64(100 + i), outputTokens: 50, costMicroDollars: 700,
+                    upstreamStatus: 200, latencyMs: 120, decision: decision, budget: decision == "deny" ? "pro.tpm/consumer=alice" : nil,
+                    runaway: false)
+    }
+
+    @Test("the chain verifies across rotated files and across a restart")
+    func verifies() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var log = try AuditLog(directory: dir, maxBytes: 2_000)
+        for i in 0..<20 { try log.append(record(i)) }
+        try log.close()
+        log = try AuditLog(directory: dir, maxBytes: 2_000) // a restart continues the chain
+        for i in 20..<30 { try log.append(record(i, consumer: "bob")) }
+        try log.close()
+        let files = AuditLog.files(in: dir)
+        #expect(files.count > 3, "rotation by size")
+        let report = AuditVerifier.verify(files)
+        #expect(report.firstBreak == nil, "\(report.firstBreak!)")
+        #expect(report.records == 30)
+    }
+
+    @Test("a changed, a removed or a reordered record is found, at its line")
+    func tampering() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = try AuditLog(directory: dir)
+        for i in 0..<10 { try log.append(record(i)) }
+        try log.close()
+        let file = try #require(AuditLog.files(in: dir).first)
+        let original = try String(contentsOf: file, encoding: .utf8)
+        var lines = original.split(separator: "\n").map(String.init)
+
+        // Edit the tokens of record 5: the next record's link breaks.
+        var edited = lines
+        edited[4] = edited[4].replacingOccurrences(of: "\"input_tokens\":104", with: "\"input_tokens\":1")
+        try (edited.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        #expect(AuditVerifier.verify([file]).firstBreak?.line == 6)
+
+        // Remove record 3.
+        lines.remove(at: 2)
+        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        #expect(AuditVerifier.verify([file]).firstBreak?.line == 3)
+
+        // Garbage.
+        try (original + "not json\n").write(to: file, atomically: true, encoding: .utf8)
+        let r = AuditVerifier.verify([file])
+        #expect(r.firstBreak?.line == 11 && r.firstBreak?.reason == "not an audit record")
+    }
+
+    @Test("the summary sums per consumer, tier and model")
+    func summary() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = try AuditLog(directory: dir)
+        for i in 0..<4 { try log.append(record(i)) }
+        try log.append(record(9, consumer: "bob", decision: "deny"))
+        try log.close()
+        let s = try AuditVerifier.summary(AuditLog.files(in: dir))
+        #expect(s["consumer=alice"]?.admitted == 4)
+        #expect(s["consumer=alice"]?.inputTokens == Int64(406)) // 100 + 101 + 102 + 103
+        #expect(s["consumer=bob"]?.denied == 1)
+        #expect(s["tier=pro"]?.outputTokens == 200)
+        #expect(s["model=gpt-4o"]?.costMicroDollars == 3_500)
+    }
+}
+
+@Suite("allot audit command line")
+struct AuditCommandTests {
+    static var binary: URL? {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let url = root.appendingPathComponent(".build/debug/allot")
+        return FileManager.default.isExecutableFile(atPath: url.path) ? url : nil
+    }
+
+    func run(_ args: [String]) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = try #require(Self.binary, "build the allot binary first")
+        p.arguments = args
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, out)
+    }
+
+    @Test("verify reports ok or the first broken record with exit 1; summary prints the totals")
+    func commands() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-audit-cli-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = try AuditLog(directory: dir)
+        for i in 0..<5 {
+            try log.append(AuditRecord(time: "2026-11-29T04:00:0\(i).000Z", node: "gw-1", consumer: "alice", keyID: "ab12", tier: "pro",
+                                       route: "/v1/chat/completions", model: "m", reserved: 10, inputTokens: 3, outputTokens: 4,
+                                       costMicroDollars: 5, upstreamStatus: 200, latencyMs: 1, decision: "admit", budget: nil, runaway: false))
+        }
+        try log.close()
+        let (ok, out) = try run(["audit", "verify", dir.path])
+        #expect(ok == 0 && out.contains("ok: 5 records"))
+        let (_, sum) = try run(["audit", "summary", dir.path])
+        #expect(sum.contains("consumer=alice") && sum.contains("15"))
+        let file = try #require(AuditLog.files(in: dir).first)
+        let text = try String(contentsOf: file, encoding: .utf8).replacingOccurrences(of: "\"output_tokens\":4", with: "\"output_tokens\":0")
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        let (bad, report) = try run(["audit", "verify", dir.path])
+        #expect(bad == 1 && report.contains("BROKEN after 0 good records") == false && report.contains(":2: chain broken"))
+    }
+}
