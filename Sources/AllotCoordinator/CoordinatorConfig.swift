@@ -73,7 +73,7 @@ public struct CoordinatorConfig: Sendable {
             var templates: [BudgetTemplate] = []
             for (j, b) in (t.templates ?? []).enumerated() {
                 let field = "tiers[\(i)].templates[\(j)]"
-                var asBudget = b.budget
+                var asBudget = b
                 asBudget.id = b.name
                 let spec = try Self.budget(asBudget, field: field)
                 let scope = try (b.scope ?? []).map { d throws(AllotError) in try Dimension(parsing: d) }
@@ -105,6 +105,8 @@ public struct CoordinatorConfig: Sendable {
         struct Limits: Decodable { var max_frame_bytes: Int?; var max_items_per_frame: Int?; var items_per_second: Int64? }
         struct Budget: Decodable {
             var id: String?
+            var name: String?
+            var scope: [String]?
             var unit: String?
             var kind: String?
             var limit: Int64?
@@ -124,26 +126,9 @@ public struct CoordinatorConfig: Sendable {
         var budgets: [Budget]?
         var tiers: [TierEntry]?
 
-        struct TierEntry: Decodable { var name: String?; var templates: [Template]? }
-        struct Template: Decodable {
-            var name: String?
-            var scope: [String]?
-            var unit: String?
-            var kind: String?
-            var limit: Int64?
-            var period: String?
-            var burst: Int64?
-            var allowance: Int64?
-            var window: String?
-            var time_zone: String?
-            var reset: String?
-            var fail_mode: String?
-            var static_allowance: Int64?
-            var budget: Budget {
-                Budget(id: name, unit: unit, kind: kind, limit: limit, period: period, burst: burst, allowance: allowance,
-                       window: window, time_zone: time_zone, reset: reset, fail_mode: fail_mode, static_allowance: static_allowance)
-            }
-        }
+        /// A tier's templates have the shape of budgets, with `name` and `scope` instead of `id`
+        /// (`checkKeys` keeps each list to its own keys).
+        struct TierEntry: Decodable { var name: String?; var templates: [Budget]? }
     }
 
     /// Unknown keys are errors, not silently ignored: a typo must not change a cap.

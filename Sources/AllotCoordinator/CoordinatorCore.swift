@@ -50,7 +50,6 @@ public final class CoordinatorCore: Sendable {
         var nodeConnection: [NodeID: UInt64] = [:]
         var nextConnection: UInt64 = 1
         var counters = Counters()
-        var draining = false
         var tierBudgets = 0
     }
 
@@ -221,10 +220,7 @@ public final class CoordinatorCore: Sendable {
 
     /// Asks every connected peer to go away (graceful shutdown).
     public func drain() {
-        let sinks = state.withLock { s -> [any FrameSink] in
-            s.draining = true
-            return s.connections.values.map(\.sink)
-        }
+        let sinks = state.withLock { $0.connections.values.map(\.sink) }
         for sink in sinks {
             sink.send(.error(.shuttingDown, "coordinator shutting down", closing: true))
             sink.close()

@@ -53,7 +53,8 @@ public final class AuditLog: Sendable {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             let line = try encoder.encode(r)
-            if s.handle == nil || s.bytes + line.count + 1 > maxBytes && s.bytes > 0 {
+            let full = s.bytes > 0 && s.bytes + line.count + 1 > maxBytes
+            if s.handle == nil || full {
                 if s.handle != nil {
                     try s.handle?.close()
                     s.fileIndex += 1
@@ -61,7 +62,7 @@ public final class AuditLog: Sendable {
                 }
                 let url = directory.appendingPathComponent(Self.name(s.fileIndex))
                 if !FileManager.default.fileExists(atPath: url.path) {
-                    FileManager.default.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o640])
+                    _ = FileManager.default.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o640])
                 }
                 s.handle = try FileHandle(forWritingTo: url)
                 try s.handle!.seekToEnd()

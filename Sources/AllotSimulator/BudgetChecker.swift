@@ -20,7 +20,6 @@ public struct BudgetChecker: Sendable {
     static let windowPeriods: [Double] = [0.1, 0.5, 1, 2, 5, 10]
     private(set) var worstDeficit: Int128 = 0
     // quota
-    private var winStart: Int64 = .min
     private var winEnd: Int64 = .min
     private var winSum: Int64 = 0
     private(set) var maxOver: Int64 = 0
@@ -47,9 +46,7 @@ public struct BudgetChecker: Sendable {
             lastT = t
         case .quota(_, let w):
             if t >= winEnd {
-                let (s, e) = w.window(containing: epoch + .nanoseconds(t))
-                winStart = s.nanoseconds - epoch.nanoseconds
-                winEnd = e.nanoseconds - epoch.nanoseconds
+                winEnd = w.window(containing: epoch + .nanoseconds(t)).end.nanoseconds - epoch.nanoseconds
                 winSum = 0
             }
         case .concurrency:

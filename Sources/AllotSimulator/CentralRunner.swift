@@ -110,8 +110,7 @@ struct PostPaidCounter: CentralCounter {
     var window: Int64 = .min
     var windowEnd: Int64 = .min
     var used: Int64 = 0
-    var admittedActual: Int64 = 0
-    var maxAdmittedActual: Int64 = 0
+    var tally = WindowTally()
     let settles = true
 
     init(scenario: Scenario) {
@@ -119,11 +118,11 @@ struct PostPaidCounter: CentralCounter {
         epoch = scenario.epoch
     }
 
-    var ownWindowExcess: Double? { Double(maxAdmittedActual) / Double(limit) - 1 }
+    var ownWindowExcess: Double? { tally.excess(over: limit) }
 
     private mutating func roll(_ t: Int64) {
         guard t >= windowEnd else { return }
-        admittedActual = 0
+        tally.newWindow()
         switch spec.kind {
         case .rate(_, let p, _):
             window = t / p.nanoseconds * p.nanoseconds
@@ -148,8 +147,7 @@ struct PostPaidCounter: CentralCounter {
     mutating func decide(_ a: Arrival, at t: Int64) -> Bool {
         roll(t)
         guard used < limit else { return false }
-        admittedActual += spec.amount(for: a.cost)
-        maxAdmittedActual = max(maxAdmittedActual, admittedActual)
+        tally.admit(spec.amount(for: a.cost))
         return true
     }
 
@@ -169,11 +167,10 @@ struct EstimateReserveCounter: CentralCounter {
     var windowStart: Int64 = .min
     var windowEnd: Int64 = .min
     var used: Int64 = 0
-    var admittedActual: Int64 = 0
-    var maxAdmittedActual: Int64 = 0
+    var tally = WindowTally()
     let settles = true
 
-    var ownWindowExcess: Double? { Double(maxAdmittedActual) / Double(limit) - 1 }
+    var ownWindowExcess: Double? { tally.excess(over: limit) }
 
     init(scenario: Scenario) {
         let spec = scenario.budgets[0]
@@ -195,12 +192,11 @@ struct EstimateReserveCounter: CentralCounter {
             windowStart = t
             windowEnd = t + period
             used = 0
-            admittedActual = 0
+            tally.newWindow()
         }
         guard used + estimate(a) <= limit else { return false }
         used += estimate(a)
-        admittedActual += actual(a)
-        maxAdmittedActual = max(maxAdmittedActual, admittedActual)
+        tally.admit(actual(a))
         return true
     }
 
@@ -208,4 +204,17 @@ struct EstimateReserveCounter: CentralCounter {
         guard takenAt >= windowStart, t < windowEnd else { return }
         used += actual(a) - estimate(a)
     }
+}
+
+/// Real units a window counter admitted in its current window, and the most in any of them.
+struct WindowTally {
+    private var current: Int64 = 0
+    private var most: Int64 = 0
+    mutating func newWindow() { current = 0 }
+    mutating func admit(_ units: Int64) {
+        current += units
+        most = max(most, current)
+    }
+    /// The most admitted in one window over `limit`, minus one.
+    func excess(over limit: Int64) -> Double { Double(most) / Double(limit) - 1 }
 }

@@ -116,13 +116,11 @@ public struct Scenario: Sendable {
         for node in 0..<nodes {
             var t: Int64 = 0
             while true {
-                let rate = rateAt(node: node, t: t, weight: weights[node], hotEvery: hotNodeMoves)
                 // Thinning: draw at the peak rate, keep with probability rate/peak.
                 let peak = peakRate(weight: weights[node])
                 t += Int64(rng.exponential(mean: 1e9 / peak))
                 if t >= end { break }
                 let r = rateAt(node: node, t: t, weight: weights[node], hotEvery: hotNodeMoves)
-                _ = rate
                 if rng.unit() * peak > r { continue }
                 out.append(makeArrival(at: t, node: node, rng: &rng))
             }

@@ -17,9 +17,7 @@ public struct SimRandom: RandomNumberGenerator, Sendable {
     public mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 
     /// Exponentially distributed with the given mean.
-    public mutating func exponential(mean: Double) -> Double { -mean * log1pNeg(unit()) }
-
-    private func log1pNeg(_ u: Double) -> Double { Foundation.log(1 - u) }
+    public mutating func exponential(mean: Double) -> Double { -mean * Foundation.log(1 - unit()) }
 
     /// Log-uniform in [lo, hi].
     public mutating func logUniform(_ lo: Double, _ hi: Double) -> Double {

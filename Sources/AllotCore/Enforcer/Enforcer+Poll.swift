@@ -42,7 +42,6 @@ extension Enforcer {
             // in the in-flight count); denied attempts raise it through `needsRefill` below.
             target = s.reserved + s.reserved / 4 + 1 + (s.needsRefill ? max(1, s.reserved / 4) : 0)
         }
-        s.target = target
         let lead = s.admitted.rate(now: now) * settings.prefetchLead.nanoseconds / 1_000_000_000
         s.watermark = lead
         let low = s.isConcurrency ? s.available == 0 : s.available <= lead + s.lastCost

@@ -46,10 +46,19 @@ public struct Enforcer: Sendable {
     /// is an upper bound (then `settle`), or whose requests hold a concurrency permit.
     @inlinable
     public mutating func reserve(_ cost: Cost, on set: BudgetSet, now: Instant) -> Decision {
+        take(cost, on: set, now: now, hold: true)
+    }
+
+    /// Checks and takes, then either holds the units until `settle` (`hold`) or spends them
+    /// at once (`admit`: the same books as reserve + settle, in one pass).
+    @inlinable
+    mutating func take(_ cost: Cost, on set: BudgetSet, now: Instant, hold: Bool) -> Decision {
+        var r = Reservation(budgets: set)
         var denied = -1
         for i in 0..<set.count {
             let idx = Int(set.handles[i])
             let amount = slices[idx].amount(for: cost)
+            r.amounts[i] = amount
             slices[idx].demand.record(amount, now: now)
             slices[idx].lastCost = amount
             if denied >= 0 { continue }
@@ -74,34 +83,42 @@ public struct Enforcer: Sendable {
             }
         }
         if denied >= 0 { return .denied(by: set[denied]) }
-        var r = Reservation(budgets: set)
         for i in 0..<set.count {
             let idx = Int(set.handles[i])
-            let amount = slices[idx].amount(for: cost)
-            r.amounts[i] = amount
+            let amount = r.amounts[i]
+            // Spent at once, a permit is back at once: only a held request keeps it.
+            let keeps = hold || !slices[idx].isConcurrency
             slices[idx].admitted.record(amount, now: now)
             if now < slices[idx].expiresAt {
-                slices[idx].available -= amount
-                slices[idx].reserved += amount
                 r.leases[i] = slices[idx].leaseID
                 // The watermark (what the admitted rate spends in `prefetchLead`) is recomputed
                 // in `poll`, off the hot path.
-                if slices[idx].available <= slices[idx].watermark &+ amount {
+                if slices[idx].available &- amount <= slices[idx].watermark &+ amount {
                     slices[idx].needsRefill = true
                     _wantsPoll = true
+                }
+                guard keeps else { continue }
+                slices[idx].available -= amount
+                if hold {
+                    slices[idx].reserved += amount
+                } else {
+                    slices[idx].consumed += amount
+                    if slices[idx].isRate { // as settle would: never above the bucket's capacity
+                        slices[idx].available = min(slices[idx].available, max(0, slices[idx].capacity - slices[idx].reserved))
+                    }
                 }
             } else {
                 r.fromFailMode[i] = true
                 switch slices[idx].mode {
                 case .closed: preconditionFailure("closed budget admitted without a lease")
-                case .open: slices[idx].debt += amount
+                case .open: if keeps { slices[idx].debt += amount }
                 case .staticAllowance:
                     let period = now.nanoseconds / settings.leaseTTL.nanoseconds
                     if slices[idx].staticPeriod != period {
                         slices[idx].staticPeriod = period
                         slices[idx].staticUsed = 0
                     }
-                    slices[idx].staticUsed += amount
+                    if keeps { slices[idx].staticUsed += amount }
                 }
             }
         }
@@ -149,8 +166,6 @@ public struct Enforcer: Sendable {
     /// (On a concurrency budget this checks a permit is free and returns it at once.)
     @inlinable
     public mutating func admit(_ cost: Cost, on set: BudgetSet, now: Instant) -> Decision {
-        let d = reserve(cost, on: set, now: now)
-        if case .admitted(let r) = d { settle(r, actual: cost, now: now) }
-        return d
+        take(cost, on: set, now: now, hold: false)
     }
 }

@@ -35,9 +35,7 @@ struct LocalSlice: Sendable {
     @usableFromInline var staticUsed: Int64 = 0
     @usableFromInline var staticPeriod: Int64 = -1
 
-    /// Rate leases: the granted terms, and the (possibly lower) terms enforced now.
-    var grantedRate: Int64 = 0
-    var grantedCapacity: Int64 = 0
+    /// Rate leases: the terms enforced now (never above the granted ones).
     @usableFromInline var rate: Int64 = 0
     @usableFromInline var capacity: Int64 = 0
     @usableFromInline var refillRemainder: Int64 = 0
@@ -59,7 +57,6 @@ struct LocalSlice: Sendable {
     var lastDemandAt: Instant = .zero
     /// Demand (units per second) sent with the last acquire.
     var reportedDemand: Int64 = 0
-    var target: Int64 = 0
 
     init(spec: BudgetSpec) {
         unit = spec.unit
