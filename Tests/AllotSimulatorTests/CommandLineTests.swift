@@ -42,6 +42,13 @@ struct CommandLineTests {
         }
     }
 
+    @Test("the same seed gives the same report in separate processes (no hash-order dependence)")
+    func deterministicAcrossProcesses() throws {
+        let args = ["simulate", "--scenario", "shift", "--nodes", "8", "--seconds", "6", "--seed", "2", "--json"]
+        let a = try run(args), b = try run(args)
+        #expect(a.status == 0 && a.output == b.output)
+    }
+
     @Test("a small run prints the table and JSON")
     func smallRun() throws {
         let r = try run(["simulate", "--scenario", "steady", "--nodes", "2", "--seconds", "1", "--json"])

@@ -99,7 +99,7 @@ public struct Allocator: Sendable {
     /// Expires leases, rolls quota windows, ends learning mode and refills buckets.
     public mutating func tick(now: Instant) -> [Expiry] {
         var out: [Expiry] = []
-        for id in accounts.keys {
+        for id in accounts.keys.sorted() {
             var expired: [(NodeID, Int64)] = []
             accounts[id]!.advance(to: now, expired: &expired)
             for (node, amount) in expired { out.append(Expiry(budget: id, node: node, amount: amount)) }
@@ -126,7 +126,7 @@ public struct Allocator: Sendable {
     /// connection each node keeps open). Taking them clears the queue.
     public mutating func takePushes() -> [Push] {
         var out: [Push] = []
-        for id in accounts.keys where !accounts[id]!.pushes.isEmpty {
+        for id in accounts.keys.sorted() where !accounts[id]!.pushes.isEmpty {
             out += accounts[id]!.pushes
             accounts[id]!.pushes = []
         }

@@ -80,7 +80,6 @@ extension BudgetAccount {
                 lease.rate = rate
                 lease.capacity = capacity
                 entry.unacknowledged.append((grant.sequence, rate, capacity))
-                entry.short = rate < entry.demandPerPeriod
             } else {
                 lease.granted += amount
                 outstanding += amount
@@ -100,7 +99,10 @@ extension BudgetAccount {
                              _ value: (NodeEntry) -> Int64) -> (wants: [Int64], mine: Int) {
         var wants: [Int64] = []
         var mine = 0
-        for (id, e) in nodes where e.lease != nil || now - e.lastSeen < settings.demandMemory || id == node {
+        // In node order, so ties in the water-fill fall the same way in every process.
+        for id in nodes.keys.sorted() {
+            let e = nodes[id]!
+            guard e.lease != nil || now - e.lastSeen < settings.demandMemory || id == node else { continue }
             if id == node { mine = wants.count }
             wants.append(value(e))
         }
@@ -167,7 +169,6 @@ extension BudgetAccount {
             return (topUp, rate, capacity, .nanoseconds(interval / 10))
         }
         if rate < me.demandPerPeriod { return (topUp, rate, capacity, settings.leaseTTL / 2) }
-        _ = rateShare
         return (topUp, rate, capacity, .zero)
     }
 }

@@ -9,7 +9,9 @@ extension BudgetAccount {
         var demands: [Int64] = []
         var wants: [Int64] = []
         // Nodes with a lease, and nodes that asked lately and got none (they are short too).
-        for (id, e) in nodes where e.lease != nil || now - e.lastSeen < settings.demandMemory {
+        for id in nodes.keys.sorted() {
+            let e = nodes[id]!
+            guard e.lease != nil || now - e.lastSeen < settings.demandMemory else { continue }
             ids.append(id)
             demands.append(e.demandPerPeriod)
             wants.append(e.want)

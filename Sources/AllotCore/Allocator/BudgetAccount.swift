@@ -44,8 +44,6 @@ struct BudgetAccount: Sendable {
         /// Sequence numbers of grants and pushes; terms sent but not yet known to be applied.
         var nextSequence: UInt64 = 1
         var unacknowledged: [(sequence: UInt64, rate: Int64, capacity: Int64)] = []
-        /// The node got less rate than its demand at its last acquire.
-        var short = false
         /// When a push was last sent, to re-send an unacknowledged recall.
         var lastPushAt: Instant = .zero
     }
@@ -119,8 +117,12 @@ struct BudgetAccount: Sendable {
             expiredSpent = 0
             pool = isLearning ? 0 : allowance
         }
+        var ending: [(node: NodeID, lease: Lease)] = []
         for (node, entry) in nodes {
-            guard let lease = entry.lease, lease.expiresAt <= now else { continue }
+            if let lease = entry.lease, lease.expiresAt <= now { ending.append((node, lease)) }
+        }
+        ending.sort { $0.node < $1.node } // the same order in every process
+        for (node, lease) in ending {
             expire(node: node, lease: lease)
             expired.append((node, isRate ? lease.committedCapacity : lease.unreturned))
         }
