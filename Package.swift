@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // The lease engine: model, allocator, enforcer. Pure Swift, no I/O, no NIO.
@@ -79,12 +81,21 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // The gateway (step 3, in progress): so far the hash-chained audit trail.
+        // The AI gateway: identity, entitlements, reserve/settle around an OpenAI-compatible
+        // upstream, the sidecar API, the audit trail, the mock upstream and the demo.
         .target(
             name: "AllotGateway",
             dependencies: [
-                "AllotCore",
+                "AllotCore", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         // The command-line tool: a thin shell.
@@ -100,7 +111,17 @@ let package = Package(
         ),
         .testTarget(name: "AllotCoreTests", dependencies: ["AllotCore"]),
         .testTarget(name: "AllotSimulatorTests", dependencies: ["AllotCore", "AllotSimulator"]),
-        .testTarget(name: "AllotGatewayTests", dependencies: ["AllotGateway"]),
+        .testTarget(
+            name: "AllotGatewayTests",
+            dependencies: [
+                "AllotGateway", "AllotCore", "AllotCoordinator", "AllotNode", "AllotTransport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "AllotWireTests",
             dependencies: [

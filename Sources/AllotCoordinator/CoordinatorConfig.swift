@@ -132,10 +132,12 @@ public struct CoordinatorConfig: Sendable {
     }
 
     /// Unknown keys are errors, not silently ignored: a typo must not change a cap.
-    static func checkKeys(_ yaml: String) throws(AllotError) {
+    public static func checkKeys(_ yaml: String) throws(AllotError) {
         let known: [String: Set<String>] = [
-            "": ["coordinator", "tls", "lease", "limits", "budgets", "tiers"],
-            "tiers[]": ["name", "templates"],
+            // `gateway`, `models` and `tiers[].entitlements` belong to the gateway, which reads
+            // the same file and checks those sections itself (GatewayConfig).
+            "": ["coordinator", "tls", "lease", "limits", "budgets", "tiers", "gateway", "models"],
+            "tiers[]": ["name", "templates", "entitlements"],
             "templates[]": ["name", "scope", "unit", "kind", "limit", "period", "burst", "allowance", "window",
                             "time_zone", "reset", "fail_mode", "static_allowance"],
             "coordinator": ["name", "listen", "admin"],
@@ -244,7 +246,7 @@ public struct CoordinatorConfig: Sendable {
         return h * 60 + m
     }
 
-    static func describe(_ error: any Error) -> String {
+    public static func describe(_ error: any Error) -> String {
         if let d = error as? DecodingError {
             switch d {
             case .typeMismatch(_, let c), .valueNotFound(_, let c), .keyNotFound(_, let c), .dataCorrupted(let c):

@@ -23,10 +23,14 @@ public struct AuditRecord: Codable, Hashable, Sendable {
     /// The budget that denied, if any.
     public var budget: String?
     public var runaway: Bool
+    /// How an admitted request was settled: `usage` (as reported), `bound` (usage never came:
+    /// the full reservation), `error` (an error response: one request), `refund` (no response).
+    public var settlement: String?
 
     public init(time: String, node: String, consumer: String, keyID: String, tier: String, route: String,
                 model: String?, reserved: Int64, inputTokens: Int64, outputTokens: Int64, costMicroDollars: Int64,
-                upstreamStatus: Int?, latencyMs: Int64, decision: String, budget: String?, runaway: Bool) {
+                upstreamStatus: Int?, latencyMs: Int64, decision: String, budget: String?, runaway: Bool,
+                settlement: String? = nil) {
         self.time = time
         self.node = node
         self.consumer = consumer
@@ -43,10 +47,11 @@ public struct AuditRecord: Codable, Hashable, Sendable {
         self.decision = decision
         self.budget = budget
         self.runaway = runaway
+        self.settlement = settlement
     }
 
     enum CodingKeys: String, CodingKey {
-        case seq, prev, time, node, consumer, tier, route, model, reserved, decision, budget, runaway
+        case seq, prev, time, node, consumer, tier, route, model, reserved, decision, budget, runaway, settlement
         case keyID = "key_id"
         case inputTokens = "input_tokens"
         case outputTokens = "output_tokens"

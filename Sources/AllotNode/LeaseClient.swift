@@ -48,6 +48,7 @@ public final class LeaseClient: Service, Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let state = Mutex(State())
+    private let stepLock = Mutex(())
 
     /// `group`: where the periodic poll runs (an event loop of it).
     public init(enforcer: SharedEnforcer, transport: any LeaseTransport, settings: Settings = Settings(), logger: Logger,
@@ -102,8 +103,20 @@ public final class LeaseClient: Service, Sendable {
         }
     }
 
-    /// One round: expire, poll, send what the enforcer wants sent.
+    /// Polls at once instead of at the next tick: a gateway calls this when a request was
+    /// denied by a slice that may be refilled, so the acquire leaves without waiting.
+    public func pollNow() {
+        guard isConnected else { return }
+        step(now: WallClock.now())
+    }
+
+    /// One round: expire, poll, send what the enforcer wants sent. Rounds never overlap
+    /// (the periodic poll and `pollNow` may race), so frames leave in the order they were made.
     func step(now: Instant) {
+        stepLock.withLock { _ in stepLocked(now: now) }
+    }
+
+    private func stepLocked(now: Instant) {
         guard !state.withLock({ $0.stopped }) else { return }
         let (events, outgoing) = enforcer.withEnforcer { e in (e.tick(now: now), e.poll(now: now)) }
         for case .leaseExpired(let h, let permits) in events where permits > 0 {

@@ -1,0 +1,199 @@
+import AllotCoordinator
+import AllotCore
+import Foundation
+import Yams
+
+/// What `allot gateway` needs. It reads the same YAML file as the coordinator (so both agree
+/// on tiers and budgets) and adds three sections of its own: `gateway`, `models` and each
+/// tier's `entitlements`. Unknown keys are errors; messages name the field.
+public struct GatewayConfig: Sendable {
+    public var name = "gateway"
+    public var listenHost = "127.0.0.1"
+    public var listenPort = 8080
+    /// Loopback by default: `/metrics`, `/healthz`, `/readyz` and the sidecar API.
+    public var adminHost = "127.0.0.1"
+    public var adminPort = 8081
+    public var upstream = URL(string: "http://127.0.0.1:9000")!
+    /// Name of the environment variable holding the upstream's API key (sent as Bearer).
+    public var upstreamKeyEnv: String?
+    /// From sending the request to the response head.
+    public var upstreamTimeout: Duration = .seconds(30)
+    /// Longest silence while a response body streams.
+    public var upstreamIdleTimeout: Duration = .seconds(30)
+    public var maxBodyBytes = 1 << 20
+    public var consumersFile = "consumers.yaml"
+    public var auditDirectory: String? = "audit"
+    public var auditMaxBytes = 64 << 20
+    /// The coordinator, HOST:PORT (mutual TLS with `tls.dir`).
+    public var coordinatorHost = "127.0.0.1"
+    public var coordinatorPort = 7400
+    /// How long a request may wait for a lease its node is already asking for (first use of
+    /// a budget, or a refill in flight) before it is denied.
+    public var admissionWait: Duration = .milliseconds(250)
+    public var chainDepthHeader = "x-allot-chain-depth"
+    /// Sidecar reservations not settled within this long are settled at their full amount.
+    public var sidecarReservationTTL: Duration = .seconds(300)
+
+    /// The coordinator's view of the same file: tiers (templates), explicit budgets, TLS.
+    public var shared: CoordinatorConfig
+    public var models: [String: ModelPrice] = [:]
+    public var entitlements: [String: Entitlements] = [:]
+
+    public init(shared: CoordinatorConfig) { self.shared = shared }
+
+    public static func load(path: String) throws -> GatewayConfig {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw AllotError(.invalidSettings, "cannot read the configuration file \(path)")
+        }
+        var cfg = try GatewayConfig(yaml: text)
+        // Relative paths in the file are relative to the file.
+        let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+        func resolve(_ p: String) -> String { p.hasPrefix("/") ? p : base.appendingPathComponent(p).path }
+        cfg.consumersFile = resolve(cfg.consumersFile)
+        cfg.auditDirectory = cfg.auditDirectory.map(resolve)
+        cfg.shared.tlsDirectory = resolve(cfg.shared.tlsDirectory)
+        return cfg
+    }
+
+    public init(yaml: String) throws(AllotError) {
+        try self.init(shared: CoordinatorConfig(yaml: yaml))
+        try Self.checkKeys(yaml)
+        let raw: File
+        do { raw = try YAMLDecoder().decode(File.self, from: yaml) } catch {
+            throw AllotError(.invalidSettings, "the configuration is not valid YAML for allot: \(CoordinatorConfig.describe(error))")
+        }
+        if let g = raw.gateway {
+            if let v = g.name { name = v }
+            if let v = g.listen { (listenHost, listenPort) = try CoordinatorConfig.address(v, field: "gateway.listen") }
+            if let v = g.admin { (adminHost, adminPort) = try CoordinatorConfig.address(v, field: "gateway.admin") }
+            if let v = g.upstream {
+                guard let u = URL(string: v), u.scheme == "http" || u.scheme == "https", u.host != nil else {
+                    throw AllotError(.invalidSettings, "gateway.upstream: '\(v)' is not an http(s) URL")
+                }
+                upstream = u
+            }
+            upstreamKeyEnv = g.upstream_key_env
+            if let v = g.upstream_timeout { upstreamTimeout = try CoordinatorConfig.duration(v, field: "gateway.upstream_timeout") }
+            if let v = g.upstream_idle_timeout { upstreamIdleTimeout = try CoordinatorConfig.duration(v, field: "gateway.upstream_idle_timeout") }
+            if let v = g.max_body_bytes {
+                guard v >= 1024 && v <= 64 << 20 else {
+                    throw AllotError(.invalidSettings, "gateway.max_body_bytes must be between 1024 and 67108864 (got \(v))")
+                }
+                maxBodyBytes = v
+            }
+            if let v = g.consumers { consumersFile = v }
+            if let v = g.audit_dir { auditDirectory = v.isEmpty ? nil : v }
+            if let v = g.audit_max_bytes {
+                guard v >= 4096 else { throw AllotError(.invalidSettings, "gateway.audit_max_bytes must be at least 4096 (got \(v))") }
+                auditMaxBytes = v
+            }
+            if let v = g.coordinator { (coordinatorHost, coordinatorPort) = try CoordinatorConfig.address(v, field: "gateway.coordinator") }
+            if let v = g.admission_wait { admissionWait = try CoordinatorConfig.duration(v, field: "gateway.admission_wait") }
+            if let v = g.chain_depth_header { chainDepthHeader = v.lowercased() }
+            if let v = g.sidecar_reservation_ttl {
+                sidecarReservationTTL = try CoordinatorConfig.duration(v, field: "gateway.sidecar_reservation_ttl")
+            }
+        }
+        for (i, m) in (raw.models ?? []).enumerated() {
+            let field = "models[\(i)]"
+            guard let n = m.name, !n.isEmpty else { throw AllotError(.invalidSettings, "\(field).name is missing") }
+            guard models[n] == nil else { throw AllotError(.invalidSettings, "\(field).name: model '\(n)' is defined twice") }
+            models[n] = try ModelPrice(name: n, inputUSDPerMTok: m.input_usd_per_mtok ?? 0, outputUSDPerMTok: m.output_usd_per_mtok ?? 0,
+                                       maxOutputTokens: m.max_output_tokens ?? 4096, field: field)
+        }
+        let tierNames = Set(shared.tiers.map(\.name))
+        for (i, t) in (raw.tiers ?? []).enumerated() {
+            guard let n = t.name, tierNames.contains(n) else { continue }
+            entitlements[n] = try Entitlements(t.entitlements ?? .init(), field: "tiers[\(i)].entitlements",
+                                               knownModels: Set(models.keys))
+        }
+        for t in shared.tiers where entitlements[t.name] == nil {
+            entitlements[t.name] = try Entitlements(.init(), field: "tiers.\(t.name).entitlements", knownModels: Set(models.keys))
+        }
+        for t in shared.tiers where t.templates.count > BudgetSet.capacity {
+            throw AllotError(.tooManyBudgets, "tiers.\(t.name): a request is charged to at most \(BudgetSet.capacity) budgets; the tier has \(t.templates.count) templates")
+        }
+    }
+
+    /// The tier catalog both sides resolve budgets with.
+    public var catalog: TierCatalog { get throws(AllotError) { try TierCatalog(shared.tiers) } }
+
+    // MARK: the file's shape (only the gateway's sections; the rest is CoordinatorConfig's)
+
+    struct File: Decodable {
+        struct Gateway: Decodable {
+            var name: String?; var listen: String?; var admin: String?; var upstream: String?
+            var upstream_key_env: String?; var upstream_timeout: String?; var upstream_idle_timeout: String?
+            var max_body_bytes: Int?; var consumers: String?; var audit_dir: String?; var audit_max_bytes: Int?
+            var coordinator: String?; var admission_wait: String?; var chain_depth_header: String?
+            var sidecar_reservation_ttl: String?
+        }
+        struct Model: Decodable {
+            var name: String?; var input_usd_per_mtok: Double?; var output_usd_per_mtok: Double?; var max_output_tokens: Int64?
+        }
+        struct Tier: Decodable { var name: String?; var entitlements: Entitlements.File? }
+        var gateway: Gateway?
+        var models: [Model]?
+        var tiers: [Tier]?
+    }
+
+    static func checkKeys(_ yaml: String) throws(AllotError) {
+        let known: [String: Set<String>] = [
+            "gateway": ["name", "listen", "admin", "upstream", "upstream_key_env", "upstream_timeout", "upstream_idle_timeout",
+                        "max_body_bytes", "consumers", "audit_dir", "audit_max_bytes", "coordinator", "admission_wait",
+                        "chain_depth_header", "sidecar_reservation_ttl"],
+            "models[]": ["name", "input_usd_per_mtok", "output_usd_per_mtok", "max_output_tokens"],
+            "entitlements": ["models", "routes", "max_prompt_bytes", "max_tokens", "max_chain_depth", "runaway"],
+            "runaway": ["factor", "window", "baseline", "min_rate", "action"],
+        ]
+        guard let top = (try? Yams.load(yaml: yaml)) as? [String: Any] else { return } // CoordinatorConfig reported it
+        func check(_ value: Any?, _ section: String, _ path: String) throws(AllotError) {
+            guard let value else { return }
+            guard let map = value as? [String: Any] else { throw AllotError(.invalidSettings, "\(path) must be a mapping") }
+            let allowed = known[section] ?? []
+            for key in map.keys.sorted() where !allowed.contains(key) {
+                throw AllotError(.invalidSettings, "\(path).\(key): unknown key; allowed here: \(allowed.sorted().joined(separator: ", "))")
+            }
+        }
+        try check(top["gateway"], "gateway", "gateway")
+        for (i, m) in (top["models"] as? [Any] ?? []).enumerated() { try check(m, "models[]", "models[\(i)]") }
+        for (i, t) in (top["tiers"] as? [Any] ?? []).enumerated() {
+            let e = (t as? [String: Any])?["entitlements"]
+            try check(e, "entitlements", "tiers[\(i)].entitlements")
+            try check((e as? [String: Any])?["runaway"], "runaway", "tiers[\(i)].entitlements.runaway")
+        }
+    }
+}
+
+/// A model's price and output cap. Prices are in US dollars per million tokens, which is
+/// exactly micro-dollars per token; kept as thousandths of a micro-dollar so that cheap
+/// models (0.15 $/Mtok) are exact integers.
+public struct ModelPrice: Hashable, Sendable {
+    public var name: String
+    /// Milli-micro-dollars (nano-dollars) per input and output token.
+    public var inputNanoPerToken: Int64
+    public var outputNanoPerToken: Int64
+    /// The output bound when a request names no `max_tokens`.
+    public var maxOutputTokens: Int64
+
+    public init(name: String, inputUSDPerMTok: Double, outputUSDPerMTok: Double, maxOutputTokens: Int64,
+                field: String = "model") throws(AllotError) {
+        guard inputUSDPerMTok >= 0, outputUSDPerMTok >= 0, inputUSDPerMTok < 1e6, outputUSDPerMTok < 1e6 else {
+            throw AllotError(.invalidSettings, "\(field): prices must be between 0 and 1000000 USD per million tokens")
+        }
+        guard maxOutputTokens > 0 else {
+            throw AllotError(.invalidSettings, "\(field).max_output_tokens must be positive (got \(maxOutputTokens))")
+        }
+        self.name = name
+        inputNanoPerToken = Int64((inputUSDPerMTok * 1000).rounded())
+        outputNanoPerToken = Int64((outputUSDPerMTok * 1000).rounded())
+        self.maxOutputTokens = maxOutputTokens
+    }
+
+    /// Micro-dollars for these token counts, rounded up (a bound must never be short).
+    public func microDollars(input: Int64, output: Int64) -> Int64 {
+        let nano = input.multipliedReportingOverflow(by: inputNanoPerToken).partialValue
+            &+ output.multipliedReportingOverflow(by: outputNanoPerToken).partialValue
+        return (nano + 999) / 1000
+    }
+}

@@ -1,0 +1,103 @@
+import AllotCore
+import AllotNode
+import AllotTransport
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// One gateway node as a swift-service-lifecycle `Service`: the proxy listener, the loopback
+/// admin/sidecar listener, and the lease client that keeps its budgets fed. On graceful
+/// shutdown it stops taking requests, lets those in flight finish (and settle), then
+/// releases every lease.
+public final class GatewayService: Service, Sendable {
+    public let core: GatewayCore
+    public let leaseClient: LeaseClient
+    public let sidecarReservations: @Sendable () -> Int
+    private let sidecar: Sidecar
+    private let httpClient: HTTPClient
+    private let logger: Logger
+    private let onListening: @Sendable (_ proxyPort: Int, _ adminPort: Int) -> Void
+
+    /// `transport`: how this node reaches its coordinator (`TLSLeaseTransport` in production).
+    public init(config: GatewayConfig, consumers: ConsumerDirectory, transport: any LeaseTransport,
+                clientSettings: LeaseClient.Settings = LeaseClient.Settings(), logger: Logger,
+                observer: GatewayEvent.Observer? = nil,
+                onListening: @escaping @Sendable (_ proxyPort: Int, _ adminPort: Int) -> Void = { _, _ in }) throws {
+        var settings = EnforcerSettings(node: NodeID(config.name))
+        settings.leaseTTL = config.shared.core.allocator.leaseTTL
+        settings.refreshInterval = config.shared.core.allocator.refreshInterval
+        settings.renewMargin = min(settings.renewMargin, settings.leaseTTL / 3)
+        let enforcer = try SharedEnforcer(settings: settings)
+        let client = LeaseClient(enforcer: enforcer, transport: transport, settings: clientSettings, logger: logger)
+        let audit = try config.auditDirectory.map { try AuditLog(directory: URL(fileURLWithPath: $0), maxBytes: config.auditMaxBytes) }
+        core = try GatewayCore(config: config, consumers: consumers, enforcer: enforcer, audit: audit,
+                               poke: { [weak client] in client?.pollNow() }, observer: observer)
+        leaseClient = client
+        sidecar = Sidecar(core: core)
+        sidecarReservations = { [sidecar] in sidecar.count }
+        var http = HTTPClient.Configuration()
+        http.timeout = .init(connect: .seconds(2), read: .nanoseconds(config.upstreamIdleTimeout.nanoseconds))
+        // Fail fast when the upstream is down (a 502 now beats a 504 later); keep many
+        // connections for long streams.
+        http.connectionPool.retryConnectionEstablishment = false
+        http.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 512
+        http.decompression = .disabled
+        httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    public func run() async throws {
+        let config = core.config
+        let upstreamKey = config.upstreamKeyEnv.flatMap { ProcessInfo.processInfo.environment[$0] }
+        let proxy = ProxyResponder(core: core, client: httpClient, upstreamKey: upstreamKey)
+        let admin = AdminResponder(core: core, sidecar: sidecar, ready: { [leaseClient] in leaseClient.isConnected })
+        let ports = Mutex<(Int?, Int?)>((nil, nil))
+        let announce: @Sendable () -> Void = { [onListening] in
+            let p = ports.withLock { $0 }
+            if let a = p.0, let b = p.1 { onListening(a, b) }
+        }
+        var httpLogger = logger
+        httpLogger.logLevel = .error
+        let proxyApp = Application(
+            responder: CallbackResponder<BasicRequestContext> { request, _ in await proxy.respond(request) },
+            configuration: .init(address: .hostname(config.listenHost, port: config.listenPort)),
+            onServerRunning: { channel in
+                ports.withLock { $0.0 = channel.localAddress?.port }
+                announce()
+            }, logger: httpLogger)
+        let adminApp = Application(
+            responder: CallbackResponder<BasicRequestContext> { request, _ in await admin.respond(request) },
+            configuration: .init(address: .hostname(config.adminHost, port: config.adminPort)),
+            onServerRunning: { channel in
+                ports.withLock { $0.1 = channel.localAddress?.port }
+                announce()
+            }, logger: httpLogger)
+        // Shut down in reverse order: the proxy stops first, the lease client last.
+        let group = ServiceGroup(configuration: .init(services: [leaseClient, adminApp, proxyApp], logger: logger))
+        let sweeper = Task { [sidecar] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(5))
+                sidecar.sweep()
+            }
+        }
+        defer { sweeper.cancel() }
+        do {
+            try await withGracefulShutdownHandler {
+                try await group.run()
+            } onGracefulShutdown: {
+                Task { await group.triggerGracefulShutdown() }
+            }
+        } catch {
+            try? await httpClient.shutdown()
+            throw error
+        }
+        try await httpClient.shutdown()
+        try core.audit?.close()
+    }
+}

@@ -1,0 +1,47 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// Small helpers shared by the proxy, the admin listener and the mock upstream.
+enum HTTPSupport {
+    static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                                        "trailer", "transfer-encoding", "upgrade", "host", "content-length"]
+
+    static func json(_ status: Int, _ object: Any, headers extra: [(String, String)] = []) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return bytes(status, data, contentType: "application/json", headers: extra)
+    }
+
+    static func bytes(_ status: Int, _ data: Data, contentType: String, headers extra: [(String, String)] = []) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = contentType
+        add(extra, to: &headers)
+        return Response(status: .init(code: status), headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func error(_ e: GatewayError, headers extra: [(String, String)] = []) -> Response {
+        bytes(e.status, e.body, contentType: "application/json", headers: extra)
+    }
+
+    static func add(_ pairs: [(String, String)], to headers: inout HTTPFields) {
+        for (k, v) in pairs {
+            if let name = HTTPField.Name(k) { headers.append(HTTPField(name: name, value: v)) }
+        }
+    }
+
+    static func header(_ request: Request, _ name: String) -> String? {
+        HTTPField.Name(name).flatMap { request.headers[$0] }
+    }
+
+    /// Collects a request body up to `limit`, or throws a 413 `GatewayError`.
+    static func body(_ request: Request, limit: Int) async throws(GatewayError) -> Data {
+        do {
+            let buffer = try await request.body.collect(upTo: limit)
+            return Data(buffer.readableBytesView)
+        } catch {
+            throw GatewayError(413, type: "invalid_request_error", code: "body_too_large",
+                               "the request body is larger than \(limit) bytes (gateway.max_body_bytes)")
+        }
+    }
+}

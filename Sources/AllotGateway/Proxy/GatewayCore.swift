@@ -1,0 +1,358 @@
+import AllotCore
+import AllotTransport
+import Foundation
+import Synchronization
+
+/// The gateway's decisions, whatever speaks HTTP in front of it: who is calling, what they may
+/// do, which budgets a request is charged to, reserve (waiting briefly for a lease the node is
+/// already asking for), settle, and the audit record and metrics of each request.
+public final class GatewayCore: Sendable {
+    public let config: GatewayConfig
+    public let enforcer: SharedEnforcer
+    public let metrics: GatewayMetrics
+    public let audit: AuditLog?
+    private let consumers: Mutex<ConsumerDirectory>
+    private let catalog: TierCatalog
+    private let overrides: [BudgetID: BudgetSpec]
+    /// Asks the lease client to poll now (a refill may turn a denial into an admission).
+    private let poke: @Sendable () -> Void
+    private let clock: @Sendable () -> Instant
+    private let resolved = Mutex<[String: Resolved]>([:])
+    private let observer: GatewayEvent.Observer?
+    private let nextAdmission = Atomic<UInt64>(1)
+    private let runaway = Mutex(RunawayDetector())
+
+    struct Resolved: Sendable {
+        var specs: [BudgetSpec]
+        var handles: [BudgetHandle]
+        var set: BudgetSet
+    }
+
+    public init(config: GatewayConfig, consumers: ConsumerDirectory, enforcer: SharedEnforcer, audit: AuditLog?,
+                metrics: GatewayMetrics = GatewayMetrics(), poke: @escaping @Sendable () -> Void = {},
+                observer: GatewayEvent.Observer? = nil,
+                clock: @escaping @Sendable () -> Instant = { WallClock.now() }) throws(AllotError) {
+        self.observer = observer
+        self.config = config
+        self.enforcer = enforcer
+        self.metrics = metrics
+        self.audit = audit
+        self.consumers = Mutex(consumers)
+        catalog = try config.catalog
+        overrides = Dictionary(config.shared.budgets.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        self.poke = poke
+        self.clock = clock
+    }
+
+    public var node: String { enforcer.withEnforcer { $0.settings.node.rawValue } }
+    public func now() -> Instant { clock() }
+
+    /// Replaces the consumers (a reloaded consumers file); budgets already resolved stay.
+    public func reload(consumers directory: ConsumerDirectory) {
+        consumers.withLock { $0 = directory }
+    }
+
+    // MARK: identity
+
+    /// `Authorization: Bearer <key>` → the key's consumer, or 401.
+    public func authenticate(authorization: String?) throws(GatewayError) -> ConsumerDirectory.Entry {
+        guard let header = authorization, header.lowercased().hasPrefix("bearer "),
+              case let key = header.dropFirst(7).trimmingCharacters(in: .whitespaces), !key.isEmpty else {
+            metrics.request(consumer: "-", tier: "-", model: nil, decision: "unauthenticated")
+            throw GatewayError(401, type: "invalid_request_error", code: "missing_api_key",
+                               "no API key: send Authorization: Bearer <key>")
+        }
+        guard let entry = consumers.withLock({ $0.lookup(key: key) }) else {
+            metrics.request(consumer: "-", tier: "-", model: nil, decision: "unauthenticated")
+            throw GatewayError(401, type: "invalid_request_error", code: "invalid_api_key", "the API key is not known to this gateway")
+        }
+        return entry
+    }
+
+    public func consumer(id: String) -> ConsumerDirectory.Entry? { consumers.withLock { $0.lookup(consumer: id) } }
+
+    public func entitlements(for entry: ConsumerDirectory.Entry) -> Entitlements {
+        config.entitlements[entry.consumer.tier] ?? Entitlements()
+    }
+
+    /// Route and chain-depth entitlements (the body's are checked by `RequestPlan`).
+    public func checkEntitlements(_ entry: ConsumerDirectory.Entry, route: Route, chainDepth: String?) throws(GatewayError) {
+        let e = entitlements(for: entry)
+        let tier = entry.consumer.tier
+        guard e.routes.contains(route) else {
+            throw GatewayError(403, type: "permission_error", code: "route_not_entitled",
+                               "tier \(tier) is not entitled to the \(route.rawValue) route (entitlement routes: \(e.routes.map(\.rawValue).sorted().joined(separator: ", ")))",
+                               budget: "entitlement.routes")
+        }
+        if let raw = chainDepth {
+            guard let depth = Int(raw.trimmingCharacters(in: .whitespaces)), depth >= 0 else {
+                throw .badRequest("invalid_chain_depth", "\(config.chainDepthHeader) must be a non-negative integer (got '\(raw)')")
+            }
+            if let max = entry.maxChainDepth ?? e.maxChainDepth, depth > max {
+                throw GatewayError(429, type: "requests", code: "chain_depth_exceeded",
+                                   "agent chain depth \(depth) is above \(entry.consumer.id)'s limit of \(max) (\(config.chainDepthHeader))",
+                                   budget: "entitlement.max_chain_depth")
+            }
+        }
+    }
+
+    // MARK: budgets
+
+    func resolve(_ entry: ConsumerDirectory.Entry, route: Route, model: String?) throws(GatewayError) -> Resolved {
+        let key = "\(entry.consumer.id)|\(entry.consumer.tier)|\(route.rawValue)|\(model ?? "")"
+        if let r = resolved.withLock({ $0[key] }) { return r }
+        let specs: [BudgetSpec]
+        do {
+            specs = try catalog.budgets(for: entry.consumer, route: route.rawValue, model: model).map { overrides[$0.id] ?? $0 }
+        } catch {
+            throw GatewayError(500, type: "server_error", code: "budget_configuration", error.message)
+        }
+        let handles = specs.map { enforcer.register($0) }
+        let set: BudgetSet
+        do { set = try BudgetSet(handles) } catch {
+            throw GatewayError(500, type: "server_error", code: "budget_configuration", error.message)
+        }
+        let r = Resolved(specs: specs, handles: handles, set: set)
+        resolved.withLock { $0[key] = r }
+        return r
+    }
+
+    func standings(_ r: Resolved) -> [BudgetStanding] {
+        enforcer.withEnforcer { e in
+            zip(r.specs, r.handles).map { BudgetStanding(spec: $0, remaining: e.status($1).available) }
+        }
+    }
+
+    // MARK: admission
+
+    /// Reserves the plan's upper bound on every budget of the request, all or nothing.
+    /// A denial by a slice that its node is refilling waits up to `admission_wait` for the
+    /// refill; a denial that stands is a 429 naming the budget (503 when the node has no
+    /// lease for it at all: the coordinator is unreachable and the budget fails closed).
+    public func admit(_ entry: ConsumerDirectory.Entry, plan: RequestPlan) async -> Result<Admission, GatewayError> {
+        let started = clock()
+        let tier = entry.consumer.tier
+        let policy = entitlements(for: entry).runaway
+        let (isRunaway, raised) = runaway.withLock { $0.record(entry.consumer.id, policy: policy, now: started) }
+        if raised { metrics.runaway(consumer: entry.consumer.id, tier: tier) }
+        if isRunaway && policy.throttle {
+            let e = GatewayError(429, type: "requests", code: "runaway_throttled",
+                                 "\(entry.consumer.id)'s request rate is above \(policy.factor)× its own baseline; throttled by the runaway policy",
+                                 budget: "runaway/consumer=\(entry.consumer.id)", retryAfter: Int(policy.window.wholeSeconds))
+            record(entry, plan: plan, decision: "deny", error: e, runaway: true, started: started)
+            return .failure(e)
+        }
+        let r: Resolved
+        do { r = try resolve(entry, route: plan.route, model: plan.model) } catch {
+            record(entry, plan: plan, decision: "reject", error: error, runaway: isRunaway, started: started)
+            return .failure(error)
+        }
+        let cost = plan.reserveCost
+        for spec in r.specs {
+            do { try spec.check(cost: cost) } catch {
+                let e = GatewayError(400, type: "invalid_request_error", code: "request_exceeds_budget",
+                                     "\(error.message); lower max_tokens or the prompt", budget: spec.id.rawValue)
+                record(entry, plan: plan, decision: "reject", error: e, runaway: isRunaway, started: started)
+                return .failure(e)
+            }
+        }
+        let deadline = started + config.admissionWait
+        var poked = false
+        while true {
+            let now = clock()
+            switch enforcer.reserve(cost, on: r.set, now: now) {
+            case .admitted(let reservation):
+                metrics.request(consumer: entry.consumer.id, tier: tier, model: plan.model, decision: "admit")
+                metrics.inflight(1)
+                let id = nextAdmission.wrappingAdd(1, ordering: .relaxed).oldValue
+                observer?(GatewayEvent(kind: .admit, id: id, node: node, consumer: entry.consumer.id, tier: entry.consumer.tier,
+                                       time: now, cost: cost, budget: nil))
+                return .success(Admission(core: self, id: id, entry: entry, plan: plan, reservation: reservation,
+                                          standings: standings(r), runaway: isRunaway, started: started))
+            case .denied(let h):
+                if !poked { poke(); poked = true }
+                let status = enforcer.withEnforcer { $0.status(h) }
+                let spec = r.specs[r.handles.firstIndex(of: h) ?? 0]
+                let waiting = status.awaitingGrant || status.leaseID == 0
+                if waiting && clock() < deadline {
+                    try? await Task.sleep(for: .milliseconds(1))
+                    continue
+                }
+                let e = denial(spec, hasLease: status.leaseID != 0, amount: spec.amount(for: cost), now: now)
+                record(entry, plan: plan, decision: "deny", error: e, runaway: isRunaway, started: started)
+                return .failure(e)
+            }
+        }
+    }
+
+    func denial(_ spec: BudgetSpec, hasLease: Bool, amount: Int64, now: Instant) -> GatewayError {
+        let standing = BudgetStanding(spec: spec, remaining: 0)
+        let retry = Int(standing.secondsUntil(amount, now: now))
+        guard hasLease || spec.failMode != .closed else {
+            return GatewayError(503, type: "server_error", code: "budget_unavailable",
+                                "budget \(spec.id) has no lease on this node (coordinator unreachable?) and fails closed; retry shortly",
+                                budget: spec.id.rawValue, retryAfter: 1)
+        }
+        let tokens = spec.unit != .requests && spec.unit != .microDollars
+        switch spec.kind {
+        case .rate:
+            return GatewayError(429, type: tokens ? "tokens" : "requests", code: "rate_limit_exceeded",
+                                "rate limit reached on budget \(spec.id) (\(spec.kind)); retry after \(retry)s",
+                                budget: spec.id.rawValue, retryAfter: retry)
+        case .quota:
+            return GatewayError(429, type: tokens ? "tokens" : "requests", code: "insufficient_quota",
+                                "quota exhausted on budget \(spec.id) (\(spec.kind)); it resets in \(retry)s",
+                                budget: spec.id.rawValue, retryAfter: retry)
+        case .concurrency:
+            return GatewayError(429, type: "requests", code: "concurrency_limit_exceeded",
+                                "too many requests in flight on budget \(spec.id) (\(spec.kind))",
+                                budget: spec.id.rawValue, retryAfter: retry)
+        }
+    }
+
+    /// Headers for a denial: the remaining-budget set plus `Retry-After`.
+    public func headers(for entry: ConsumerDirectory.Entry, plan: RequestPlan, error: GatewayError) -> [(String, String)] {
+        var out: [(String, String)] = []
+        if error.status == 429 || error.status == 503, let r = try? resolve(entry, route: plan.route, model: plan.model) {
+            out = RateLimitHeaders.make(standings(r), now: clock())
+        }
+        if let s = error.retryAfterSeconds { out.append(("Retry-After", "\(s)")) }
+        return out
+    }
+
+    // MARK: settlement
+
+    /// How a forwarded request ended.
+    public enum Outcome: Sendable {
+        /// The upstream reported usage: charge exactly that.
+        case usage(Usage, status: Int)
+        /// No response at all (refused, timed out before the head): refund everything.
+        case upstreamFailed(status: Int)
+        /// An error response without usage: one request, no tokens.
+        case upstreamError(status: Int)
+        /// The response started but its usage never came (stream cut, client gone, body
+        /// unreadable): charge the full reservation, the only safe bound.
+        case incomplete(status: Int?)
+    }
+
+    func settle(_ a: Admission, outcome: Outcome) {
+        let plan = a.plan
+        let actual: Cost, status: Int?, settlement: String
+        var input: Int64 = 0, output: Int64 = 0
+        switch outcome {
+        case .usage(let u, let s):
+            input = u.input; output = u.output; status = s; settlement = "usage"
+            actual = Cost(requests: 1, tokens: input + output, inputTokens: input, outputTokens: output,
+                          microDollars: plan.model.flatMap { config.models[$0] }?.microDollars(input: input, output: output) ?? 0)
+        case .upstreamFailed(let s):
+            status = s; settlement = "refund"
+            actual = Cost(requests: 0)
+        case .upstreamError(let s):
+            status = s; settlement = "error"
+            actual = Cost(requests: 1)
+        case .incomplete(let s):
+            input = plan.inputBound; output = plan.outputBound; status = s; settlement = "bound"
+            actual = plan.reserveCost
+        }
+        let now = clock()
+        // Observed before the permit is back, so an observer never sees two holders at once.
+        observer?(GatewayEvent(kind: .settle, id: a.id, node: node, consumer: a.entry.consumer.id, tier: a.entry.consumer.tier,
+                               time: now, cost: actual, budget: nil))
+        enforcer.settle(a.reservation, actual: actual, now: now)
+        metrics.inflight(-1)
+        let entry = a.entry
+        metrics.settled(consumer: entry.consumer.id, tier: entry.consumer.tier, model: plan.model,
+                        input: input, output: output, reserved: plan.inputBound + plan.outputBound)
+        appendAudit(AuditRecord(time: Self.rfc3339(now), node: node, consumer: entry.consumer.id, keyID: entry.keyID,
+                                tier: entry.consumer.tier, route: plan.route.rawValue, model: plan.model,
+                                reserved: plan.inputBound + plan.outputBound, inputTokens: input, outputTokens: output,
+                                costMicroDollars: actual.microDollars, upstreamStatus: status,
+                                latencyMs: (now - a.started).nanoseconds / 1_000_000, decision: "admit", budget: nil,
+                                runaway: a.runaway, settlement: settlement))
+    }
+
+    /// Audits and counts a request refused before or at admission.
+    public func record(_ entry: ConsumerDirectory.Entry, plan: RequestPlan?, route: Route? = nil, decision: String,
+                       error: GatewayError, runaway: Bool = false, started: Instant? = nil) {
+        let now = clock()
+        metrics.request(consumer: entry.consumer.id, tier: entry.consumer.tier, model: plan?.model, decision: decision)
+        observer?(GatewayEvent(kind: decision == "deny" ? .deny : .reject, id: 0, node: node, consumer: entry.consumer.id,
+                               tier: entry.consumer.tier, time: now, cost: nil, budget: error.budget ?? error.code))
+        appendAudit(AuditRecord(time: Self.rfc3339(now), node: node, consumer: entry.consumer.id, keyID: entry.keyID,
+                                tier: entry.consumer.tier, route: (plan?.route ?? route ?? .other).rawValue, model: plan?.model,
+                                reserved: 0, inputTokens: 0, outputTokens: 0, costMicroDollars: 0, upstreamStatus: nil,
+                                latencyMs: ((now - (started ?? now)).nanoseconds) / 1_000_000, decision: decision,
+                                budget: error.budget ?? error.code, runaway: runaway, settlement: nil))
+    }
+
+    private func appendAudit(_ r: AuditRecord) {
+        guard let audit else { return }
+        do { try audit.append(r) } catch {
+            FileHandle.standardError.write(Data("allot gateway: cannot write the audit trail: \(error)\n".utf8))
+        }
+    }
+
+    static func rfc3339(_ t: Instant) -> String {
+        let date = Date(timeIntervalSince1970: t.seconds)
+        return date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+    }
+}
+
+/// What a gateway decided, as it happens: for the demo's live table and for tests that
+/// check caps from the gateways' own timestamps.
+public struct GatewayEvent: Sendable {
+    public typealias Observer = @Sendable (GatewayEvent) -> Void
+    public enum Kind: Sendable { case admit, settle, deny, reject }
+    public var kind: Kind
+    /// Pairs an `admit` with its `settle` (per node).
+    public var id: UInt64
+    public var node: String
+    public var consumer: String
+    public var tier: String
+    public var time: Instant
+    /// Reserved (admit) or charged (settle).
+    public var cost: Cost?
+    /// What denied or rejected.
+    public var budget: String?
+}
+
+/// An admitted request: its reservation must be settled exactly once. If it is dropped
+/// unsettled (a response body that was never written), it settles at the full bound.
+public final class Admission: Sendable {
+    let core: GatewayCore
+    public let id: UInt64
+    public let entry: ConsumerDirectory.Entry
+    public let plan: RequestPlan
+    let reservation: Reservation
+    /// The budgets' standing right after the reservation (for the response headers).
+    public let standings: [BudgetStanding]
+    public let runaway: Bool
+    let started: Instant
+    private let done = Mutex(false)
+
+    init(core: GatewayCore, id: UInt64, entry: ConsumerDirectory.Entry, plan: RequestPlan, reservation: Reservation,
+         standings: [BudgetStanding], runaway: Bool, started: Instant) {
+        self.core = core
+        self.id = id
+        self.entry = entry
+        self.plan = plan
+        self.reservation = reservation
+        self.standings = standings
+        self.runaway = runaway
+        self.started = started
+    }
+
+    public var headers: [(String, String)] { RateLimitHeaders.make(standings, now: core.now()) }
+
+    /// Settles (only the first call counts).
+    public func settle(_ outcome: GatewayCore.Outcome) {
+        guard done.withLock({ d in defer { d = true }; return !d }) else { return }
+        core.settle(self, outcome: outcome)
+    }
+
+    public var isSettled: Bool { done.withLock { $0 } }
+
+    deinit {
+        if !done.withLock({ $0 }) { core.settle(self, outcome: .incomplete(status: nil)) }
+    }
+}

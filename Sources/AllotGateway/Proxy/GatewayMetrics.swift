@@ -1,0 +1,56 @@
+import Prometheus
+
+/// The gateway's `/metrics`: requests and tokens by consumer, tier, model and decision;
+/// reservation error; upstream latency; time to first byte of streams; runaway flags.
+public final class GatewayMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    private static let latencyBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+    ]
+    private let upstreamLatency: DurationHistogram
+    private let firstByte: DurationHistogram
+    private let inflight: Gauge
+
+    public init() {
+        upstreamLatency = registry.makeDurationHistogram(descriptor: .init(metricName: "allot_gateway_upstream_latency_seconds", unitName: "", helpText: "From forwarding a request to the upstream's last byte"), buckets: Self.latencyBuckets)
+        firstByte = registry.makeDurationHistogram(descriptor: .init(metricName: "allot_gateway_stream_first_byte_seconds", unitName: "", helpText: "From forwarding a streaming request to its first body byte"), buckets: Self.latencyBuckets)
+        inflight = registry.makeGauge(descriptor: .init(metricName: "allot_gateway_inflight_requests", unitName: "", helpText: "Requests forwarded and not yet settled"))
+    }
+
+    /// `decision`: admit, deny (a budget), reject (identity, entitlement or bad input).
+    public func request(consumer: String, tier: String, model: String?, decision: String) {
+        counter("allot_gateway_requests_total", "Requests by consumer, tier, model and decision", [("consumer", consumer), ("tier", tier), ("model", model ?? "-"), ("decision", decision)]).increment()
+    }
+
+    public func settled(consumer: String, tier: String, model: String?, input: Int64, output: Int64, reserved: Int64) {
+        let m = model ?? "-"
+        for (direction, n) in [("input", input), ("output", output)] where n > 0 {
+            counter("allot_gateway_tokens_total", "Tokens settled, by consumer, tier, model and direction", [("consumer", consumer), ("tier", tier), ("model", m), ("direction", direction)]).increment(by: n)
+        }
+        let error = reserved - (input + output)
+        counter("allot_gateway_reservation_error_tokens_total", "Tokens reserved but not used (reserved - settled), refunded at settlement", [("tier", tier), ("model", m)])
+            .increment(by: max(0, error))
+        if error < 0 {
+            counter("allot_gateway_settled_above_bound_total", "Settlements above their reservation (upstream reported more than the bound)", [("tier", tier), ("model", m)]).increment()
+        }
+    }
+
+    public func upstream(latency: Duration) { upstreamLatency.record(latency) }
+    public func streamFirstByte(_ d: Duration) { firstByte.record(d) }
+    public func inflight(_ delta: Int) { inflight.increment(by: Double(delta)) }
+
+    public func runaway(consumer: String, tier: String) {
+        counter("allot_gateway_runaway_flags_total", "Times a consumer was flagged as a runaway (rate above its own baseline)", [("consumer", consumer), ("tier", tier)]).increment()
+    }
+
+    public func upstreamError(_ kind: String) {
+        counter("allot_gateway_upstream_errors_total", "Upstream calls that failed: refused, timeout, cut", [("kind", kind)]).increment()
+    }
+
+    public func render() -> String { registry.emitToString() }
+
+    private func counter(_ name: String, _ help: String, _ labels: [(String, String)]) -> Counter {
+        registry.makeCounter(descriptor: .init(metricName: name, unitName: "", helpText: help), labels: labels)
+    }
+}

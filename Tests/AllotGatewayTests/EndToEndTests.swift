@@ -1,0 +1,85 @@
+import AllotCore
+import AllotGateway
+import Foundation
+import Testing
+
+/// Must-show 1: through the gateway to the mock upstream, plain and streaming: usage settled
+/// exactly, headers right, 429 exactly when a budget is spent.
+@Suite("Gateway end to end", .serialized)
+struct EndToEndTests {
+    @Test("a plain completion is charged exactly the usage the upstream reported, with rate-limit headers")
+    func plainCompletion() async throws {
+        let (config, consumers) = try testConfig()
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 1)
+        let port = fleet.proxyPorts[0]
+        let body = chatBody(maxTokens: 300)
+        let r = try await call(port: port, key: "sk-pro-1", body: body, headers: [("x-mock-completion-tokens", "77")])
+        #expect(r.status == 200)
+        let usage = try #require(r.json?["usage"] as? [String: Any])
+        let prompt = Int64((body.utf8.count + 3) / 4)
+        #expect((usage["prompt_tokens"] as? Int).map(Int64.init) == prompt)
+        #expect(r.headers["x-ratelimit-limit-tokens"] == "20000")
+        #expect(r.headers["ratelimit-policy"]?.contains("\"pro.tpm\";q=20000;w=60") == true)
+        #expect(r.headers["ratelimit-policy"]?.contains("\"pro.month\";q=15000;w=") == true)
+        #expect(r.headers["ratelimit"]?.contains("\"pro.tpm\";r=") == true)
+        #expect(r.headers["x-ratelimit-remaining-tokens"].flatMap(Int.init) != nil)
+        #expect(r.headers["x-ratelimit-reset-tokens"]?.hasSuffix("s") == true)
+        await fleet.stop()
+        let records = try auditRecords(fleet)
+        let rec = try #require(records.first { $0.consumer == "p1" })
+        #expect(rec.decision == "admit" && rec.settlement == "usage")
+        #expect(rec.inputTokens == prompt && rec.outputTokens == 77)
+        #expect(rec.reserved == Int64(body.utf8.count) + 300)
+        // 0.15 $/Mtok in, 0.6 out = 0.15 and 0.6 µ$ per token, rounded up once.
+        #expect(rec.costMicroDollars == (prompt * 150 + 77 * 600 + 999) / 1000)
+        #expect(rec.keyID == String(ConsumerDirectory.hash("sk-pro-1").prefix(12)))
+        // The coordinator's ledger holds exactly what was settled once the node gave back.
+        let month = try #require(fleet.coordinator.allocatorStatus("pro.month/consumer=p1"))
+        #expect(month.consumed == prompt + 77)
+        #expect(month.outstanding == 0)
+    }
+
+    @Test("a stream is passed through and settled from the usage in its last event")
+    func streaming() async throws {
+        let (config, consumers) = try testConfig()
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 1)
+        let body = chatBody(maxTokens: 500, stream: true)
+        let r = try await call(port: fleet.proxyPorts[0], key: "sk-pro-1", body: body, headers: [("x-mock-completion-tokens", "123")])
+        #expect(r.status == 200)
+        #expect(r.headers["content-type"]?.contains("text/event-stream") == true)
+        #expect(r.body.contains("data: [DONE]"))
+        #expect(r.body.contains("\"completion_tokens\":123"), "the gateway asked for usage in the stream (include_usage)")
+        #expect(r.headers["x-ratelimit-limit-tokens"] == "20000")
+        await fleet.stop()
+        let rec = try #require(try auditRecords(fleet).first { $0.consumer == "p1" })
+        #expect(rec.settlement == "usage" && rec.outputTokens == 123)
+        // The mock counts the forwarded body, which gained stream_options.
+        #expect(rec.inputTokens > 0 && rec.inputTokens <= Int64(body.utf8.count))
+        let month = try #require(fleet.coordinator.allocatorStatus("pro.month/consumer=p1"))
+        #expect(month.consumed == rec.inputTokens + 123)
+    }
+
+    @Test("429 exactly when the requests budget is spent, naming the budget, with Retry-After")
+    func exhaustion() async throws {
+        let (config, consumers) = try testConfig()
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 1)
+        var statuses: [Int] = []
+        var last: Reply?
+        for _ in 0..<7 {
+            let r = try await call(port: fleet.proxyPorts[0], key: "sk-free-1", body: chatBody(maxTokens: 50))
+            statuses.append(r.status)
+            last = r
+        }
+        #expect(statuses == [200, 200, 200, 200, 200, 429, 429])
+        let denied = try #require(last)
+        #expect(denied.errorCode == "rate_limit_exceeded")
+        #expect(denied.errorBudget == "free.rpm/consumer=f1")
+        #expect(denied.headers["retry-after"].flatMap(Int.init).map { $0 >= 1 && $0 <= 60 } == true)
+        #expect(denied.headers["x-ratelimit-remaining-requests"] == "0")
+        #expect(denied.headers["x-ratelimit-limit-requests"] == "5")
+        #expect(denied.headers["ratelimit"]?.contains("\"free.rpm\";r=0;") == true)
+        await fleet.stop()
+        let records = try auditRecords(fleet)
+        #expect(records.filter { $0.decision == "deny" }.map(\.budget) == ["free.rpm/consumer=f1", "free.rpm/consumer=f1"])
+    }
+}
