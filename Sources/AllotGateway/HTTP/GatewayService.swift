@@ -36,7 +36,8 @@ public final class GatewayService: Service, Sendable {
         let client = LeaseClient(enforcer: enforcer, transport: transport, settings: clientSettings, logger: logger)
         let audit = try config.auditDirectory.map { try AuditLog(directory: URL(fileURLWithPath: $0), maxBytes: config.auditMaxBytes) }
         core = try GatewayCore(config: config, consumers: consumers, enforcer: enforcer, audit: audit,
-                               poke: { [weak client] in client?.pollNow() }, observer: observer)
+                               poke: { [weak client] in client?.pollNow() },
+                               connected: { [weak client] in client?.isConnected ?? false }, observer: observer)
         leaseClient = client
         sidecar = Sidecar(core: core)
         sidecarReservations = { [sidecar] in sidecar.count }

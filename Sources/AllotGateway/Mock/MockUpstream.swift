@@ -10,7 +10,8 @@ import Synchronization
 ///
 /// Prompt tokens are ⌈UTF-8 bytes of the request body / 4⌉ (never above the gateway's
 /// byte bound); completion tokens are `completionTokens`, capped by `max_tokens`. A request
-/// may override with headers: `x-mock-completion-tokens: N`, `x-mock-latency-ms: N`, and
+/// may override with headers: `x-mock-completion-tokens: N`, `x-mock-latency-ms: N`,
+/// `x-mock-chunk-ms: N` (pause between stream events), and
 /// `x-mock-fault: hang | cut | error | no-usage` (hang: answer nothing for `hangLimit`; cut:
 /// stream half of the events, then drop the connection; error: a 500; no-usage: omit usage).
 public final class MockUpstream: Service, Sendable {
@@ -97,7 +98,7 @@ public final class MockUpstream: Service, Sendable {
         }
         let includeUsage = ((json["stream_options"] as? [String: Any])?["include_usage"] as? Bool ?? false) && withUsage
         let events = max(1, min(settings.chunks, Int(completion)))
-        let interval = settings.chunkInterval
+        let interval = HTTPSupport.header(request, "x-mock-chunk-ms").flatMap(Int64.init).map { Duration.milliseconds($0) } ?? settings.chunkInterval
         let cut = fault == "cut"
         let completionTokens = completion
         var fields = HTTPFields()

@@ -16,6 +16,9 @@ public final class GatewayCore: Sendable {
     private let overrides: [BudgetID: BudgetSpec]
     /// Asks the lease client to poll now (a refill may turn a denial into an admission).
     private let poke: @Sendable () -> Void
+    /// Whether the node has a connection to its coordinator (a denial without a lease is a
+    /// 503 only when it has none).
+    private let connected: @Sendable () -> Bool
     private let clock: @Sendable () -> Instant
     private let resolved = Mutex<[String: Resolved]>([:])
     private let observer: GatewayEvent.Observer?
@@ -30,7 +33,7 @@ public final class GatewayCore: Sendable {
 
     public init(config: GatewayConfig, consumers: ConsumerDirectory, enforcer: SharedEnforcer, audit: AuditLog?,
                 metrics: GatewayMetrics = GatewayMetrics(), poke: @escaping @Sendable () -> Void = {},
-                observer: GatewayEvent.Observer? = nil,
+                connected: @escaping @Sendable () -> Bool = { true }, observer: GatewayEvent.Observer? = nil,
                 clock: @escaping @Sendable () -> Instant = { WallClock.now() }) throws(AllotError) {
         self.observer = observer
         self.config = config
@@ -41,6 +44,7 @@ public final class GatewayCore: Sendable {
         catalog = try config.catalog
         overrides = Dictionary(config.shared.budgets.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         self.poke = poke
+        self.connected = connected
         self.clock = clock
     }
 
@@ -128,7 +132,7 @@ public final class GatewayCore: Sendable {
     /// Reserves the plan's upper bound on every budget of the request, all or nothing.
     /// A denial by a slice that its node is refilling waits up to `admission_wait` for the
     /// refill; a denial that stands is a 429 naming the budget (503 when the node has no
-    /// lease for it at all: the coordinator is unreachable and the budget fails closed).
+    /// lease for it and no connection to the coordinator, and the budget fails closed).
     public func admit(_ entry: ConsumerDirectory.Entry, plan: RequestPlan) async -> Result<Admission, GatewayError> {
         let started = clock()
         let tier = entry.consumer.tier
@@ -178,17 +182,17 @@ public final class GatewayCore: Sendable {
                     try? await Task.sleep(for: .milliseconds(1))
                     continue
                 }
-                let e = denial(spec, hasLease: status.leaseID != 0, amount: spec.amount(for: cost), now: now)
+                let e = denial(spec, reachable: status.leaseID != 0 || connected(), amount: spec.amount(for: cost), now: now)
                 record(entry, plan: plan, decision: "deny", error: e, runaway: isRunaway, started: started)
                 return .failure(e)
             }
         }
     }
 
-    func denial(_ spec: BudgetSpec, hasLease: Bool, amount: Int64, now: Instant) -> GatewayError {
+    func denial(_ spec: BudgetSpec, reachable: Bool, amount: Int64, now: Instant) -> GatewayError {
         let standing = BudgetStanding(spec: spec, remaining: 0)
         let retry = Int(standing.secondsUntil(amount, now: now))
-        guard hasLease || spec.failMode != .closed else {
+        guard reachable || spec.failMode != .closed else {
             return GatewayError(503, type: "server_error", code: "budget_unavailable",
                                 "budget \(spec.id) has no lease on this node (coordinator unreachable?) and fails closed; retry shortly",
                                 budget: spec.id.rawValue, retryAfter: 1)

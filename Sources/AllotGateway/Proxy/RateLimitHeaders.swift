@@ -7,6 +7,11 @@ public struct BudgetStanding: Hashable, Sendable {
     /// other nodes and the coordinator's pool may hold more).
     public var remaining: Int64
 
+    public init(spec: BudgetSpec, remaining: Int64) {
+        self.spec = spec
+        self.remaining = remaining
+    }
+
     /// The template part of the id (`pro.tpm` of `pro.tpm/consumer=alice`).
     public var policyName: String {
         let raw = spec.id.rawValue
