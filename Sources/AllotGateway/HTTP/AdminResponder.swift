@@ -1,6 +1,7 @@
 import AllotCore
 import Foundation
 import Hummingbird
+import ServiceLifecycle
 import Synchronization
 
 /// The gateway's loopback listener: `/metrics`, `/healthz`, `/readyz`, and the sidecar API for
@@ -33,13 +34,23 @@ struct AdminResponder: Sendable {
 
 /// Reservations made through `/v1/check`, held until `/v1/settle` names them (or their TTL
 /// runs out: then they are settled at the full amount, like a cut stream).
-final class Sidecar: Sendable {
+final class Sidecar: Service, Sendable {
     let core: GatewayCore
     private let held = Mutex<[String: (admission: Admission, expires: Instant)]>([:])
 
     init(core: GatewayCore) { self.core = core }
 
     var count: Int { held.withLock { $0.count } }
+
+    /// As a service: sweeps expired reservations every 5 s; on shutdown (after the listeners
+    /// stopped, before the leases go back) settles every one still held.
+    func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(5)) }
+            sweep()
+        }
+        sweep(everything: true)
+    }
 
     func check(_ request: Request) async -> Response {
         let json: [String: Any]
@@ -99,9 +110,9 @@ final class Sidecar: Sendable {
         return HTTPSupport.json(200, ["settled": true, "reservation_id": id])
     }
 
-    /// Settles reservations whose TTL ran out, at their full amount.
-    func sweep() {
-        let now = core.now()
+    /// Settles reservations whose TTL ran out (all of them with `everything`), at their full amount.
+    func sweep(everything: Bool = false) {
+        let now = everything ? .distantFuture : core.now()
         let expired = held.withLock { h -> [Admission] in
             let gone = h.filter { $0.value.expires <= now }
             for k in gone.keys { h.removeValue(forKey: k) }

@@ -79,15 +79,9 @@ public final class GatewayService: Service, Sendable {
                 ports.withLock { $0.1 = channel.localAddress?.port }
                 announce()
             }, logger: httpLogger)
-        // Shut down in reverse order: the proxy stops first, the lease client last.
-        let group = ServiceGroup(configuration: .init(services: [leaseClient, adminApp, proxyApp], logger: logger))
-        let sweeper = Task { [sidecar] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(5))
-                sidecar.sweep()
-            }
-        }
-        defer { sweeper.cancel() }
+        // Shut down in reverse order: the proxy stops first, then the sidecar's held
+        // reservations are settled, and the lease client gives everything back last.
+        let group = ServiceGroup(configuration: .init(services: [leaseClient, sidecar, adminApp, proxyApp], logger: logger))
         do {
             try await withGracefulShutdownHandler {
                 try await group.run()
