@@ -7,7 +7,8 @@ struct Allot: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allot",
         abstract: "Allot: fleet-wide quotas for AI gateways, enforced locally with expiring leases.",
-        subcommands: [Simulate.self, Certs.self, CoordinatorCommand.self, Status.self, NodeLoad.self, Audit.self])
+        subcommands: [Demo.self, Simulate.self, GatewayCommand.self, MockUpstreamCommand.self, CoordinatorCommand.self, Certs.self,
+                      HashKey.self, Status.self, NodeLoad.self, Audit.self])
 }
 
 extension Scenario.Name: ExpressibleByArgument {}

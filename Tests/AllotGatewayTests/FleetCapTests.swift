@@ -148,18 +148,3 @@ struct FleetCapTests {
     }
 }
 
-/// The most by which any interval's total exceeds burst + limit·T/period (≤ 0: the cap held).
-func rateExcess(_ events: [(Int64, Int64)], limit: Double, period: Double, burst: Double) -> Double {
-    // max over a ≤ b of S(b) - S(a-) - rate·(t_b - t_a) - burst.
-    let rate = limit / period
-    var worst = -Double.infinity
-    var best = 0.0 // max over a of (rate·t_a - S(a-))
-    var s = 0.0
-    for (i, (t, amount)) in events.enumerated() {
-        let candidate = rate * Double(t) - s
-        best = i == 0 ? candidate : max(best, candidate)
-        s += Double(amount)
-        worst = max(worst, s - rate * Double(t) + best - burst)
-    }
-    return events.isEmpty ? 0 : worst
-}

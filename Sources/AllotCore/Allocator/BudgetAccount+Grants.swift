@@ -121,7 +121,9 @@ extension BudgetAccount {
         let (wants, mine) = activeWants(node, now: now, settings: settings) { $0.want }
         let share = WaterFill.shares(capacity: pool + spendable + held, wants: wants)[mine]
         let target = min(share - held, settings.maxSlice)
-        guard target > 0 else { return (0, .zero) }
+        // The node already holds its fair share: nothing now, and no point asking again at
+        // once (a node that re-asked every poll was the demo's top talker).
+        guard target > 0 else { return (0, .nanoseconds(settings.refreshInterval.nanoseconds / 4)) }
         let amount = max(0, min(max(target, settings.minSlice), pool))
         guard amount < target else { return (amount, .zero) }
         switch spec.kind {

@@ -36,7 +36,9 @@ extension Enforcer {
         // Enough for one interval at the measured demand, on top of what is reserved in flight
         // (a local bucket asks for two intervals: it must absorb demand's noise on its own).
         let perInterval = rate * intervalNs / 1_000_000_000
-        var target = max(s.isRate ? 2 * perInterval : perInterval, s.lastCost, 1) + s.reserved
+        // A slice also keeps one request's worth above the refill threshold (`low` below fires
+        // at `lastCost`), or a node holding exactly its want would ask again and again.
+        var target = max(s.isRate ? 2 * perInterval : perInterval, s.lastCost, 1) + (s.isRate ? 0 : s.lastCost) + s.reserved
         if s.isConcurrency {
             // Permits: what is in flight now, plus room for its noise (Little's law is already
             // in the in-flight count); denied attempts raise it through `needsRefill` below.

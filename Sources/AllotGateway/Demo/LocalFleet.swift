@@ -80,10 +80,10 @@ public final class LocalFleet: Sendable {
             let transport = TLSLeaseTransport(host: "127.0.0.1", port: cport, tls: tls, group: MultiThreadedEventLoopGroup.singleton)
             let slot = 2 + i * 2
             let gw = try GatewayService(config: g, consumers: consumers, transport: transport, clientSettings: clientSettings,
-                                        logger: logger, observer: observer) { p, a in
-                bound.set(slot, p)
-                bound.set(slot + 1, a)
-            }
+                                        logger: logger, onListening: { p, a in
+                                            bound.set(slot, p)
+                                            bound.set(slot + 1, a)
+                                        }, observer: observer)
             gateways.append(gw)
             await group.addServiceUnlessShutdown(gw)
         }

@@ -26,8 +26,8 @@ public final class GatewayService: Service, Sendable {
     /// `transport`: how this node reaches its coordinator (`TLSLeaseTransport` in production).
     public init(config: GatewayConfig, consumers: ConsumerDirectory, transport: any LeaseTransport,
                 clientSettings: LeaseClient.Settings = LeaseClient.Settings(), logger: Logger,
-                observer: GatewayEvent.Observer? = nil,
-                onListening: @escaping @Sendable (_ proxyPort: Int, _ adminPort: Int) -> Void = { _, _ in }) throws {
+                onListening: @escaping @Sendable (_ proxyPort: Int, _ adminPort: Int) -> Void = { _, _ in },
+                observer: GatewayEvent.Observer? = nil) throws {
         var settings = EnforcerSettings(node: NodeID(config.name))
         settings.leaseTTL = config.shared.core.allocator.leaseTTL
         settings.refreshInterval = config.shared.core.allocator.refreshInterval

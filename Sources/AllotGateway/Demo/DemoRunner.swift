@@ -1,0 +1,261 @@
+import AllotCore
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// `allot demo`: a coordinator, N gateway nodes and the mock upstream in this process over
+/// mutual TLS on loopback; a mixed workload (free, pro and agent consumers, one runaway
+/// agent, streaming and not) for `duration`; a live table, a summary per consumer and budget
+/// checked against the caps from the gateways' own timestamps, and an HTML report.
+public struct DemoRunner: Sendable {
+    public struct Options: Sendable {
+        public var duration: Duration = .seconds(20)
+        public var nodes = 3
+        public var report: String? = "allot-demo-report.html"
+        public var live = true
+        public init() {}
+    }
+
+    /// One row of the summary: a consumer's budget, its cap, what was admitted and by how much
+    /// the fleet went over (0 when the cap held).
+    public struct Row: Sendable {
+        public var consumer: String
+        public var budget: String
+        public var cap: String
+        public var admitted: Int64
+        public var denied: Int
+        public var overshoot: Int64
+    }
+
+    public struct Result: Sendable {
+        public var rows: [Row]
+        public var requests: Int
+        public var admitted: Int
+        public var messagesPer1k: Double
+        public var runawayFlagged: [String]
+        public var reportPath: String?
+        public var totalOvershoot: Int64 { rows.reduce(0) { $0 + $1.overshoot } }
+    }
+
+    public let options: Options
+    public init(options: Options) { self.options = options }
+
+    final class Tally: Sendable {
+        struct PerConsumer: Sendable {
+            var sent = 0
+            var ok = 0
+            var denied: [String: Int] = [:]
+            var errors = 0
+        }
+        let byConsumer = Mutex<[String: PerConsumer]>([:])
+        let events = Mutex<[GatewayEvent]>([])
+        func observe(_ e: GatewayEvent) { events.withLock { $0.append(e) } }
+        func record(_ consumer: String, status: Int, code: String?) {
+            byConsumer.withLock { m in
+                var c = m[consumer] ?? PerConsumer()
+                c.sent += 1
+                if status == 200 { c.ok += 1 } else if status == 429 || status == 503 { c.denied[code ?? "\(status)", default: 0] += 1 } else { c.errors += 1 }
+                m[consumer] = c
+            }
+        }
+    }
+
+    public func run(print: @escaping @Sendable (String) -> Void) async throws -> Result {
+        let config = try GatewayConfig(yaml: DemoScript.configYAML)
+        let consumers = try ConsumerDirectory(yaml: DemoScript.consumersYAML, tiers: Set(config.shared.tiers.map(\.name)))
+        let tally = Tally()
+        var mock = MockUpstream.Settings()
+        mock.chunkInterval = .milliseconds(3)
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: options.nodes, mock: mock,
+                                               observer: { tally.observe($0) })
+        try? DemoScript.configYAML.write(to: fleet.directory.appendingPathComponent("allot.yaml"), atomically: true, encoding: .utf8)
+        print("allot demo: coordinator on 127.0.0.1:\(fleet.coordinatorPort) (mTLS), gateways on \(fleet.proxyPorts.map { "127.0.0.1:\($0)" }.joined(separator: ", ")), mock upstream on 127.0.0.1:\(fleet.mockPort ?? 0)")
+        print("running a \(options.duration.components.seconds)-second mixed workload: \(DemoScript.actors.map { "\($0.id) (\($0.tier))" }.joined(separator: ", "))\n")
+        var http = HTTPClient.Configuration()
+        http.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 128
+        http.timeout = .init(connect: .seconds(2), read: .seconds(10))
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+        let start = ContinuousClock.now
+        let startInstant = fleet.gateways[0].core.now()
+        let total = options.duration
+        let ports = fleet.proxyPorts
+        let live = options.live
+        await withTaskGroup(of: Void.self) { group in
+            for actor in DemoScript.actors {
+                group.addTask { await Self.drive(actor, ports: ports, client: client, start: start, total: total, tally: tally) }
+            }
+            group.addTask {
+                var second = 0
+                while ContinuousClock.now - start < total {
+                    try? await Task.sleep(for: .seconds(1))
+                    second += 1
+                    if live { print(Self.liveTable(tally, second: second)) }
+                }
+            }
+        }
+        try? await client.shutdown()
+        await fleet.stop()
+        let traffic = fleet.gateways.reduce(0) { $0 + $1.leaseClient.traffic.framesSent + $1.leaseClient.traffic.framesReceived }
+        if ProcessInfo.processInfo.environment["ALLOT_DEMO_DEBUG"] != nil {
+            print("frames in at the coordinator: \(fleet.coordinator.counters.framesIn.sorted { $0.key < $1.key }); grants \(fleet.coordinator.counters.grants), pushes \(fleet.coordinator.counters.pushes)")
+            for id in fleet.coordinator.budgetIDs { if let st = fleet.coordinator.allocatorStatus(id) { print("  \(id): grants \(st.grants)") } }
+        }
+        let result = try summarize(config: config, tally: tally, fleet: fleet, traffic: traffic, start: startInstant)
+        print(Self.summaryTable(result))
+        var r = result
+        if let path = options.report {
+            try DemoReport.html(result: result, events: tally.events.withLock { $0 }, nodes: fleet.gateways.map { $0.core.node },
+                                start: startInstant, seconds: Int(total.components.seconds), config: config)
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            r.reportPath = path
+            print("report: \(path)   audit trails: \(fleet.directory.path)/audit-gw-*   (allot audit verify / summary)")
+        }
+        return r
+    }
+
+    static func drive(_ a: DemoScript.Actor, ports: [Int], client: HTTPClient, start: ContinuousClock.Instant, total: Duration, tally: Tally) async {
+        await withTaskGroup(of: Void.self) { group in
+            var n = 0
+            var next = start
+            while true {
+                let now = ContinuousClock.now
+                let elapsed = now - start
+                guard elapsed < total else { break }
+                let progress = Double(elapsed.components.seconds) / Double(total.components.seconds)
+                if next > now { try? await Task.sleep(until: next, clock: .continuous) }
+                next = next + .milliseconds(Int64(1000 / max(0.1, a.rate(progress))))
+                n += 1
+                let i = n
+                group.addTask {
+                    var req = HTTPClientRequest(url: "http://127.0.0.1:\(ports[i % ports.count])/v1/chat/completions")
+                    req.method = .POST
+                    req.headers.add(name: "authorization", value: "Bearer \(a.key)")
+                    req.headers.add(name: "content-type", value: "application/json")
+                    req.headers.add(name: "x-mock-completion-tokens", value: "\(a.completionTokens + (i * 37) % 50)")
+                    req.headers.add(name: "x-mock-latency-ms", value: "\(a.latencyMs)")
+                    if let d = a.chainDepth { req.headers.add(name: "x-allot-chain-depth", value: "\(d)") }
+                    let stream = i % a.streamEvery == 0
+                    let body = "{\"model\":\"\(a.model)\",\"max_tokens\":\(a.maxTokens),\"stream\":\(stream),\"messages\":[{\"role\":\"user\",\"content\":\"Request \(i) from \(a.id): summarise the quarterly numbers.\"}]}"
+                    req.body = .bytes(ByteBuffer(string: body))
+                    do {
+                        let r = try await client.execute(req, timeout: .seconds(10))
+                        var text = ""
+                        for try await chunk in r.body where r.status.code != 200 { text += String(buffer: chunk) }
+                        let code = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+                            .flatMap { $0["error"] as? [String: Any] }?["code"] as? String
+                        tally.record(a.id, status: Int(r.status.code), code: code)
+                    } catch {
+                        tally.record(a.id, status: 0, code: nil)
+                    }
+                }
+            }
+        }
+    }
+
+    static func liveTable(_ tally: Tally, second: Int) -> String {
+        let m = tally.byConsumer.withLock { $0 }
+        var lines = ["\u{1B}[2J\u{1B}[H allot demo — t=\(second)s", "",
+                     pad("consumer", 10) + pad("sent", 8) + pad("ok", 8) + pad("denied", 8) + "denied by"]
+        for a in DemoScript.actors {
+            let c = m[a.id] ?? Tally.PerConsumer()
+            let by = c.denied.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            lines.append(pad(a.id, 10) + pad("\(c.sent)", 8) + pad("\(c.ok)", 8) + pad("\(c.denied.values.reduce(0, +))", 8) + by)
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+
+    static func summaryTable(_ r: Result) -> String {
+        var lines = ["", "summary (caps checked fleet-wide from the gateways' own timestamps)", "",
+                     pad("consumer", 10) + pad("budget", 30) + pad("cap", 28) + pad("admitted", 10) + pad("denied", 8) + "overshoot"]
+        for row in r.rows {
+            lines.append(pad(row.consumer, 10) + pad(row.budget, 30) + pad(row.cap, 28) + pad("\(row.admitted)", 10)
+                         + pad("\(row.denied)", 8) + "\(row.overshoot)")
+        }
+        lines.append("")
+        lines.append("requests \(r.requests), admitted \(r.admitted); coordinator messages per 1,000 requests: \(String(format: "%.1f", r.messagesPer1k))")
+        lines.append("runaway flagged: \(r.runawayFlagged.isEmpty ? "none" : r.runawayFlagged.joined(separator: ", "));  total overshoot: \(r.totalOvershoot)")
+        return lines.joined(separator: "\n")
+    }
+
+    func summarize(config: GatewayConfig, tally: Tally, fleet: LocalFleet, traffic: Int, start: Instant) throws -> Result {
+        let events = tally.events.withLock { $0 }
+        let catalog = try config.catalog
+        var rows: [Row] = []
+        let admits = events.filter { $0.kind == .admit }
+        let settles = Dictionary(events.filter { $0.kind == .settle }.map { ("\($0.node)#\($0.id)", $0) }, uniquingKeysWith: { a, _ in a })
+        for a in DemoScript.actors {
+            guard let entry = consumers(config).lookup(consumer: a.id) else { continue }
+            let specs = try catalog.budgets(for: entry.consumer, route: Route.chat.rawValue, model: a.model)
+            let mine = admits.filter { $0.consumer == a.id }.sorted { $0.time < $1.time }
+            let denials = events.filter { $0.kind == .deny && $0.consumer == a.id }
+            for spec in specs {
+                // The team's spend is shared: count every consumer of the team.
+                let members = Set(DemoScript.actors.filter { spec.key[.team] == nil || $0.team == spec.key[.team] }.map(\.id))
+                let scoped = spec.key[.consumer] == nil ? admits.filter { members.contains($0.consumer) }.sorted { $0.time < $1.time } : mine
+                // Each admission at its own time, charged what it finally cost.
+                let charged: [(Int64, Int64)] = scoped.map { e in
+                    let cost = settles["\(e.node)#\(e.id)"]?.cost ?? e.cost ?? Cost()
+                    return (e.time.nanoseconds, spec.amount(for: cost))
+                }
+                var overshoot: Int64 = 0
+                var cap = "\(spec.kind)"
+                switch spec.kind {
+                case .rate(let limit, let period, let burst):
+                    let excess = rateExcess(charged, limit: Double(limit), period: Double(period.nanoseconds), burst: Double(burst))
+                    overshoot = max(0, Int64(excess.rounded(.up)))
+                    cap = "\(limit)/\(period.components.seconds)s, burst \(burst)"
+                case .quota(let allowance, let window):
+                    overshoot = max(0, charged.reduce(0) { $0 + $1.1 } - allowance)
+                    cap = "\(allowance)/\(window.period.rawValue)"
+                case .concurrency(let limit):
+                    overshoot = max(0, Int64(Self.maxConcurrent(scoped, settles: settles)) - limit)
+                    cap = "\(limit) in flight"
+                }
+                if rows.contains(where: { $0.budget == spec.id.rawValue }) { continue }
+                rows.append(Row(consumer: a.id, budget: spec.id.rawValue, cap: cap, admitted: charged.reduce(0) { $0 + $1.1 },
+                                denied: denials.filter { $0.budget == spec.id.rawValue }.count, overshoot: overshoot))
+            }
+        }
+        let counts = tally.byConsumer.withLock { $0 }
+        let requests = counts.values.reduce(0) { $0 + $1.sent }
+        let flagged = DemoScript.actors.map(\.id).filter { id in events.contains { $0.consumer == id && $0.budget == "runaway/consumer=\(id)" } }
+        return Result(rows: rows, requests: requests, admitted: admits.count,
+                      messagesPer1k: requests > 0 ? Double(traffic) * 1000 / Double(requests) : 0, runawayFlagged: flagged, reportPath: nil)
+    }
+
+    func consumers(_ config: GatewayConfig) -> ConsumerDirectory {
+        (try? ConsumerDirectory(yaml: DemoScript.consumersYAML, tiers: Set(config.shared.tiers.map(\.name)))) ?? ConsumerDirectory(entries: [])
+    }
+
+    static func maxConcurrent(_ admits: [GatewayEvent], settles: [String: GatewayEvent]) -> Int {
+        var points: [(Int64, Int)] = []
+        for a in admits {
+            points.append((a.time.nanoseconds, 1))
+            if let s = settles["\(a.node)#\(a.id)"] { points.append((s.time.nanoseconds, -1)) }
+        }
+        points.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
+        var n = 0, peak = 0
+        for (_, d) in points { n += d; peak = max(peak, n) }
+        return peak
+    }
+}
+
+/// The most by which any interval's total exceeds burst + limit·T/period (≤ 0: the cap held).
+/// `events`: (time in ns, amount), sorted by time.
+public func rateExcess(_ events: [(Int64, Int64)], limit: Double, period: Double, burst: Double) -> Double {
+    let rate = limit / period
+    var worst = -Double.infinity
+    var best = 0.0 // max over a of (rate·t_a - S(before a))
+    var s = 0.0
+    for (i, (t, amount)) in events.enumerated() {
+        let candidate = rate * Double(t) - s
+        best = i == 0 ? candidate : max(best, candidate)
+        s += Double(amount)
+        worst = max(worst, s - rate * Double(t) + best - burst)
+    }
+    return events.isEmpty ? 0 : worst
+}
