@@ -93,7 +93,12 @@ public struct CoordinatorConfig: Sendable {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw AllotError(.invalidSettings, "cannot read the configuration file \(path)")
         }
-        return try CoordinatorConfig(yaml: text)
+        var cfg = try CoordinatorConfig(yaml: text)
+        // A relative tls.dir is relative to the file, not to the working directory.
+        if !cfg.tlsDirectory.hasPrefix("/") {
+            cfg.tlsDirectory = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(cfg.tlsDirectory).path
+        }
+        return cfg
     }
 
     // MARK: the file's shape

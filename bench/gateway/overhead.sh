@@ -12,7 +12,7 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2
 swift build -c release --product allot >/dev/null
 A=$PWD/.build/release/allot
 D=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$D"; }
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] && echo "kept $D" || rm -rf "$D"; }
 trap cleanup EXIT
 $A certs init --dir "$D/certs" >/dev/null
 $A certs issue --dir "$D/certs" --role coordinator --name c1 --ip 127.0.0.1 >/dev/null

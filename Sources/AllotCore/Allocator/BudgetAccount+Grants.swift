@@ -121,9 +121,10 @@ extension BudgetAccount {
         let (wants, mine) = activeWants(node, now: now, settings: settings) { $0.want }
         let share = WaterFill.shares(capacity: pool + spendable + held, wants: wants)[mine]
         let target = min(share - held, settings.maxSlice)
-        // The node already holds its fair share: nothing now, and no point asking again at
-        // once (a node that re-asked every poll was the demo's top talker).
-        guard target > 0 else { return (0, .nanoseconds(settings.refreshInterval.nanoseconds / 4)) }
+        // The node already holds its fair share: nothing now. No back-off: a node whose
+        // demand grows must be able to ask again at once (a back-off here caused false denials
+        // under a ramp); the node's own want keeps it from asking while it holds enough.
+        guard target > 0 else { return (0, .zero) }
         let amount = max(0, min(max(target, settings.minSlice), pool))
         guard amount < target else { return (amount, .zero) }
         switch spec.kind {

@@ -51,7 +51,7 @@ public struct GatewayConfig: Sendable {
         func resolve(_ p: String) -> String { p.hasPrefix("/") ? p : base.appendingPathComponent(p).path }
         cfg.consumersFile = resolve(cfg.consumersFile)
         cfg.auditDirectory = cfg.auditDirectory.map(resolve)
-        cfg.shared.tlsDirectory = resolve(cfg.shared.tlsDirectory)
+        cfg.shared = try CoordinatorConfig.load(path: path)
         return cfg
     }
 
