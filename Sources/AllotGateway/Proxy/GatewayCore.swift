@@ -161,7 +161,9 @@ public final class GatewayCore: Sendable {
             }
         }
         let deadline = started + config.admissionWait
-        var poked = false
+        // Retries while the node is not asking for more: other requests on this node may take
+        // a refill that arrived between a denial and the look at the slice.
+        var idleRetries = 0
         while true {
             let now = clock()
             switch enforcer.reserve(cost, on: r.set, now: now) {
@@ -174,11 +176,13 @@ public final class GatewayCore: Sendable {
                 return .success(Admission(core: self, id: id, entry: entry, plan: plan, reservation: reservation,
                                           standings: standings(r), runaway: isRunaway, started: started))
             case .denied(let h):
-                if !poked { poke(); poked = true }
+                // Ask now (the poll decides whether asking is worth it), then look.
+                poke()
                 let status = enforcer.withEnforcer { $0.status(h) }
                 let spec = r.specs[r.handles.firstIndex(of: h) ?? 0]
                 let waiting = status.awaitingGrant || status.leaseID == 0
-                if waiting && clock() < deadline {
+                if clock() < deadline && (waiting || idleRetries < 3) {
+                    if !waiting { idleRetries += 1 }
                     try? await Task.sleep(for: .milliseconds(1))
                     continue
                 }
