@@ -82,4 +82,33 @@ struct EndToEndTests {
         let records = try auditRecords(fleet)
         #expect(records.filter { $0.decision == "deny" }.map(\.budget) == ["free.rpm/consumer=f1", "free.rpm/consumer=f1"])
     }
+
+    @Test("budgets per model and per route; other paths pass through under the route budget; a per-consumer override wins")
+    func scopesAndOverrides() async throws {
+        let (config, consumers) = try testConfig { c in
+            // free.rpm for f1 only: 2 per minute instead of the tier's 5.
+            c.shared.budgets.append(try! BudgetSpec(id: "free.rpm/consumer=f1", unit: .requests,
+                                                    kind: .rate(limit: 2, period: .seconds(60), burst: 2)))
+        }
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 1)
+        let port = fleet.proxyPorts[0]
+        let chat = try await call(port: port, key: "sk-pro-1", body: chatBody(model: "large"))
+        #expect(chat.status == 200)
+        #expect(chat.headers["ratelimit-policy"]?.contains("\"pro.per-model\";q=600;w=60") == true)
+        let models = try await call(port: port, path: "/v1/models", method: .GET, key: "sk-pro-1", body: nil)
+        #expect(models.status == 200 && models.body.contains("\"object\":\"list\""))
+        let gw = try #require(fleet.gateways.first)
+        let ids = ["pro.per-model/consumer=p1,model=large", "pro.per-route/consumer=p1,route=chat", "pro.per-route/consumer=p1,route=other"]
+        for id in ids {
+            let consumed = gw.core.enforcer.withEnforcer { e in e.handle(for: BudgetID(id)).map { e.status($0).consumed } }
+            #expect(consumed == 1, "\(id)")
+        }
+        // The free tier may not use other routes.
+        let denied = try await call(port: port, path: "/v1/models", method: .GET, key: "sk-free-1", body: nil)
+        #expect(denied.status == 403 && denied.errorCode == "route_not_entitled")
+        var statuses: [Int] = []
+        for _ in 0..<3 { statuses.append(try await call(port: port, key: "sk-free-1", body: chatBody(maxTokens: 10)).status) }
+        #expect(statuses == [200, 200, 429])
+        await fleet.stop()
+    }
 }

@@ -21,6 +21,8 @@ tiers:
       - {name: tpm, scope: [consumer], unit: tokens, kind: rate, limit: 20000, period: 1m}
       - {name: month, scope: [consumer], unit: tokens, kind: quota, allowance: 15000, window: month, time_zone: Europe/Berlin}
       - {name: spend, scope: [team], unit: micro_dollars, kind: quota, allowance: 100000000, window: month}
+      - {name: per-model, scope: [consumer, model], unit: requests, kind: rate, limit: 600, period: 1m}
+      - {name: per-route, scope: [consumer, route], unit: requests, kind: rate, limit: 600, period: 1m}
   - name: agent
     templates:
       - {name: inflight, scope: [consumer], kind: concurrency, limit: 3}
