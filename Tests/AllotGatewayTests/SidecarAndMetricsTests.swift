@@ -70,4 +70,17 @@ struct SidecarAndMetricsTests {
         let recs = try auditRecords(fleet).filter { $0.consumer == "a2" }
         #expect(recs.contains { $0.runaway && $0.decision == "deny" && $0.budget == "runaway/consumer=a2" })
     }
+
+    @Test("a reloaded consumers file takes effect at once: new keys work, removed keys are refused")
+    func reloadConsumers() async throws {
+        let (config, consumers) = try testConfig()
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 1)
+        let port = fleet.proxyPorts[0]
+        #expect(try await call(port: port, key: "sk-new", body: chatBody()).status == 401)
+        let yaml = "consumers:\n  - {id: newbie, tier: pro, key_sha256: \(ConsumerDirectory.hash("sk-new"))}\n"
+        fleet.gateways[0].core.reload(consumers: try ConsumerDirectory(yaml: yaml, tiers: ["free", "pro", "agent"]))
+        #expect(try await call(port: port, key: "sk-new", body: chatBody()).status == 200)
+        #expect(try await call(port: port, key: "sk-pro-1", body: chatBody()).status == 401)
+        await fleet.stop()
+    }
 }

@@ -143,9 +143,11 @@ public struct DemoRunner: Sendable {
                         let r = try await client.execute(req, timeout: .seconds(10))
                         var text = ""
                         for try await chunk in r.body where r.status.code != 200 { text += String(buffer: chunk) }
-                        let code = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
-                            .flatMap { $0["error"] as? [String: Any] }?["code"] as? String
-                        tally.record(a.id, status: Int(r.status.code), code: code)
+                        // What denied: the budget's template (`free.rpm`), else the error code.
+                        let error = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+                            .flatMap { $0["error"] as? [String: Any] }
+                        let budget = (error?["budget"] as? String).map { String($0.prefix { $0 != "/" }) }
+                        tally.record(a.id, status: Int(r.status.code), code: budget ?? error?["code"] as? String)
                     } catch {
                         tally.record(a.id, status: 0, code: nil)
                     }
