@@ -92,6 +92,6 @@ public final class AuditLog: Sendable {
     static func index(of url: URL) -> Int? { Int(url.lastPathComponent.dropFirst(6).dropLast(6)) }
 
     public static func hash(_ line: Data) -> String {
-        SHA256.hash(data: line).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(SHA256.hash(data: line))
     }
 }

@@ -4,8 +4,8 @@ import Testing
 /// Regression: three nodes sharing a consumer's budgets at a few requests per second, one of
 /// them a rate budget the consumer is over. The demo showed each node re-asking for its
 /// monthly quota on every poll: a slice counts as low at one request's cost, but its want
-/// (enough for the interval) never rose above what it held, so the coordinator answered
-/// "you hold your share" every time.
+/// (enough for the interval) did not exceed what it held, so the coordinator answered
+/// "you hold your share" every time. A low slice now asks only while it wants more.
 @Suite("Lease chatter")
 struct ChatterTests {
     @Test("a node holding its fair share of a quota does not ask again on every poll")

@@ -36,9 +36,7 @@ extension Enforcer {
         // Enough for one interval at the measured demand, on top of what is reserved in flight
         // (a local bucket asks for two intervals: it must absorb demand's noise on its own).
         let perInterval = rate * intervalNs / 1_000_000_000
-        // A slice also keeps one request's worth above the refill threshold (`low` below fires
-        // at `lastCost`), or a node holding exactly its want would ask again and again.
-        var target = max(s.isRate ? 2 * perInterval : perInterval, s.lastCost, 1) + (s.isRate ? 0 : s.lastCost) + s.reserved
+        var target = max(s.isRate ? 2 * perInterval : perInterval, s.lastCost, 1) + s.reserved
         if s.isConcurrency {
             // Permits: what is in flight now, plus room for its noise (Little's law is already
             // in the in-flight count); denied attempts raise it through `needsRefill` below.
@@ -51,7 +49,10 @@ extension Enforcer {
         // lease cannot outlive its window and renewing it near the window's end changes nothing.
         let renew = hasLease && s.expiresAt - now <= settings.renewMargin && rate > 0
             && now - s.lastSentAt >= settings.renewMargin / 3
-        var need = (s.needsRefill || low) && rate > 0 && now >= s.retryNotBefore
+        // A low slice asks only if it wants more than it holds: the coordinator sizes slices by
+        // the want, so a node holding its want would be told "you hold your share" on every
+        // poll (the demo's top talker, 1,480 empty answers in 8 s for one quota).
+        var need = (s.needsRefill || (low && (s.isRate || s.holding < target))) && rate > 0 && now >= s.retryNotBefore
         if s.isConcurrency {
             // At most ten asks per refresh interval for permits.
             need = need && now - s.lastSentAt >= .nanoseconds(intervalNs / 10)

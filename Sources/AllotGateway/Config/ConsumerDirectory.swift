@@ -39,7 +39,7 @@ public struct ConsumerDirectory: Sendable {
     public func lookup(consumer id: String) -> Entry? { byID[id] }
 
     public static func hash(_ key: String) -> String {
-        SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(SHA256.hash(data: Data(key.utf8)))
     }
 
     public static func load(path: String, tiers: Set<String>) throws -> ConsumerDirectory {
