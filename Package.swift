@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "AllotCoordinator", targets: ["AllotCoordinator"]),
         .library(name: "AllotNode", targets: ["AllotNode"]),
         .library(name: "AllotGateway", targets: ["AllotGateway"]),
+        .library(name: "AllotCluster", targets: ["AllotCluster"]),
         .executable(name: "allot", targets: ["allot"]),
     ],
     dependencies: [
@@ -98,6 +99,9 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // The coordinator cluster (step 4, started): SWIM membership and rendezvous ownership,
+        // pure state machines.
+        .target(name: "AllotCluster", dependencies: ["AllotCore"]),
         // The command-line tool: a thin shell.
         .executableTarget(
             name: "allot",
@@ -111,6 +115,7 @@ let package = Package(
         ),
         .testTarget(name: "AllotCoreTests", dependencies: ["AllotCore"]),
         .testTarget(name: "AllotSimulatorTests", dependencies: ["AllotCore", "AllotSimulator"]),
+        .testTarget(name: "AllotClusterTests", dependencies: ["AllotCore", "AllotCluster"]),
         .testTarget(
             name: "AllotGatewayTests",
             dependencies: [
