@@ -88,6 +88,8 @@ let package = Package(
             name: "AllotGateway",
             dependencies: [
                 "AllotCore", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode",
+                // BudgetChecker: the demo checks caps with the simulator's exact replay.
+                "AllotSimulator",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -119,7 +121,7 @@ let package = Package(
         .testTarget(
             name: "AllotGatewayTests",
             dependencies: [
-                "AllotGateway", "AllotCore", "AllotCoordinator", "AllotNode", "AllotTransport",
+                "AllotGateway", "AllotCore", "AllotCoordinator", "AllotNode", "AllotTransport", "AllotSimulator",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

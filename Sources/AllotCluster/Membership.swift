@@ -149,8 +149,8 @@ public struct Membership: Sendable {
     /// Runs timeouts and, once per protocol period, the next probe.
     public mutating func tick(now: Instant) -> [Envelope] {
         var out: [Envelope] = []
-        // Direct probes without an ack after pingTimeout: ask others.
-        for (seq, p) in probes where p.relayTo == nil && !p.indirectSent && seq == currentProbe && now - p.sentAt >= settings.pingTimeout {
+        // The period's probe without an ack after pingTimeout: ask others.
+        if let seq = currentProbe, let p = probes[seq], !p.indirectSent, now - p.sentAt >= settings.pingTimeout {
             probes[seq]?.indirectSent = true
             let helpers = pick(settings.indirectProbes, excluding: [p.target])
             for h in helpers { out.append(envelope(to: h, .pingRequest(seq: seq, target: p.target))) }

@@ -94,11 +94,13 @@ public struct CoordinatorConfig: Sendable {
             throw AllotError(.invalidSettings, "cannot read the configuration file \(path)")
         }
         var cfg = try CoordinatorConfig(yaml: text)
-        // A relative tls.dir is relative to the file, not to the working directory.
-        if !cfg.tlsDirectory.hasPrefix("/") {
-            cfg.tlsDirectory = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(cfg.tlsDirectory).path
-        }
+        cfg.tlsDirectory = resolve(cfg.tlsDirectory, relativeTo: path)
         return cfg
+    }
+
+    /// A relative path in a configuration file is relative to the file, not to the working directory.
+    public static func resolve(_ p: String, relativeTo file: String) -> String {
+        p.hasPrefix("/") ? p : URL(fileURLWithPath: file).deletingLastPathComponent().appendingPathComponent(p).path
     }
 
     // MARK: the file's shape

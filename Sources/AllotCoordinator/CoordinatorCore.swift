@@ -212,8 +212,6 @@ public final class CoordinatorCore: Sendable {
     }
 
     public var counters: Counters { state.withLock { $0.counters } }
-    /// Every budget the allocator holds (configured, and tier budgets created so far).
-    public var budgetIDs: [BudgetID] { state.withLock { $0.allocator.budgetIDs } }
 
     public func count(frame kind: String) { state.withLock { $0.counters.framesIn[kind, default: 0] += 1 } }
     public func count(rejected reason: String) { state.withLock { $0.counters.rejected[reason, default: 0] += 1 } }

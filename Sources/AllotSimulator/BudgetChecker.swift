@@ -91,6 +91,20 @@ public struct BudgetChecker: Sendable {
         }
     }
 
+    /// By how many units the admissions broke the definition at worst (0 when conformant):
+    /// rate, the deepest the exact bucket went below zero (= the most any interval's admissions
+    /// exceeded burst + rate·T); quota, the most a window went over; concurrency, the most in
+    /// flight beyond the limit.
+    public var excess: Int64 {
+        switch spec.kind {
+        case .rate(_, let p, _):
+            let period = Int128(p.nanoseconds)
+            return Int64((worstDeficit + period - 1) / period)
+        case .quota: return max(0, maxOver)
+        case .concurrency(let l): return max(0, maxInFlight - l)
+        }
+    }
+
     /// max over windows of (admitted − allowed) / allowed, 0 when never over. For a rate
     /// budget: over sliding windows of 0.1 to 10 periods, allowed = burst + rate·T.
     public var overshoot: Double {

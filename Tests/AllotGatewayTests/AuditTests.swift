@@ -80,24 +80,7 @@ struct AuditTests {
 
 @Suite("allot audit command line")
 struct AuditCommandTests {
-    static var binary: URL? {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let url = root.appendingPathComponent(".build/debug/allot")
-        return FileManager.default.isExecutableFile(atPath: url.path) ? url : nil
-    }
-
-    func run(_ args: [String]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = try #require(Self.binary, "build the allot binary first")
-        p.arguments = args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return (p.terminationStatus, out)
-    }
+    func run(_ args: [String]) throws -> (status: Int32, output: String) { try runAllot(args) }
 
     @Test("verify reports ok or the first broken record with exit 1; summary prints the totals")
     func commands() throws {

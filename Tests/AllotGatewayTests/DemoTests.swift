@@ -6,27 +6,7 @@ import Testing
 /// `allot gateway` refuses bad configuration clearly.
 @Suite("allot demo and gateway command line", .serialized)
 struct DemoTests {
-    static var binary: URL? {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        for config in ["debug", "release"] {
-            let url = root.appendingPathComponent(".build/\(config)/allot")
-            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-        }
-        return nil
-    }
-
-    func run(_ args: [String]) throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = try #require(Self.binary, "build the allot binary first (swift build)")
-        p.arguments = args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
+    func run(_ args: [String]) throws -> (status: Int32, output: String) { try runAllot(args) }
 
     @Test("allot demo (shortened) completes, shows zero overshoot, flags the runaway agent and writes the report")
     func demo() throws {

@@ -1,5 +1,6 @@
 import AllotCore
 import AllotGateway
+import AllotSimulator
 import Foundation
 import Testing
 
@@ -45,12 +46,8 @@ struct FleetCapTests {
         let month = try #require(fleet.coordinator.allocatorStatus("pro.month/consumer=p1"))
         #expect(month.consumed == settled, "ledger \(month.consumed) vs audit \(settled)")
         // Per minute: every interval's settled tokens, placed at admission, within burst + rate·T.
-        let settledByID = Dictionary(events.all.filter { $0.kind == .settle && $0.consumer == "p1" }.map { ("\($0.node)#\($0.id)", $0.cost!.tokens) },
-                                     uniquingKeysWith: +)
-        var amounts: [(Int64, Int64)] = events.all.filter { $0.kind == .admit && $0.consumer == "p1" }
-            .map { ($0.time.nanoseconds, settledByID["\($0.node)#\($0.id)"] ?? 0) }
-        amounts.sort { $0.0 < $1.0 }
-        #expect(rateExcess(amounts, limit: 20_000, period: 60e9, burst: 20_000) <= 0)
+        let tpm = try BudgetSpec(id: "pro.tpm/consumer=p1", unit: .tokens, kind: .rate(limit: 20_000, period: .seconds(60), burst: 20_000))
+        #expect(BudgetChecker.replay(events.all, consumers: ["p1"], spec: tpm).excess <= 0)
         #expect(records.count >= 9 && statuses[429, default: 0] > 0)
     }
 
@@ -76,7 +73,8 @@ struct FleetCapTests {
         }
         #expect(statuses.filter { $0 == 200 }.count >= 1)
         #expect(statuses.filter { $0 == 200 }.count <= 3)
-        #expect(events.maxConcurrent("a1") <= 3)
+        let inflight = try BudgetSpec(id: "agent.inflight/consumer=a1", unit: .requests, kind: .concurrency(limit: 3))
+        #expect(BudgetChecker.replay(events.all, consumers: ["a1"], spec: inflight).excess <= 0)
         // Idle nodes give their permits back after `idle_release` (2 s).
         try await Task.sleep(for: .milliseconds(2500))
 

@@ -113,14 +113,14 @@ struct GatewayBadInputTests {
         lone.adminPort = 0
         lone.auditDirectory = nil
         lone.coordinatorPort = fleet.coordinatorPort
-        let ports = PortsBox()
+        let ports = PortBox(count: 2)
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: fleet.directory.appendingPathComponent("certs"), role: .node, name: "gw-1") }
         let gw = try GatewayService(config: lone, consumers: consumers,
                                     transport: TLSLeaseTransport(host: "127.0.0.1", port: fleet.coordinatorPort, tls: tls, group: .singletonMultiThreadedEventLoopGroup),
                                     logger: .init(label: "t") { _ in SwiftLogNoOpLogHandler() },
-                                    onListening: { p, a in ports.set(p, a) })
+                                    onListening: { p, a in ports.set(0, p); ports.set(1, a) })
         let task = Task { try await gw.run() }
-        let (port, admin) = try await ports.wait()
+        let (port, admin) = (try await ports.wait(0), try await ports.wait(1))
         let r = try await call(port: port, key: "sk-pro-1", body: chatBody())
         #expect(r.status == 503 && r.errorCode == "budget_unavailable")
         #expect(r.headers["retry-after"] == "1")

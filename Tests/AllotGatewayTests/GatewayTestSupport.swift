@@ -119,18 +119,21 @@ final class EventLog: Sendable {
     private let events = Mutex<[GatewayEvent]>([])
     var observer: GatewayEvent.Observer { { [self] e in self.events.withLock { $0.append(e) } } }
     var all: [GatewayEvent] { events.withLock { $0 } }
+}
 
-    /// Most requests of `consumer` in flight at once, from admit to settle, fleet-wide.
-    func maxConcurrent(_ consumer: String) -> Int {
-        var points: [(Int64, Int)] = []
-        for e in all where e.consumer == consumer {
-            if e.kind == .admit { points.append((e.time.nanoseconds, 1)) }
-            if e.kind == .settle { points.append((e.time.nanoseconds, -1)) }
-        }
-        // At equal times, a settle frees its permit before an admit takes one.
-        points.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
-        var n = 0, peak = 0
-        for (_, d) in points { n += d; peak = max(peak, n) }
-        return peak
-    }
+/// Runs the `allot` binary that `swift build` put in `.build` (debug, else release).
+func runAllot(_ args: [String]) throws -> (status: Int32, output: String) {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let binary = ["debug", "release"].map { root.appendingPathComponent(".build/\($0)/allot") }
+        .first { FileManager.default.isExecutableFile(atPath: $0.path) }
+    let p = Process()
+    p.executableURL = try #require(binary, "build the allot binary first (swift build)")
+    p.arguments = args
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
 }

@@ -47,11 +47,9 @@ public struct GatewayConfig: Sendable {
         }
         var cfg = try GatewayConfig(yaml: text)
         // Relative paths in the file are relative to the file.
-        let base = URL(fileURLWithPath: path).deletingLastPathComponent()
-        func resolve(_ p: String) -> String { p.hasPrefix("/") ? p : base.appendingPathComponent(p).path }
-        cfg.consumersFile = resolve(cfg.consumersFile)
-        cfg.auditDirectory = cfg.auditDirectory.map(resolve)
-        cfg.shared = try CoordinatorConfig.load(path: path)
+        cfg.consumersFile = CoordinatorConfig.resolve(cfg.consumersFile, relativeTo: path)
+        cfg.auditDirectory = cfg.auditDirectory.map { CoordinatorConfig.resolve($0, relativeTo: path) }
+        cfg.shared.tlsDirectory = CoordinatorConfig.resolve(cfg.shared.tlsDirectory, relativeTo: path)
         return cfg
     }
 

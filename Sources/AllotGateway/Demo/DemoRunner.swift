@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import AllotSimulator
 import Synchronization
 
 /// `allot demo`: a coordinator, N gateway nodes and the mock upstream in this process over
@@ -47,7 +48,6 @@ public struct DemoRunner: Sendable {
             var sent = 0
             var ok = 0
             var denied: [String: Int] = [:]
-            var errors = 0
         }
         let byConsumer = Mutex<[String: PerConsumer]>([:])
         let events = Mutex<[GatewayEvent]>([])
@@ -56,7 +56,7 @@ public struct DemoRunner: Sendable {
             byConsumer.withLock { m in
                 var c = m[consumer] ?? PerConsumer()
                 c.sent += 1
-                if status == 200 { c.ok += 1 } else if status == 429 || status == 503 { c.denied[code ?? "\(status)", default: 0] += 1 } else { c.errors += 1 }
+                if status == 200 { c.ok += 1 } else if status == 429 || status == 503 { c.denied[code ?? "\(status)", default: 0] += 1 }
                 m[consumer] = c
             }
         }
@@ -98,11 +98,7 @@ public struct DemoRunner: Sendable {
         try? await client.shutdown()
         await fleet.stop()
         let traffic = fleet.gateways.reduce(0) { $0 + $1.leaseClient.traffic.framesSent + $1.leaseClient.traffic.framesReceived }
-        if ProcessInfo.processInfo.environment["ALLOT_DEMO_DEBUG"] != nil {
-            print("frames in at the coordinator: \(fleet.coordinator.counters.framesIn.sorted { $0.key < $1.key }); grants \(fleet.coordinator.counters.grants), pushes \(fleet.coordinator.counters.pushes)")
-            for id in fleet.coordinator.budgetIDs { if let st = fleet.coordinator.allocatorStatus(id) { print("  \(id): grants \(st.grants)") } }
-        }
-        let result = try summarize(config: config, tally: tally, fleet: fleet, traffic: traffic, start: startInstant)
+        let result = try summarize(config: config, consumers: consumers, tally: tally, traffic: traffic)
         print(Self.summaryTable(result))
         var r = result
         if let path = options.report {
@@ -183,81 +179,34 @@ public struct DemoRunner: Sendable {
         return lines.joined(separator: "\n")
     }
 
-    func summarize(config: GatewayConfig, tally: Tally, fleet: LocalFleet, traffic: Int, start: Instant) throws -> Result {
+    func summarize(config: GatewayConfig, consumers: ConsumerDirectory, tally: Tally, traffic: Int) throws -> Result {
         let events = tally.events.withLock { $0 }
         let catalog = try config.catalog
         var rows: [Row] = []
-        let admits = events.filter { $0.kind == .admit }
-        let settles = Dictionary(events.filter { $0.kind == .settle }.map { ("\($0.node)#\($0.id)", $0) }, uniquingKeysWith: { a, _ in a })
         for a in DemoScript.actors {
-            guard let entry = consumers(config).lookup(consumer: a.id) else { continue }
-            let specs = try catalog.budgets(for: entry.consumer, route: Route.chat.rawValue, model: a.model)
-            let mine = admits.filter { $0.consumer == a.id }.sorted { $0.time < $1.time }
-            let denials = events.filter { $0.kind == .deny && $0.consumer == a.id }
-            for spec in specs {
-                // The team's spend is shared: count every consumer of the team.
-                let members = Set(DemoScript.actors.filter { spec.key[.team] == nil || $0.team == spec.key[.team] }.map(\.id))
-                let scoped = spec.key[.consumer] == nil ? admits.filter { members.contains($0.consumer) }.sorted { $0.time < $1.time } : mine
-                // Each admission at its own time, charged what it finally cost.
-                let charged: [(Int64, Int64)] = scoped.map { e in
-                    let cost = settles["\(e.node)#\(e.id)"]?.cost ?? e.cost ?? Cost()
-                    return (e.time.nanoseconds, spec.amount(for: cost))
-                }
-                var overshoot: Int64 = 0
-                var cap = "\(spec.kind)"
+            guard let entry = consumers.lookup(consumer: a.id) else { continue }
+            for spec in try catalog.budgets(for: entry.consumer, route: Route.chat.rawValue, model: a.model)
+            where !rows.contains(where: { $0.budget == spec.id.rawValue }) {
+                // A team's budget is shared: replay every consumer of the team.
+                let members = spec.key[.consumer] != nil ? [a.id]
+                    : DemoScript.actors.filter { spec.key[.team] == nil || $0.team == spec.key[.team] }.map(\.id)
+                let checker = BudgetChecker.replay(events, consumers: Set(members), spec: spec)
+                let charged = events.filter { $0.kind == .settle && members.contains($0.consumer) }
+                    .reduce(Int64(0)) { $0 + spec.amount(for: $1.cost ?? Cost()) }
+                let cap: String
                 switch spec.kind {
-                case .rate(let limit, let period, let burst):
-                    let excess = rateExcess(charged, limit: Double(limit), period: Double(period.nanoseconds), burst: Double(burst))
-                    overshoot = max(0, Int64(excess.rounded(.up)))
-                    cap = "\(limit)/\(period.components.seconds)s, burst \(burst)"
-                case .quota(let allowance, let window):
-                    overshoot = max(0, charged.reduce(0) { $0 + $1.1 } - allowance)
-                    cap = "\(allowance)/\(window.period.rawValue)"
-                case .concurrency(let limit):
-                    overshoot = max(0, Int64(Self.maxConcurrent(scoped, settles: settles)) - limit)
-                    cap = "\(limit) in flight"
+                case .rate(let limit, let period, let burst): cap = "\(limit)/\(period.components.seconds)s, burst \(burst)"
+                case .quota(let allowance, let window): cap = "\(allowance)/\(window.period.rawValue)"
+                case .concurrency(let limit): cap = "\(limit) in flight"
                 }
-                if rows.contains(where: { $0.budget == spec.id.rawValue }) { continue }
-                rows.append(Row(consumer: a.id, budget: spec.id.rawValue, cap: cap, admitted: charged.reduce(0) { $0 + $1.1 },
-                                denied: denials.filter { $0.budget == spec.id.rawValue }.count, overshoot: overshoot))
+                rows.append(Row(consumer: a.id, budget: spec.id.rawValue, cap: cap, admitted: charged,
+                                denied: events.filter { $0.kind == .deny && $0.consumer == a.id && $0.budget == spec.id.rawValue }.count,
+                                overshoot: checker.excess))
             }
         }
-        let counts = tally.byConsumer.withLock { $0 }
-        let requests = counts.values.reduce(0) { $0 + $1.sent }
+        let requests = tally.byConsumer.withLock { $0 }.values.reduce(0) { $0 + $1.sent }
         let flagged = DemoScript.actors.map(\.id).filter { id in events.contains { $0.consumer == id && $0.budget == "runaway/consumer=\(id)" } }
-        return Result(rows: rows, requests: requests, admitted: admits.count,
+        return Result(rows: rows, requests: requests, admitted: events.filter { $0.kind == .admit }.count,
                       messagesPer1k: requests > 0 ? Double(traffic) * 1000 / Double(requests) : 0, runawayFlagged: flagged, reportPath: nil)
     }
-
-    func consumers(_ config: GatewayConfig) -> ConsumerDirectory {
-        (try? ConsumerDirectory(yaml: DemoScript.consumersYAML, tiers: Set(config.shared.tiers.map(\.name)))) ?? ConsumerDirectory(entries: [])
-    }
-
-    static func maxConcurrent(_ admits: [GatewayEvent], settles: [String: GatewayEvent]) -> Int {
-        var points: [(Int64, Int)] = []
-        for a in admits {
-            points.append((a.time.nanoseconds, 1))
-            if let s = settles["\(a.node)#\(a.id)"] { points.append((s.time.nanoseconds, -1)) }
-        }
-        points.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
-        var n = 0, peak = 0
-        for (_, d) in points { n += d; peak = max(peak, n) }
-        return peak
-    }
-}
-
-/// The most by which any interval's total exceeds burst + limit·T/period (≤ 0: the cap held).
-/// `events`: (time in ns, amount), sorted by time.
-public func rateExcess(_ events: [(Int64, Int64)], limit: Double, period: Double, burst: Double) -> Double {
-    let rate = limit / period
-    var worst = -Double.infinity
-    var best = 0.0 // max over a of (rate·t_a - S(before a))
-    var s = 0.0
-    for (i, (t, amount)) in events.enumerated() {
-        let candidate = rate * Double(t) - s
-        best = i == 0 ? candidate : max(best, candidate)
-        s += Double(amount)
-        worst = max(worst, s - rate * Double(t) + best - burst)
-    }
-    return events.isEmpty ? 0 : worst
 }

@@ -123,11 +123,11 @@ public final class LocalFleet: Sendable {
 }
 
 /// Ports reported by listeners as they bind, awaited by the starter (bounded: 10 s).
-final class PortBox: Sendable {
+public final class PortBox: Sendable {
     private let ports: Mutex<[Int?]>
-    init(count: Int) { ports = Mutex(Array(repeating: nil, count: count)) }
-    func set(_ i: Int, _ port: Int) { ports.withLock { $0[i] = port } }
-    func wait(_ i: Int) async throws -> Int {
+    public init(count: Int) { ports = Mutex(Array(repeating: nil, count: count)) }
+    public func set(_ i: Int, _ port: Int) { ports.withLock { $0[i] = port } }
+    public func wait(_ i: Int) async throws -> Int {
         for _ in 0..<1000 {
             if let p = ports.withLock({ $0[i] }) { return p }
             try await Task.sleep(for: .milliseconds(10))

@@ -40,8 +40,6 @@ final class Sidecar: Service, Sendable {
 
     init(core: GatewayCore) { self.core = core }
 
-    var count: Int { held.withLock { $0.count } }
-
     /// As a service: sweeps expired reservations every 5 s; on shutdown (after the listeners
     /// stopped, before the leases go back) settles every one still held.
     func run() async throws {

@@ -17,7 +17,6 @@ import Synchronization
 public final class GatewayService: Service, Sendable {
     public let core: GatewayCore
     public let leaseClient: LeaseClient
-    public let sidecarReservations: @Sendable () -> Int
     private let sidecar: Sidecar
     private let httpClient: HTTPClient
     private let logger: Logger
@@ -40,7 +39,6 @@ public final class GatewayService: Service, Sendable {
                                connected: { [weak client] in client?.isConnected ?? false }, observer: observer)
         leaseClient = client
         sidecar = Sidecar(core: core)
-        sidecarReservations = { [sidecar] in sidecar.count }
         var http = HTTPClient.Configuration()
         http.timeout = .init(connect: .seconds(2), read: .nanoseconds(config.upstreamIdleTimeout.nanoseconds))
         // Fail fast when the upstream is down (a 502 now beats a 504 later); keep many
@@ -58,27 +56,18 @@ public final class GatewayService: Service, Sendable {
         let upstreamKey = config.upstreamKeyEnv.flatMap { ProcessInfo.processInfo.environment[$0] }
         let proxy = ProxyResponder(core: core, client: httpClient, upstreamKey: upstreamKey)
         let admin = AdminResponder(core: core, sidecar: sidecar, ready: { [leaseClient] in leaseClient.isConnected })
-        let ports = Mutex<(Int?, Int?)>((nil, nil))
-        let announce: @Sendable () -> Void = { [onListening] in
-            let p = ports.withLock { $0 }
-            if let a = p.0, let b = p.1 { onListening(a, b) }
+        // Both ports are announced together, once both listeners are bound.
+        let ports = Mutex<[Int?]>([nil, nil])
+        let bound: @Sendable (Int, Int) -> Void = { [onListening] slot, port in
+            let p = ports.withLock { p in p[slot] = port; return p }
+            if let a = p[0], let b = p[1] { onListening(a, b) }
         }
         var httpLogger = logger
         httpLogger.logLevel = .error
-        let proxyApp = Application(
-            responder: CallbackResponder<BasicRequestContext> { request, _ in await proxy.respond(request) },
-            configuration: .init(address: .hostname(config.listenHost, port: config.listenPort)),
-            onServerRunning: { channel in
-                ports.withLock { $0.0 = channel.localAddress?.port }
-                announce()
-            }, logger: httpLogger)
-        let adminApp = Application(
-            responder: CallbackResponder<BasicRequestContext> { request, _ in await admin.respond(request) },
-            configuration: .init(address: .hostname(config.adminHost, port: config.adminPort)),
-            onServerRunning: { channel in
-                ports.withLock { $0.1 = channel.localAddress?.port }
-                announce()
-            }, logger: httpLogger)
+        let proxyApp = HTTPSupport.listener(host: config.listenHost, port: config.listenPort, logger: httpLogger,
+                                            respond: { await proxy.respond($0) }, onBound: { bound(0, $0) })
+        let adminApp = HTTPSupport.listener(host: config.adminHost, port: config.adminPort, logger: httpLogger,
+                                            respond: { await admin.respond($0) }, onBound: { bound(1, $0) })
         // Shut down in reverse order: the proxy stops first, then the sidecar's held
         // reservations are settled, and the lease client gives everything back last.
         let group = ServiceGroup(configuration: .init(services: [leaseClient, sidecar, adminApp, proxyApp], logger: logger))

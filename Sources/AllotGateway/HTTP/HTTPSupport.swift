@@ -1,12 +1,22 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import NIOCore
 
 /// Small helpers shared by the proxy, the admin listener and the mock upstream.
 enum HTTPSupport {
     static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                                         "trailer", "transfer-encoding", "upgrade", "host", "content-length"]
+
+    /// A plain HTTP/1.1 listener answering every request with `respond`; `onBound` gets the
+    /// port once it listens (port 0 picks a free one).
+    static func listener(host: String, port: Int, logger: Logger, respond: @escaping @Sendable (Request) async -> Response,
+                         onBound: @escaping @Sendable (Int) -> Void) -> Application<CallbackResponder<BasicRequestContext>> {
+        Application(responder: CallbackResponder<BasicRequestContext> { request, _ in await respond(request) },
+                    configuration: .init(address: .hostname(host, port: port)),
+                    onServerRunning: { channel in onBound(channel.localAddress?.port ?? 0) }, logger: logger)
+    }
 
     static func json(_ status: Int, _ object: Any, headers extra: [(String, String)] = []) -> Response {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()

@@ -3,7 +3,6 @@ import Hummingbird
 import Logging
 import NIOCore
 import ServiceLifecycle
-import Synchronization
 
 /// An OpenAI-compatible upstream for tests, the demo and benchmarks: chat completions
 /// (plain and streaming), completions and embeddings, with deterministic `usage`.
@@ -30,7 +29,6 @@ public final class MockUpstream: Service, Sendable {
 
     public let settings: Settings
     private let onListening: @Sendable (Int) -> Void
-    private let served = Mutex(0)
     private let logger: Logger
 
     public init(settings: Settings = Settings(), logger: Logger = Logger(label: "allot.mock"),
@@ -42,20 +40,12 @@ public final class MockUpstream: Service, Sendable {
         self.logger = l
     }
 
-    /// Requests answered so far.
-    public var requests: Int { served.withLock { $0 } }
-
     public func run() async throws {
-        let app = Application(
-            responder: CallbackResponder<BasicRequestContext> { [self] request, _ in await self.respond(request) },
-            configuration: .init(address: .hostname(settings.host, port: settings.port)),
-            onServerRunning: { [onListening] channel in onListening(channel.localAddress?.port ?? 0) },
-            logger: logger)
-        try await app.run()
+        try await HTTPSupport.listener(host: settings.host, port: settings.port, logger: logger,
+                                       respond: { [self] in await self.respond($0) }, onBound: onListening).run()
     }
 
     func respond(_ request: Request) async -> Response {
-        served.withLock { $0 += 1 }
         let path = request.uri.path
         if request.method == .get && path == "/v1/models" {
             return HTTPSupport.json(200, ["object": "list", "data": [["id": "mock", "object": "model"]]])

@@ -38,6 +38,7 @@ public final class GatewayCore: Sendable {
         self.observer = observer
         self.config = config
         self.enforcer = enforcer
+        node = enforcer.withEnforcer { $0.settings.node.rawValue }
         self.metrics = metrics
         self.audit = audit
         self.consumers = Mutex(consumers)
@@ -48,7 +49,8 @@ public final class GatewayCore: Sendable {
         self.clock = clock
     }
 
-    public var node: String { enforcer.withEnforcer { $0.settings.node.rawValue } }
+    /// This node's name (as in its certificate), for audit records and events.
+    public let node: String
     public func now() -> Instant { clock() }
 
     /// Replaces the consumers (a reloaded consumers file); budgets already resolved stay.

@@ -21,10 +21,13 @@ public struct BudgetStanding: Hashable, Sendable {
     /// The budget's limit and window in seconds, for rate and quota budgets.
     func quota(now: Instant) -> (limit: Int64, window: Int64)? {
         switch spec.kind {
-        case .rate(let limit, let period, _): (limit, max(1, period.wholeSeconds))
+        case .rate(let limit, let period, _):
+            return (limit, max(1, period.wholeSeconds))
         case .quota(let allowance, let window):
-            (allowance, max(1, (window.window(containing: now).end - window.window(containing: now).start).wholeSeconds))
-        case .concurrency: nil
+            let w = window.window(containing: now)
+            return (allowance, max(1, (w.end - w.start).wholeSeconds))
+        case .concurrency:
+            return nil
         }
     }
 

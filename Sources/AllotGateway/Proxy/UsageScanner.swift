@@ -32,8 +32,6 @@ public struct UsageScanner: Sendable {
     public private(set) var usage: Usage?
     /// A stream's `data: [DONE]` was seen.
     public private(set) var sawDone = false
-    /// Bytes of the first chunk arrived (for time to first byte).
-    public private(set) var bytes = 0
 
     public init(streaming: Bool, maxKeptBytes: Int = 4 << 20) {
         self.streaming = streaming
@@ -41,7 +39,6 @@ public struct UsageScanner: Sendable {
     }
 
     public mutating func consume(_ chunk: some Collection<UInt8>) {
-        bytes += chunk.count
         if !streaming {
             guard !overflow else { return }
             if kept.count + chunk.count > maxKeptBytes { overflow = true; kept = Data(); return }
