@@ -28,6 +28,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // The lease engine: model, allocator, enforcer. Pure Swift, no I/O, no NIO.
@@ -38,7 +40,7 @@ let package = Package(
         .target(
             name: "AllotWire",
             dependencies: [
-                "AllotCore",
+                "AllotCore", "AllotCluster",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
@@ -57,11 +59,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The coordinator service: serves the allocator over the transport.
+        // The coordinator service: serves the allocator over the transport, gossips with the
+        // other coordinators, writes durable grants ahead to the ledger (SQLite or PostgreSQL).
         .target(
             name: "AllotCoordinator",
             dependencies: [
-                "AllotCore", "AllotWire", "AllotTransport",
+                "AllotCore", "AllotWire", "AllotTransport", "AllotCluster",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -75,7 +80,7 @@ let package = Package(
         .target(
             name: "AllotNode",
             dependencies: [
-                "AllotCore", "AllotWire", "AllotTransport",
+                "AllotCore", "AllotCluster", "AllotWire", "AllotTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -101,8 +106,7 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        // The coordinator cluster (step 4, started): SWIM membership and rendezvous ownership,
-        // pure state machines.
+        // The coordinator cluster: SWIM membership and rendezvous ownership, pure state machines.
         .target(name: "AllotCluster", dependencies: ["AllotCore"]),
         // The command-line tool: a thin shell.
         .executableTarget(

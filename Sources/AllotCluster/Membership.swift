@@ -181,11 +181,21 @@ public struct Membership: Sendable {
 
     public mutating func receive(_ e: Envelope, now: Instant) -> [Envelope] {
         guard e.to == me else { return [] }
-        if e.from != me && members[e.from] == nil && !e.updates.contains(where: { $0.member == e.from && $0.state >= .dead }) {
+        let newcomer = e.from != me && members[e.from] == nil
+        if newcomer && !e.updates.contains(where: { $0.member == e.from && $0.state >= .dead }) {
             apply(Update(member: e.from, incarnation: 0, state: .alive), now: now)
         }
         for u in e.updates { apply(u, now: now) }
         var out = respond(to: e, now: now)
+        if newcomer {
+            // A member heard of for the first time (usually one joining through me): give it
+            // the whole view at once rather than letting gossip trickle it in.
+            let all = members.filter { $0.key != e.from }.map { Update(member: $0.key, incarnation: $0.value.incarnation, state: $0.value.state) }
+                + [Update(member: me, incarnation: incarnation, state: .alive)]
+            for i in out.indices where out[i].to == e.from {
+                out[i].updates += all.filter { u in !out[i].updates.contains { $0.member == u.member } }.sorted { $0.member < $1.member }
+            }
+        }
         // A sender we hold dead or gone (a restart, a healed partition) may no longer have that
         // rumour in its gossip: tell it, so it refutes with a higher incarnation.
         if let k = members[e.from], k.state >= .dead {

@@ -60,6 +60,20 @@ public final class AdminServer: Sendable {
         for (reason, n) in c.frameErrors.sorted(by: { $0.key < $1.key }) {
             registry.makeCounter(descriptor: .init(metricName: "allot_frame_errors_total", unitName: "", helpText: "Unreadable frames"), labels: [("reason", reason)]).increment(by: n)
         }
+        registry.makeCounter(descriptor: .init(metricName: "allot_redirects_total", unitName: "", helpText: "Acquires for budgets another coordinator owns, answered with the owner")).increment(by: c.redirects)
+        registry.makeCounter(descriptor: .init(metricName: "allot_ownership_gained_total", unitName: "", helpText: "Budgets taken over (learning mode, new epoch)")).increment(by: c.ownershipGained)
+        registry.makeCounter(descriptor: .init(metricName: "allot_ownership_lost_total", unitName: "", helpText: "Budgets handed to another coordinator")).increment(by: c.ownershipLost)
+        registry.makeCounter(descriptor: .init(metricName: "allot_ledger_refused_grants_total", unitName: "", helpText: "Grants the ledger refused under the cap")).increment(by: c.ledgerRefusals)
+        registry.makeCounter(descriptor: .init(metricName: "allot_ledger_revoked_grants_total", unitName: "", helpText: "Grants taken back because their record was refused or not written")).increment(by: c.ledgerRevoked)
+        if let l = core.ledger?.stats {
+            registry.makeCounter(descriptor: .init(metricName: "allot_ledger_commits_total", unitName: "", helpText: "Ledger transactions (group commits)")).increment(by: l.commits)
+            registry.makeCounter(descriptor: .init(metricName: "allot_ledger_rows_total", unitName: "", helpText: "Budget-window rows written")).increment(by: l.changes)
+            registry.makeCounter(descriptor: .init(metricName: "allot_ledger_failures_total", unitName: "", helpText: "Ledger writes that failed")).increment(by: l.failures)
+            registry.makeGauge(descriptor: .init(metricName: "allot_ledger_healthy", unitName: "", helpText: "1 when the last ledger write succeeded")).set(Int64(l.healthy ? 1 : 0))
+        }
+        if core.settings.member != nil {
+            registry.makeGauge(descriptor: .init(metricName: "allot_cluster_members", unitName: "", helpText: "Live coordinators in this one's view")).set(Int64(core.members.list.count))
+        }
         if case .statusResponse(let s) = core.status().body {
             for b in s.budgets {
                 let labels = [("budget", b.budget)]

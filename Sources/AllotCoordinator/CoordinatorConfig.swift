@@ -17,6 +17,12 @@ public struct CoordinatorConfig: Sendable {
     public var budgets: [BudgetSpec] = []
     /// Budgets created on first use from ids `tier.template/key`.
     public var tiers: [Tier] = []
+    /// Where peers and nodes reach this coordinator (`coordinator.advertise`; default: listen).
+    public var advertise: String?
+    /// Cluster mode when set (`cluster.seeds`).
+    public var cluster: ClusterService.Settings?
+    /// `ledger:` — sqlite:PATH, postgres://USER@HOST:PORT/DB or none.
+    public var ledger = LedgerLocation.none
 
     public init() {}
 
@@ -34,6 +40,30 @@ public struct CoordinatorConfig: Sendable {
             if let n = c.name { name = n }
             if let l = c.listen { (listenHost, listenPort) = try Self.address(l, field: "coordinator.listen") }
             if let a = c.admin { (adminHost, adminPort) = try Self.address(a, field: "coordinator.admin") }
+            if let a = c.advertise {
+                _ = try Self.address(a, field: "coordinator.advertise")
+                advertise = a
+            }
+        }
+        if let c = raw.cluster {
+            var cs = ClusterService.Settings()
+            cs.seeds = c.seeds ?? []
+            for (i, seed) in cs.seeds.enumerated() { _ = try Self.address(seed, field: "cluster.seeds[\(i)]") }
+            if let v = c.protocol_period { cs.membership.protocolPeriod = try Self.duration(v, field: "cluster.protocol_period") }
+            if let v = c.ping_timeout { cs.membership.pingTimeout = try Self.duration(v, field: "cluster.ping_timeout") }
+            if let v = c.suspicion_timeout { cs.membership.suspicionTimeout = try Self.duration(v, field: "cluster.suspicion_timeout") }
+            if let v = c.join_timeout { cs.joinTimeout = try Self.duration(v, field: "cluster.join_timeout") }
+            if let v = c.indirect_probes {
+                guard (0...16).contains(v) else { throw AllotError(.invalidSettings, "cluster.indirect_probes must be between 0 and 16 (got \(v))") }
+                cs.membership.indirectProbes = v
+            }
+            guard cs.membership.pingTimeout < cs.membership.protocolPeriod else {
+                throw AllotError(.invalidSettings, "cluster.ping_timeout must be shorter than cluster.protocol_period")
+            }
+            cluster = cs
+        }
+        if let l = raw.ledger {
+            do { ledger = try LedgerLocation(parsing: l) } catch { throw AllotError(.invalidSettings, error.description) }
         }
         if let t = raw.tls?.dir { tlsDirectory = t }
         if let d = raw.tls?.trust_domain { trustDomain = d }
@@ -95,6 +125,7 @@ public struct CoordinatorConfig: Sendable {
         }
         var cfg = try CoordinatorConfig(yaml: text)
         cfg.tlsDirectory = resolve(cfg.tlsDirectory, relativeTo: path)
+        if case .sqlite(let p) = cfg.ledger { cfg.ledger = .sqlite(path: resolve(p, relativeTo: path)) }
         return cfg
     }
 
@@ -106,7 +137,15 @@ public struct CoordinatorConfig: Sendable {
     // MARK: the file's shape
 
     struct File: Decodable {
-        struct Coordinator: Decodable { var name: String?; var listen: String?; var admin: String? }
+        struct Coordinator: Decodable { var name: String?; var listen: String?; var admin: String?; var advertise: String? }
+        struct Cluster: Decodable {
+            var seeds: [String]?
+            var protocol_period: String?
+            var ping_timeout: String?
+            var suspicion_timeout: String?
+            var join_timeout: String?
+            var indirect_probes: Int?
+        }
         struct TLS: Decodable { var dir: String?; var trust_domain: String? }
         struct Lease: Decodable { var ttl: String?; var refresh_interval: String?; var min_slice: Int64?; var max_slice: Int64? }
         struct Limits: Decodable { var max_frame_bytes: Int?; var max_items_per_frame: Int?; var items_per_second: Int64? }
@@ -127,6 +166,8 @@ public struct CoordinatorConfig: Sendable {
             var static_allowance: Int64?
         }
         var coordinator: Coordinator?
+        var cluster: Cluster?
+        var ledger: String?
         var tls: TLS?
         var lease: Lease?
         var limits: Limits?
@@ -143,11 +184,12 @@ public struct CoordinatorConfig: Sendable {
         let known: [String: Set<String>] = [
             // `gateway`, `models` and `tiers[].entitlements` belong to the gateway, which reads
             // the same file and checks those sections itself (GatewayConfig).
-            "": ["coordinator", "tls", "lease", "limits", "budgets", "tiers", "gateway", "models"],
+            "": ["coordinator", "cluster", "ledger", "tls", "lease", "limits", "budgets", "tiers", "gateway", "models"],
             "tiers[]": ["name", "templates", "entitlements"],
             "templates[]": ["name", "scope", "unit", "kind", "limit", "period", "burst", "allowance", "window",
                             "time_zone", "reset", "fail_mode", "static_allowance"],
-            "coordinator": ["name", "listen", "admin"],
+            "coordinator": ["name", "listen", "admin", "advertise"],
+            "cluster": ["seeds", "protocol_period", "ping_timeout", "suspicion_timeout", "join_timeout", "indirect_probes"],
             "tls": ["dir", "trust_domain"],
             "lease": ["ttl", "refresh_interval", "min_slice", "max_slice"],
             "limits": ["max_frame_bytes", "max_items_per_frame", "items_per_second"],
@@ -168,7 +210,7 @@ public struct CoordinatorConfig: Sendable {
             }
         }
         try check(top, "", "")
-        for section in ["coordinator", "tls", "lease", "limits"] {
+        for section in ["coordinator", "cluster", "tls", "lease", "limits"] {
             if let m = top[section] as? [String: Any] { try check(m, section, section) }
         }
         if let list = top["tiers"] as? [Any] {

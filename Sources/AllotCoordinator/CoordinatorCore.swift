@@ -1,3 +1,4 @@
+import AllotCluster
 import AllotCore
 import AllotTransport
 import AllotWire
@@ -12,6 +13,12 @@ public protocol FrameSink: Sendable {
 /// The coordinator's shared state, whatever the transport: the allocator (a pure state
 /// machine, under a mutex), the connected nodes to push to, and the counters behind
 /// `/metrics`. Every method is a thin shell: translate, call the allocator, translate back.
+///
+/// In a cluster it also holds the membership view: it serves only the budgets it owns
+/// (rendezvous over the live members), redirects the rest, and on every change drops the
+/// budgets it lost and takes over the ones it gained in learning mode, with a new epoch.
+/// With a ledger, a quota budget's grants are sent only once their record is durable (see
+/// `LedgerWriter`), and a budget it gains resumes from its ledger row.
 public final class CoordinatorCore: Sendable {
     public struct Settings: Sendable {
         public var name = "coordinator"
@@ -22,6 +29,8 @@ public final class CoordinatorCore: Sendable {
         /// `tier.template/key`; at most `maxTierBudgets` of them.
         public var tiers: [Tier] = []
         public var maxTierBudgets = 100_000
+        /// Cluster mode: this coordinator as a member. Nil: standalone, owns every budget.
+        public var member: MemberID?
         public init() {}
     }
 
@@ -36,12 +45,30 @@ public final class CoordinatorCore: Sendable {
         public var handshakeFailures: [String: Int64] = [:]
         public var frameErrors: [String: Int64] = [:]
         public var overclaims: Int64 = 0
+        public var redirects: Int64 = 0
+        public var ownershipGained: Int64 = 0
+        public var ownershipLost: Int64 = 0
+        public var ledgerRefusals: Int64 = 0
+        public var ledgerRevoked: Int64 = 0
     }
 
     private struct Connection: Sendable {
         var id: UInt64
         var identity: PeerIdentity
         var sink: any FrameSink
+    }
+
+    /// A durable grant waiting for its ledger record before it is sent.
+    struct HeldGrant: Sendable {
+        var node: NodeID
+        var grant: Grant
+        var windowStart: Instant
+    }
+
+    struct GrantKey: Hashable, Sendable {
+        var node: NodeID
+        var budget: BudgetID
+        var requestID: UInt64
     }
 
     private struct State: Sendable {
@@ -51,28 +78,74 @@ public final class CoordinatorCore: Sendable {
         var nextConnection: UInt64 = 1
         var counters = Counters()
         var tierBudgets = 0
+        /// Live members, me included (empty when standalone), and the views that ended within
+        /// the last lease TTL (a budget owned by someone else in one of them is learned).
+        var members: [MemberID] = []
+        var membersVersion: UInt64 = 0
+        var history: [(ended: Instant, members: [MemberID])] = []
+        /// Cluster mode: false until the first membership view (no grants before it).
+        var formed = true
+        var formedAt: Instant = .zero
+        var lastEpoch: UInt64 = 0
+        /// Quota budgets whose ledger row is being read: nothing granted until it arrives.
+        var loading: Set<BudgetID> = []
+        var inFlight: Set<GrantKey> = []
     }
 
     public let settings: Settings
+    public let ledger: LedgerWriter?
     private let catalog: TierCatalog
+    private let configured: [BudgetID: BudgetSpec]
     private let state: Mutex<State>
+    private let gossipHandler = Mutex<(@Sendable (Membership.Envelope) -> Void)?>(nil)
 
-    public init(settings: Settings, budgets: [BudgetSpec], now: Instant) throws(AllotError) {
+    /// `ledger`: quota budgets are durable (call `start` before serving, to resume them).
+    public init(settings: Settings, budgets: [BudgetSpec], ledger: LedgerWriter? = nil, now: Instant) throws(AllotError) {
         self.settings = settings
+        self.ledger = ledger
         catalog = try TierCatalog(settings.tiers)
-        state = Mutex(State(allocator: try Allocator(settings: settings.allocator, budgets: budgets, now: now)))
+        var allocator = try Allocator(settings: settings.allocator, budgets: [], now: now)
+        allocator.journaling = ledger != nil
+        allocator.epoch = UInt64(max(1, now.nanoseconds / 1_000))
+        var configured: [BudgetID: BudgetSpec] = [:]
+        for b in budgets {
+            if configured[b.id] != nil { throw AllotError(.duplicateBudget, "budget \(b.id) is already configured") }
+            configured[b.id] = b
+            try allocator.add(b, now: now)
+        }
+        self.configured = configured
+        var st = State(allocator: allocator)
+        st.lastEpoch = allocator.epoch
+        if ledger != nil { st.loading = Set(budgets.filter { $0.kind.isQuota }.map(\.id)) }
+        if let me = settings.member {
+            st.members = [me]
+            st.formed = false
+        }
+        state = Mutex(st)
+    }
+
+    /// Resumes the durable budgets this coordinator owns from the ledger (standalone; in a
+    /// cluster, `membersChanged` does it). A quota window with units the ledger says may still
+    /// be on nodes (a restart with leases out) is learned for one lease TTL first.
+    public func start(now: Instant) {
+        let owned = state.withLock { s in s.loading.filter { s.allocator.contains($0) } }
+        for b in owned.sorted() { load(b, learning: false) }
     }
 
     // MARK: connections
 
     /// A peer finished its hello. Returns the connection id and the hello answer.
     public func connected(_ identity: PeerIdentity, sink: any FrameSink) -> (UInt64, Allot_V1_Frame) {
-        let id = state.withLock { s in
+        let (id, members) = state.withLock { s in
             let id = s.nextConnection
             s.nextConnection += 1
             s.connections[id] = Connection(id: id, identity: identity, sink: sink)
             if identity.role == .node { s.nodeConnection[NodeID(identity.name)] = id }
-            return id
+            return (id, identity.role == .node && !s.members.isEmpty ? Allot_V1_Frame.members(s.members, version: s.membersVersion) : nil)
+        }
+        if let members {
+            // After the hello answer, which the caller writes first on this connection's loop.
+            sink.send(members)
         }
         var ack = Allot_V1_HelloAck()
         ack.protocolVersion = WireProtocol.version
@@ -81,6 +154,7 @@ public final class CoordinatorCore: Sendable {
         ack.maxItemsPerFrame = UInt32(settings.session.maxItemsPerFrame)
         ack.leaseTtlNs = settings.allocator.leaseTTL.nanoseconds
         ack.refreshIntervalNs = settings.allocator.refreshInterval.nanoseconds
+        if let me = settings.member { ack.member = me.wire }
         var f = Allot_V1_Frame()
         f.helloAck = ack
         return (id, f)
@@ -99,21 +173,55 @@ public final class CoordinatorCore: Sendable {
     // MARK: lease traffic
 
     /// Serves a batch of acquires from `node`; offers and recalls for other nodes are pushed.
+    /// Grants on durable budgets leave later, once the ledger has their record.
     public func acquire(_ items: [Allot_V1_Acquire], from node: NodeID, now: Instant) -> Allot_V1_Frame {
-        let (grants, pushes) = state.withLock { s -> ([Allot_V1_Grant], [(any FrameSink, Allot_V1_Frame)]) in
+        let (grants, pushes, journal, held) = state.withLock { s in
             var out: [Allot_V1_Grant] = []
+            var held: [HeldGrant] = []
             out.reserveCapacity(items.count)
             for item in items {
                 let req = AcquireRequest(wire: item, node: node)
+                if let owner = Self.owner(of: req.budget, s), owner != settings.member {
+                    var g = Self.refusal(item, .notOwner)
+                    g.owner = owner.wire
+                    out.append(g)
+                    s.counters.redirects += 1
+                    continue
+                }
+                if !s.formed || s.loading.contains(req.budget) {
+                    var g = Self.refusal(item, .unavailable)
+                    g.retryAfterNs = Duration.milliseconds(20).nanoseconds
+                    out.append(g)
+                    continue
+                }
+                if s.inFlight.contains(GrantKey(node: node, budget: req.budget, requestID: req.requestID)) {
+                    continue // a retry of a grant still waiting for its record: answered with it
+                }
                 var outcome = s.allocator.acquire(req, now: now)
                 if outcome == .unknownBudget, s.tierBudgets < settings.maxTierBudgets,
                    let spec = catalog.instantiate(req.budget), (try? s.allocator.add(spec, now: now)) != nil {
                     s.tierBudgets += 1
+                    if ledger != nil && spec.kind.isQuota {
+                        s.loading.insert(spec.id)
+                        load(spec.id, learning: Self.movedRecently(spec.id, s, self: settings.member, now: now))
+                        var g = Self.refusal(item, .unavailable)
+                        g.retryAfterNs = Duration.milliseconds(10).nanoseconds
+                        out.append(g)
+                        continue
+                    }
+                    if Self.movedRecently(spec.id, s, self: settings.member, now: now) {
+                        Self.gain(spec.id, ledger: nil, learning: true, &s, now: now)
+                    }
                     outcome = s.allocator.acquire(req, now: now)
                 }
                 switch outcome {
                 case .granted(let g), .resent(let g):
-                    out.append(g.wire)
+                    if ledger != nil, g.amount > 0, let w = s.allocator.window(g.budget), case .granted = outcome {
+                        held.append(HeldGrant(node: node, grant: g, windowStart: w.start))
+                        s.inFlight.insert(GrantKey(node: node, budget: g.budget, requestID: g.requestID))
+                    } else {
+                        out.append(g.wire)
+                    }
                     s.counters.grants += 1
                     s.counters.grantedUnits += g.amount
                 case .ignoredStale:
@@ -123,10 +231,115 @@ public final class CoordinatorCore: Sendable {
                     s.counters.rejected["unknown_budget", default: 0] += 1
                 }
             }
-            return (out, Self.collectPushes(&s))
+            return (out, Self.collectPushes(&s), s.allocator.takeJournal(), held)
         }
         for (sink, frame) in pushes { sink.send(frame) }
+        write(journal, held: held)
         return .grants(grants)
+    }
+
+    /// The owner of `budget` in the current view (nil when standalone).
+    private static func owner(of budget: BudgetID, _ s: State) -> MemberID? {
+        s.members.isEmpty ? nil : Rendezvous.owner(of: budget, among: s.members)
+    }
+
+    /// Whether another member owned `budget` in a view that ended less than a lease TTL ago
+    /// (its nodes may still hold that owner's leases).
+    private static func movedRecently(_ budget: BudgetID, _ s: State, self me: MemberID?, now: Instant) -> Bool {
+        guard let me else { return false }
+        if now - s.formedAt < s.allocator.settings.leaseTTL { return true }
+        return s.history.contains { Rendezvous.owner(of: budget, among: $0.members) != me }
+    }
+
+    /// Takes over `budget` (already in the allocator) with a new epoch: in learning mode, or
+    /// straight from its ledger row when no node can hold a lease the ledger does not know.
+    private static func gain(_ budget: BudgetID, ledger: LedgerCounters?, learning: Bool, _ s: inout State, now: Instant) {
+        let epoch = max(s.lastEpoch + 1, UInt64(max(1, now.nanoseconds / 1_000)))
+        s.lastEpoch = epoch
+        s.counters.ownershipGained += 1
+        guard let spec = s.allocator.spec(budget) else { return }
+        if learning || (ledger?.unreported ?? 0) > 0 {
+            var committed: Int64 = 0
+            if case .quota(let allowance, _) = spec.kind { committed = ledger?.committed ?? allowance }
+            _ = s.allocator.ownershipGained(budget, epoch: epoch, committed: committed, adoptable: ledger?.unreported, now: now)
+        } else {
+            s.allocator.resume(budget, epoch: epoch, ledger: ledger ?? LedgerCounters(), now: now)
+        }
+    }
+
+    /// Reads `budget`'s ledger row for its current window, then takes it over.
+    private func load(_ budget: BudgetID, learning: Bool) {
+        guard let ledger else { return }
+        Task {
+            var backoff = Duration.milliseconds(50)
+            while true {
+                let window = state.withLock { $0.allocator.window(budget) }
+                guard let window else { return }
+                do {
+                    let row = try await ledger.store.load(budget, windowStart: window.start)
+                    state.withLock { s in
+                        guard s.loading.remove(budget) != nil, s.allocator.contains(budget) else { return }
+                        Self.gain(budget, ledger: row, learning: learning, &s, now: WallClock.now())
+                    }
+                    return
+                } catch {
+                    let owned = state.withLock { $0.loading.contains(budget) }
+                    guard owned else { return }
+                    try? await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .seconds(2))
+                }
+            }
+        }
+    }
+
+    /// Hands the journal to the ledger; held grants go out once it is durable. A grant whose
+    /// record was refused (the cap was reached by another coordinator) or whose write failed
+    /// is taken back; the node gets "nothing" or "ask again later" instead.
+    private func write(_ journal: [LedgerChange], held: [HeldGrant]) {
+        guard let ledger, !journal.isEmpty || !held.isEmpty else { return }
+        ledger.submit(journal) { [weak self] accepted in
+            self?.recorded(journal, held: held, accepted: accepted)
+        }
+    }
+
+    private func recorded(_ journal: [LedgerChange], held: [HeldGrant], accepted: [Bool]?) {
+        let (sends, retry) = state.withLock { s -> ([(any FrameSink, Allot_V1_Frame)], [LedgerChange]) in
+            var byNode: [NodeID: [Allot_V1_Grant]] = [:]
+            for h in held {
+                s.inFlight.remove(GrantKey(node: h.node, budget: h.grant.budget, requestID: h.grant.requestID))
+                let i = journal.firstIndex { $0.budget == h.grant.budget && $0.windowStart == h.windowStart }
+                if let accepted, let i, accepted[i] {
+                    byNode[h.node, default: []].append(h.grant.wire)
+                    continue
+                }
+                s.allocator.revoke(h.grant, node: h.node, exhausted: accepted != nil)
+                s.counters.ledgerRevoked += 1
+                var g = h.grant.wire
+                if accepted == nil {
+                    g.outcome = .unavailable
+                    g.amount = 0
+                    g.retryAfterNs = Duration.milliseconds(200).nanoseconds
+                } else {
+                    s.counters.ledgerRefusals += 1
+                    g.amount = 0 // the ledger is at the cap: nothing free (the lease itself stands)
+                }
+                byNode[h.node, default: []].append(g)
+            }
+            var sends: [(any FrameSink, Allot_V1_Frame)] = []
+            for (node, grants) in byNode {
+                guard let id = s.nodeConnection[node], let c = s.connections[id] else { continue }
+                sends.append((c.sink, .grants(grants)))
+            }
+            // Releases and reports are facts: keep them for the next write when this one failed.
+            let retry = accepted == nil ? journal.compactMap { c -> LedgerChange? in
+                var c = c
+                c.delta.granted = 0
+                return c.delta.isZero ? nil : c
+            } : []
+            return (sends, retry)
+        }
+        for (sink, frame) in sends { sink.send(frame) }
+        if !retry.isEmpty { write(retry, held: []) }
     }
 
     /// An answer that grants nothing, saying why.
@@ -138,10 +351,80 @@ public final class CoordinatorCore: Sendable {
         return g
     }
 
+    // MARK: membership
+
+    /// The live members changed (cluster mode): drop the budgets now owned by others, take over
+    /// the configured ones now owned here, and tell every connected node.
+    public func membersChanged(_ live: [MemberID], now: Instant) {
+        guard let me = settings.member else { return }
+        var toLoad: [BudgetID] = []
+        let (journal, sinks, frame) = state.withLock { s -> ([LedgerChange], [any FrameSink], Allot_V1_Frame) in
+            let live = live.sorted()
+            let wasFormed = s.formed
+            if s.members != live || !s.formed {
+                if s.formed { s.history.append((now, s.members)) }
+                s.members = live
+                s.membersVersion += 1
+            }
+            if !s.formed { s.formedAt = now }
+            s.formed = true
+            s.history.removeAll { now - $0.ended > settings.allocator.leaseTTL }
+            var journal: [LedgerChange] = []
+            for b in s.allocator.budgetIDs where Rendezvous.owner(of: b, among: live) != me {
+                journal += s.allocator.remove(b)
+                s.loading.remove(b)
+                s.counters.ownershipLost += 1
+                if configured[b] == nil { s.tierBudgets -= 1 }
+            }
+            // Budgets gained: learned for one lease TTL (at formation too: a member that
+            // restarts into a running cluster cannot know what others granted meanwhile).
+            for (id, spec) in configured where Rendezvous.owner(of: id, among: live) == me {
+                if wasFormed && s.allocator.contains(id) { continue }
+                if !s.allocator.contains(id) { try? s.allocator.add(spec, now: now) }
+                if ledger != nil && spec.kind.isQuota {
+                    s.loading.insert(id)
+                    toLoad.append(id)
+                } else {
+                    Self.gain(id, ledger: nil, learning: true, &s, now: now)
+                }
+            }
+            let sinks = s.nodeConnection.values.compactMap { s.connections[$0]?.sink }
+            return (journal, sinks, .members(s.members, version: s.membersVersion))
+        }
+        for b in toLoad { load(b, learning: true) }
+        write(journal, held: [])
+        for sink in sinks { sink.send(frame) }
+    }
+
+    /// Where gossip from other coordinators goes (set by `ClusterService`).
+    public func onGossip(_ handler: @escaping @Sendable (Membership.Envelope) -> Void) {
+        gossipHandler.withLock { $0 = handler }
+    }
+
+    /// A gossip frame from a peer with a coordinator certificate. The sender must be who its
+    /// certificate says; an error frame to answer with otherwise.
+    public func gossip(_ g: Allot_V1_Gossip, from peer: PeerIdentity) -> Allot_V1_Frame? {
+        guard let e = Membership.Envelope(wire: g), e.from.name == peer.name, e.to.name == settings.member?.name else {
+            count(rejected: "bad_gossip")
+            return .error(.protocolViolation, "gossip from \(peer.uri) must name its own certificate as sender and this coordinator as receiver", closing: false)
+        }
+        let handler = gossipHandler.withLock { $0 }
+        if let handler { handler(e) } else { count(rejected: "gossip_not_clustered") }
+        return nil
+    }
+
+    /// Cluster mode: the view as nodes see it.
+    public var members: (list: [MemberID], version: UInt64) { state.withLock { ($0.members, $0.membersVersion) } }
+    public var isFormed: Bool { state.withLock { $0.formed } }
+
     /// Applies a batch of releases and reports from `node`.
     public func release(_ items: [Allot_V1_Release], from node: NodeID, now: Instant) {
-        let pushes = state.withLock { s -> [(any FrameSink, Allot_V1_Frame)] in
+        let (pushes, journal) = state.withLock { s -> ([(any FrameSink, Allot_V1_Frame)], [LedgerChange]) in
             for item in items {
+                if let owner = Self.owner(of: BudgetID(item.budget), s), owner != settings.member {
+                    s.counters.rejected["not_owner", default: 0] += 1
+                    continue
+                }
                 switch s.allocator.release(ReleaseRequest(wire: item, node: node), now: now) {
                 case .applied: s.counters.releases += 1
                 case .clamped:
@@ -152,18 +435,20 @@ public final class CoordinatorCore: Sendable {
                 case .unknownBudget: s.counters.rejected["unknown_budget", default: 0] += 1
                 }
             }
-            return Self.collectPushes(&s)
+            return (Self.collectPushes(&s), s.allocator.takeJournal())
         }
         for (sink, frame) in pushes { sink.send(frame) }
+        write(journal, held: [])
     }
 
     /// Expires leases and rolls windows; call every ~100 ms.
     public func tick(now: Instant) {
-        let pushes = state.withLock { s -> [(any FrameSink, Allot_V1_Frame)] in
+        let (pushes, journal) = state.withLock { s -> ([(any FrameSink, Allot_V1_Frame)], [LedgerChange]) in
             _ = s.allocator.tick(now: now)
-            return Self.collectPushes(&s)
+            return (Self.collectPushes(&s), s.allocator.takeJournal())
         }
         for (sink, frame) in pushes { sink.send(frame) }
+        write(journal, held: [])
     }
 
     private static func collectPushes(_ s: inout State) -> [(any FrameSink, Allot_V1_Frame)] {
@@ -217,6 +502,12 @@ public final class CoordinatorCore: Sendable {
     public func count(rejected reason: String) { state.withLock { $0.counters.rejected[reason, default: 0] += 1 } }
     public func count(handshakeFailure reason: String) { state.withLock { $0.counters.handshakeFailures[reason, default: 0] += 1 } }
     public func count(frameError reason: String) { state.withLock { $0.counters.frameErrors[reason, default: 0] += 1 } }
+
+    /// Hands whatever the allocator journaled since the last event to the ledger.
+    public func flushJournal() {
+        let journal = state.withLock { $0.allocator.takeJournal() }
+        write(journal, held: [])
+    }
 
     /// Asks every connected peer to go away (graceful shutdown).
     public func drain() {

@@ -122,6 +122,8 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(.heartbeat(h.sequence, reply: true)), promise: nil)
         case .status:
             context.writeAndFlush(wrapOutboundOut(core.status()), promise: nil)
+        case .gossip(let g):
+            if let e = core.gossip(g, from: session!.identity) { context.writeAndFlush(wrapOutboundOut(e), promise: nil) }
         case .reject(let code, let message, let closing):
             core.count(rejected: Self.reason(code))
             logger.warning("rejected frame", metadata: ["allot.reason": "\(message)"])

@@ -1,3 +1,5 @@
+import AllotCluster
+import AllotCore
 import AllotTransport
 import Dispatch
 import Foundation
@@ -36,14 +38,64 @@ public final class CoordinatorService: Service, Sendable {
         paths.map { (try? FileManager.default.attributesOfItem(atPath: $0)[.modificationDate]) as? Date }
     }
 
-    /// True while the listener accepts lease traffic (`/readyz`).
-    public var isReady: Bool { ready.withLock { $0 } }
+    /// Opens the ledger named in `config` (nil for none) and builds the core for it, as a
+    /// cluster member when `config.cluster` is set.
+    public static func makeCore(config: CoordinatorConfig, logger: Logger, now: Instant) throws -> CoordinatorCore {
+        var settings = config.core
+        if config.cluster != nil {
+            let advertise = config.advertise ?? "\(config.listenHost):\(config.listenPort)"
+            guard let port = Int(advertise.split(separator: ":").last ?? ""), port != 0 else {
+                throw AllotError(.invalidSettings, "cluster mode needs a fixed port in coordinator.listen or coordinator.advertise (got \(advertise))")
+            }
+            settings.member = MemberID(name: config.name, address: advertise)
+        }
+        var store: (any LedgerStore)?
+        switch config.ledger {
+        case .none: store = nil
+        case .sqlite(let path): store = try SQLiteLedger.open(path: path, logger: logger)
+        case .postgres(let host, let port, let user, let password, let database):
+            store = PostgresLedger(host: host, port: port, user: user, password: password, database: database, logger: logger)
+        }
+        return try CoordinatorCore(settings: settings, budgets: config.budgets, ledger: store.map { LedgerWriter(store: $0, logger: logger) }, now: now)
+    }
+
+    /// True while the listener accepts lease traffic, the ledger (if any) is writable and
+    /// the cluster view (if any) is formed (`/readyz`).
+    public var isReady: Bool {
+        ready.withLock { $0 } && (core.ledger?.isHealthy ?? true) && core.isFormed
+    }
 
     public func run() async throws {
+        if let ledger = core.ledger {
+            // Nothing durable is granted before the schema is known; keep trying (not ready).
+            var backoff = Duration.milliseconds(100)
+            while true {
+                do {
+                    try await ledger.store.migrate()
+                    break
+                } catch {
+                    logger.error("cannot open the ledger; retrying", metadata: ["allot.ledger": "\(ledger.store.description)", "allot.error": "\(error)"])
+                    if Task.isCancelled { return }
+                    try? await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .seconds(5))
+                }
+            }
+        }
+        core.start(now: WallClock.now())
         let server = CoordinatorServer(core: core, tls: tls, group: group, logger: logger)
         let admin = AdminServer(core: core, group: group, ready: { [self] in self.isReady })
         let address = try await server.start(host: config.listenHost, port: config.listenPort)
         let adminAddress = try await admin.start(host: config.adminHost, port: config.adminPort)
+        var cluster: ClusterService?
+        if let cs = config.cluster {
+            let tls = self.tls, group = self.group
+            let c = ClusterService(core: core, settings: cs, logger: logger, now: WallClock.now()) { address in
+                guard let (host, port) = try? CoordinatorConfig.address(address, field: "peer") else { return nil }
+                return TLSLeaseTransport(host: host, port: port, tls: tls, group: group)
+            }
+            c.start(on: group.next())
+            cluster = c
+        }
         ready.withLock { $0 = true }
         onListening(address, adminAddress)
 
@@ -79,7 +131,14 @@ public final class CoordinatorService: Service, Sendable {
         try? await gracefulShutdown()
         logger.info("shutting down: draining connections")
         ready.withLock { $0 = false }
+        await cluster?.leave()
         try await server.shutdown()
         await admin.shutdown()
+        if let ledger = core.ledger {
+            // Releases and reports received so far go to the ledger before exit.
+            core.flushJournal()
+            await ledger.flush()
+            await ledger.store.close()
+        }
     }
 }

@@ -49,6 +49,8 @@ final class InProcessConnection: LeaseConnection, FrameSink {
             case .release(let items): core.release(items, from: NodeID(identity.name), now: now)
             case .heartbeat(let h): onFrame(.heartbeat(h.sequence, reply: true))
             case .status: onFrame(core.status())
+            case .gossip(let g):
+                if let e = core.gossip(g, from: identity) { onFrame(e) }
             case .reject(let code, let message, let closing):
                 onFrame(.error(code, message, closing: closing))
                 if closing { close() }

@@ -22,6 +22,8 @@ public struct Session: Sendable {
         case release([Allot_V1_Release])
         case heartbeat(Allot_V1_Heartbeat)
         case status
+        /// A membership message from another coordinator.
+        case gossip(Allot_V1_Gossip)
         /// Reply with an error frame; close the connection if `closing`.
         case reject(Allot_V1_Error.Code, String, closing: Bool)
         /// Nothing to do (a heartbeat reply, an error from the peer).
@@ -77,13 +79,19 @@ public struct Session: Sendable {
         case .statusRequest:
             guard identity.role == .admin || identity.role == .coordinator else { return deny(frame) }
             return .status
+        case .gossip(let g):
+            guard identity.role == .coordinator else {
+                // Only coordinators take part in membership: a node cannot spread rumours.
+                return deny(frame)
+            }
+            return within(1 + g.updates.count, now: now) ?? .gossip(g)
         case .heartbeat(let h):
             return h.reply ? .ignore : .heartbeat(h)
         case .error:
             return .ignore
         case .hello:
             return .reject(.protocolViolation, "hello was already received", closing: false)
-        case .helloAck, .grants, .push, .statusResponse:
+        case .helloAck, .grants, .push, .statusResponse, .members:
             state = .closed
             return .reject(.permissionDenied, "\(identity.uri) may not send \(frame.kind): only a coordinator sends it", closing: true)
         case .none:

@@ -1,3 +1,4 @@
+import AllotCluster
 import AllotCore
 import AllotTransport
 import AllotWire
@@ -14,6 +15,12 @@ import Synchronization
 /// batches many budgets per frame, applies grants and pushes as they arrive, reconnects with
 /// exponential backoff and jitter (unanswered acquires are re-sent with the same request id,
 /// so retries are idempotent), and when cancelled releases everything unused before it returns.
+///
+/// With a coordinator cluster it connects to every live coordinator (the list comes from
+/// any coordinator it reaches, starting from the seed addresses) and sends each budget's
+/// messages to its owner: the rendezvous hash over the live coordinators it can reach. A
+/// coordinator that is not the owner answers with the owner (a redirect), which is followed
+/// at once; a coordinator that goes away takes its budgets to the next in rank.
 public final class LeaseClient: Service, Sendable {
     public struct Settings: Sendable {
         public var pollInterval: Duration = .milliseconds(10)
@@ -32,36 +39,62 @@ public final class LeaseClient: Service, Sendable {
         public var connectFailures = 0
     }
 
-    private struct State: Sendable {
+    /// One coordinator, by address.
+    private struct Peer: Sendable {
         var connection: (any LeaseConnection)?
+        var generation = 0
+        var connecting = false
+        var name: String?
+        var backoff: Duration
+        var notBefore: Instant = .zero
+    }
+
+    private struct State: Sendable {
+        var peers: [String: Peer] = [:]
         var generation = 0
         var traffic = Traffic()
         var heartbeat: UInt64 = 0
         var lastHeartbeat: Instant = .zero
+        /// The live coordinators, from the latest member list (empty: one coordinator).
+        var members: [MemberID] = []
+        /// Redirects followed: budget → owner address, until the next member list.
+        var redirects: [BudgetID: String] = [:]
         /// Set when shutdown begins: no more polling.
         var stopped = false
     }
 
     public let enforcer: SharedEnforcer
     public let settings: Settings
-    private let transport: any LeaseTransport
+    private let seeds: [String]
+    private let dial: @Sendable (String) -> (any LeaseTransport)?
     private let group: any EventLoopGroup
     private let logger: Logger
     private let state = Mutex(State())
     private let stepLock = Mutex(())
 
-    /// `group`: where the periodic poll runs (an event loop of it).
-    public init(enforcer: SharedEnforcer, transport: any LeaseTransport, settings: Settings = Settings(), logger: Logger,
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    /// One coordinator. `group`: where the periodic poll runs (an event loop of it).
+    public convenience init(enforcer: SharedEnforcer, transport: any LeaseTransport, settings: Settings = Settings(), logger: Logger,
+                            group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.init(enforcer: enforcer, seeds: [""], settings: settings, logger: logger, group: group) { _ in transport }
+    }
+
+    /// A coordinator cluster reached through `seeds` (addresses); `dial` makes a transport
+    /// for an address (a seed, or a member's from a member list).
+    public init(enforcer: SharedEnforcer, seeds: [String], settings: Settings = Settings(), logger: Logger,
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                dial: @escaping @Sendable (String) -> (any LeaseTransport)?) {
         self.group = group
         self.enforcer = enforcer
-        self.transport = transport
+        self.seeds = seeds
+        self.dial = dial
         self.settings = settings
         self.logger = logger
     }
 
     public var traffic: Traffic { state.withLock { $0.traffic } }
-    public var isConnected: Bool { state.withLock { $0.connection != nil } }
+    public var isConnected: Bool { state.withLock { s in s.peers.values.contains { $0.connection != nil } } }
+    /// The live coordinators as last told (empty with a single coordinator).
+    public var members: [MemberID] { state.withLock { $0.members } }
 
     /// Runs until the task is cancelled or a `ServiceGroup` shuts down gracefully, then
     /// releases every lease (best effort) and returns.
@@ -84,23 +117,37 @@ public final class LeaseClient: Service, Sendable {
             self.step(now: WallClock.now())
         }
         defer { poller.cancel() }
-        var backoff = settings.minBackoff
         while !Task.isCancelled && !stopping() {
-            if !isConnected {
-                do {
-                    try await connect()
-                    backoff = settings.minBackoff
-                } catch {
-                    state.withLock { $0.traffic.connectFailures += 1 }
-                    logger.debug("connect failed", metadata: ["allot.error": "\(error)"])
-                    let jitter = Double.random(in: 0.5...1.0)
-                    try? await Task.sleep(for: backoff * jitter)
-                    backoff = min(backoff * 2, settings.maxBackoff)
-                    continue
-                }
-            }
+            connectMissing(now: WallClock.now())
             try? await Task.sleep(for: settings.pollInterval * 5)
         }
+    }
+
+    /// The addresses to be connected to: every live coordinator, or the seeds before the
+    /// first member list (and again whenever no member can be reached).
+    private func targets(_ s: State) -> [String] {
+        let members = s.members.map(\.address)
+        if members.contains(where: { s.peers[$0]?.connection != nil }) { return members }
+        return Array(Set(members + seeds)).sorted()
+    }
+
+    /// Starts a connection to every target not connected, each with its own backoff.
+    private func connectMissing(now: Instant) {
+        let due = state.withLock { s -> [String] in
+            var due: [String] = []
+            for a in targets(s) {
+                var p = s.peers[a] ?? Peer(backoff: settings.minBackoff)
+                if p.connection == nil && !p.connecting && now >= p.notBefore {
+                    p.connecting = true
+                    p.generation = s.generation + 1
+                    s.generation += 1
+                    due.append(a)
+                }
+                s.peers[a] = p
+            }
+            return due
+        }
+        for a in due { Task { await connect(a) } }
     }
 
     /// Polls at once instead of at the next tick: a gateway calls this when a request was
@@ -122,15 +169,15 @@ public final class LeaseClient: Service, Sendable {
         for case .leaseExpired(let h, let permits) in events where permits > 0 {
             logger.warning("concurrency lease ended with requests in flight", metadata: ["allot.budget": "\(h)"])
         }
-        var frames = Self.frames(for: outgoing, maxItems: settings.maxItemsPerFrame)
-        state.withLock { s in
-            if s.connection != nil && now - s.lastHeartbeat >= settings.heartbeatInterval {
-                s.heartbeat += 1
-                s.lastHeartbeat = now
-                frames.append(.heartbeat(s.heartbeat, reply: false))
-            }
+        send(outgoing)
+        let beats = state.withLock { s -> [any LeaseConnection] in
+            guard now - s.lastHeartbeat >= settings.heartbeatInterval else { return [] }
+            s.heartbeat += 1
+            s.lastHeartbeat = now
+            return s.peers.values.compactMap(\.connection)
         }
-        send(frames)
+        let beat = state.withLock { $0.heartbeat }
+        for c in beats { c.send([.heartbeat(beat, reply: false)]) }
     }
 
     /// Batches acquires and releases, many budgets per frame.
@@ -153,36 +200,87 @@ public final class LeaseClient: Service, Sendable {
         return frames
     }
 
-    private func send(_ frames: [Allot_V1_Frame]) {
-        guard !frames.isEmpty else { return }
-        let conn = state.withLock { s -> (any LeaseConnection)? in
-            if s.connection != nil { s.traffic.framesSent += frames.count }
-            return s.connection
-        }
-        conn?.send(frames)
+    /// Where `budget`'s messages go: a redirect's owner, else the rendezvous owner among the
+    /// live coordinators this node is connected to, else any connected coordinator.
+    private static func route(_ budget: BudgetID, _ s: State) -> String? {
+        if let a = s.redirects[budget], s.peers[a]?.connection != nil { return a }
+        let reachable = s.members.filter { s.peers[$0.address]?.connection != nil }
+        if let owner = Rendezvous.owner(of: budget, among: reachable) { return owner.address }
+        return s.peers.keys.sorted().first { s.peers[$0]?.connection != nil }
     }
 
-    private func connect() async throws {
-        let generation = state.withLock { s -> Int in s.generation += 1; return s.generation }
-        let conn = try await transport.connect(
-            onFrame: { [weak self] frame in self?.received(frame) },
-            onClose: { [weak self] in self?.closed(generation: generation) })
-        state.withLock { s in
-            s.connection = conn
-            s.traffic.connects += 1
-            s.traffic.framesSent += 1
+    /// Sends each message to its budget's coordinator, many budgets per frame.
+    private func send(_ outgoing: [Enforcer.Outgoing]) {
+        guard !outgoing.isEmpty else { return }
+        let batches = state.withLock { s -> [(any LeaseConnection, [Allot_V1_Frame])] in
+            var byPeer: [String: [Enforcer.Outgoing]] = [:]
+            for m in outgoing {
+                let budget: BudgetID
+                switch m {
+                case .acquire(let a): budget = a.budget
+                case .release(let r): budget = r.budget
+                }
+                guard let a = Self.route(budget, s) else { continue }
+                byPeer[a, default: []].append(m)
+            }
+            return byPeer.keys.sorted().compactMap { a in
+                guard let c = s.peers[a]?.connection else { return nil }
+                let frames = Self.frames(for: byPeer[a]!, maxItems: settings.maxItemsPerFrame)
+                s.traffic.framesSent += frames.count
+                return (c, frames)
+            }
         }
-        conn.send([.hello(name: "\(enforcer.withEnforcer { $0.settings.node })")])
-        logger.debug("connected")
+        for (c, frames) in batches { c.send(frames) }
     }
 
-    private func closed(generation: Int) {
-        state.withLock { s in
-            if s.generation == generation { s.connection = nil }
+    private func connect(_ address: String) async {
+        guard let transport = dial(address) else {
+            logger.error("cannot dial coordinator", metadata: ["allot.address": "\(address)"])
+            state.withLock { $0.peers[address]?.connecting = false }
+            return
+        }
+        let generation = state.withLock { $0.peers[address]?.generation ?? 0 }
+        do {
+            let conn = try await transport.connect(
+                onFrame: { [weak self] frame in self?.received(frame, from: address) },
+                onClose: { [weak self] in self?.closed(address, generation: generation) })
+            state.withLock { s in
+                s.peers[address]?.connection = conn
+                s.peers[address]?.connecting = false
+                s.peers[address]?.backoff = settings.minBackoff
+                s.traffic.connects += 1
+                s.traffic.framesSent += 1
+            }
+            conn.send([.hello(name: "\(enforcer.withEnforcer { $0.settings.node })")])
+            logger.debug("connected", metadata: ["allot.address": "\(address)"])
+        } catch {
+            state.withLock { s in
+                s.traffic.connectFailures += 1
+                guard var p = s.peers[address] else { return }
+                p.connecting = false
+                p.notBefore = WallClock.now() + p.backoff * Double.random(in: 0.5...1.0)
+                p.backoff = min(p.backoff * 2, settings.maxBackoff)
+                s.peers[address] = p
+            }
+            logger.debug("connect failed", metadata: ["allot.address": "\(address)", "allot.error": "\(error)"])
         }
     }
 
-    func received(_ frame: Allot_V1_Frame) {
+    private func closed(_ address: String, generation: Int) {
+        let now = WallClock.now()
+        let moved = state.withLock { s -> Bool in
+            guard s.peers[address]?.generation == generation else { return false }
+            s.peers[address]?.connection = nil
+            s.peers[address]?.notBefore = now + settings.minBackoff
+            s.redirects = s.redirects.filter { $0.value != address }
+            return !s.members.isEmpty
+        }
+        // The budgets it owned go to the next coordinator in rank at once: re-send what was
+        // waiting for an answer from it.
+        if moved { enforcer.withEnforcer { $0.retryAllPending(now: now) } }
+    }
+
+    func received(_ frame: Allot_V1_Frame, from address: String = "") {
         state.withLock { $0.traffic.framesReceived += 1 }
         let now = WallClock.now()
         switch frame.body {
@@ -193,8 +291,23 @@ public final class LeaseClient: Service, Sendable {
             for g in batch.items where g.outcome == .unknownBudget {
                 logger.error("coordinator does not know budget", metadata: ["allot.budget": "\(g.budget)"])
             }
+            redirected(batch.items.filter { $0.outcome == .notOwner || $0.outcome == .unavailable }, now: now)
+        case .members(let list):
+            let members = list.members.map { MemberID(wire: $0) }.sorted()
+            let changed = state.withLock { s -> Bool in
+                guard s.members != members else { return false }
+                s.members = members
+                s.redirects = [:]
+                return true
+            }
+            if changed {
+                logger.info("coordinators", metadata: ["allot.members": "\(members.map(\.description).joined(separator: ", "))"])
+                connectMissing(now: now)
+                enforcer.withEnforcer { $0.retryAllPending(now: now) }
+            }
         case .heartbeat(let h) where !h.reply:
-            send([.heartbeat(h.sequence, reply: true)])
+            let c = state.withLock { $0.peers[address]?.connection }
+            c?.send([.heartbeat(h.sequence, reply: true)])
         case .error(let e):
             logger.warning("coordinator error", metadata: ["allot.reason": "\(e.code): \(e.message)"])
         default:
@@ -214,15 +327,45 @@ public final class LeaseClient: Service, Sendable {
                 let now = WallClock.now()
                 return (e.shutdown(now: now), e.awaitingGrants)
             }
-            send(Self.frames(for: out, maxItems: settings.maxItemsPerFrame))
+            send(out)
             if !waiting && pass > 0 { break }
             await pause(.milliseconds(50))
         }
-        let conn = state.withLock { s -> (any LeaseConnection)? in
-            defer { s.connection = nil }
-            return s.connection
+        let conns = state.withLock { s -> [any LeaseConnection] in
+            defer { for a in s.peers.keys { s.peers[a]?.connection = nil } }
+            return s.peers.values.compactMap(\.connection)
         }
-        await conn?.closeGracefully()
+        for c in conns { await c.closeGracefully() }
+    }
+
+    /// Follows redirects (connecting to the owner if need be) and retries refused acquires.
+    private func redirected(_ refused: [Allot_V1_Grant], now: Instant) {
+        guard !refused.isEmpty else { return }
+        var dial: [String] = []
+        state.withLock { s in
+            for g in refused where g.outcome == .notOwner && g.hasOwner && !g.owner.address.isEmpty {
+                s.redirects[BudgetID(g.budget)] = g.owner.address
+                if s.peers[g.owner.address]?.connection == nil { dial.append(g.owner.address) }
+            }
+        }
+        for a in Set(dial) {
+            let start = state.withLock { s -> Bool in
+                var p = s.peers[a] ?? Peer(backoff: settings.minBackoff)
+                guard p.connection == nil && !p.connecting else { return false }
+                p.connecting = true
+                s.generation += 1
+                p.generation = s.generation
+                s.peers[a] = p
+                return true
+            }
+            if start { Task { await connect(a) } }
+        }
+        enforcer.withEnforcer { e in
+            for g in refused {
+                let after = g.outcome == .notOwner ? Duration.milliseconds(20) : max(.milliseconds(10), .nanoseconds(g.retryAfterNs))
+                e.retrySoon(BudgetID(g.budget), after: after, now: now)
+            }
+        }
     }
 
     /// Waits even when the task is cancelled (shutdown runs after cancellation).

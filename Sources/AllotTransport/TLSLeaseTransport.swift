@@ -43,6 +43,17 @@ public struct TLSLeaseTransport: LeaseTransport {
     }
 }
 
+extension TLSLeaseTransport {
+    /// Transports to coordinators by `HOST:PORT` (nil for an address that is not one).
+    public static func dialer(tls: TLSMaterialStore, group: any EventLoopGroup) -> @Sendable (String) -> (any LeaseTransport)? {
+        { address in
+            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+                  (1...65535).contains(port) else { return nil }
+            return TLSLeaseTransport(host: String(address[..<colon]), port: port, tls: tls, group: group)
+        }
+    }
+}
+
 struct ChannelConnection: LeaseConnection {
     let channel: any Channel
     func send(_ frames: [Allot_V1_Frame]) {

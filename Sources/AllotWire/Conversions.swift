@@ -139,6 +139,8 @@ extension Allot_V1_Frame {
         case .error: "error"
         case .statusRequest: "status_request"
         case .statusResponse: "status_response"
+        case .gossip: "gossip"
+        case .members: "members"
         case .none: "unknown"
         }
     }

@@ -17,6 +17,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Override tls.dir.") var tlsDir: String?
     @Option(help: "Override coordinator.name (the certificate is coordinator-<name>.pem).") var name: String?
     @Option(help: "Override tls.trust_domain.") var trustDomain: String?
+    @Option(help: "Override ledger: sqlite:PATH, postgres://USER@HOST:PORT/DATABASE or none.") var ledger: String?
+    @Option(help: "Override cluster.seeds (comma-separated HOST:PORT; turns cluster mode on).") var seeds: String?
+    @Option(help: "Override coordinator.advertise (HOST:PORT peers and nodes reach this coordinator at).") var advertise: String?
     @Option(help: "Log level: trace, debug, info, warning, error.") var logLevel = "info"
 
     func run() async throws {
@@ -26,13 +29,20 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let tlsDir { cfg.tlsDirectory = tlsDir }
         if let name { cfg.name = name; cfg.core.name = name }
         if let trustDomain { cfg.trustDomain = trustDomain }
+        if let ledger { cfg.ledger = try LedgerLocation(parsing: ledger) }
+        if let seeds {
+            var cs = cfg.cluster ?? ClusterService.Settings()
+            cs.seeds = seeds.split(separator: ",").map(String.init)
+            cfg.cluster = cs
+        }
+        if let advertise { cfg.advertise = advertise }
         let domain = cfg.trustDomain
         var logger = Logger(label: "allot.coordinator")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let dir = URL(fileURLWithPath: cfg.tlsDirectory)
         let coordinatorName = cfg.name
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .coordinator, name: coordinatorName, trustDomain: domain) }
-        let core = try CoordinatorCore(settings: cfg.core, budgets: cfg.budgets, now: WallClock.now())
+        let core = try CoordinatorService.makeCore(config: cfg, logger: logger, now: WallClock.now())
         let service = CoordinatorService(config: cfg, core: core, tls: tls, logger: logger) { address, adminAddress in
             let line = "allot coordinator \(coordinatorName) listening on \(address.ipAddress ?? "?"):\(address.port ?? 0), admin http://\(adminAddress.ipAddress ?? "?"):\(adminAddress.port ?? 0)\n"
             FileHandle.standardOutput.write(Data(line.utf8))

@@ -32,7 +32,11 @@ struct GatewayCommand: AsyncParsableCommand {
         if let name { cfg.name = name }
         if let listen { (cfg.listenHost, cfg.listenPort) = try CoordinatorConfig.address(listen, field: "--listen") }
         if let admin { (cfg.adminHost, cfg.adminPort) = try CoordinatorConfig.address(admin, field: "--admin") }
-        if let coordinator { (cfg.coordinatorHost, cfg.coordinatorPort) = try CoordinatorConfig.address(coordinator, field: "--coordinator") }
+        if let coordinator {
+            let list = coordinator.split(separator: ",").map(String.init)
+            (cfg.coordinatorHost, cfg.coordinatorPort) = try CoordinatorConfig.address(list[0], field: "--coordinator")
+            cfg.seeds = list.count > 1 ? list : []
+        }
         if let upstream {
             guard let u = URL(string: upstream), u.scheme == "http" || u.scheme == "https" else {
                 throw ValidationError("--upstream must be an http(s) URL (got '\(upstream)')")
@@ -46,10 +50,9 @@ struct GatewayCommand: AsyncParsableCommand {
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let dir = URL(fileURLWithPath: cfg.shared.tlsDirectory), nodeName = cfg.name, domain = cfg.shared.trustDomain
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: nodeName, trustDomain: domain) }
-        let transport = TLSLeaseTransport(host: cfg.coordinatorHost, port: cfg.coordinatorPort, tls: tls,
-                                          group: MultiThreadedEventLoopGroup.singleton)
+        let dial = TLSLeaseTransport.dialer(tls: tls, group: MultiThreadedEventLoopGroup.singleton)
         let (host, adminHost, upstreamURL) = (cfg.listenHost, cfg.adminHost, cfg.upstream.absoluteString)
-        let service = try GatewayService(config: cfg, consumers: consumers, transport: transport, logger: logger) { p, a in
+        let service = try GatewayService(config: cfg, consumers: consumers, seeds: cfg.coordinatorSeeds, dial: dial, logger: logger) { p, a in
             let line = "allot gateway \(nodeName) listening on \(host):\(p), admin and sidecar http://\(adminHost):\(a), upstream \(upstreamURL)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
         }

@@ -16,7 +16,7 @@ struct NodeLoad: AsyncParsableCommand {
         discussion: "SIGTERM stops it gracefully: its leases are released before it exits.")
 
     @Option(help: "The coordinator's YAML configuration (for the budgets' definitions).") var config: String
-    @Option(help: "The coordinator, HOST:PORT.") var coordinator: String
+    @Option(help: "The coordinator, HOST:PORT (a cluster: several, comma-separated).") var coordinator: String
     @Option(help: "Directory with ca.pem, trust-domain and node-<name>.pem.") var tlsDir: String
     @Option(help: "This node's name (its certificate is node-<name>.pem).") var name: String
     @Option(help: "Budgets each request is charged to (repeatable; default: all in the configuration).") var budget: [String] = []
@@ -25,8 +25,9 @@ struct NodeLoad: AsyncParsableCommand {
 
     func run() async throws {
         let cfg = try CoordinatorConfig.load(path: config)
-        guard let colon = coordinator.lastIndex(of: ":"), let port = Int(coordinator[coordinator.index(after: colon)...]) else {
-            throw ValidationError("--coordinator must be HOST:PORT (got '\(coordinator)')")
+        let seeds = coordinator.split(separator: ",").map(String.init)
+        for a in seeds where (try? CoordinatorConfig.address(a, field: "--coordinator")) == nil {
+            throw ValidationError("--coordinator must be HOST:PORT[,HOST:PORT…] (got '\(coordinator)')")
         }
         let catalog = try TierCatalog(cfg.tiers)
         let specs = budget.isEmpty ? cfg.budgets : try budget.map { id in
@@ -45,10 +46,8 @@ struct NodeLoad: AsyncParsableCommand {
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: nodeName) }
         var logger = Logger(label: "allot.node")
         logger.logLevel = .warning
-        let client = LeaseClient(enforcer: enforcer,
-                                 transport: TLSLeaseTransport(host: String(coordinator[..<colon]), port: port, tls: tls,
-                                                              group: MultiThreadedEventLoopGroup.singleton),
-                                 logger: logger)
+        let client = LeaseClient(enforcer: enforcer, seeds: seeds, logger: logger,
+                                 dial: TLSLeaseTransport.dialer(tls: tls, group: MultiThreadedEventLoopGroup.singleton))
         let stop = StopFlag()
         signal(SIGTERM, SIG_IGN)
         let term = DispatchSource.makeSignalSource(signal: SIGTERM)

@@ -40,6 +40,12 @@ public struct Allocator: Sendable {
 
     public let settings: AllocatorSettings
     private var accounts: [BudgetID: BudgetAccount] = [:]
+    /// Quota budgets keep a journal of ledger changes (`takeJournal`); set when a durable
+    /// ledger is configured, before budgets are added.
+    public var journaling = false
+    /// The owner epoch of budgets added from now on. A coordinator sets it from the wall
+    /// clock at start, so a restarted coordinator's grants fence off its previous life's.
+    public var epoch: UInt64 = 1
 
     public init(settings: AllocatorSettings = AllocatorSettings(), budgets: [BudgetSpec], now: Instant) throws(AllotError) {
         try settings.validate()
@@ -51,7 +57,58 @@ public struct Allocator: Sendable {
         guard accounts[spec.id] == nil else {
             throw AllotError(.duplicateBudget, "budget \(spec.id) is already configured")
         }
-        accounts[spec.id] = BudgetAccount(spec: spec, now: now)
+        var acct = BudgetAccount(spec: spec, now: now)
+        acct.journaling = journaling
+        acct.epoch = epoch
+        accounts[spec.id] = acct
+    }
+
+    /// This coordinator no longer owns `budget`: forget its books (the new owner learns
+    /// what nodes hold). Returns the ledger changes not yet taken, to write before forgetting.
+    public mutating func remove(_ budget: BudgetID) -> [LedgerChange] {
+        guard var acct = accounts.removeValue(forKey: budget) else { return [] }
+        return acct.takeJournal()
+    }
+
+    public func contains(_ budget: BudgetID) -> Bool { accounts[budget] != nil }
+
+    public func spec(_ budget: BudgetID) -> BudgetSpec? { accounts[budget]?.spec }
+
+    /// Quota budgets: the current window of `budget`.
+    public func window(_ budget: BudgetID) -> (start: Instant, end: Instant)? {
+        guard let a = accounts[budget], a.spec.kind.isQuota else { return nil }
+        return (a.windowStart, a.windowEnd)
+    }
+
+    /// Resumes a quota budget's window from its ledger row with no learning: everything
+    /// the ledger counts against the allowance (granted − released) is taken as consumed.
+    public mutating func resume(_ budget: BudgetID, epoch: UInt64, ledger: LedgerCounters, now: Instant) {
+        guard var acct = accounts[budget] else { return }
+        var expired: [(NodeID, Int64)] = []
+        acct.advance(to: now, expired: &expired)
+        acct.resume(epoch: epoch, committed: ledger.committed)
+        accounts[budget] = acct
+    }
+
+    /// Ledger changes since the last call (quota budgets, when journaling).
+    public mutating func takeJournal() -> [LedgerChange] {
+        var out: [LedgerChange] = []
+        for id in accounts.keys.sorted() where !accounts[id]!.journalEntries.isEmpty {
+            out += accounts[id]!.takeJournal()
+        }
+        return out
+    }
+
+    /// Takes back a grant the ledger refused or never recorded (the node never saw it).
+    /// `exhausted`: the ledger refused it under the cap (another coordinator granted the
+    /// rest of the allowance), so nothing is left to grant here either.
+    @discardableResult
+    public mutating func revoke(_ grant: Grant, node: NodeID, exhausted: Bool = false) -> Bool {
+        guard grant.amount > 0, var acct = accounts[grant.budget] else { return false }
+        let done = acct.revoke(node: node, requestID: grant.requestID, leaseID: grant.leaseID, amount: grant.amount)
+        if exhausted { acct.pool = 0 }
+        accounts[grant.budget] = acct
+        return done
     }
 
     public var budgetIDs: [BudgetID] { accounts.keys.sorted() }
@@ -113,11 +170,17 @@ public struct Allocator: Sendable {
     /// leases granted by the previous owner run out before any new capacity is handed out.
     /// `committed` is what a quota's ledger says is already used or out in this window
     /// (pass the allowance when unknown: nothing is granted until the next window).
-    public mutating func ownershipGained(_ budget: BudgetID, epoch: UInt64, committed: Int64, now: Instant) -> Bool {
+    /// `adoptable`: how much of `committed` nodes may still hold (a ledger's unreported
+    /// units; everything committed when unknown): reported holdings are adopted out of it.
+    public mutating func ownershipGained(_ budget: BudgetID, epoch: UInt64, committed: Int64, adoptable: Int64? = nil,
+                                         now: Instant) -> Bool {
         guard let old = accounts[budget] else { return false }
         var acct = BudgetAccount(spec: old.spec, now: now)
         acct.nextLeaseID = old.nextLeaseID
-        acct.startLearning(epoch: epoch, now: now, until: now + settings.leaseTTL, committed: committed)
+        acct.journaling = old.journaling
+        acct.journalEntries = old.journalEntries
+        acct.startLearning(epoch: epoch, now: now, until: now + settings.leaseTTL, committed: committed,
+                           adoptable: adoptable ?? committed)
         accounts[budget] = acct
         return true
     }

@@ -41,8 +41,15 @@ extension BudgetAccount {
                 lease.capacity = max(0, req.capacityInUse)
                 commit(&lease, rate: lease.rate, capacity: lease.capacity)
             } else {
-                lease.granted = req.holding
-                outstanding += req.holding
+                // A quota's holding is taken out of what the ledger says may still be on
+                // nodes (counted as consumed until then); without a ledger that is everything.
+                let take = spec.kind.isQuota ? min(max(0, req.holding), adoptable) : max(0, req.holding)
+                if spec.kind.isQuota {
+                    adoptable -= take
+                    consumed -= take
+                }
+                lease.granted = take
+                outstanding += take
             }
             entry.lease = lease
             adopted = true
@@ -84,6 +91,7 @@ extension BudgetAccount {
                 lease.granted += amount
                 outstanding += amount
                 pool -= amount
+                journal(windowStart) { $0.granted += amount }
             }
             entry.lease = lease
             grant.leaseID = lease.id

@@ -74,6 +74,12 @@ struct BudgetAccount: Sendable {
     var grantsTotal: Int64 = 0
     /// Offers and recalls waiting to be sent.
     var pushes: [Push] = []
+    /// Quota budgets with a durable ledger: counters not yet handed to it, by window start.
+    var journaling = false
+    var journalEntries: [Instant: LedgerCounters] = [:]
+    /// After an ownership change: units the ledger says may still be on nodes. A node's
+    /// reported holding is adopted out of this (moved from "consumed" back to "outstanding").
+    var adoptable: Int64 = 0
 
     init(spec: BudgetSpec, now: Instant) {
         self.spec = spec
@@ -107,10 +113,13 @@ struct BudgetAccount: Sendable {
         }
         if case .quota(let allowance, let window) = spec.kind, now >= windowEnd {
             // Every lease of the old window ended with it (grants never outlive the window).
+            let oldStart = windowStart
             for (node, entry) in nodes where entry.lease != nil {
                 expired.append((node, entry.lease!.unreturned))
+                journal(oldStart) { $0.expired += entry.lease!.unreturned }
                 nodes[node]!.lease = nil
             }
+            adoptable = 0
             (windowStart, windowEnd) = window.window(containing: now)
             outstanding = 0
             consumed = 0
@@ -144,6 +153,7 @@ struct BudgetAccount: Sendable {
         } else {
             outstanding -= lease.unreturned
             expiredSpent += lease.unreturned
+            journal(windowStart) { $0.expired += lease.unreturned }
         }
     }
 
@@ -180,7 +190,7 @@ struct BudgetAccount: Sendable {
 
     // MARK: learning mode
 
-    mutating func startLearning(epoch: UInt64, now: Instant, until: Instant, committed: Int64) {
+    mutating func startLearning(epoch: UInt64, now: Instant, until: Instant, committed: Int64, adoptable: Int64) {
         self.epoch = epoch
         learningUntil = until
         pool = 0
@@ -188,7 +198,17 @@ struct BudgetAccount: Sendable {
         lastRefill = now
         if case .quota(let allowance, _) = spec.kind {
             consumed = min(allowance, max(0, committed))
+            self.adoptable = min(consumed, max(0, adoptable))
         }
+    }
+
+    /// Resumes a quota window from the ledger without learning (no node can hold a lease
+    /// the ledger does not know about): everything committed counts as consumed.
+    mutating func resume(epoch: UInt64, committed: Int64) {
+        self.epoch = epoch
+        guard case .quota(let allowance, _) = spec.kind else { return }
+        consumed = min(allowance, max(0, committed))
+        pool = max(0, allowance - consumed - outstanding - expiredSpent)
     }
 
     private mutating func endLearning(at until: Instant) {
@@ -233,6 +253,7 @@ struct BudgetAccount: Sendable {
         outstanding -= dc + dr
         consumed += dc
         pool += dr
+        journal(windowStart) { $0.consumed += dc; $0.released += dr }
         return dr
     }
 
@@ -253,6 +274,7 @@ struct BudgetAccount: Sendable {
         } else {
             outstanding -= lease.unreturned
             expiredSpent += lease.unreturned
+            journal(windowStart) { $0.expired += lease.unreturned }
         }
         nodes[node]!.lease = nil
         nodes[node]!.unacknowledged = []

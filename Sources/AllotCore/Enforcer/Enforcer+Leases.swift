@@ -205,3 +205,26 @@ extension Enforcer {
         return nil
     }
 }
+
+extension Enforcer {
+    /// The acquire in flight for `budget` was refused without an answer to wait for (the
+    /// coordinator is not its owner, or cannot grant right now): send it again (same request
+    /// id) after `after` instead of after the usual retry timeout.
+    public mutating func retrySoon(_ budget: BudgetID, after: Duration, now: Instant) {
+        guard let h = handles[budget], var p = slices[Int(h.index)].pending else { return }
+        p.lastSentAt = now + after - settings.retryTimeout
+        slices[Int(h.index)].pending = p
+        _wantsPoll = true
+    }
+}
+
+extension Enforcer {
+    /// Every acquire in flight goes out again at the next poll (same request ids): the
+    /// coordinator it went to is gone, or the owners changed.
+    public mutating func retryAllPending(now: Instant) {
+        for i in slices.indices where slices[i].pending != nil {
+            slices[i].pending!.lastSentAt = now - settings.retryTimeout
+        }
+        _wantsPoll = true
+    }
+}

@@ -123,6 +123,12 @@ public struct BudgetSpec: Hashable, Sendable, CustomStringConvertible {
 
 extension BudgetKind {
     @inlinable
+    public var isQuota: Bool {
+        if case .quota = self { return true }
+        return false
+    }
+
+    @inlinable
     public var isConcurrency: Bool {
         if case .concurrency = self { return true }
         return false

@@ -27,6 +27,10 @@ public struct GatewayConfig: Sendable {
     /// The coordinator, HOST:PORT (mutual TLS with `tls.dir`).
     public var coordinatorHost = "127.0.0.1"
     public var coordinatorPort = 7400
+    /// A coordinator cluster: addresses to start from (`gateway.coordinator` with several
+    /// comma-separated HOST:PORT); the node learns the rest from the coordinators.
+    public var coordinatorSeeds: [String] { seeds.isEmpty ? ["\(coordinatorHost):\(coordinatorPort)"] : seeds }
+    public var seeds: [String] = []
     /// How long a request may wait for a lease its node is already asking for (first use of
     /// a budget, or a refill in flight) before it is denied.
     public var admissionWait: Duration = .milliseconds(250)
@@ -85,7 +89,12 @@ public struct GatewayConfig: Sendable {
                 guard v >= 4096 else { throw AllotError(.invalidSettings, "gateway.audit_max_bytes must be at least 4096 (got \(v))") }
                 auditMaxBytes = v
             }
-            if let v = g.coordinator { (coordinatorHost, coordinatorPort) = try CoordinatorConfig.address(v, field: "gateway.coordinator") }
+            if let v = g.coordinator {
+                let list = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                for (i, a) in list.enumerated() { _ = try CoordinatorConfig.address(a, field: list.count > 1 ? "gateway.coordinator[\(i)]" : "gateway.coordinator") }
+                (coordinatorHost, coordinatorPort) = try CoordinatorConfig.address(list.first ?? v, field: "gateway.coordinator")
+                seeds = list.count > 1 ? list : []
+            }
             if let v = g.admission_wait { admissionWait = try CoordinatorConfig.duration(v, field: "gateway.admission_wait") }
             if let v = g.chain_depth_header { chainDepthHeader = v.lowercased() }
             if let v = g.sidecar_reservation_ttl {

@@ -22,8 +22,19 @@ public final class GatewayService: Service, Sendable {
     private let logger: Logger
     private let onListening: @Sendable (_ proxyPort: Int, _ adminPort: Int) -> Void
 
-    /// `transport`: how this node reaches its coordinator (`TLSLeaseTransport` in production).
-    public init(config: GatewayConfig, consumers: ConsumerDirectory, transport: any LeaseTransport,
+    /// `transport`: how this node reaches its one coordinator.
+    public convenience init(config: GatewayConfig, consumers: ConsumerDirectory, transport: any LeaseTransport,
+                            clientSettings: LeaseClient.Settings = LeaseClient.Settings(), logger: Logger,
+                            onListening: @escaping @Sendable (_ proxyPort: Int, _ adminPort: Int) -> Void = { _, _ in },
+                            observer: GatewayEvent.Observer? = nil) throws {
+        try self.init(config: config, consumers: consumers, seeds: [""], dial: { _ in transport }, clientSettings: clientSettings,
+                      logger: logger, onListening: onListening, observer: observer)
+    }
+
+    /// `seeds` and `dial`: how this node reaches the coordinators (`TLSLeaseTransport.dialer`
+    /// in production).
+    public init(config: GatewayConfig, consumers: ConsumerDirectory, seeds: [String],
+                dial: @escaping @Sendable (String) -> (any LeaseTransport)?,
                 clientSettings: LeaseClient.Settings = LeaseClient.Settings(), logger: Logger,
                 onListening: @escaping @Sendable (_ proxyPort: Int, _ adminPort: Int) -> Void = { _, _ in },
                 observer: GatewayEvent.Observer? = nil) throws {
@@ -32,7 +43,7 @@ public final class GatewayService: Service, Sendable {
         settings.refreshInterval = config.shared.core.allocator.refreshInterval
         settings.renewMargin = min(settings.renewMargin, settings.leaseTTL / 3)
         let enforcer = try SharedEnforcer(settings: settings)
-        let client = LeaseClient(enforcer: enforcer, transport: transport, settings: clientSettings, logger: logger)
+        let client = LeaseClient(enforcer: enforcer, seeds: seeds, settings: clientSettings, logger: logger, dial: dial)
         let audit = try config.auditDirectory.map { try AuditLog(directory: URL(fileURLWithPath: $0), maxBytes: config.auditMaxBytes) }
         core = try GatewayCore(config: config, consumers: consumers, enforcer: enforcer, audit: audit,
                                poke: { [weak client] in client?.pollNow() },

@@ -114,6 +114,22 @@ public nonisolated struct Allot_V1_Frame: Sendable {
     set {body = .statusResponse(newValue)}
   }
 
+  public var gossip: Allot_V1_Gossip {
+    get {
+      if case .gossip(let v)? = body {return v}
+      return Allot_V1_Gossip()
+    }
+    set {body = .gossip(newValue)}
+  }
+
+  public var members: Allot_V1_MemberList {
+    get {
+      if case .members(let v)? = body {return v}
+      return Allot_V1_MemberList()
+    }
+    set {body = .members(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -127,6 +143,8 @@ public nonisolated struct Allot_V1_Frame: Sendable {
     case error(Allot_V1_Error)
     case statusRequest(Allot_V1_StatusRequest)
     case statusResponse(Allot_V1_StatusResponse)
+    case gossip(Allot_V1_Gossip)
+    case members(Allot_V1_MemberList)
 
   }
 
@@ -171,9 +189,21 @@ public nonisolated struct Allot_V1_HelloAck: Sendable {
 
   public var refreshIntervalNs: Int64 = 0
 
+  /// Cluster mode: this coordinator as a member (the name and address it gossips under).
+  public var member: Allot_V1_Member {
+    get {_member ?? Allot_V1_Member()}
+    set {_member = newValue}
+  }
+  /// Returns true if `member` has been explicitly set.
+  public var hasMember: Bool {self._member != nil}
+  /// Clears the value of `member`. Subsequent reads from it will return its default value.
+  public mutating func clearMember() {self._member = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _member: Allot_V1_Member? = nil
 }
 
 /// Either side, at least every heartbeat interval; echoed with the same sequence.
@@ -282,6 +312,16 @@ public nonisolated struct Allot_V1_Grant: Sendable {
 
   public var outcome: Allot_V1_Grant.Outcome = .granted
 
+  /// With NOT_OWNER: the owning coordinator's name and address.
+  public var owner: Allot_V1_Member {
+    get {_owner ?? Allot_V1_Member()}
+    set {_owner = newValue}
+  }
+  /// Returns true if `owner` has been explicitly set.
+  public var hasOwner: Bool {self._owner != nil}
+  /// Clears the value of `owner`. Subsequent reads from it will return its default value.
+  public mutating func clearOwner() {self._owner = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Outcome: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -289,6 +329,13 @@ public nonisolated struct Allot_V1_Grant: Sendable {
     case granted // = 0
     case unknownBudget // = 1
     case staleRequest // = 2
+
+    /// This coordinator does not own the budget: ask `owner` (a redirect; nothing granted).
+    case notOwner // = 3
+
+    /// Nothing granted now: the ledger is unreachable, the budget's ledger row is loading,
+    /// or the cluster is still forming. Ask again after retry_after_ns.
+    case unavailable // = 4
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -300,6 +347,8 @@ public nonisolated struct Allot_V1_Grant: Sendable {
       case 0: self = .granted
       case 1: self = .unknownBudget
       case 2: self = .staleRequest
+      case 3: self = .notOwner
+      case 4: self = .unavailable
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -309,6 +358,8 @@ public nonisolated struct Allot_V1_Grant: Sendable {
       case .granted: return 0
       case .unknownBudget: return 1
       case .staleRequest: return 2
+      case .notOwner: return 3
+      case .unavailable: return 4
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -318,11 +369,15 @@ public nonisolated struct Allot_V1_Grant: Sendable {
       .granted,
       .unknownBudget,
       .staleRequest,
+      .notOwner,
+      .unavailable,
     ]
 
   }
 
   public init() {}
+
+  fileprivate var _owner: Allot_V1_Member? = nil
 }
 
 public nonisolated struct Allot_V1_ReleaseBatch: Sendable {
@@ -500,13 +555,201 @@ public nonisolated struct Allot_V1_BudgetStatus: Sendable {
   public init() {}
 }
 
+/// A coordinator: its certificate name and the address peers and nodes reach it at.
+public nonisolated struct Allot_V1_Member: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var address: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Coordinator to coordinator only (SWIM membership, docs/cluster.md). One-way: an answer
+/// travels back on the answering coordinator's own connection to the sender.
+public nonisolated struct Allot_V1_Gossip: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: Allot_V1_Gossip.Kind = .ping
+
+  public var sequence: UInt64 = 0
+
+  public var from: Allot_V1_Member {
+    get {_from ?? Allot_V1_Member()}
+    set {_from = newValue}
+  }
+  /// Returns true if `from` has been explicitly set.
+  public var hasFrom: Bool {self._from != nil}
+  /// Clears the value of `from`. Subsequent reads from it will return its default value.
+  public mutating func clearFrom() {self._from = nil}
+
+  public var to: Allot_V1_Member {
+    get {_to ?? Allot_V1_Member()}
+    set {_to = newValue}
+  }
+  /// Returns true if `to` has been explicitly set.
+  public var hasTo: Bool {self._to != nil}
+  /// Clears the value of `to`. Subsequent reads from it will return its default value.
+  public mutating func clearTo() {self._to = nil}
+
+  public var target: Allot_V1_Member {
+    get {_target ?? Allot_V1_Member()}
+    set {_target = newValue}
+  }
+  /// Returns true if `target` has been explicitly set.
+  public var hasTarget: Bool {self._target != nil}
+  /// Clears the value of `target`. Subsequent reads from it will return its default value.
+  public mutating func clearTarget() {self._target = nil}
+
+  public var updates: [Allot_V1_MemberUpdate] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Kind: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case ping // = 0
+    case ack // = 1
+
+    /// ping `target` for me and relay its ack
+    case pingRequest // = 2
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .ping
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .ping
+      case 1: self = .ack
+      case 2: self = .pingRequest
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .ping: return 0
+      case .ack: return 1
+      case .pingRequest: return 2
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Allot_V1_Gossip.Kind] = [
+      .ping,
+      .ack,
+      .pingRequest,
+    ]
+
+  }
+
+  public init() {}
+
+  fileprivate var _from: Allot_V1_Member? = nil
+  fileprivate var _to: Allot_V1_Member? = nil
+  fileprivate var _target: Allot_V1_Member? = nil
+}
+
+public nonisolated struct Allot_V1_MemberUpdate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var member: Allot_V1_Member {
+    get {_member ?? Allot_V1_Member()}
+    set {_member = newValue}
+  }
+  /// Returns true if `member` has been explicitly set.
+  public var hasMember: Bool {self._member != nil}
+  /// Clears the value of `member`. Subsequent reads from it will return its default value.
+  public mutating func clearMember() {self._member = nil}
+
+  public var incarnation: UInt64 = 0
+
+  public var state: Allot_V1_MemberUpdate.State = .alive
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum State: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case alive // = 0
+    case suspect // = 1
+    case dead // = 2
+    case left // = 3
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .alive
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .alive
+      case 1: self = .suspect
+      case 2: self = .dead
+      case 3: self = .left
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .alive: return 0
+      case .suspect: return 1
+      case .dead: return 2
+      case .left: return 3
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Allot_V1_MemberUpdate.State] = [
+      .alive,
+      .suspect,
+      .dead,
+      .left,
+    ]
+
+  }
+
+  public init() {}
+
+  fileprivate var _member: Allot_V1_Member? = nil
+}
+
+/// Coordinator to node: the live coordinators (budget owner = rendezvous hash over them),
+/// sent after hello and whenever the view changes. `version` grows with every change a
+/// coordinator sees; a node keeps the list from each coordinator and routes by the latest.
+public nonisolated struct Allot_V1_MemberList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var members: [Allot_V1_Member] = []
+
+  public var version: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "allot.v1"
 
 nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Frame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}hello_ack\0\u{1}heartbeat\0\u{1}acquire\0\u{1}grants\0\u{1}release\0\u{1}push\0\u{1}error\0\u{3}status_request\0\u{3}status_response\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}hello_ack\0\u{1}heartbeat\0\u{1}acquire\0\u{1}grants\0\u{1}release\0\u{1}push\0\u{1}error\0\u{3}status_request\0\u{3}status_response\0\u{1}gossip\0\u{1}members\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -644,6 +887,32 @@ nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Mess
           self.body = .statusResponse(v)
         }
       }()
+      case 11: try {
+        var v: Allot_V1_Gossip?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .gossip(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .gossip(v)
+        }
+      }()
+      case 12: try {
+        var v: Allot_V1_MemberList?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .members(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .members(v)
+        }
+      }()
       default: break
       }
     }
@@ -694,6 +963,14 @@ nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Mess
     case .statusResponse?: try {
       guard case .statusResponse(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    }()
+    case .gossip?: try {
+      guard case .gossip(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    }()
+    case .members?: try {
+      guard case .members(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
     }()
     case nil: break
     }
@@ -749,7 +1026,7 @@ nonisolated extension Allot_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Allot_V1_HelloAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HelloAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}coordinator_name\0\u{1}capabilities\0\u{3}max_frame_bytes\0\u{3}max_items_per_frame\0\u{3}lease_ttl_ns\0\u{3}refresh_interval_ns\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}coordinator_name\0\u{1}capabilities\0\u{3}max_frame_bytes\0\u{3}max_items_per_frame\0\u{3}lease_ttl_ns\0\u{3}refresh_interval_ns\0\u{1}member\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -764,12 +1041,17 @@ nonisolated extension Allot_V1_HelloAck: SwiftProtobuf.Message, SwiftProtobuf._M
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.maxItemsPerFrame) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.leaseTtlNs) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.refreshIntervalNs) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._member) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.protocolVersion != 0 {
       try visitor.visitSingularUInt32Field(value: self.protocolVersion, fieldNumber: 1)
     }
@@ -791,6 +1073,9 @@ nonisolated extension Allot_V1_HelloAck: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.refreshIntervalNs != 0 {
       try visitor.visitSingularInt64Field(value: self.refreshIntervalNs, fieldNumber: 7)
     }
+    try { if let v = self._member {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -802,6 +1087,7 @@ nonisolated extension Allot_V1_HelloAck: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.maxItemsPerFrame != rhs.maxItemsPerFrame {return false}
     if lhs.leaseTtlNs != rhs.leaseTtlNs {return false}
     if lhs.refreshIntervalNs != rhs.refreshIntervalNs {return false}
+    if lhs._member != rhs._member {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -994,7 +1280,7 @@ nonisolated extension Allot_V1_GrantBatch: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Allot_V1_Grant: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Grant"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}budget\0\u{3}lease_id\0\u{1}epoch\0\u{1}amount\0\u{3}ttl_ns\0\u{1}adopted\0\u{3}retry_after_ns\0\u{1}rate\0\u{1}capacity\0\u{1}sequence\0\u{1}outcome\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}budget\0\u{3}lease_id\0\u{1}epoch\0\u{1}amount\0\u{3}ttl_ns\0\u{1}adopted\0\u{3}retry_after_ns\0\u{1}rate\0\u{1}capacity\0\u{1}sequence\0\u{1}outcome\0\u{1}owner\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1014,12 +1300,17 @@ nonisolated extension Allot_V1_Grant: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 10: try { try decoder.decodeSingularInt64Field(value: &self.capacity) }()
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       case 12: try { try decoder.decodeSingularEnumField(value: &self.outcome) }()
+      case 13: try { try decoder.decodeSingularMessageField(value: &self._owner) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.requestID != 0 {
       try visitor.visitSingularUInt64Field(value: self.requestID, fieldNumber: 1)
     }
@@ -1056,6 +1347,9 @@ nonisolated extension Allot_V1_Grant: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if self.outcome != .granted {
       try visitor.visitSingularEnumField(value: self.outcome, fieldNumber: 12)
     }
+    try { if let v = self._owner {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1072,13 +1366,14 @@ nonisolated extension Allot_V1_Grant: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.capacity != rhs.capacity {return false}
     if lhs.sequence != rhs.sequence {return false}
     if lhs.outcome != rhs.outcome {return false}
+    if lhs._owner != rhs._owner {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Allot_V1_Grant.Outcome: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0GRANTED\0\u{1}UNKNOWN_BUDGET\0\u{1}STALE_REQUEST\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0GRANTED\0\u{1}UNKNOWN_BUDGET\0\u{1}STALE_REQUEST\0\u{1}NOT_OWNER\0\u{1}UNAVAILABLE\0")
 }
 
 nonisolated extension Allot_V1_ReleaseBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1334,6 +1629,187 @@ nonisolated extension Allot_V1_BudgetStatus: SwiftProtobuf.Message, SwiftProtobu
     if lhs.committedRate != rhs.committedRate {return false}
     if lhs.expiredSpent != rhs.expiredSpent {return false}
     if lhs.unit != rhs.unit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Allot_V1_Member: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Member"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Allot_V1_Member, rhs: Allot_V1_Member) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Allot_V1_Gossip: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Gossip"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequence\0\u{1}from\0\u{1}to\0\u{1}target\0\u{1}updates\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._from) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._to) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._target) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.updates) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.kind != .ping {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 1)
+    }
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 2)
+    }
+    try { if let v = self._from {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._to {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._target {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if !self.updates.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.updates, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Allot_V1_Gossip, rhs: Allot_V1_Gossip) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs._from != rhs._from {return false}
+    if lhs._to != rhs._to {return false}
+    if lhs._target != rhs._target {return false}
+    if lhs.updates != rhs.updates {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Allot_V1_Gossip.Kind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PING\0\u{1}ACK\0\u{1}PING_REQUEST\0")
+}
+
+nonisolated extension Allot_V1_MemberUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MemberUpdate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}member\0\u{1}incarnation\0\u{1}state\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._member) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.state) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._member {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 2)
+    }
+    if self.state != .alive {
+      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Allot_V1_MemberUpdate, rhs: Allot_V1_MemberUpdate) -> Bool {
+    if lhs._member != rhs._member {return false}
+    if lhs.incarnation != rhs.incarnation {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Allot_V1_MemberUpdate.State: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALIVE\0\u{1}SUSPECT\0\u{1}DEAD\0\u{1}LEFT\0")
+}
+
+nonisolated extension Allot_V1_MemberList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MemberList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}members\0\u{1}version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.members) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.members.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.members, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Allot_V1_MemberList, rhs: Allot_V1_MemberList) -> Bool {
+    if lhs.members != rhs.members {return false}
+    if lhs.version != rhs.version {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,250 @@
+import AllotCluster
+import AllotCore
+import AllotTransport
+import AllotWire
+import Logging
+import NIOCore
+import Synchronization
+
+/// The shell around `Membership`: carries its messages over mutual TLS to the other
+/// coordinators and tells the `CoordinatorCore` whenever the live view changes.
+///
+/// Every coordinator keeps one outgoing connection per peer (opened on first use, with a
+/// coordinator certificate); gossip is one-way on it, so an answer travels back on the
+/// answerer's own connection. Incoming gossip arrives through the coordinator's listener,
+/// where `Session` lets only `coordinator` certificates send it and `CoordinatorCore.gossip`
+/// checks that the sender is who its certificate says.
+///
+/// Joining: the seeds are dialled (their names come from their hello answers); the view is
+/// formed once a seed has answered with the cluster's members, or after `joinTimeout` alone.
+/// Seeds not in the view are dialled again every protocol period, so two halves that formed
+/// apart (or a partition that healed) merge.
+public final class ClusterService: Sendable {
+    public struct Settings: Sendable {
+        public var membership = Membership.Settings()
+        /// Addresses (`host:port`) of coordinators to join through; may include this one.
+        public var seeds: [String] = []
+        public var joinTimeout: Duration = .seconds(3)
+        public var tickInterval: Duration = .milliseconds(50)
+        public init() {}
+    }
+
+    private struct Link: Sendable {
+        var connection: (any LeaseConnection)?
+        var connecting = false
+        var member: MemberID?
+        var queue: [Allot_V1_Frame] = []
+        var lastDial: Instant = .zero
+    }
+
+    private struct State: Sendable {
+        var membership: Membership
+        var links: [String: Link] = [:]
+        var live: [MemberID] = []
+        var formed = false
+        var startedAt: Instant
+        var stopped = false
+        var messagesSent: Int64 = 0
+        var messagesReceived: Int64 = 0
+    }
+
+    public let me: MemberID
+    public let settings: Settings
+    private let core: CoordinatorCore
+    private let dial: @Sendable (String) -> (any LeaseTransport)?
+    private let logger: Logger
+    private let state: Mutex<State>
+    private let ticker = Mutex<RepeatedTask?>(nil)
+
+    /// `dial`: a transport to a peer's address (nil when the address cannot be read).
+    public init(core: CoordinatorCore, settings: Settings, logger: Logger, now: Instant,
+                dial: @escaping @Sendable (String) -> (any LeaseTransport)?) {
+        precondition(core.settings.member != nil, "a cluster needs CoordinatorCore.Settings.member")
+        self.me = core.settings.member!
+        self.core = core
+        self.settings = settings
+        self.dial = dial
+        self.logger = logger
+        var seed: UInt64 = 0xA110
+        for b in me.name.utf8 { seed = seed &* 31 &+ UInt64(b) }
+        state = Mutex(State(membership: Membership(me: me, settings: settings.membership, seed: seed, now: now), startedAt: now))
+    }
+
+    public var live: [MemberID] { state.withLock { $0.live } }
+    public var isFormed: Bool { state.withLock { $0.formed } }
+    public var traffic: (sent: Int64, received: Int64) { state.withLock { ($0.messagesSent, $0.messagesReceived) } }
+
+    /// Starts gossiping (ticks on `loop`).
+    public func start(on loop: any EventLoop) {
+        core.onGossip { [weak self] e in self?.received(e) }
+        let task = loop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(settings.tickInterval.nanoseconds)) { [weak self] _ in
+            self?.step(now: WallClock.now())
+        }
+        ticker.withLock { $0 = task }
+    }
+
+    func step(now: Instant) {
+        let (out, dials) = state.withLock { s -> ([Membership.Envelope], [String]) in
+            guard !s.stopped else { return ([], []) }
+            var dials: [String] = []
+            var joins: [Membership.Envelope] = []
+            // Seeds not (or no longer) in the view: dial them about once per protocol period.
+            let known = Set(s.membership.live.map(\.address))
+            for seed in settings.seeds where seed != me.address && !known.contains(seed) {
+                var link = s.links[seed] ?? Link()
+                if !link.connecting && now - link.lastDial >= settings.membership.protocolPeriod {
+                    if link.connection == nil {
+                        link.connecting = true
+                        link.lastDial = now
+                        dials.append(seed)
+                    } else if let m = link.member {
+                        // Connected but not in the view (it was declared dead, or we formed
+                        // apart): join through it again.
+                        link.lastDial = now
+                        s.links[seed] = link
+                        joins += s.membership.join(seeds: [m], now: now)
+                    }
+                }
+                s.links[seed] = link
+            }
+            if !s.formed && now - s.startedAt >= settings.joinTimeout { s.formed = true }
+            return (joins + s.membership.tick(now: now), dials)
+        }
+        for a in dials { connect(a) }
+        deliver(out)
+        publish(now: now)
+    }
+
+    private func received(_ e: Membership.Envelope) {
+        let now = WallClock.now()
+        let out = state.withLock { s -> [Membership.Envelope] in
+            s.messagesReceived += 1
+            guard !s.stopped else { return [] }
+            let out = s.membership.receive(e, now: now)
+            // Formed once a peer has answered (its answer to a newcomer carries the whole view).
+            if case .ack = e.message { s.formed = true }
+            return out
+        }
+        deliver(out)
+        publish(now: now)
+    }
+
+    /// Tells the core when the live view changed.
+    private func publish(now: Instant) {
+        let changed = state.withLock { s -> [MemberID]? in
+            guard s.formed else { return nil }
+            let live = s.membership.live
+            guard live != s.live || !core.isFormed else { return nil }
+            s.live = live
+            return live
+        }
+        if let changed {
+            logger.info("cluster view changed", metadata: ["allot.members": "\(changed.map(\.description).joined(separator: ", "))"])
+            core.membersChanged(changed, now: now)
+        }
+    }
+
+    private static func enqueue(_ e: Membership.Envelope, _ s: inout State) {
+        var link = s.links[e.to.address] ?? Link()
+        link.queue.append(e.wire)
+        if link.queue.count > 64 { link.queue.removeFirst(link.queue.count - 64) }
+        s.links[e.to.address] = link
+    }
+
+    private func deliver(_ envelopes: [Membership.Envelope]) {
+        guard !envelopes.isEmpty else { return }
+        var sends: [(any LeaseConnection, [Allot_V1_Frame])] = []
+        var dials: [String] = []
+        state.withLock { s in
+            for e in envelopes { Self.enqueue(e, &s) }
+            for address in Set(envelopes.map(\.to.address)) {
+                guard var link = s.links[address] else { continue }
+                if let c = link.connection {
+                    sends.append((c, link.queue))
+                    s.messagesSent += Int64(link.queue.count)
+                    link.queue = []
+                } else if !link.connecting {
+                    link.connecting = true
+                    link.lastDial = WallClock.now()
+                    dials.append(address)
+                }
+                s.links[address] = link
+            }
+        }
+        for (c, frames) in sends { c.send(frames) }
+        for a in dials { connect(a) }
+    }
+
+    private func connect(_ address: String) {
+        guard let transport = dial(address) else {
+            logger.error("cannot dial cluster peer", metadata: ["allot.address": "\(address)"])
+            return
+        }
+        Task {
+            do {
+                let conn = try await transport.connect(
+                    onFrame: { [weak self] f in self?.peerFrame(f, address: address) },
+                    onClose: { [weak self] in self?.peerClosed(address) })
+                conn.send([.hello(name: me.name, capabilities: ["gossip"])])
+                let queued = state.withLock { s -> [Allot_V1_Frame] in
+                    var link = s.links[address] ?? Link()
+                    link.connection = conn
+                    link.connecting = false
+                    defer { link.queue = []; s.links[address] = link }
+                    s.messagesSent += Int64(link.queue.count)
+                    return link.queue
+                }
+                conn.send(queued)
+            } catch {
+                state.withLock { s in
+                    s.links[address]?.connecting = false
+                    s.links[address]?.queue = []
+                }
+                logger.debug("cluster peer unreachable", metadata: ["allot.address": "\(address)", "allot.error": "\(error)"])
+            }
+        }
+    }
+
+    private func peerFrame(_ f: Allot_V1_Frame, address: String) {
+        switch f.body {
+        case .helloAck(let ack) where ack.hasMember:
+            let m = MemberID(wire: ack.member)
+            let now = WallClock.now()
+            let out = state.withLock { s -> [Membership.Envelope] in
+                s.links[address]?.member = m
+                guard settings.seeds.contains(address), s.membership.state(of: m) == nil || s.membership.state(of: m)! >= .dead else { return [] }
+                return s.membership.join(seeds: [m], now: now)
+            }
+            deliver(out)
+        case .error(let e):
+            logger.warning("cluster peer refused us", metadata: ["allot.address": "\(address)", "allot.reason": "\(e.code): \(e.message)"])
+        default:
+            break
+        }
+    }
+
+    private func peerClosed(_ address: String) {
+        state.withLock { s in
+            s.links[address]?.connection = nil
+            s.links[address]?.connecting = false
+        }
+    }
+
+    /// Graceful leave (SIGTERM): tells some members at once; gossip does the rest.
+    public func leave() async {
+        let out = state.withLock { s -> [Membership.Envelope] in s.membership.leave() }
+        deliver(out)
+        try? await Task.sleep(for: .milliseconds(100))
+        stop()
+    }
+
+    public func stop() {
+        ticker.withLock { $0?.cancel(); $0 = nil }
+        let conns = state.withLock { s -> [any LeaseConnection] in
+            s.stopped = true
+            defer { s.links = [:] }
+            return s.links.values.compactMap(\.connection)
+        }
+        for c in conns { c.close() }
+    }
+}

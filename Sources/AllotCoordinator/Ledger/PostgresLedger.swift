@@ -1,0 +1,118 @@
+import AllotCore
+import AllotTransport
+import Logging
+import PostgresNIO
+
+/// The ledger in PostgreSQL, shared by all coordinators of a cluster. The cap holds in the
+/// database: the conditional `UPDATE … WHERE granted + g − released ≤ allowance` runs under
+/// the row's lock (READ COMMITTED re-checks the condition on the newest row version), so
+/// concurrent grants from two coordinators cannot together pass the allowance.
+///
+/// The client pool reconnects by itself after the server restarts; a call that cannot reach
+/// the server fails after `timeout` and the writer retries with backoff.
+public final class PostgresLedger: LedgerStore {
+    public let description: String
+    private let client: PostgresClient
+    private let runner: Task<Void, Never>
+    private let logger: Logger
+    private let timeout: Duration
+
+    public init(host: String, port: Int, user: String, password: String?, database: String,
+                timeout: Duration = .seconds(2), logger: Logger = Logger(label: "allot.ledger")) {
+        description = "postgres://\(user)@\(host):\(port)/\(database)"
+        var config = PostgresClient.Configuration(host: host, port: port, username: user, password: password,
+                                                  database: database, tls: .disable)
+        config.options.connectTimeout = timeout
+        config.options.maximumConnections = 4
+        let client = PostgresClient(configuration: config, backgroundLogger: logger)
+        self.client = client
+        self.logger = logger
+        self.timeout = timeout
+        runner = Task { await client.run() }
+    }
+
+    public func migrate() async throws {
+        try await bounded { [client, logger] in
+            try await client.withTransaction(logger: logger) { conn in
+                // One migrator at a time across the cluster.
+                try await conn.query("SELECT pg_advisory_xact_lock(7411)", logger: logger)
+                try await conn.query(PostgresQuery(unsafeSQL: LedgerSchema.createVersionTable), logger: logger)
+                var current = 0
+                for try await v in try await conn.query("SELECT COALESCE(MAX(version), 0) FROM allot_schema", logger: logger)
+                    .decode(Int.self) { current = v }
+                guard current <= LedgerSchema.latest else { throw LedgerSchema.newer(current) }
+                for m in LedgerSchema.migrations where m.version > current {
+                    for sql in m.sql { try await conn.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
+                    let now = WallClock.now().nanoseconds
+                    try await conn.query("INSERT INTO allot_schema (version, applied_at) VALUES (\(m.version), \(now))", logger: logger)
+                }
+            }
+        }
+    }
+
+    public func load(_ budget: BudgetID, windowStart: Instant) async throws -> LedgerCounters {
+        try await bounded { [client, logger] in
+            let rows = try await client.query(
+                "SELECT granted, released, consumed, expired FROM quota_usage WHERE budget = \(budget.rawValue) AND window_start = \(windowStart.nanoseconds)",
+                logger: logger)
+            var out = LedgerCounters()
+            for try await (g, r, c, e) in rows.decode((Int64, Int64, Int64, Int64).self) {
+                out = LedgerCounters(granted: g, released: r, consumed: c, expired: e)
+            }
+            return out
+        }
+    }
+
+    public func apply(_ changes: [LedgerChange], now: Instant) async throws -> [Bool] {
+        try await bounded { [client, logger] in
+            try await client.withTransaction(logger: logger) { conn in
+                var accepted: [Bool] = []
+                for c in changes {
+                    let b = c.budget.rawValue, w = c.windowStart.nanoseconds, d = c.delta, t = now.nanoseconds
+                    try await conn.query("""
+                        INSERT INTO quota_usage (budget, window_start, window_end, allowance, updated_at)
+                        VALUES (\(b), \(w), \(c.windowEnd.nanoseconds), \(c.allowance), \(t)) ON CONFLICT DO NOTHING
+                        """, logger: logger)
+                    var applied = false
+                    for try await _ in try await conn.query("""
+                        UPDATE quota_usage SET granted = granted + \(d.granted), released = released + \(d.released),
+                          consumed = consumed + \(d.consumed), expired = expired + \(d.expired), allowance = \(c.allowance), updated_at = \(t)
+                        WHERE budget = \(b) AND window_start = \(w) AND granted + \(d.granted) - released - \(d.released) <= \(c.allowance)
+                        RETURNING granted
+                        """, logger: logger) { applied = true }
+                    if !applied {
+                        try await conn.query("""
+                            UPDATE quota_usage SET released = released + \(d.released), consumed = consumed + \(d.consumed),
+                              expired = expired + \(d.expired), updated_at = \(t)
+                            WHERE budget = \(b) AND window_start = \(w)
+                            """, logger: logger)
+                    }
+                    accepted.append(applied || d.granted <= 0)
+                }
+                return accepted
+            }
+        }
+    }
+
+    /// Runs `body`, giving up after `timeout` (the pool waits for a connection otherwise).
+    private func bounded<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let limit = timeout
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw LedgerError("PostgreSQL did not answer within \(limit)")
+            }
+            return value
+        }
+    }
+
+    public func close() async {
+        runner.cancel()
+        _ = await runner.value
+    }
+}

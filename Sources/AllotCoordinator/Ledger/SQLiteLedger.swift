@@ -1,0 +1,102 @@
+import AllotCore
+import AllotTransport
+import Logging
+import SQLiteNIO
+
+/// The ledger in one SQLite file (WAL), the default for a single coordinator. Several
+/// coordinator processes on one machine may share the file: every write transaction takes
+/// SQLite's write lock first (`BEGIN IMMEDIATE`), so the conditional update is atomic
+/// across processes too.
+public actor SQLiteLedger: LedgerStore {
+    public nonisolated let description: String
+    private let connection: SQLiteConnection
+
+    /// Opens (creating) the file; the pragmas are set by `migrate`.
+    public static func open(path: String, logger: Logger = Logger(label: "allot.ledger")) throws -> SQLiteLedger {
+        let connection = try SQLiteConnection.open(storage: .file(path: path), logger: logger).wait()
+        return SQLiteLedger(path: path, connection: connection)
+    }
+
+    private init(path: String, connection: SQLiteConnection) {
+        description = "sqlite:\(path)"
+        self.connection = connection
+    }
+
+    public func migrate() async throws {
+        _ = try await connection.query("PRAGMA journal_mode=WAL", [])
+        _ = try await connection.query("PRAGMA synchronous=FULL", [])
+        _ = try await connection.query("PRAGMA busy_timeout=5000", [])
+        try await transaction {
+            _ = try await connection.query(LedgerSchema.createVersionTable, [])
+            let rows = try await connection.query("SELECT MAX(version) AS v FROM allot_schema", [])
+            let current = rows.first?.column("v")?.integer ?? 0
+            guard current <= LedgerSchema.latest else { throw LedgerSchema.newer(current) }
+            for m in LedgerSchema.migrations where m.version > current {
+                for sql in m.sql { _ = try await connection.query(sql, []) }
+                _ = try await connection.query("INSERT INTO allot_schema (version, applied_at) VALUES (?, ?)",
+                                               [.integer(m.version), .integer(Int(WallClock.now().nanoseconds))])
+            }
+        }
+    }
+
+    public func load(_ budget: BudgetID, windowStart: Instant) async throws -> LedgerCounters {
+        let rows = try await connection.query(
+            "SELECT granted, released, consumed, expired FROM quota_usage WHERE budget = ? AND window_start = ?",
+            [.text(budget.rawValue), .integer(Int(windowStart.nanoseconds))])
+        guard let r = rows.first else { return LedgerCounters() }
+        func v(_ c: String) -> Int64 { Int64(r.column(c)?.integer ?? 0) }
+        return LedgerCounters(granted: v("granted"), released: v("released"), consumed: v("consumed"), expired: v("expired"))
+    }
+
+    public func apply(_ changes: [LedgerChange], now: Instant) async throws -> [Bool] {
+        try await transaction {
+            var accepted: [Bool] = []
+            for c in changes {
+                let key: [SQLiteData] = [.text(c.budget.rawValue), .integer(Int(c.windowStart.nanoseconds))]
+                _ = try await connection.query(
+                    "INSERT INTO quota_usage (budget, window_start, window_end, allowance, updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    key + [.integer(Int(c.windowEnd.nanoseconds)), .integer(Int(c.allowance)), .integer(Int(now.nanoseconds))])
+                let d = c.delta
+                let all = try await connection.query(
+                    """
+                    UPDATE quota_usage SET granted = granted + ?, released = released + ?, consumed = consumed + ?,
+                      expired = expired + ?, allowance = ?, updated_at = ?
+                    WHERE budget = ? AND window_start = ? AND granted + ? - released - ? <= ?
+                    RETURNING granted
+                    """,
+                    [.integer(Int(d.granted)), .integer(Int(d.released)), .integer(Int(d.consumed)), .integer(Int(d.expired)),
+                     .integer(Int(c.allowance)), .integer(Int(now.nanoseconds))] + key
+                        + [.integer(Int(d.granted)), .integer(Int(d.released)), .integer(Int(c.allowance))])
+                if !all.isEmpty {
+                    accepted.append(true)
+                    continue
+                }
+                // Over the cap: record everything but the grants.
+                _ = try await connection.query(
+                    """
+                    UPDATE quota_usage SET released = released + ?, consumed = consumed + ?, expired = expired + ?, updated_at = ?
+                    WHERE budget = ? AND window_start = ?
+                    """,
+                    [.integer(Int(d.released)), .integer(Int(d.consumed)), .integer(Int(d.expired)), .integer(Int(now.nanoseconds))] + key)
+                accepted.append(d.granted <= 0)
+            }
+            return accepted
+        }
+    }
+
+    private func transaction<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        _ = try await connection.query("BEGIN IMMEDIATE", [])
+        do {
+            let r = try await body()
+            _ = try await connection.query("COMMIT", [])
+            return r
+        } catch {
+            _ = try? await connection.query("ROLLBACK", [])
+            throw error
+        }
+    }
+
+    public func close() async {
+        try? await connection.close()
+    }
+}
