@@ -123,6 +123,15 @@ let package = Package(
         .testTarget(name: "AllotSimulatorTests", dependencies: ["AllotCore", "AllotSimulator"]),
         .testTarget(name: "AllotClusterTests", dependencies: ["AllotCore", "AllotCluster"]),
         .testTarget(
+            name: "AllotCoordinatorTests",
+            dependencies: [
+                "AllotCore", "AllotCluster", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
             name: "AllotGatewayTests",
             dependencies: [
                 "AllotGateway", "AllotCore", "AllotCoordinator", "AllotNode", "AllotTransport", "AllotSimulator",

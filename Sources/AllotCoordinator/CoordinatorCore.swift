@@ -509,6 +509,12 @@ public final class CoordinatorCore: Sendable {
         write(journal, held: [])
     }
 
+    /// Drops every connection without a word (a crash, in tests).
+    public func abort() {
+        let sinks = state.withLock { $0.connections.values.map(\.sink) }
+        for sink in sinks { sink.close() }
+    }
+
     /// Asks every connected peer to go away (graceful shutdown).
     public func drain() {
         let sinks = state.withLock { $0.connections.values.map(\.sink) }

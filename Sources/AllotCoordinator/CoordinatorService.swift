@@ -48,6 +48,10 @@ public final class CoordinatorService: Service, Sendable {
                 throw AllotError(.invalidSettings, "cluster mode needs a fixed port in coordinator.listen or coordinator.advertise (got \(advertise))")
             }
             settings.member = MemberID(name: config.name, address: advertise)
+            let quotas = config.budgets.contains { $0.kind.isQuota } || config.tiers.contains { $0.templates.contains { $0.kind.isQuota } }
+            if quotas && config.ledger == .none {
+                throw AllotError(.invalidSettings, "ledger: cluster mode with quota budgets needs a ledger (sqlite:PATH on one machine, postgres://… across machines): a quota that moves between coordinators resumes from it")
+            }
         }
         var store: (any LedgerStore)?
         switch config.ledger {

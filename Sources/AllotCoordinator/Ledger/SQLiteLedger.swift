@@ -1,6 +1,7 @@
 import AllotCore
 import AllotTransport
 import Logging
+import NIOPosix
 import SQLiteNIO
 
 /// The ledger in one SQLite file (WAL), the default for a single coordinator. Several
@@ -10,16 +11,28 @@ import SQLiteNIO
 public actor SQLiteLedger: LedgerStore {
     public nonisolated let description: String
     private let connection: SQLiteConnection
+    /// One thread of its own: a transaction waiting for another process's (or another
+    /// ledger's) write lock blocks only this ledger, never a shared pool.
+    private let pool: NIOThreadPool
 
     /// Opens (creating) the file; the pragmas are set by `migrate`.
     public static func open(path: String, logger: Logger = Logger(label: "allot.ledger")) throws -> SQLiteLedger {
-        let connection = try SQLiteConnection.open(storage: .file(path: path), logger: logger).wait()
-        return SQLiteLedger(path: path, connection: connection)
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        do {
+            let connection = try SQLiteConnection.open(storage: .file(path: path), threadPool: pool, logger: logger,
+                                                       on: MultiThreadedEventLoopGroup.singleton.any()).wait()
+            return SQLiteLedger(path: path, connection: connection, pool: pool)
+        } catch {
+            try? pool.syncShutdownGracefully()
+            throw LedgerError("cannot open the SQLite ledger \(path): \(error)")
+        }
     }
 
-    private init(path: String, connection: SQLiteConnection) {
+    private init(path: String, connection: SQLiteConnection, pool: NIOThreadPool) {
         description = "sqlite:\(path)"
         self.connection = connection
+        self.pool = pool
     }
 
     public func migrate() async throws {
@@ -84,6 +97,11 @@ public actor SQLiteLedger: LedgerStore {
         }
     }
 
+    /// One statement, results dropped (tests).
+    func execute(_ sql: String) async throws {
+        _ = try await connection.query(sql, [])
+    }
+
     private func transaction<T: Sendable>(_ body: () async throws -> T) async throws -> T {
         _ = try await connection.query("BEGIN IMMEDIATE", [])
         do {
@@ -98,5 +116,6 @@ public actor SQLiteLedger: LedgerStore {
 
     public func close() async {
         try? await connection.close()
+        try? await pool.shutdownGracefully()
     }
 }

@@ -61,6 +61,7 @@ extension Enforcer {
         guard g.epoch >= s.epoch else { return .ignoredStaleEpoch }
         if g.epoch > s.epoch { s.lastSequence = 0 } // a new owner numbers afresh
         s.pending = nil
+        longestAnswerWait = max(longestAnswerWait, now - p.firstSentAt)
         s.epoch = g.epoch
         s.retryNotBefore = now + g.retryAfter
         guard g.leaseID != 0 else { return .applied }

@@ -17,6 +17,9 @@ public struct Enforcer: Sendable {
     var specs: [BudgetSpec] = []
     var handles: [BudgetID: BudgetHandle] = [:]
     var nextRequestID: UInt64 = 1
+    /// The longest an acquire waited for its answer (re-sends included): after a coordinator
+    /// fails, how long this node's budgets went unserved before their new owner answered.
+    public var longestAnswerWait: Duration = .zero
     /// Set when some slice wants a refill; the shell SHOULD call `poll` soon after.
     @usableFromInline var _wantsPoll = false
     public var wantsPoll: Bool { _wantsPoll }
