@@ -40,6 +40,8 @@ final class Harness: Sendable {
     /// Crashed members' cores: their ledger files are closed only at the end.
     private let graveyard = Mutex<[CoordinatorCore]>([])
     private let down = Mutex<Set<String>>([])
+    /// Units nodes received in grants, by budget (what coordinators acknowledged).
+    let received = Mutex<[BudgetID: Int64]>([:])
     let domain = "test"
 
     func core(_ address: String) -> CoordinatorCore? { members.withLock { $0[address]?.core } }
@@ -55,13 +57,13 @@ final class Harness: Sendable {
     /// Starts a coordinator at `address` (cluster mode when `seeds` is not nil).
     @discardableResult
     func start(_ name: String, address: String, budgets: [BudgetSpec], tiers: [Tier] = [], seeds: [String]?,
-               ledger: (any LedgerStore)? = nil, allocator: AllocatorSettings) async throws -> CoordinatorCore {
+               ledger: (any LedgerStore)? = nil, allocator: AllocatorSettings, migrate: Bool = true) async throws -> CoordinatorCore {
         var settings = CoordinatorCore.Settings()
         settings.name = name
         settings.allocator = allocator
         settings.tiers = tiers
         if seeds != nil { settings.member = MemberID(name: name, address: address) }
-        if let ledger { try await ledger.migrate() }
+        if let ledger, migrate { try await ledger.migrate() }
         let core = try CoordinatorCore(settings: settings, budgets: budgets, ledger: ledger.map { LedgerWriter(store: $0, logger: quietLogger("l")) },
                                        now: WallClock.now())
         core.start(now: WallClock.now())
@@ -122,7 +124,13 @@ struct HarnessTransport: LeaseTransport {
     func connect(onFrame: @escaping @Sendable (Allot_V1_Frame) -> Void,
                  onClose: @escaping @Sendable () -> Void) async throws -> any LeaseConnection {
         guard !harness.isDown(address), let core = harness.core(address) else { throw Down() }
-        return try await InProcessTransport(core: core, identity: identity).connect(onFrame: onFrame, onClose: onClose)
+        let h = harness
+        return try await InProcessTransport(core: core, identity: identity).connect(onFrame: { frame in
+            if identity.role == .node, case .grants(let b) = frame.body {
+                h.received.withLock { r in for g in b.items where g.outcome == .granted { r[BudgetID(g.budget), default: 0] += g.amount } }
+            }
+            onFrame(frame)
+        }, onClose: onClose)
     }
 }
 
