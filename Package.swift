@@ -125,7 +125,7 @@ let package = Package(
         .testTarget(
             name: "AllotCoordinatorTests",
             dependencies: [
-                "AllotCore", "AllotCluster", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode",
+                "AllotCore", "AllotCluster", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotSimulator",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -154,7 +154,7 @@ let package = Package(
         .testTarget(
             name: "AllotNetworkTests",
             dependencies: [
-                "AllotCore", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotSimulator",
+                "AllotCore", "AllotCluster", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotSimulator",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

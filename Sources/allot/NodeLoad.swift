@@ -22,6 +22,10 @@ struct NodeLoad: AsyncParsableCommand {
     @Option(help: "Budgets each request is charged to (repeatable; default: all in the configuration).") var budget: [String] = []
     @Option(help: "Requests per second offered.") var rate = 1000
     @Option(help: "Seconds to run.") var seconds = 10.0
+    @Flag(help: "Charge each request to one budget at a time, round robin (default: to all of them at once); the JSON then counts admissions per budget.")
+    var each = false
+    @Option(help: "Write every admission as `budget nanoseconds` lines to this file (for exact interval checks).")
+    var trace: String?
 
     func run() async throws {
         let cfg = try CoordinatorConfig.load(path: config)
@@ -58,13 +62,21 @@ struct NodeLoad: AsyncParsableCommand {
         let deadline = WallClock.now() + .milliseconds(Int64(seconds * 1000))
         var admitted = 0, attempts = 0
         var first: Int64 = 0, last: Int64 = 0
+        var perBudget = [Int](repeating: 0, count: specs.count)
+        var traceLines: [String] = []
+        let singles = specs.map { BudgetSet(enforcer.register($0)) }
         let perTick = max(1, rate / 100)
         while !stop.isSet && WallClock.now() < deadline {
             for _ in 0..<perTick {
                 let now = WallClock.now()
+                let index = each ? attempts % specs.count : 0
                 attempts += 1
-                if enforcer.admit(.oneRequest, on: set, now: now).isAdmitted {
+                if enforcer.admit(.oneRequest, on: each ? singles[index] : set, now: now).isAdmitted {
                     admitted += 1
+                    if each {
+                        perBudget[index] += 1
+                        if trace != nil { traceLines.append("\(specs[index].id) \(now.nanoseconds)") }
+                    }
                     if first == 0 { first = now.nanoseconds }
                     last = now.nanoseconds
                 }
@@ -73,8 +85,11 @@ struct NodeLoad: AsyncParsableCommand {
         }
         runner.cancel()
         await runner.value // releases every lease
+        if let trace { try traceLines.joined(separator: "\n").write(toFile: trace, atomically: true, encoding: .utf8) }
         let t = client.traffic
-        let line = ("{\"node\":\"\(name)\",\"admitted\":\(admitted),\"attempts\":\(attempts),\"first_ns\":\(first),\"last_ns\":\(last),\"frames\":\(t.framesSent + t.framesReceived),\"stopped\":\(stop.isSet)}\n")
+        let wait = enforcer.withEnforcer { $0.longestAnswerWait }
+        let budgets = each ? ",\"budgets\":{" + zip(specs, perBudget).map { "\"\($0.id)\":\($1)" }.joined(separator: ",") + "}" : ""
+        let line = ("{\"node\":\"\(name)\",\"admitted\":\(admitted),\"attempts\":\(attempts),\"first_ns\":\(first),\"last_ns\":\(last),\"frames\":\(t.framesSent + t.framesReceived),\"longest_answer_ms\":\(wait.nanoseconds / 1_000_000),\"stopped\":\(stop.isSet)\(budgets)}\n")
         FileHandle.standardOutput.write(Data(line.utf8))
     }
 }

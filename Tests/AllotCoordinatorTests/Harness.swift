@@ -2,6 +2,7 @@ import AllotCluster
 import AllotCore
 import AllotCoordinator
 import AllotNode
+import AllotSimulator
 import AllotTransport
 import AllotWire
 import Foundation
@@ -176,21 +177,12 @@ final class TestNode: Sendable {
     }
 }
 
-/// The worst excess over a token bucket (rate `limit` per `period`, `burst`) of the merged
-/// admissions: 0 when every interval T saw at most burst + rate·T.
-func bucketExcess(_ times: [Int64], limit: Int64, period: Duration, burst: Int64) -> Double {
+/// The worst excess of the merged admissions over `spec`'s exact definition (the
+/// simulator's replay): 0 when every interval T saw at most burst + rate·T.
+func excess(_ times: [Int64], spec: BudgetSpec) -> Int64 {
     let sorted = times.sorted()
-    var tokens = Double(burst)
-    var last = sorted.first ?? 0
-    var worst = 0.0
-    let perNs = Double(limit) / Double(period.nanoseconds)
-    for t in sorted {
-        tokens = min(Double(burst), tokens + Double(t - last) * perNs)
-        last = t
-        tokens -= 1
-        if tokens < 0 {
-            worst = max(worst, -tokens)
-        }
-    }
-    return worst
+    guard let first = sorted.first else { return 0 }
+    var checker = BudgetChecker(spec: spec, epoch: Instant(nanoseconds: first))
+    for t in sorted { checker.admit(1, at: t - first, end: t - first) }
+    return checker.excess
 }
