@@ -203,7 +203,8 @@ public final class CoordinatorCore: Sendable {
                     s.tierBudgets += 1
                     if ledger != nil && spec.kind.isQuota {
                         s.loading.insert(spec.id)
-                        load(spec.id, learning: Self.movedRecently(spec.id, s, self: settings.member, now: now))
+                        // The ledger says whether nodes may hold units of it (then it is learned).
+                        load(spec.id, learning: false)
                         var g = Self.refusal(item, .unavailable)
                         g.retryAfterNs = Duration.milliseconds(10).nanoseconds
                         out.append(g)
@@ -376,8 +377,9 @@ public final class CoordinatorCore: Sendable {
                 s.counters.ownershipLost += 1
                 if configured[b] == nil { s.tierBudgets -= 1 }
             }
-            // Budgets gained: learned for one lease TTL (at formation too: a member that
-            // restarts into a running cluster cannot know what others granted meanwhile).
+            // Budgets gained: rate and concurrency budgets are learned for one lease TTL (at
+            // formation too: a member that restarts into a running cluster cannot know what
+            // others granted meanwhile); durable quotas as their ledger row says.
             for (id, spec) in configured where Rendezvous.owner(of: id, among: live) == me {
                 if wasFormed && s.allocator.contains(id) { continue }
                 if !s.allocator.contains(id) { try? s.allocator.add(spec, now: now) }
@@ -391,7 +393,9 @@ public final class CoordinatorCore: Sendable {
             let sinks = s.nodeConnection.values.compactMap { s.connections[$0]?.sink }
             return (journal, sinks, .members(s.members, version: s.membersVersion))
         }
-        for b in toLoad { load(b, learning: true) }
+        // A durable quota is learned only if its ledger row says units may still be on nodes;
+        // the database's conditional update covers a previous owner still granting.
+        for b in toLoad { load(b, learning: false) }
         write(journal, held: [])
         for sink in sinks { sink.send(frame) }
     }
