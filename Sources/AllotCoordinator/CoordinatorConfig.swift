@@ -21,6 +21,8 @@ public struct CoordinatorConfig: Sendable {
     public var advertise: String?
     /// Cluster mode when set (`cluster.seeds`).
     public var cluster: ClusterService.Settings?
+    /// `cluster.quorum`: default, a majority of the seeds when there are 3 or more.
+    public var quorum = 0
     /// `ledger:` — sqlite:PATH, postgres://USER@HOST:PORT/DB or none.
     public var ledger = LedgerLocation.none
 
@@ -56,6 +58,14 @@ public struct CoordinatorConfig: Sendable {
             if let v = c.indirect_probes {
                 guard (0...16).contains(v) else { throw AllotError(.invalidSettings, "cluster.indirect_probes must be between 0 and 16 (got \(v))") }
                 cs.membership.indirectProbes = v
+            }
+            let seeds = Set(cs.seeds).count
+            quorum = seeds >= 3 ? seeds / 2 + 1 : 1
+            if let q = c.quorum {
+                guard q >= 1 && q <= max(1, seeds) else {
+                    throw AllotError(.invalidSettings, "cluster.quorum must be between 1 and the number of seeds (\(seeds)); got \(q)")
+                }
+                quorum = q
             }
             guard cs.membership.pingTimeout < cs.membership.protocolPeriod else {
                 throw AllotError(.invalidSettings, "cluster.ping_timeout must be shorter than cluster.protocol_period")
@@ -145,6 +155,7 @@ public struct CoordinatorConfig: Sendable {
             var suspicion_timeout: String?
             var join_timeout: String?
             var indirect_probes: Int?
+            var quorum: Int?
         }
         struct TLS: Decodable { var dir: String?; var trust_domain: String? }
         struct Lease: Decodable { var ttl: String?; var refresh_interval: String?; var min_slice: Int64?; var max_slice: Int64? }
@@ -189,7 +200,7 @@ public struct CoordinatorConfig: Sendable {
             "templates[]": ["name", "scope", "unit", "kind", "limit", "period", "burst", "allowance", "window",
                             "time_zone", "reset", "fail_mode", "static_allowance"],
             "coordinator": ["name", "listen", "admin", "advertise"],
-            "cluster": ["seeds", "protocol_period", "ping_timeout", "suspicion_timeout", "join_timeout", "indirect_probes"],
+            "cluster": ["seeds", "protocol_period", "ping_timeout", "suspicion_timeout", "join_timeout", "indirect_probes", "quorum"],
             "tls": ["dir", "trust_domain"],
             "lease": ["ttl", "refresh_interval", "min_slice", "max_slice"],
             "limits": ["max_frame_bytes", "max_items_per_frame", "items_per_second"],

@@ -31,6 +31,11 @@ public final class CoordinatorCore: Sendable {
         public var maxTierBudgets = 100_000
         /// Cluster mode: this coordinator as a member. Nil: standalone, owns every budget.
         public var member: MemberID?
+        /// Cluster mode: the fewest live members (this one included) under which it still
+        /// grants. Below it (the minority side of a partition) it drops every budget and
+        /// answers "unavailable", so nodes there spend what they hold and then follow their
+        /// fail mode. 0 or 1: always grant.
+        public var quorum = 0
         public init() {}
     }
 
@@ -86,6 +91,8 @@ public final class CoordinatorCore: Sendable {
         /// Cluster mode: false until the first membership view (no grants before it).
         var formed = true
         var formedAt: Instant = .zero
+        /// Cluster mode: the view holds at least `quorum` members.
+        var quorate = true
         var lastEpoch: UInt64 = 0
         /// Quota budgets whose ledger row is being read: nothing granted until it arrives.
         var loading: Set<BudgetID> = []
@@ -188,7 +195,7 @@ public final class CoordinatorCore: Sendable {
                     s.counters.redirects += 1
                     continue
                 }
-                if !s.formed || s.loading.contains(req.budget) {
+                if !s.formed || !s.quorate || s.loading.contains(req.budget) {
                     var g = Self.refusal(item, .unavailable)
                     g.retryAfterNs = Duration.milliseconds(20).nanoseconds
                     out.append(g)
@@ -371,7 +378,10 @@ public final class CoordinatorCore: Sendable {
             s.formed = true
             s.history.removeAll { now - $0.ended > settings.allocator.leaseTTL }
             var journal: [LedgerChange] = []
-            for b in s.allocator.budgetIDs where Rendezvous.owner(of: b, among: live) != me {
+            let quorate = settings.quorum <= 1 || live.count >= settings.quorum
+            let regained = quorate && !s.quorate
+            s.quorate = quorate
+            for b in s.allocator.budgetIDs where !quorate || Rendezvous.owner(of: b, among: live) != me {
                 journal += s.allocator.remove(b)
                 s.loading.remove(b)
                 s.counters.ownershipLost += 1
@@ -380,8 +390,8 @@ public final class CoordinatorCore: Sendable {
             // Budgets gained: rate and concurrency budgets are learned for one lease TTL (at
             // formation too: a member that restarts into a running cluster cannot know what
             // others granted meanwhile); durable quotas as their ledger row says.
-            for (id, spec) in configured where Rendezvous.owner(of: id, among: live) == me {
-                if wasFormed && s.allocator.contains(id) { continue }
+            for (id, spec) in configured where quorate && Rendezvous.owner(of: id, among: live) == me {
+                if wasFormed && !regained && s.allocator.contains(id) { continue }
                 if !s.allocator.contains(id) { try? s.allocator.add(spec, now: now) }
                 if ledger != nil && spec.kind.isQuota {
                     s.loading.insert(id)
@@ -420,6 +430,8 @@ public final class CoordinatorCore: Sendable {
     /// Cluster mode: the view as nodes see it.
     public var members: (list: [MemberID], version: UInt64) { state.withLock { ($0.members, $0.membersVersion) } }
     public var isFormed: Bool { state.withLock { $0.formed } }
+    /// Standalone, or formed with a quorum: grants are being served (`/readyz`).
+    public var isServing: Bool { state.withLock { $0.formed && $0.quorate } }
 
     /// Applies a batch of releases and reports from `node`.
     public func release(_ items: [Allot_V1_Release], from node: NodeID, now: Instant) {

@@ -48,6 +48,7 @@ public final class CoordinatorService: Service, Sendable {
                 throw AllotError(.invalidSettings, "cluster mode needs a fixed port in coordinator.listen or coordinator.advertise (got \(advertise))")
             }
             settings.member = MemberID(name: config.name, address: advertise)
+            settings.quorum = config.quorum
             let quotas = config.budgets.contains { $0.kind.isQuota } || config.tiers.contains { $0.templates.contains { $0.kind.isQuota } }
             if quotas && config.ledger == .none {
                 throw AllotError(.invalidSettings, "ledger: cluster mode with quota budgets needs a ledger (sqlite:PATH on one machine, postgres://… across machines): a quota that moves between coordinators resumes from it")
@@ -64,9 +65,9 @@ public final class CoordinatorService: Service, Sendable {
     }
 
     /// True while the listener accepts lease traffic, the ledger (if any) is writable and
-    /// the cluster view (if any) is formed (`/readyz`).
+    /// the cluster view (if any) is formed with a quorum (`/readyz`).
     public var isReady: Bool {
-        ready.withLock { $0 } && (core.ledger?.isHealthy ?? true) && core.isFormed
+        ready.withLock { $0 } && (core.ledger?.isHealthy ?? true) && core.isServing
     }
 
     public func run() async throws {

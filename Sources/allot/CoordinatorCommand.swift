@@ -34,6 +34,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             var cs = cfg.cluster ?? ClusterService.Settings()
             cs.seeds = seeds.split(separator: ",").map(String.init)
             cfg.cluster = cs
+            let n = Set(cs.seeds).count
+            cfg.quorum = n >= 3 ? n / 2 + 1 : 1
         }
         if let advertise { cfg.advertise = advertise }
         let domain = cfg.trustDomain

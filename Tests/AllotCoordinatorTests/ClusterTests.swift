@@ -90,6 +90,45 @@ struct ClusterTests {
         await h.stopAll()
     }
 
+    @Test("below its quorum a coordinator drops every budget and grants nothing; with it back, it learns before granting")
+    func quorum() throws {
+        let me = MemberID(name: "c0", address: "c0:7000")
+        let others = [MemberID(name: "c1", address: "c1:7000"), MemberID(name: "c2", address: "c2:7000")]
+        var settings = CoordinatorCore.Settings()
+        settings.member = me
+        settings.quorum = 2
+        settings.allocator = allocator
+        let budgets = try (0..<12).map { try BudgetSpec(id: BudgetID("r\($0)"), unit: .requests, kind: .rate(limit: 100, period: .seconds(1), burst: 100)) }
+        let core = try CoordinatorCore(settings: settings, budgets: budgets, now: WallClock.now())
+        let t0 = WallClock.now()
+        core.membersChanged([me] + others, now: t0)
+        #expect(core.isServing)
+        let mine = budgets.filter { Rendezvous.owner(of: $0.id, among: [me] + others) == me }
+        #expect(!mine.isEmpty)
+        func ask(_ b: BudgetSpec, _ id: UInt64, at t: Instant) -> Allot_V1_Grant {
+            var item = Allot_V1_Acquire()
+            item.requestID = id
+            item.budget = b.id.rawValue
+            item.want = 10
+            item.demandRate = 10
+            guard case .grants(let g) = core.acquire([item], from: "n", now: t).body else { return Allot_V1_Grant() }
+            return g.items[0]
+        }
+        // Partitioned away from both others: a minority of one.
+        core.membersChanged([me], now: t0 + .seconds(1))
+        #expect(!core.isServing)
+        #expect(budgets.allSatisfy { core.allocatorStatus($0.id) == nil })
+        let refused = ask(mine[0], 1, at: t0 + .seconds(1))
+        #expect(refused.outcome == .unavailable && refused.amount == 0)
+        // Healed: serving again, but its budgets are learned first (the majority granted them meanwhile).
+        core.membersChanged([me] + others, now: t0 + .seconds(5))
+        #expect(core.isServing)
+        #expect(mine.allSatisfy { core.allocatorStatus($0.id)?.learning == true })
+        #expect(ask(mine[0], 2, at: t0 + .seconds(5)).amount == 0)
+        core.tick(now: t0 + .seconds(8))
+        #expect(ask(mine[0], 3, at: t0 + .seconds(8)).capacity > 0)
+    }
+
     @Test("only coordinator certificates gossip, and only under their own name")
     func gossipIdentity() throws {
         let node = try PeerIdentity(trustDomain: "test", role: .node, name: "n0")
