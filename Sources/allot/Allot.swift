@@ -7,7 +7,7 @@ struct Allot: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allot",
         abstract: "Allot: fleet-wide quotas for AI gateways, enforced locally with expiring leases.",
-        subcommands: [Demo.self, Simulate.self, GatewayCommand.self, MockUpstreamCommand.self, CoordinatorCommand.self, Certs.self,
+        subcommands: [Demo.self, Simulate.self, GatewayCommand.self, MockUpstreamCommand.self, CoordinatorCommand.self, FaultProxyCommand.self, Certs.self,
                       HashKey.self, Status.self, NodeLoad.self, Audit.self])
 }
 
