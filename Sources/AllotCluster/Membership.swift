@@ -100,6 +100,8 @@ public struct Membership: Sendable {
     /// The direct probe of the current period (at most one).
     var currentProbe: UInt64?
     var gossip: [(update: Update, remaining: Int)] = []
+    /// When each member was last heard from directly (any message from it).
+    var lastHeard: [MemberID: Instant] = [:]
     var rng: UInt64
     /// Set by `leave()`: no refutations from here on.
     var leaving = false
@@ -116,6 +118,16 @@ public struct Membership: Sendable {
     /// Members believed alive or suspect (suspects still own budgets until declared dead), me included.
     public var live: [MemberID] {
         ([me] + members.filter { $0.value.state <= .suspect }.map(\.key)).sorted()
+    }
+
+    /// Members that count towards a quorum at `now` (me included): alive, or suspected by
+    /// rumour while this member still heard from them directly within half a suspicion
+    /// timeout. A member cut off from the others stops counting them about half a suspicion
+    /// timeout before they declare it dead.
+    public func healthy(now: Instant) -> Int {
+        1 + members.filter { m, k in
+            k.state == .alive || k.state == .suspect && lastHeard[m].map { now - $0 < settings.suspicionTimeout / 2 } == true
+        }.count
     }
 
     public func state(of m: MemberID) -> State? { m == me ? .alive : members[m]?.state }
@@ -185,7 +197,8 @@ public struct Membership: Sendable {
         if newcomer && !e.updates.contains(where: { $0.member == e.from && $0.state >= .dead }) {
             apply(Update(member: e.from, incarnation: 0, state: .alive), now: now)
         }
-        for u in e.updates { apply(u, now: now) }
+        if e.from != me { lastHeard[e.from] = now }
+        for u in e.updates { apply(heardFrom(u, now: now), now: now) }
         var out = respond(to: e, now: now)
         if newcomer {
             // A member heard of for the first time (usually one joining through me): give it
@@ -225,6 +238,16 @@ public struct Membership: Sendable {
     }
 
     // MARK: updates
+
+    /// A rumour that a member is dead, about a member this one heard from directly within the
+    /// suspicion timeout, counts only as a suspicion: the member gets its chance to refute.
+    /// (A member returning from a partition brings stale deaths of the other side; taken as
+    /// final they would flap the healthy majority.)
+    func heardFrom(_ u: Update, now: Instant) -> Update {
+        guard u.state == .dead, u.member != me, let k = members[u.member], k.state <= .suspect,
+              let t = lastHeard[u.member], now - t < settings.suspicionTimeout else { return u }
+        return Update(member: u.member, incarnation: u.incarnation, state: .suspect)
+    }
 
     mutating func apply(_ u: Update, now: Instant) {
         if u.member == me {

@@ -88,6 +88,12 @@ public final class CoordinatorCore: Sendable {
         var members: [MemberID] = []
         var membersVersion: UInt64 = 0
         var history: [(ended: Instant, members: [MemberID])] = []
+        /// When each member last (re)appeared in the view: until a lease TTL later it may still
+        /// hold leases it granted while it did not see this coordinator.
+        var appeared: [String: Instant] = [:]
+        /// Of those, the ones seen probing this coordinator since (so they see it too, and no
+        /// longer grant its budgets).
+        var acknowledged: Set<String> = []
         /// Cluster mode: false until the first membership view (no grants before it).
         var formed = true
         var formedAt: Instant = .zero
@@ -256,6 +262,8 @@ public final class CoordinatorCore: Sendable {
     private static func movedRecently(_ budget: BudgetID, _ s: State, self me: MemberID?, now: Instant) -> Bool {
         guard let me else { return false }
         if now - s.formedAt < s.allocator.settings.leaseTTL { return true }
+        if let alt = Rendezvous.owner(of: budget, among: s.members.filter { $0 != me }),
+           let t = s.appeared[alt.name], now - t < s.allocator.settings.leaseTTL { return true }
         return s.history.contains { Rendezvous.owner(of: budget, among: $0.members) != me }
     }
 
@@ -362,13 +370,29 @@ public final class CoordinatorCore: Sendable {
     // MARK: membership
 
     /// The live members changed (cluster mode): drop the budgets now owned by others, take over
-    /// the configured ones now owned here, and tell every connected node.
-    public func membersChanged(_ live: [MemberID], now: Instant) {
+    /// the configured ones now owned here, and tell every connected node. `healthy`: how many
+    /// of them are not suspected (default: all); the quorum counts those, so the minority side
+    /// of a partition stops granting about one suspicion timeout before the majority declares
+    /// it dead and takes its budgets over.
+    public func membersChanged(_ live: [MemberID], healthy: Int? = nil, now: Instant) {
         guard let me = settings.member else { return }
         var toLoad: [BudgetID] = []
         let (journal, sinks, frame) = state.withLock { s -> ([LedgerChange], [any FrameSink], Allot_V1_Frame) in
             let live = live.sorted()
             let wasFormed = s.formed
+            let quorumChange = (settings.quorum <= 1 || (healthy ?? live.count) >= settings.quorum) != s.quorate
+            if s.members == live && s.formed && !quorumChange {
+                // Only the suspicion count moved, not the quorum: nothing to do.
+                return ([], [], .members(s.members, version: s.membersVersion))
+            }
+            // Members that (re)appeared: each may have served, while it did not see this
+            // coordinator, budgets this one owns (the ones it would own without this one).
+            let appeared = s.formed ? live.filter { $0 != me && !s.members.contains($0) } : []
+            for m in appeared {
+                s.appeared[m.name] = now
+                s.acknowledged.remove(m.name)
+            }
+            s.appeared = s.appeared.filter { now - $0.value < settings.allocator.leaseTTL }
             if s.members != live || !s.formed {
                 if s.formed { s.history.append((now, s.members)) }
                 s.members = live
@@ -378,7 +402,7 @@ public final class CoordinatorCore: Sendable {
             s.formed = true
             s.history.removeAll { now - $0.ended > settings.allocator.leaseTTL }
             var journal: [LedgerChange] = []
-            let quorate = settings.quorum <= 1 || live.count >= settings.quorum
+            let quorate = settings.quorum <= 1 || (healthy ?? live.count) >= settings.quorum
             let regained = quorate && !s.quorate
             s.quorate = quorate
             for b in s.allocator.budgetIDs where !quorate || Rendezvous.owner(of: b, among: live) != me {
@@ -386,6 +410,14 @@ public final class CoordinatorCore: Sendable {
                 s.loading.remove(b)
                 s.counters.ownershipLost += 1
                 if configured[b] == nil { s.tierBudgets -= 1 }
+            }
+            if quorate && !regained && !appeared.isEmpty {
+                let others = live.filter { $0 != me }
+                for b in s.allocator.budgetIDs where Rendezvous.owner(of: b, among: live) == me {
+                    if let alt = Rendezvous.owner(of: b, among: others), appeared.contains(alt) {
+                        s.allocator.extendLearning(b, now: now)
+                    }
+                }
             }
             // Budgets gained: rate and concurrency budgets are learned for one lease TTL (at
             // formation too: a member that restarts into a running cluster cannot know what
@@ -425,6 +457,22 @@ public final class CoordinatorCore: Sendable {
         let handler = gossipHandler.withLock { $0 }
         if let handler { handler(e) } else { count(rejected: "gossip_not_clustered") }
         return nil
+    }
+
+    /// `member` probed this coordinator, so its view has this one in it: if it (re)appeared
+    /// lately, it granted this coordinator's budgets at most until now. Those budgets stay in
+    /// learning mode for one lease TTL from here, so its last leases are reported or expire
+    /// before anything new is granted.
+    public func peerSeesMe(_ member: MemberID, now: Instant) {
+        guard let me = settings.member else { return }
+        state.withLock { s in
+            guard s.appeared[member.name] != nil, !s.acknowledged.contains(member.name) else { return }
+            s.acknowledged.insert(member.name)
+            let others = s.members.filter { $0 != me }
+            for b in s.allocator.budgetIDs where Rendezvous.owner(of: b, among: others)?.name == member.name {
+                s.allocator.extendLearning(b, now: now)
+            }
+        }
     }
 
     /// Cluster mode: the view as nodes see it.

@@ -285,6 +285,13 @@ public final class LeaseClient: Service, Sendable {
         let now = WallClock.now()
         switch frame.body {
         case .grants(let batch), .push(let batch):
+            if logger.logLevel <= .trace {
+                for g in batch.items {
+                    logger.trace("grant", metadata: ["allot.from": "\(address)", "allot.budget": "\(g.budget)", "allot.outcome": "\(g.outcome)",
+                                                     "allot.epoch": "\(g.epoch)", "allot.lease": "\(g.leaseID)", "allot.rate": "\(g.rate)",
+                                                     "allot.capacity": "\(g.capacity)", "allot.amount": "\(g.amount)", "allot.adopted": "\(g.adopted)"])
+                }
+            }
             enforcer.withEnforcer { e in
                 for g in batch.items where g.outcome == .granted { _ = e.receive(Grant(wire: g), now: now) }
             }
@@ -294,16 +301,35 @@ public final class LeaseClient: Service, Sendable {
             redirected(batch.items.filter { $0.outcome == .notOwner || $0.outcome == .unavailable }, now: now)
         case .members(let list):
             let members = list.members.map { MemberID(wire: $0) }.sorted()
-            let changed = state.withLock { s -> Bool in
-                guard s.members != members else { return false }
+            let budgets = enforcer.withEnforcer { $0.budgetIDs }
+            let (changed, stale, moved) = state.withLock { s -> (Bool, [any LeaseConnection], Set<BudgetID>) in
+                guard s.members != members else { return (false, [], []) }
+                let old = s.members
                 s.members = members
                 s.redirects = [:]
-                return true
+                // Coordinators that left the view may sit behind a partition that drops packets
+                // without a reset: close those connections, and dial afresh when they are back.
+                let addresses = Set(members.map(\.address))
+                var stale: [any LeaseConnection] = []
+                for (a, p) in s.peers where !addresses.contains(a) && !members.isEmpty {
+                    if let c = p.connection { stale.append(c) }
+                    s.peers[a]?.connection = nil
+                    s.peers[a]?.generation = -1
+                }
+                // Budgets whose owner changed: their leases are reported to the new owner.
+                let moved = old.isEmpty ? [] : Set(budgets.filter {
+                    Rendezvous.owner(of: $0, among: old)?.name != Rendezvous.owner(of: $0, among: members)?.name
+                })
+                return (true, stale, moved)
             }
+            for c in stale { c.close() }
             if changed {
                 logger.info("coordinators", metadata: ["allot.members": "\(members.map(\.description).joined(separator: ", "))"])
                 connectMissing(now: now)
-                enforcer.withEnforcer { $0.retryAllPending(now: now) }
+                enforcer.withEnforcer { e in
+                    e.ownersChanged(moved, now: now)
+                    e.retryAllPending(now: now)
+                }
             }
         case .heartbeat(let h) where !h.reply:
             let c = state.withLock { $0.peers[address]?.connection }

@@ -22,6 +22,7 @@ struct NodeLoad: AsyncParsableCommand {
     @Option(help: "Budgets each request is charged to (repeatable; default: all in the configuration).") var budget: [String] = []
     @Option(help: "Requests per second offered.") var rate = 1000
     @Option(help: "Seconds to run.") var seconds = 10.0
+    @Option(help: "Log level on standard error (trace logs every grant).") var logLevel = "warning"
     @Flag(help: "Charge each request to one budget at a time, round robin (default: to all of them at once); the JSON then counts admissions per budget.")
     var each = false
     @Option(help: "Write every admission as `budget nanoseconds` lines to this file (for exact interval checks).")
@@ -49,7 +50,7 @@ struct NodeLoad: AsyncParsableCommand {
         let dir = URL(fileURLWithPath: tlsDir), nodeName = name
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: nodeName) }
         var logger = Logger(label: "allot.node")
-        logger.logLevel = .warning
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
         let client = LeaseClient(enforcer: enforcer, seeds: seeds, logger: logger,
                                  dial: TLSLeaseTransport.dialer(tls: tls, group: MultiThreadedEventLoopGroup.singleton))
         let stop = StopFlag()

@@ -41,6 +41,7 @@ public final class ClusterService: Sendable {
         var membership: Membership
         var links: [String: Link] = [:]
         var live: [MemberID] = []
+        var healthy = 0
         var formed = false
         var startedAt: Instant
         var stopped = false
@@ -127,20 +128,35 @@ public final class ClusterService: Sendable {
         }
         deliver(out)
         publish(now: now)
+        // A probe means the sender has this coordinator in its view.
+        if case .ping(let seq) = e.message, seq != 0 { core.peerSeesMe(e.from, now: now) }
     }
 
     /// Tells the core when the live view changed.
     private func publish(now: Instant) {
-        let changed = state.withLock { s -> [MemberID]? in
-            guard s.formed else { return nil }
+        let (changed, healthy, stale) = state.withLock { s -> ([MemberID]?, Int, [any LeaseConnection]) in
+            guard s.formed else { return (nil, 0, []) }
             let live = s.membership.live
-            guard live != s.live || !core.isFormed else { return nil }
+            let healthy = s.membership.healthy(now: now)
+            guard live != s.live || healthy != s.healthy || !core.isFormed else { return (nil, 0, []) }
             s.live = live
-            return live
+            s.healthy = healthy
+            // Connections to members no longer in the view may be dead without knowing it (a
+            // partition drops packets, it sends no reset): drop them, so a rejoin dials afresh.
+            let addresses = Set(live.map(\.address))
+            var stale: [any LeaseConnection] = []
+            for (a, link) in s.links where !addresses.contains(a) {
+                if let c = link.connection { stale.append(c) }
+                s.links[a]?.connection = nil
+                s.links[a]?.connecting = false
+            }
+            return (live, healthy, stale)
         }
+        for c in stale { c.close() }
         if let changed {
-            logger.info("cluster view changed", metadata: ["allot.members": "\(changed.map(\.description).joined(separator: ", "))"])
-            core.membersChanged(changed, now: now)
+            logger.info("cluster view changed", metadata: ["allot.members": "\(changed.map(\.description).joined(separator: ", "))",
+                                                           "allot.unsuspected": "\(healthy)"])
+            core.membersChanged(changed, healthy: healthy, now: now)
         }
     }
 

@@ -185,6 +185,17 @@ public struct Allocator: Sendable {
         return true
     }
 
+    /// Another coordinator may have granted `budget` until `now` (it saw a view without this
+    /// one): grant nothing new for one more lease TTL, keeping the books as they are, so its
+    /// leases are reported and adopted or run out first.
+    public mutating func extendLearning(_ budget: BudgetID, now: Instant) {
+        guard var acct = accounts[budget] else { return }
+        var expired: [(NodeID, Int64)] = []
+        acct.advance(to: now, expired: &expired)
+        acct.extendLearning(now: now, until: now + settings.leaseTTL)
+        accounts[budget] = acct
+    }
+
     /// Offers and recalls produced by the events so far, to send to their nodes (over the
     /// connection each node keeps open). Taking them clears the queue.
     public mutating func takePushes() -> [Push] {

@@ -211,6 +211,13 @@ struct BudgetAccount: Sendable {
         pool = max(0, allowance - consumed - outstanding - expiredSpent)
     }
 
+    /// Learning mode again (or longer) without forgetting anything: leases held stay as they
+    /// are, nothing new is granted until `until`.
+    mutating func extendLearning(now: Instant, until: Instant) {
+        refill(to: now)
+        learningUntil = max(learningUntil ?? until, until)
+    }
+
     private mutating func endLearning(at until: Instant) {
         learningUntil = nil
         lastRefill = until

@@ -220,6 +220,21 @@ extension Enforcer {
 }
 
 extension Enforcer {
+    /// These budgets have a new owner: each lease held is reported to it at the next poll
+    /// (learning mode adopts it), and each acquire in flight goes to it again.
+    public mutating func ownersChanged(_ budgets: Set<BudgetID>, now: Instant) {
+        for b in budgets {
+            guard let h = handles[b] else { continue }
+            let i = Int(h.index)
+            if slices[i].pending != nil {
+                slices[i].pending!.lastSentAt = now - settings.retryTimeout
+            } else if slices[i].leaseID != 0 {
+                slices[i].reportOwner = true
+            }
+        }
+        _wantsPoll = true
+    }
+
     /// Every acquire in flight goes out again at the next poll (same request ids): the
     /// coordinator it went to is gone, or the owners changed.
     public mutating func retryAllPending(now: Instant) {

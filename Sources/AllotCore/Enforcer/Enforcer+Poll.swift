@@ -16,11 +16,18 @@ extension Enforcer {
     private mutating func pollSlice(_ i: Int, now: Instant) -> Outgoing? {
         var s = slices[i]
         defer { slices[i] = s }
+        if s.leaseID != 0 && now >= s.expiresAt { expireSlice(&s) }
         if var p = s.pending {
-            guard now - p.lastSentAt >= settings.retryTimeout else { return nil }
-            p.lastSentAt = now
-            s.pending = p
-            return .acquire(p.request)
+            if p.request.leaseID == s.leaseID {
+                guard now - p.lastSentAt >= settings.retryTimeout else { return nil }
+                p.lastSentAt = now
+                s.pending = p
+                return .acquire(p.request)
+            }
+            // The lease that request reported on ended while it went unanswered (a coordinator
+            // out of reach): re-sent, its stale holding would be adopted by a new owner as if
+            // this node still held it. Ask afresh instead.
+            s.pending = nil
         }
         let rate = s.demand.rate(now: now)
         if rate > 0 { s.lastDemandAt = now }
@@ -49,6 +56,8 @@ extension Enforcer {
         // lease cannot outlive its window and renewing it near the window's end changes nothing.
         let renew = hasLease && s.expiresAt - now <= settings.renewMargin && rate > 0
             && now - s.lastSentAt >= settings.renewMargin / 3
+            || hasLease && s.reportOwner
+        s.reportOwner = false
         // A low slice asks only if it wants more than it holds: the coordinator sizes slices by
         // the want, so a node holding its want would be told "you hold your share" on every
         // poll (the demo's top talker, 1,480 empty answers in 8 s for one quota).

@@ -23,6 +23,8 @@ public struct Enforcer: Sendable {
     /// Set when some slice wants a refill; the shell SHOULD call `poll` soon after.
     @usableFromInline var _wantsPoll = false
     public var wantsPoll: Bool { _wantsPoll }
+    /// Every registered budget.
+    public var budgetIDs: [BudgetID] { specs.map(\.id) }
 
     public init(settings: EnforcerSettings) throws(AllotError) {
         try settings.validate()

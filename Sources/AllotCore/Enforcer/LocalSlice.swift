@@ -52,6 +52,9 @@ struct LocalSlice: Sendable {
     var lastSequence: UInt64 = 0
     /// A recall lowered our rate: acknowledge with an acquire at once.
     var needsAck = false
+    /// The budget's owner changed (a coordinator joined, left or failed): report the lease
+    /// held to the new owner at the next poll, so it is adopted while the owner is learning.
+    var reportOwner = false
     var retryNotBefore: Instant = .zero
     var lastSentAt: Instant = Instant(nanoseconds: .min / 2)
     var lastDemandAt: Instant = .zero
