@@ -23,6 +23,19 @@ let package = Package(
             ],
             path: "Sources/WireBench"
         ),
+        // Step 4: grants per second with 1-3 coordinators, failure detection, ledger group commit.
+        .executableTarget(
+            name: "ClusterBench",
+            dependencies: [
+                .product(name: "AllotCore", package: "allot"),
+                .product(name: "AllotCluster", package: "allot"),
+                .product(name: "AllotTransport", package: "allot"),
+                .product(name: "AllotCoordinator", package: "allot"),
+                .product(name: "AllotNode", package: "allot"),
+                .product(name: "AllotWire", package: "allot"),
+            ],
+            path: "Sources/ClusterBench"
+        ),
         .executableTarget(
             name: "LeaseEngine",
             dependencies: [

@@ -218,6 +218,31 @@ struct EnforcerRateLeaseTests {
         return (e, h, g)
     }
 
+    @Test("a new owner's adoption of a lease that ended here while the request was unanswered revives nothing")
+    func staleAdoption() throws {
+        var (e, h, _) = try leased(rate: 100, capacity: 50, amount: 50)
+        // Near the end of the lease a renewal leaves, and nobody answers (a partition)...
+        var renewal: AcquireRequest?
+        for t in stride(from: 5.0, to: 9.5, by: 0.05) where renewal == nil {
+            _ = e.admit(.tokens(1), on: BudgetSet(h), now: at(t))
+            for case .acquire(let r) in e.poll(now: at(t)) where renewal == nil { renewal = r }
+        }
+        let sent = try #require(renewal)
+        #expect(sent.leaseID == 7 && sent.rateInUse == 100)
+        // ...the lease ends here; the same request goes out again later, to a new owner.
+        _ = e.tick(now: at(10.5))
+        #expect(e.status(h).rate == 0)
+        // The new owner (learning) adopts what the request reported: rate 100, capacity 50.
+        let adopted = Grant(requestID: sent.requestID, budget: "r", leaseID: 1, epoch: 9, amount: 0, ttl: .seconds(10),
+                            adopted: true, rate: 100, capacity: 50, sequence: 1)
+        #expect(e.receive(adopted, now: at(11)) == .applied)
+        // Nothing comes back to life: no rate, no tokens, and the next message says so.
+        #expect(e.status(h).rate == 0 && e.status(h).capacity == 0 && e.status(h).available == 0)
+        #expect(!e.admit(.tokens(1), on: BudgetSet(h), now: at(11.5)).isAdmitted)
+        let next = e.poll(now: at(11.6)).compactMap { if case .acquire(let r) = $0 { return r } else { return nil } }
+        #expect(next.first?.rateInUse == 0 && next.first?.leaseID == 1)
+    }
+
     @Test("the local bucket refills at the leased rate up to its capacity, exactly")
     func localRefill() throws {
         var (e, h, _) = try leased(rate: 100, capacity: 50, amount: 0)

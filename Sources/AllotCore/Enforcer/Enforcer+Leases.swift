@@ -74,7 +74,19 @@ extension Enforcer {
             return .applied
         }
         s.lastSequence = max(s.lastSequence, g.sequence)
-        if g.leaseID != s.leaseID {
+        // A new owner adopted the lease this request reported on, but it ended here while the
+        // request went unanswered (a coordinator out of reach): take the new lease id with
+        // nothing on it, and say so at once, instead of reviving what was reported.
+        let staleAdoption = g.adopted && s.leaseID == 0 && p.request.leaseID != 0
+        if staleAdoption {
+            s.available = 0
+            s.reserved = 0
+            s.consumed = 0
+            s.released = 0
+            s.leaseID = g.leaseID
+            s.needsAck = true
+            _wantsPoll = true
+        } else if g.leaseID != s.leaseID {
             if g.adopted {
                 // The new owner took over our holding as of the request: count from there.
                 s.consumed -= p.request.consumed
@@ -94,8 +106,8 @@ extension Enforcer {
                 s.needsAck = true
                 _wantsPoll = true
             }
-            s.rate = g.rate
-            s.capacity = g.capacity
+            s.rate = staleAdoption ? 0 : g.rate
+            s.capacity = staleAdoption ? 0 : g.capacity
             s.lastRefill = now
             giveBackAboveCapacity(&s)
         }
