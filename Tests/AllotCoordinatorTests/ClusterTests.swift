@@ -14,12 +14,7 @@ import Testing
 struct ClusterTests {
     static let addresses = ["c0:7000", "c1:7000", "c2:7000"]
 
-    var allocator: AllocatorSettings {
-        var a = AllocatorSettings()
-        a.leaseTTL = .seconds(2)
-        a.refreshInterval = .milliseconds(200)
-        return a
-    }
+    var allocator: AllocatorSettings { fastAllocator }
 
     static func budgets(quota: Int, rate: Int) throws -> [BudgetSpec] {
         var out: [BudgetSpec] = []

@@ -27,6 +27,14 @@ func tempPath(_ name: String) -> String {
 
 struct Down: Error {}
 
+/// Lease settings for the cluster tests: short leases, so learning and expiry fit in seconds.
+let fastAllocator: AllocatorSettings = {
+    var a = AllocatorSettings()
+    a.leaseTTL = .seconds(2)
+    a.refreshInterval = .milliseconds(200)
+    return a
+}()
+
 /// In-process coordinators (real `CoordinatorCore`, `ClusterService`, ledger) reached by
 /// address through the protocol's `Session` rules, and nodes with real `LeaseClient`s. A
 /// crash closes every connection of a coordinator at once and makes it unreachable.

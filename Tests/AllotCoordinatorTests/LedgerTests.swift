@@ -96,9 +96,7 @@ struct SQLiteLedgerTests {
     func restart() async throws {
         let path = tempPath("ledger.db")
         let h = Harness()
-        var allocator = AllocatorSettings()
-        allocator.leaseTTL = .seconds(2)
-        allocator.refreshInterval = .milliseconds(200)
+        let allocator = fastAllocator
         let month = try BudgetSpec(id: "acme.month", unit: .requests, kind: .quota(allowance: 3000, window: try CalendarWindow(.month)))
         try await h.start("c0", address: "c0:1", budgets: [month], seeds: nil, ledger: try SQLiteLedger.open(path: path), allocator: allocator)
         let nodes = try (0..<3).map { try TestNode("n\($0)", budgets: [month], seeds: ["c0:1"], harness: h, leaseTTL: allocator.leaseTTL) }

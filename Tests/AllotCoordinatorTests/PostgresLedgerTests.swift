@@ -35,12 +35,7 @@ enum TestPostgres {
 
 @Suite("Ledger (PostgreSQL)", .serialized, .enabled(if: TestPostgres.enabled))
 struct PostgresLedgerTests {
-    var allocator: AllocatorSettings {
-        var a = AllocatorSettings()
-        a.leaseTTL = .seconds(2)
-        a.refreshInterval = .milliseconds(200)
-        return a
-    }
+    var allocator: AllocatorSettings { fastAllocator }
 
     @Test("the schema migrates (twice is harmless) and the cap is enforced by the database")
     func store() async throws {

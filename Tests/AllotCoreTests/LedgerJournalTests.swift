@@ -5,12 +5,7 @@ import Testing
 /// back, and how a new owner resumes a quota window from the ledger's counters.
 @Suite("Ledger journal")
 struct LedgerJournalTests {
-    var settings: AllocatorSettings {
-        var s = AllocatorSettings()
-        s.leaseTTL = .seconds(10)
-        s.refreshInterval = .seconds(1)
-        return s
-    }
+    let settings = AllocatorSettings() // lease TTL 10 s, refresh interval 1 s
 
     func journaling(_ budgets: [BudgetSpec]) throws -> Allocator {
         var a = try Allocator(settings: settings, budgets: [], now: at(0))
