@@ -23,8 +23,17 @@ public struct CoordinatorConfig: Sendable {
     public var cluster: ClusterService.Settings?
     /// `cluster.quorum`: default, a majority of the seeds when there are 3 or more.
     public var quorum = 0
-    /// `ledger:` — sqlite:PATH, postgres://USER@HOST:PORT/DB or none.
+    /// `ledger:` — sqlite:PATH, postgres://USER@HOST:PORT/DB or none. A file loaded by
+    /// `load(path:)` with quota budgets and no `ledger:` gets `sqlite:allot-ledger.db` beside it.
     public var ledger = LedgerLocation.none
+    /// Whether the file said `ledger:` at all.
+    public var ledgerSet = false
+    public static let defaultLedgerFile = "allot-ledger.db"
+
+    /// Quota budgets, explicit or in tier templates (what a ledger is for).
+    public var hasQuotas: Bool {
+        budgets.contains { $0.kind.isQuota } || tiers.contains { $0.templates.contains { $0.kind.isQuota } }
+    }
 
     public init() {}
 
@@ -74,6 +83,7 @@ public struct CoordinatorConfig: Sendable {
         }
         if let l = raw.ledger {
             do { ledger = try LedgerLocation(parsing: l) } catch { throw AllotError(.invalidSettings, error.description) }
+            ledgerSet = true
         }
         if let t = raw.tls?.dir { tlsDirectory = t }
         if let d = raw.tls?.trust_domain { trustDomain = d }
@@ -136,6 +146,11 @@ public struct CoordinatorConfig: Sendable {
         var cfg = try CoordinatorConfig(yaml: text)
         cfg.tlsDirectory = resolve(cfg.tlsDirectory, relativeTo: path)
         if case .sqlite(let p) = cfg.ledger { cfg.ledger = .sqlite(path: resolve(p, relativeTo: path)) }
+        // The embedded default: quota budgets are durable in a SQLite file beside the
+        // configuration, with no setup (`ledger: none` turns it off).
+        if !cfg.ledgerSet && cfg.hasQuotas {
+            cfg.ledger = .sqlite(path: resolve(defaultLedgerFile, relativeTo: path))
+        }
         return cfg
     }
 

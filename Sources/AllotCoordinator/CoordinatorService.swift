@@ -49,8 +49,7 @@ public final class CoordinatorService: Service, Sendable {
             }
             settings.member = MemberID(name: config.name, address: advertise)
             settings.quorum = config.quorum
-            let quotas = config.budgets.contains { $0.kind.isQuota } || config.tiers.contains { $0.templates.contains { $0.kind.isQuota } }
-            if quotas && config.ledger == .none {
+            if config.hasQuotas && config.ledger == .none {
                 throw AllotError(.invalidSettings, "ledger: cluster mode with quota budgets needs a ledger (sqlite:PATH on one machine, postgres://… across machines): a quota that moves between coordinators resumes from it")
             }
         }

@@ -29,7 +29,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let tlsDir { cfg.tlsDirectory = tlsDir }
         if let name { cfg.name = name; cfg.core.name = name }
         if let trustDomain { cfg.trustDomain = trustDomain }
-        if let ledger { cfg.ledger = try LedgerLocation(parsing: ledger) }
+        if let ledger {
+            cfg.ledger = try LedgerLocation(parsing: ledger)
+            cfg.ledgerSet = true
+        }
         if let seeds {
             var cs = cfg.cluster ?? ClusterService.Settings()
             cs.seeds = seeds.split(separator: ",").map(String.init)

@@ -65,3 +65,18 @@ struct ClusterConfigTests {
         }
     }
 }
+
+@Suite("Default ledger")
+struct DefaultLedgerTests {
+    @Test("a configuration file with quota budgets gets a SQLite ledger beside it; `ledger: none` or no quotas, none")
+    func defaultLedger() throws {
+        let dir = URL(fileURLWithPath: tempPath("x")).deletingLastPathComponent()
+        let file = dir.appendingPathComponent("allot.yaml")
+        try ClusterConfigTests.base.write(to: file, atomically: true, encoding: .utf8)
+        #expect(try CoordinatorConfig.load(path: file.path).ledger == .sqlite(path: dir.appendingPathComponent("allot-ledger.db").path))
+        try (ClusterConfigTests.base + "ledger: none\n").write(to: file, atomically: true, encoding: .utf8)
+        #expect(try CoordinatorConfig.load(path: file.path).ledger == LedgerLocation.none)
+        try "budgets:\n  - {id: r, kind: rate, limit: 10}\n".write(to: file, atomically: true, encoding: .utf8)
+        #expect(try CoordinatorConfig.load(path: file.path).ledger == LedgerLocation.none)
+    }
+}
