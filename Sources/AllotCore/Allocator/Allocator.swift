@@ -72,6 +72,14 @@ public struct Allocator: Sendable {
 
     public func contains(_ budget: BudgetID) -> Bool { accounts[budget] != nil }
 
+    func account(_ budget: BudgetID) -> BudgetAccount? { accounts[budget] }
+
+    mutating func mutate(_ budget: BudgetID, _ f: (inout BudgetAccount) -> Void) {
+        guard var a = accounts[budget] else { return }
+        f(&a)
+        accounts[budget] = a
+    }
+
     public func spec(_ budget: BudgetID) -> BudgetSpec? { accounts[budget]?.spec }
 
     /// Quota budgets: the current window of `budget`.

@@ -70,6 +70,8 @@ extension BudgetAccount {
 
         var ttl = settings.leaseTTL
         if case .quota = spec.kind { ttl = min(ttl, windowEnd - now) }
+        // Sub-leases never outlive the upstream lease they come from.
+        if let u = upstream { ttl = max(.zero, min(ttl, u.expiresAt - now)) }
         var grant = Grant(requestID: req.requestID, budget: spec.id, leaseID: 0, epoch: epoch, amount: amount,
                           ttl: ttl, adopted: adopted, retryAfter: retryAfter, rate: rate, capacity: capacity)
         entry = nodes[req.node]!

@@ -80,6 +80,9 @@ struct BudgetAccount: Sendable {
     /// After an ownership change: units the ledger says may still be on nodes. A node's
     /// reported holding is adopted out of this (moved from "consumed" back to "outstanding").
     var adoptable: Int64 = 0
+    /// Hierarchy: set when this budget's units come from an upstream lease (a region's
+    /// coordinator leasing a global budget from the global cluster). See `Upstream`.
+    var upstream: Upstream?
 
     init(spec: BudgetSpec, now: Instant) {
         self.spec = spec
@@ -124,7 +127,16 @@ struct BudgetAccount: Sendable {
             outstanding = 0
             consumed = 0
             expiredSpent = 0
-            pool = isLearning ? 0 : allowance
+            pool = isLearning || upstream != nil ? 0 : allowance
+            if upstream != nil { upstream = Upstream() } // the upstream lease ended with the window
+        }
+        if var u = upstream, u.expiresAt != .zero, now >= u.expiresAt {
+            // The upstream lease ran out unrenewed: what was not sub-leased is gone with it
+            // (the upstream counts it as spent); sub-leases never outlive it, so they end too.
+            u.lost += pool
+            pool = 0
+            u.expiresAt = .zero
+            upstream = u
         }
         var ending: [(node: NodeID, lease: Lease)] = []
         for (node, entry) in nodes {
@@ -149,7 +161,11 @@ struct BudgetAccount: Sendable {
             // The node aborted its in-flight requests when its copy of the lease ended
             // (earlier than ours), so the permits are free again.
             outstanding -= lease.unreturned
-            if !isLearning { pool += lease.unreturned }
+            if let u = upstream, u.expiresAt == .zero {
+                upstream!.lost += lease.unreturned // the upstream lease they came from is over
+            } else if !isLearning {
+                pool += lease.unreturned
+            }
         } else {
             outstanding -= lease.unreturned
             expiredSpent += lease.unreturned
@@ -226,9 +242,9 @@ struct BudgetAccount: Sendable {
         case .rate:
             pool = 0 // refills from here on
         case .quota(let allowance, _):
-            pool = max(0, allowance - consumed - outstanding - expiredSpent)
+            if upstream == nil { pool = max(0, allowance - consumed - outstanding - expiredSpent) }
         case .concurrency(let limit):
-            pool = max(0, limit - outstanding)
+            if upstream == nil { pool = max(0, limit - outstanding) }
         }
     }
 
@@ -309,6 +325,16 @@ struct BudgetAccount: Sendable {
             if leased != outstanding { return "\(spec.id): outstanding \(outstanding) != Σ leases \(leased)" }
             for (n, e) in nodes {
                 if let l = e.lease, l.unreturned < 0 { return "\(spec.id): lease of \(n) unreturned \(l.unreturned) < 0" }
+            }
+        }
+        if let u = upstream {
+            // Every unit that came from upstream is free, out, consumed, expired, sent back or lost.
+            let held = u.deposited - u.withdrawn - u.lost
+            if pool + outstanding + consumed + expiredSpent != held && !spec.kind.isConcurrency {
+                return "\(spec.id): pool+outstanding+consumed+expired = \(pool + outstanding + consumed + expiredSpent) != upstream units held \(held)"
+            }
+            if spec.kind.isConcurrency && pool + outstanding > held {
+                return "\(spec.id): permits \(pool + outstanding) > upstream permits held \(held)"
             }
         }
         switch spec.kind {
