@@ -135,16 +135,7 @@ public final class LeaseClient: Service, Sendable {
     private func connectMissing(now: Instant) {
         let due = state.withLock { s -> [String] in
             var due: [String] = []
-            for a in targets(s) {
-                var p = s.peers[a] ?? Peer(backoff: settings.minBackoff)
-                if p.connection == nil && !p.connecting && now >= p.notBefore {
-                    p.connecting = true
-                    p.generation = s.generation + 1
-                    s.generation += 1
-                    due.append(a)
-                }
-                s.peers[a] = p
-            }
+            for a in targets(s) where claim(a, &s, now: now, respectBackoff: true) { due.append(a) }
             return due
         }
         for a in due { Task { await connect(a) } }
@@ -198,6 +189,18 @@ public final class LeaseClient: Service, Sendable {
             frames.append(.release(Array(releases[chunk..<min(chunk + maxItems, releases.count)])))
         }
         return frames
+    }
+
+    /// Marks `address` as being dialled unless it is connected, already being dialled or (with
+    /// `respectBackoff`) still backing off; true when the caller should dial it.
+    private func claim(_ address: String, _ s: inout State, now: Instant, respectBackoff: Bool) -> Bool {
+        var p = s.peers[address] ?? Peer(backoff: settings.minBackoff)
+        defer { s.peers[address] = p }
+        guard p.connection == nil, !p.connecting, !respectBackoff || now >= p.notBefore else { return false }
+        p.connecting = true
+        s.generation += 1
+        p.generation = s.generation
+        return true
     }
 
     /// Where `budget`'s messages go: a redirect's owner, else the rendezvous owner among the
@@ -367,25 +370,15 @@ public final class LeaseClient: Service, Sendable {
     /// Follows redirects (connecting to the owner if need be) and retries refused acquires.
     private func redirected(_ refused: [Allot_V1_Grant], now: Instant) {
         guard !refused.isEmpty else { return }
-        var dial: [String] = []
-        state.withLock { s in
+        let dial = state.withLock { s -> [String] in
+            var dial: [String] = []
             for g in refused where g.outcome == .notOwner && g.hasOwner && !g.owner.address.isEmpty {
                 s.redirects[BudgetID(g.budget)] = g.owner.address
-                if s.peers[g.owner.address]?.connection == nil { dial.append(g.owner.address) }
+                if claim(g.owner.address, &s, now: now, respectBackoff: false) { dial.append(g.owner.address) }
             }
+            return dial
         }
-        for a in Set(dial) {
-            let start = state.withLock { s -> Bool in
-                var p = s.peers[a] ?? Peer(backoff: settings.minBackoff)
-                guard p.connection == nil && !p.connecting else { return false }
-                p.connecting = true
-                s.generation += 1
-                p.generation = s.generation
-                s.peers[a] = p
-                return true
-            }
-            if start { Task { await connect(a) } }
-        }
+        for a in dial { Task { await connect(a) } }
         enforcer.withEnforcer { e in
             for g in refused {
                 let after = g.outcome == .notOwner ? Duration.milliseconds(20) : max(.milliseconds(10), .nanoseconds(g.retryAfterNs))

@@ -82,6 +82,15 @@ public struct BudgetChecker: Sendable {
         }
     }
 
+    /// Replays single-unit admissions at absolute times (ns, any order), counted from the first.
+    public static func replay(times: [Int64], spec: BudgetSpec) -> BudgetChecker {
+        let sorted = times.sorted()
+        let first = sorted.first ?? 0
+        var checker = BudgetChecker(spec: spec, epoch: Instant(nanoseconds: first))
+        for t in sorted { checker.admit(1, at: t - first, end: t - first) }
+        return checker
+    }
+
     /// True when the admissions never broke the budget's definition.
     public var conformant: Bool {
         switch spec.kind {

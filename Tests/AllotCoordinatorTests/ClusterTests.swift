@@ -2,6 +2,7 @@ import AllotCluster
 import AllotCore
 import AllotCoordinator
 import AllotNode
+import AllotSimulator
 import AllotTransport
 import AllotWire
 import Foundation
@@ -198,7 +199,7 @@ struct ClusterTests {
         // Rate budgets: within the token bucket over every interval, up to 1% of a second's allowance.
         for b in budgets where !b.kind.isQuota {
             let times = nodes.flatMap { $0.admitted.withLock { $0[b.id] ?? [] } }
-            let over = excess(times, spec: b)
+            let over = BudgetChecker.replay(times: times, spec: b).excess
             print("failover: \(b.id) admitted \(times.count), worst excess over the bucket \(over)")
             #expect(over <= 2, "\(b.id): \(over) over the bucket (1% of a second's 200)")
         }

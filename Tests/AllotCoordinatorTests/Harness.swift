@@ -2,7 +2,6 @@ import AllotCluster
 import AllotCore
 import AllotCoordinator
 import AllotNode
-import AllotSimulator
 import AllotTransport
 import AllotWire
 import Foundation
@@ -183,14 +182,4 @@ final class TestNode: Sendable {
         task?.cancel()
         await task?.value
     }
-}
-
-/// The worst excess of the merged admissions over `spec`'s exact definition (the
-/// simulator's replay): 0 when every interval T saw at most burst + rate·T.
-func excess(_ times: [Int64], spec: BudgetSpec) -> Int64 {
-    let sorted = times.sorted()
-    guard let first = sorted.first else { return 0 }
-    var checker = BudgetChecker(spec: spec, epoch: Instant(nanoseconds: first))
-    for t in sorted { checker.admit(1, at: t - first, end: t - first) }
-    return checker.excess
 }

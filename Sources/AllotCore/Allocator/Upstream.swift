@@ -75,10 +75,3 @@ extension Allocator {
                               subLeased: a.outstanding, expiresAt: u.expiresAt)
     }
 }
-
-extension BudgetKind {
-    public var isRate: Bool {
-        if case .rate = self { return true }
-        return false
-    }
-}

@@ -224,14 +224,10 @@ extension Enforcer {
     /// coordinator is not its owner, or cannot grant right now): send it again (same request
     /// id) after `after` instead of after the usual retry timeout.
     public mutating func retrySoon(_ budget: BudgetID, after: Duration, now: Instant) {
-        guard let h = handles[budget], var p = slices[Int(h.index)].pending else { return }
-        p.lastSentAt = now + after - settings.retryTimeout
-        slices[Int(h.index)].pending = p
-        _wantsPoll = true
+        guard let h = handles[budget] else { return }
+        resend(Int(h.index), at: now + after)
     }
-}
 
-extension Enforcer {
     /// These budgets have a new owner: each lease held is reported to it at the next poll
     /// (learning mode adopts it), and each acquire in flight goes to it again.
     public mutating func ownersChanged(_ budgets: Set<BudgetID>, now: Instant) {
@@ -239,20 +235,24 @@ extension Enforcer {
             guard let h = handles[b] else { continue }
             let i = Int(h.index)
             if slices[i].pending != nil {
-                slices[i].pending!.lastSentAt = now - settings.retryTimeout
+                resend(i, at: now)
             } else if slices[i].leaseID != 0 {
                 slices[i].reportOwner = true
+                _wantsPoll = true
             }
         }
-        _wantsPoll = true
     }
 
     /// Every acquire in flight goes out again at the next poll (same request ids): the
     /// coordinator it went to is gone, or the owners changed.
     public mutating func retryAllPending(now: Instant) {
-        for i in slices.indices where slices[i].pending != nil {
-            slices[i].pending!.lastSentAt = now - settings.retryTimeout
-        }
+        for i in slices.indices { resend(i, at: now) }
+    }
+
+    /// The pending acquire of slice `i`, if any, leaves again at `at` (same request id).
+    private mutating func resend(_ i: Int, at: Instant) {
+        guard slices[i].pending != nil else { return }
+        slices[i].pending!.lastSentAt = at - settings.retryTimeout
         _wantsPoll = true
     }
 }

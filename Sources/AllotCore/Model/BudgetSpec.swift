@@ -123,6 +123,11 @@ public struct BudgetSpec: Hashable, Sendable, CustomStringConvertible {
 
 extension BudgetKind {
     @inlinable
+    public var isRate: Bool {
+        if case .rate = self { return true }
+        return false
+    }
+
     public var isQuota: Bool {
         if case .quota = self { return true }
         return false
