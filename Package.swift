@@ -64,7 +64,8 @@ let package = Package(
         .target(
             name: "AllotCoordinator",
             dependencies: [
-                "AllotCore", "AllotWire", "AllotTransport", "AllotCluster",
+                // AllotNode: a region's coordinator leases global budgets with the node's LeaseClient.
+                "AllotCore", "AllotWire", "AllotTransport", "AllotCluster", "AllotNode",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -29,6 +29,25 @@ public struct CoordinatorConfig: Sendable {
     /// Whether the file said `ledger:` at all.
     public var ledgerSet = false
     public static let defaultLedgerFile = "allot-ledger.db"
+    /// `upstream:` — this cluster is a region: its `reach: global` budgets are leased from
+    /// the global cluster at these addresses (as node `name`, with a node certificate).
+    public var upstream: UpstreamConfig?
+
+    public struct UpstreamConfig: Sendable, Hashable {
+        public var coordinators: [String]
+        /// The node identity towards the global cluster (`node-NAME.pem` in the TLS directory);
+        /// default: the coordinator's name.
+        public var name: String?
+        /// Default: `tls.dir` (one CA for every level).
+        public var tlsDirectory: String?
+        public var trustDomain: String?
+        /// How often the region refreshes each global budget (longer than the leaves').
+        public var refreshInterval: Duration = .seconds(2)
+        public init(coordinators: [String], name: String? = nil) {
+            self.coordinators = coordinators
+            self.name = name
+        }
+    }
 
     /// Quota budgets, explicit or in tier templates (what a ledger is for).
     public var hasQuotas: Bool {
@@ -88,6 +107,17 @@ public struct CoordinatorConfig: Sendable {
         if let t = raw.tls?.dir { tlsDirectory = t }
         if let d = raw.tls?.trust_domain { trustDomain = d }
         core.name = name
+        if let u = raw.upstream {
+            var up = UpstreamConfig(coordinators: u.coordinators ?? [], name: u.name)
+            guard !up.coordinators.isEmpty else {
+                throw AllotError(.invalidSettings, "upstream.coordinators: name at least one coordinator of the global cluster (HOST:PORT)")
+            }
+            for (i, a) in up.coordinators.enumerated() { _ = try Self.address(a, field: "upstream.coordinators[\(i)]") }
+            up.tlsDirectory = u.tls_dir
+            up.trustDomain = u.trust_domain
+            if let v = u.refresh_interval { up.refreshInterval = try Self.duration(v, field: "upstream.refresh_interval") }
+            upstream = up
+        }
         if let l = raw.lease {
             if let v = l.ttl { core.allocator.leaseTTL = try Self.duration(v, field: "lease.ttl") }
             if let v = l.refresh_interval { core.allocator.refreshInterval = try Self.duration(v, field: "lease.refresh_interval") }
@@ -128,7 +158,7 @@ public struct CoordinatorConfig: Sendable {
                 let spec = try Self.budget(asBudget, field: field)
                 let scope = try (b.scope ?? []).map { d throws(AllotError) in try Dimension(parsing: d) }
                 templates.append(try BudgetTemplate(name: spec.id.rawValue, unit: spec.unit, kind: spec.kind,
-                                                    scope: scope, failMode: spec.failMode))
+                                                    scope: scope, failMode: spec.failMode, reach: spec.reach))
             }
             tiers.append(try Tier(name: name, templates: templates))
         }
@@ -145,6 +175,7 @@ public struct CoordinatorConfig: Sendable {
         }
         var cfg = try CoordinatorConfig(yaml: text)
         cfg.tlsDirectory = resolve(cfg.tlsDirectory, relativeTo: path)
+        if let d = cfg.upstream?.tlsDirectory { cfg.upstream?.tlsDirectory = resolve(d, relativeTo: path) }
         if case .sqlite(let p) = cfg.ledger { cfg.ledger = .sqlite(path: resolve(p, relativeTo: path)) }
         // The embedded default: quota budgets are durable in a SQLite file beside the
         // configuration, with no setup (`ledger: none` turns it off).
@@ -190,10 +221,19 @@ public struct CoordinatorConfig: Sendable {
             var reset: String?
             var fail_mode: String?
             var static_allowance: Int64?
+            var reach: String?
+        }
+        struct Upstream: Decodable {
+            var coordinators: [String]?
+            var name: String?
+            var tls_dir: String?
+            var trust_domain: String?
+            var refresh_interval: String?
         }
         var coordinator: Coordinator?
         var cluster: Cluster?
         var ledger: String?
+        var upstream: Upstream?
         var tls: TLS?
         var lease: Lease?
         var limits: Limits?
@@ -210,17 +250,18 @@ public struct CoordinatorConfig: Sendable {
         let known: [String: Set<String>] = [
             // `gateway`, `models` and `tiers[].entitlements` belong to the gateway, which reads
             // the same file and checks those sections itself (GatewayConfig).
-            "": ["coordinator", "cluster", "ledger", "tls", "lease", "limits", "budgets", "tiers", "gateway", "models"],
+            "": ["coordinator", "cluster", "ledger", "upstream", "tls", "lease", "limits", "budgets", "tiers", "gateway", "models"],
             "tiers[]": ["name", "templates", "entitlements"],
             "templates[]": ["name", "scope", "unit", "kind", "limit", "period", "burst", "allowance", "window",
-                            "time_zone", "reset", "fail_mode", "static_allowance"],
+                            "time_zone", "reset", "fail_mode", "static_allowance", "reach"],
             "coordinator": ["name", "listen", "admin", "advertise"],
             "cluster": ["seeds", "protocol_period", "ping_timeout", "suspicion_timeout", "join_timeout", "indirect_probes", "quorum"],
             "tls": ["dir", "trust_domain"],
             "lease": ["ttl", "refresh_interval", "min_slice", "max_slice"],
             "limits": ["max_frame_bytes", "max_items_per_frame", "items_per_second"],
             "budgets[]": ["id", "unit", "kind", "limit", "period", "burst", "allowance", "window", "time_zone",
-                          "reset", "fail_mode", "static_allowance"],
+                          "reset", "fail_mode", "static_allowance", "reach"],
+            "upstream": ["coordinators", "name", "tls_dir", "trust_domain", "refresh_interval"],
         ]
         let root: Any?
         do { root = try Yams.load(yaml: yaml) } catch {
@@ -236,7 +277,7 @@ public struct CoordinatorConfig: Sendable {
             }
         }
         try check(top, "", "")
-        for section in ["coordinator", "cluster", "tls", "lease", "limits"] {
+        for section in ["coordinator", "cluster", "upstream", "tls", "lease", "limits"] {
             if let m = top[section] as? [String: Any] { try check(m, section, section) }
         }
         if let list = top["tiers"] as? [Any] {
@@ -289,8 +330,11 @@ public struct CoordinatorConfig: Sendable {
         case "static": failMode = .static(allowancePerTTL: b.static_allowance ?? 0)
         default: throw AllotError(.invalidSettings, "\(field).fail_mode must be closed, open or static (got '\(b.fail_mode ?? "")')")
         }
+        guard let reach = Reach(rawValue: b.reach ?? "regional") else {
+            throw AllotError(.invalidSettings, "\(field).reach must be regional or global (got '\(b.reach ?? "")')")
+        }
         do {
-            return try BudgetSpec(id: BudgetID(id), unit: unit, kind: kind, failMode: failMode)
+            return try BudgetSpec(id: BudgetID(id), unit: unit, kind: kind, failMode: failMode, reach: reach)
         } catch {
             throw AllotError(error.code, "\(field): \(error.message)")
         }

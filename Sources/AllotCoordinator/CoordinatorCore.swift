@@ -36,6 +36,9 @@ public final class CoordinatorCore: Sendable {
         /// answers "unavailable", so nodes there spend what they hold and then follow their
         /// fail mode. 0 or 1: always grant.
         public var quorum = 0
+        /// A region (step 5): its `reach: global` budgets are leased from the global cluster
+        /// as this node (see `RegionUplink`). Nil: this cluster is the root, every budget local.
+        public var upstream: UpstreamClient.Settings?
         public init() {}
     }
 
@@ -55,6 +58,8 @@ public final class CoordinatorCore: Sendable {
         public var ownershipLost: Int64 = 0
         public var ledgerRefusals: Int64 = 0
         public var ledgerRevoked: Int64 = 0
+        /// A region: units deposited by the global cluster's grants.
+        public var upstreamUnits: Int64 = 0
     }
 
     private struct Connection: Sendable {
@@ -103,6 +108,10 @@ public final class CoordinatorCore: Sendable {
         /// Quota budgets whose ledger row is being read: nothing granted until it arrives.
         var loading: Set<BudgetID> = []
         var inFlight: Set<GrantKey> = []
+        /// A region: the global budgets' side towards the global cluster, and messages for it
+        /// made outside a poll (releases of budgets this coordinator stopped owning).
+        var upstream: UpstreamClient?
+        var upstreamOutbox: [Enforcer.Outgoing] = []
     }
 
     public let settings: Settings
@@ -121,15 +130,16 @@ public final class CoordinatorCore: Sendable {
         allocator.journaling = ledger != nil
         allocator.epoch = UInt64(max(1, now.nanoseconds / 1_000))
         var configured: [BudgetID: BudgetSpec] = [:]
+        var st = State(allocator: allocator)
+        st.upstream = settings.upstream.map { UpstreamClient(settings: $0) }
         for b in budgets {
             if configured[b.id] != nil { throw AllotError(.duplicateBudget, "budget \(b.id) is already configured") }
             configured[b.id] = b
-            try allocator.add(b, now: now)
+            try Self.add(b, &st, epoch: nil, now: now)
         }
         self.configured = configured
-        var st = State(allocator: allocator)
-        st.lastEpoch = allocator.epoch
-        if ledger != nil { st.loading = Set(budgets.filter { $0.kind.isQuota }.map(\.id)) }
+        st.lastEpoch = st.allocator.epoch
+        if ledger != nil { st.loading = Set(budgets.filter { $0.kind.isQuota && !st.allocator.isUpstreamBacked($0.id) }.map(\.id)) }
         if let me = settings.member {
             st.members = [me]
             st.formed = false
@@ -212,9 +222,12 @@ public final class CoordinatorCore: Sendable {
                 }
                 var outcome = s.allocator.acquire(req, now: now)
                 if outcome == .unknownBudget, s.tierBudgets < settings.maxTierBudgets,
-                   let spec = catalog.instantiate(req.budget), (try? s.allocator.add(spec, now: now)) != nil {
+                   let spec = catalog.instantiate(req.budget), (try? Self.add(spec, &s, epoch: Self.nextEpoch(&s, now: now), now: now)) != nil {
                     s.tierBudgets += 1
-                    if ledger != nil && spec.kind.isQuota {
+                    if s.allocator.isUpstreamBacked(spec.id) {
+                        // Nothing to grant until the region's first upstream grant arrives.
+                        outcome = s.allocator.acquire(req, now: now)
+                    } else if ledger != nil && spec.kind.isQuota {
                         s.loading.insert(spec.id)
                         // The ledger says whether nodes may hold units of it (then it is learned).
                         load(spec.id, learning: false)
@@ -222,15 +235,17 @@ public final class CoordinatorCore: Sendable {
                         g.retryAfterNs = Duration.milliseconds(10).nanoseconds
                         out.append(g)
                         continue
+                    } else {
+                        if Self.movedRecently(spec.id, s, self: settings.member, now: now) {
+                            Self.gain(spec.id, ledger: nil, learning: true, &s, now: now)
+                        }
+                        outcome = s.allocator.acquire(req, now: now)
                     }
-                    if Self.movedRecently(spec.id, s, self: settings.member, now: now) {
-                        Self.gain(spec.id, ledger: nil, learning: true, &s, now: now)
-                    }
-                    outcome = s.allocator.acquire(req, now: now)
                 }
                 switch outcome {
                 case .granted(let g), .resent(let g):
-                    if ledger != nil, g.amount > 0, let w = s.allocator.window(g.budget), case .granted = outcome {
+                    if ledger != nil, g.amount > 0, let w = s.allocator.window(g.budget), case .granted = outcome,
+                       !s.allocator.isUpstreamBacked(g.budget) {
                         held.append(HeldGrant(node: node, grant: g, windowStart: w.start))
                         s.inFlight.insert(GrantKey(node: node, budget: g.budget, requestID: g.requestID))
                     } else {
@@ -267,13 +282,43 @@ public final class CoordinatorCore: Sendable {
         return s.history.contains { Rendezvous.owner(of: budget, among: $0.members) != me }
     }
 
-    /// Takes over `budget` (already in the allocator) with a new epoch: in learning mode, or
-    /// straight from its ledger row when no node can hold a lease the ledger does not know.
-    private static func gain(_ budget: BudgetID, ledger: LedgerCounters?, learning: Bool, _ s: inout State, now: Instant) {
+    /// Adds `spec` to the allocator: upstream-backed when this coordinator is a region and the
+    /// budget is global (its units then come only from the global cluster's grants).
+    private static func add(_ spec: BudgetSpec, _ s: inout State, epoch: UInt64?, now: Instant) throws(AllotError) {
+        guard s.upstream != nil, spec.reach == .global else { return try s.allocator.add(spec, now: now) }
+        try s.allocator.addUpstreamBacked(spec, epoch: epoch, now: now)
+        s.upstream!.register(spec.id)
+    }
+
+    /// A fresh owner epoch, above every one this coordinator used.
+    private static func nextEpoch(_ s: inout State, now: Instant) -> UInt64 {
         let epoch = max(s.lastEpoch + 1, UInt64(max(1, now.nanoseconds / 1_000)))
         s.lastEpoch = epoch
+        return epoch
+    }
+
+    /// Forgets `budget`; a global one gives its free units back upstream.
+    private static func drop(_ budget: BudgetID, _ s: inout State) -> [LedgerChange] {
+        if s.upstream?.contains(budget) == true {
+            let view = s.allocator.regionView(budget, now: .zero, demand: 0)
+            if let release = s.upstream!.forget(budget, view: view) { s.upstreamOutbox.append(release) }
+        }
+        return s.allocator.remove(budget)
+    }
+
+    /// Takes over `budget` (already in the allocator) with a new epoch: in learning mode, or
+    /// straight from its ledger row when no node can hold a lease the ledger does not know.
+    /// A region's global budget starts empty instead: its units come from a new upstream lease
+    /// (nodes holding the previous owner's sub-leases get a new lease and drop the old one).
+    private static func gain(_ budget: BudgetID, ledger: LedgerCounters?, learning: Bool, _ s: inout State, now: Instant) {
+        let epoch = nextEpoch(&s, now: now)
         s.counters.ownershipGained += 1
         guard let spec = s.allocator.spec(budget) else { return }
+        if s.allocator.isUpstreamBacked(budget) {
+            _ = drop(budget, &s)
+            try? add(spec, &s, epoch: epoch, now: now)
+            return
+        }
         if learning || (ledger?.unreported ?? 0) > 0 {
             var committed: Int64 = 0
             if case .quota(let allowance, _) = spec.kind { committed = ledger?.committed ?? allowance }
@@ -406,7 +451,7 @@ public final class CoordinatorCore: Sendable {
             let regained = quorate && !s.quorate
             s.quorate = quorate
             for b in s.allocator.budgetIDs where !quorate || Rendezvous.owner(of: b, among: live) != me {
-                journal += s.allocator.remove(b)
+                journal += Self.drop(b, &s)
                 s.loading.remove(b)
                 s.counters.ownershipLost += 1
                 if configured[b] == nil { s.tierBudgets -= 1 }
@@ -424,8 +469,8 @@ public final class CoordinatorCore: Sendable {
             // others granted meanwhile); durable quotas as their ledger row says.
             for (id, spec) in configured where quorate && Rendezvous.owner(of: id, among: live) == me {
                 if wasFormed && !regained && s.allocator.contains(id) { continue }
-                if !s.allocator.contains(id) { try? s.allocator.add(spec, now: now) }
-                if ledger != nil && spec.kind.isQuota {
+                if !s.allocator.contains(id) { try? Self.add(spec, &s, epoch: nil, now: now) }
+                if ledger != nil && spec.kind.isQuota && !s.allocator.isUpstreamBacked(id) {
                     s.loading.insert(id)
                     toLoad.append(id)
                 } else {
@@ -472,6 +517,66 @@ public final class CoordinatorCore: Sendable {
             for b in s.allocator.budgetIDs where Rendezvous.owner(of: b, among: others)?.name == member.name {
                 s.allocator.extendLearning(b, now: now)
             }
+        }
+    }
+
+    // MARK: a region's side towards the global cluster (step 5)
+
+    /// Keeps the global budgets this coordinator owns fed from the global cluster: what to
+    /// send there now (acquires with the region's demand and reports, releases of surplus).
+    public func upstreamStep(now: Instant) -> [Enforcer.Outgoing] {
+        state.withLock { s in
+            guard s.upstream != nil else { return [] }
+            var out = s.upstreamOutbox
+            s.upstreamOutbox = []
+            var views: [BudgetID: UpstreamClient.RegionView] = [:]
+            for b in s.upstream!.budgets { views[b] = s.allocator.regionView(b, now: now) }
+            for action in s.upstream!.poll(now: now, views: views) {
+                switch action {
+                case .withdraw(let b, let n): _ = s.allocator.withdraw(b, max: n, now: now)
+                case .send(let m): out.append(m)
+                }
+            }
+            return out
+        }
+    }
+
+    /// Grants from the global cluster: their units go into the regional pool, usable (and
+    /// sub-leased) until the upstream lease ends.
+    public func upstreamReceive(_ grants: [Grant], now: Instant) {
+        state.withLock { s in
+            guard s.upstream != nil else { return }
+            for g in grants {
+                guard let view = s.allocator.regionView(g.budget, now: now),
+                      let d = s.upstream!.receive(g, now: now, view: view) else { continue }
+                s.allocator.deposit(g.budget, amount: d.amount, expiresAt: d.expiresAt, now: now)
+                s.counters.upstreamUnits += d.amount
+            }
+        }
+    }
+
+    /// For `RegionUplink`: the rest of the node's side of the protocol, on the global budgets.
+    public func upstream<T>(_ body: (inout UpstreamClient) -> T) -> T? {
+        state.withLock { s in
+            guard s.upstream != nil else { return nil }
+            return body(&s.upstream!)
+        }
+    }
+
+    /// Gives every global budget's free units back upstream (shutdown).
+    public func upstreamShutdown() -> (outgoing: [Enforcer.Outgoing], waiting: Bool) {
+        state.withLock { s in
+            guard s.upstream != nil else { return ([], false) }
+            let waiting = s.upstream!.awaitingGrants
+            for b in s.upstream!.budgets {
+                let view = s.allocator.regionView(b, now: .zero, demand: 0)
+                if let r = s.upstream!.forget(b, view: view) {
+                    if let v = view { _ = s.allocator.withdraw(b, max: v.free, now: WallClock.now()) }
+                    s.upstreamOutbox.append(r)
+                }
+            }
+            defer { s.upstreamOutbox = [] }
+            return (s.upstreamOutbox, waiting)
         }
     }
 

@@ -1,5 +1,6 @@
 import AllotCluster
 import AllotCore
+import AllotNode
 import AllotTransport
 import Dispatch
 import Foundation
@@ -53,6 +54,15 @@ public final class CoordinatorService: Service, Sendable {
                 throw AllotError(.invalidSettings, "ledger: cluster mode with quota budgets needs a ledger (sqlite:PATH on one machine, postgres://… across machines): a quota that moves between coordinators resumes from it")
             }
         }
+        if let up = config.upstream {
+            // A region: global budgets come from the global cluster. It refreshes them more
+            // slowly than the leaves, and renews while a whole regional lease still fits.
+            var us = UpstreamClient.Settings(node: NodeID(up.name ?? config.name))
+            us.refreshInterval = up.refreshInterval
+            us.retryTimeout = max(.milliseconds(500), up.refreshInterval / 4)
+            us.renewMargin = max(settings.allocator.leaseTTL, up.refreshInterval * 3)
+            settings.upstream = us
+        }
         var store: (any LedgerStore)?
         switch config.ledger {
         case .none: store = nil
@@ -100,6 +110,20 @@ public final class CoordinatorService: Service, Sendable {
             c.start(on: group.next())
             cluster = c
         }
+        var uplink: (client: LeaseClient, task: Task<Void, Never>)?
+        if let up = config.upstream {
+            let dir = URL(fileURLWithPath: up.tlsDirectory ?? config.tlsDirectory)
+            let domain = up.trustDomain ?? config.trustDomain
+            let name = up.name ?? config.name
+            let nodeTLS = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: name, trustDomain: domain) }
+            var ls = LeaseClient.Settings()
+            ls.pollInterval = .milliseconds(50)
+            let client = LeaseClient(endpoint: RegionUplink(core: core), seeds: up.coordinators, settings: ls, logger: logger,
+                                     group: group, dial: TLSLeaseTransport.dialer(tls: nodeTLS, group: group))
+            uplink = (client, Task { await client.run() })
+            logger.info("region: leasing global budgets from the global cluster",
+                        metadata: ["allot.upstream": "\(up.coordinators.joined(separator: ","))", "allot.as": "\(name)"])
+        }
         ready.withLock { $0 = true }
         onListening(address, adminAddress)
 
@@ -136,6 +160,11 @@ public final class CoordinatorService: Service, Sendable {
         logger.info("shutting down: draining connections")
         ready.withLock { $0 = false }
         await cluster?.leave()
+        if let uplink {
+            // Free units of the global budgets go back to the global cluster.
+            uplink.task.cancel()
+            await uplink.task.value
+        }
         try await server.shutdown()
         await admin.shutdown()
         if let ledger = core.ledger {

@@ -8,7 +8,8 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// The background half of the node library: keeps the `SharedEnforcer`'s leases fed.
+/// The background half of the node library: keeps the `SharedEnforcer`'s leases fed (or
+/// any `LeaseEndpoint`'s: a region's coordinator uses it towards the global cluster).
 ///
 /// `admit`/`reserve`/`settle` on `enforcer` stay synchronous and local. `run()` — the
 /// client's whole life, as a service — connects, polls the enforcer every `pollInterval`,
@@ -63,7 +64,9 @@ public final class LeaseClient: Service, Sendable {
         var stopped = false
     }
 
-    public let enforcer: SharedEnforcer
+    public let endpoint: any LeaseEndpoint
+    /// The gateway's enforcer, when that is the endpoint.
+    public var enforcer: SharedEnforcer? { endpoint as? SharedEnforcer }
     public let settings: Settings
     private let seeds: [String]
     private let dial: @Sendable (String) -> (any LeaseTransport)?
@@ -75,16 +78,22 @@ public final class LeaseClient: Service, Sendable {
     /// One coordinator. `group`: where the periodic poll runs (an event loop of it).
     public convenience init(enforcer: SharedEnforcer, transport: any LeaseTransport, settings: Settings = Settings(), logger: Logger,
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
-        self.init(enforcer: enforcer, seeds: [""], settings: settings, logger: logger, group: group) { _ in transport }
+        self.init(endpoint: enforcer, seeds: [""], settings: settings, logger: logger, group: group) { _ in transport }
+    }
+
+    public convenience init(enforcer: SharedEnforcer, seeds: [String], settings: Settings = Settings(), logger: Logger,
+                            group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                            dial: @escaping @Sendable (String) -> (any LeaseTransport)?) {
+        self.init(endpoint: enforcer, seeds: seeds, settings: settings, logger: logger, group: group, dial: dial)
     }
 
     /// A coordinator cluster reached through `seeds` (addresses); `dial` makes a transport
     /// for an address (a seed, or a member's from a member list).
-    public init(enforcer: SharedEnforcer, seeds: [String], settings: Settings = Settings(), logger: Logger,
+    public init(endpoint: any LeaseEndpoint, seeds: [String], settings: Settings = Settings(), logger: Logger,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                 dial: @escaping @Sendable (String) -> (any LeaseTransport)?) {
         self.group = group
-        self.enforcer = enforcer
+        self.endpoint = endpoint
         self.seeds = seeds
         self.dial = dial
         self.settings = settings
@@ -156,8 +165,8 @@ public final class LeaseClient: Service, Sendable {
 
     private func stepLocked(now: Instant) {
         guard !state.withLock({ $0.stopped }) else { return }
-        let (events, outgoing) = enforcer.withEnforcer { e in (e.tick(now: now), e.poll(now: now)) }
-        for case .leaseExpired(let h, let permits) in events where permits > 0 {
+        let (outgoing, inUse) = endpoint.step(now: now)
+        for h in inUse {
             logger.warning("concurrency lease ended with requests in flight", metadata: ["allot.budget": "\(h)"])
         }
         send(outgoing)
@@ -254,7 +263,7 @@ public final class LeaseClient: Service, Sendable {
                 s.traffic.connects += 1
                 s.traffic.framesSent += 1
             }
-            conn.send([.hello(name: "\(enforcer.withEnforcer { $0.settings.node })")])
+            conn.send([.hello(name: endpoint.nodeName)])
             logger.debug("connected", metadata: ["allot.address": "\(address)"])
         } catch {
             state.withLock { s in
@@ -280,7 +289,7 @@ public final class LeaseClient: Service, Sendable {
         }
         // The budgets it owned go to the next coordinator in rank at once: re-send what was
         // waiting for an answer from it.
-        if moved { enforcer.withEnforcer { $0.retryAllPending(now: now) } }
+        if moved { endpoint.retryAllPending(now: now) }
     }
 
     func received(_ frame: Allot_V1_Frame, from address: String = "") {
@@ -295,16 +304,14 @@ public final class LeaseClient: Service, Sendable {
                                                      "allot.capacity": "\(g.capacity)", "allot.amount": "\(g.amount)", "allot.adopted": "\(g.adopted)"])
                 }
             }
-            enforcer.withEnforcer { e in
-                for g in batch.items where g.outcome == .granted { _ = e.receive(Grant(wire: g), now: now) }
-            }
+            endpoint.receive(batch.items.filter { $0.outcome == .granted }.map { Grant(wire: $0) }, now: now)
             for g in batch.items where g.outcome == .unknownBudget {
                 logger.error("coordinator does not know budget", metadata: ["allot.budget": "\(g.budget)"])
             }
             redirected(batch.items.filter { $0.outcome == .notOwner || $0.outcome == .unavailable }, now: now)
         case .members(let list):
             let members = list.members.map { MemberID(wire: $0) }.sorted()
-            let budgets = enforcer.withEnforcer { $0.budgetIDs }
+            let budgets = endpoint.budgetIDs
             let (changed, stale, moved) = state.withLock { s -> (Bool, [any LeaseConnection], Set<BudgetID>) in
                 guard s.members != members else { return (false, [], []) }
                 let old = s.members
@@ -329,10 +336,8 @@ public final class LeaseClient: Service, Sendable {
             if changed {
                 logger.info("coordinators", metadata: ["allot.members": "\(members.map(\.description).joined(separator: ", "))"])
                 connectMissing(now: now)
-                enforcer.withEnforcer { e in
-                    e.ownersChanged(moved, now: now)
-                    e.retryAllPending(now: now)
-                }
+                endpoint.ownersChanged(moved, now: now)
+                endpoint.retryAllPending(now: now)
             }
         case .heartbeat(let h) where !h.reply:
             let c = state.withLock { $0.peers[address]?.connection }
@@ -352,10 +357,7 @@ public final class LeaseClient: Service, Sendable {
         // Release everything; an acquire still in flight may be granted after that, so keep
         // releasing what arrives for a short while (bounded) before closing.
         for pass in 0..<6 {
-            let (out, waiting) = enforcer.withEnforcer { e -> ([Enforcer.Outgoing], Bool) in
-                let now = WallClock.now()
-                return (e.shutdown(now: now), e.awaitingGrants)
-            }
+            let (out, waiting) = endpoint.shutdown(now: WallClock.now())
             send(out)
             if !waiting && pass > 0 { break }
             await pause(.milliseconds(50))
@@ -379,11 +381,9 @@ public final class LeaseClient: Service, Sendable {
             return dial
         }
         for a in dial { Task { await connect(a) } }
-        enforcer.withEnforcer { e in
-            for g in refused {
-                let after = g.outcome == .notOwner ? Duration.milliseconds(20) : max(.milliseconds(10), .nanoseconds(g.retryAfterNs))
-                e.retrySoon(BudgetID(g.budget), after: after, now: now)
-            }
+        for g in refused {
+            let after = g.outcome == .notOwner ? Duration.milliseconds(20) : max(.milliseconds(10), .nanoseconds(g.retryAfterNs))
+            endpoint.retrySoon(BudgetID(g.budget), after: after, now: now)
         }
     }
 

@@ -20,6 +20,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Override ledger: sqlite:PATH, postgres://USER@HOST:PORT/DATABASE or none.") var ledger: String?
     @Option(help: "Override cluster.seeds (comma-separated HOST:PORT; turns cluster mode on).") var seeds: String?
     @Option(help: "Override coordinator.advertise (HOST:PORT peers and nodes reach this coordinator at).") var advertise: String?
+    @Option(help: "Override upstream.coordinators (comma-separated HOST:PORT of the global cluster; makes this cluster a region).") var upstream: String?
+    @Option(help: "Override upstream.name (the node certificate node-<name>.pem this region's coordinator uses upstream).") var upstreamName: String?
     @Option(help: "Log level: trace, debug, info, warning, error.") var logLevel = "info"
 
     func run() async throws {
@@ -41,6 +43,16 @@ struct CoordinatorCommand: AsyncParsableCommand {
             cfg.quorum = n >= 3 ? n / 2 + 1 : 1
         }
         if let advertise { cfg.advertise = advertise }
+        if let upstream {
+            var up = cfg.upstream ?? CoordinatorConfig.UpstreamConfig(coordinators: [])
+            up.coordinators = upstream.split(separator: ",").map(String.init)
+            for (i, a) in up.coordinators.enumerated() { _ = try CoordinatorConfig.address(a, field: "--upstream[\(i)]") }
+            cfg.upstream = up
+        }
+        if let upstreamName {
+            guard cfg.upstream != nil else { throw ValidationError("--upstream-name needs --upstream or an upstream: section") }
+            cfg.upstream?.name = upstreamName
+        }
         let domain = cfg.trustDomain
         var logger = Logger(label: "allot.coordinator")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info

@@ -65,9 +65,11 @@ final class Harness: Sendable {
     /// Starts a coordinator at `address` (cluster mode when `seeds` is not nil).
     @discardableResult
     func start(_ name: String, address: String, budgets: [BudgetSpec], tiers: [Tier] = [], seeds: [String]?,
-               ledger: (any LedgerStore)? = nil, allocator: AllocatorSettings, migrate: Bool = true) async throws -> CoordinatorCore {
+               ledger: (any LedgerStore)? = nil, allocator: AllocatorSettings, migrate: Bool = true,
+               upstream: UpstreamClient.Settings? = nil) async throws -> CoordinatorCore {
         var settings = CoordinatorCore.Settings()
         settings.name = name
+        settings.upstream = upstream
         settings.allocator = allocator
         settings.tiers = tiers
         if seeds != nil { settings.member = MemberID(name: name, address: address) }

@@ -130,9 +130,6 @@ struct RegionsTests {
     }
 
     static func view(_ a: Allocator, _ b: BudgetID, demand: Int64) -> UpstreamClient.RegionView {
-        let u = a.upstreamStatus(b)!
-        let st = a.status(b)!
-        return UpstreamClient.RegionView(free: u.free, subLeased: u.subLeased, spent: st.consumed + st.expiredSpent + u.lost,
-                                         withdrawn: u.withdrawn, deposited: u.deposited, demandPerSecond: demand)
+        a.regionView(b, now: .zero, demand: demand)!
     }
 }

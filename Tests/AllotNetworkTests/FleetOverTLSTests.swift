@@ -63,7 +63,7 @@ struct FleetOverTLSTests {
                             let due = Int(perTask * Double((WallClock.now() - start).nanoseconds) / 1e9) - done
                             for _ in 0..<max(0, due) {
                                 let now = WallClock.now()
-                                if client.enforcer.admit(.oneRequest, on: set, now: now).isAdmitted { recorder.record(now.nanoseconds) }
+                                if client.enforcer!.admit(.oneRequest, on: set, now: now).isAdmitted { recorder.record(now.nanoseconds) }
                             }
                             done += max(0, due)
                             recorder.tried(max(0, due))

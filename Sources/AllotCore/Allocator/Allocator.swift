@@ -249,6 +249,15 @@ public struct Allocator: Sendable {
                       epoch: a.epoch, learning: a.isLearning, grants: a.grantsTotal)
     }
 
+    /// Σ the demand (units per second) last reported by the nodes active on `budget`: those
+    /// holding a lease or heard from within `demandMemory`.
+    public func demandPerSecond(_ budget: BudgetID, now: Instant) -> Int64 {
+        guard let a = accounts[budget] else { return 0 }
+        return a.nodes.values.reduce(0) { sum, e in
+            e.lease != nil || now - e.lastSeen < settings.demandMemory ? sum + e.demandRate : sum
+        }
+    }
+
     /// Nil when every budget's books balance.
     public func checkInvariants() -> String? {
         for a in accounts.values { if let e = a.checkInvariants() { return e } }

@@ -8,6 +8,7 @@ extension BudgetAccount {
         entry.lastSeen = now
         entry.want = min(max(req.want, 0), settings.maxSlice)
         entry.available = max(0, req.available)
+        entry.demandRate = max(0, req.demandRate)
         if case .rate(_, let period, _) = spec.kind {
             let perPeriod = Allocator.scale(max(0, req.demandRate), period.nanoseconds, 1_000_000_000)
             // A little headroom, so a node whose demand equals its rate is not starved by noise.

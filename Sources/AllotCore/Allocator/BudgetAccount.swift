@@ -37,6 +37,8 @@ struct BudgetAccount: Sendable {
         var want: Int64 = 0
         /// Demand in units per period (rate budgets), with headroom.
         var demandPerPeriod: Int64 = 0
+        /// Demand as the node last reported it, units per second (any kind).
+        var demandRate: Int64 = 0
         /// Spendable units the node reported with its last acquire.
         var available: Int64 = 0
         var lastSeen: Instant

@@ -51,7 +51,8 @@ public struct LedgerChange: Hashable, Sendable {
 extension BudgetAccount {
     /// Adds to the journal of a quota budget (when the allocator journals).
     mutating func journal(_ window: Instant, _ f: (inout LedgerCounters) -> Void) {
-        guard journaling, case .quota = spec.kind else { return }
+        // Upstream-backed budgets are recorded by the upstream's ledger, not this one.
+        guard journaling, upstream == nil, case .quota = spec.kind else { return }
         f(&journalEntries[window, default: LedgerCounters()])
     }
 

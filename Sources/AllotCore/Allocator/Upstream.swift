@@ -31,8 +31,8 @@ extension Allocator {
     }
 
     /// Adds a quota or concurrency budget whose units come from an upstream lease (nothing
-    /// to grant until the first `deposit`).
-    public mutating func addUpstreamBacked(_ spec: BudgetSpec, now: Instant) throws(AllotError) {
+    /// to grant until the first `deposit`), with owner epoch `epoch` (default: the allocator's).
+    public mutating func addUpstreamBacked(_ spec: BudgetSpec, epoch: UInt64? = nil, now: Instant) throws(AllotError) {
         guard !spec.kind.isRate else {
             throw AllotError(.invalidSettings, "\(spec.id): rate budgets cannot be sub-leased from an upstream yet; make it regional")
         }
@@ -40,8 +40,11 @@ extension Allocator {
         mutate(spec.id) { a in
             a.upstream = Upstream()
             a.pool = 0
+            if let epoch { a.epoch = epoch }
         }
     }
+
+    public func isUpstreamBacked(_ budget: BudgetID) -> Bool { account(budget)?.upstream != nil }
 
     /// Units (or permits) granted by the upstream, usable until `expiresAt` (a renewal moves it).
     public mutating func deposit(_ budget: BudgetID, amount: Int64, expiresAt: Instant, now: Instant) {
@@ -67,6 +70,15 @@ extension Allocator {
             a.upstream!.withdrawn += taken
         }
         return taken
+    }
+
+    /// What `UpstreamClient` needs to know about an upstream-backed budget: its books, and
+    /// the demand its nodes reported (or `demand`, when the caller measures it).
+    public func regionView(_ budget: BudgetID, now: Instant, demand: Int64? = nil) -> UpstreamClient.RegionView? {
+        guard let u = upstreamStatus(budget), let st = status(budget) else { return nil }
+        return UpstreamClient.RegionView(free: u.free, subLeased: u.subLeased, spent: st.consumed + st.expiredSpent + u.lost,
+                                         withdrawn: u.withdrawn, deposited: u.deposited,
+                                         demandPerSecond: demand ?? demandPerSecond(budget, now: now))
     }
 
     public func upstreamStatus(_ budget: BudgetID) -> UpstreamStatus? {

@@ -52,6 +52,8 @@ public struct UpstreamClient: Sendable {
         var baseSpent: Int64 = 0
         var baseWithdrawn: Int64 = 0
         var baseDeposited: Int64 = 0
+        /// The global owner moved: report to the new one at the next poll.
+        var reportOwner = false
     }
 
     public let settings: Settings
@@ -63,6 +65,42 @@ public struct UpstreamClient: Sendable {
     public mutating func register(_ budget: BudgetID) {
         if slots[budget] == nil { slots[budget] = Slot() }
     }
+
+    public var budgets: [BudgetID] { slots.keys.sorted() }
+    public func contains(_ budget: BudgetID) -> Bool { slots[budget] != nil }
+
+    /// This region no longer serves `budget` here (its regional owner moved, or shutdown):
+    /// gives the free units back upstream. Units on sub-leases stay out; the upstream counts
+    /// them as spent when its lease runs out. `view`: the books as they stand; the caller
+    /// takes the free units out of its pool when the answer is not nil.
+    public mutating func forget(_ budget: BudgetID, view: RegionView?) -> Enforcer.Outgoing? {
+        guard let s = slots.removeValue(forKey: budget), s.leaseID != 0, let v = view else { return nil }
+        return .release(ReleaseRequest(node: settings.node, budget: budget, leaseID: s.leaseID,
+                                       consumed: v.spent - s.baseSpent, released: v.withdrawn + v.free - s.baseWithdrawn,
+                                       final: false))
+    }
+
+    /// Re-sends the request pending for `budget` after `after` (a redirect, or "unavailable").
+    public mutating func retrySoon(_ budget: BudgetID, after: Duration, now: Instant) {
+        guard var p = slots[budget]?.pending else { return }
+        p.lastSentAt = now + after - settings.retryTimeout
+        slots[budget]!.pending = p
+    }
+
+    /// Re-sends every pending request at the next poll (a connection was lost).
+    public mutating func retryAllPending(now: Instant) {
+        for id in slots.keys where slots[id]!.pending != nil { retrySoon(id, after: .zero, now: now) }
+    }
+
+    /// The global owner of these budgets changed: report each lease to the new owner at the
+    /// next poll (it adopts what the region holds), or re-send what was pending.
+    public mutating func ownersChanged(_ moved: Set<BudgetID>, now: Instant) {
+        for id in moved where slots[id] != nil {
+            if slots[id]!.pending != nil { retrySoon(id, after: .zero, now: now) } else { slots[id]!.reportOwner = true }
+        }
+    }
+
+    public var awaitingGrants: Bool { slots.values.contains { $0.pending != nil } }
 
     /// When the upstream lease of `budget` ends (zero: none).
     public func expiry(_ budget: BudgetID) -> Instant { slots[budget]?.expiresAt ?? .zero }
@@ -90,6 +128,8 @@ public struct UpstreamClient: Sendable {
             let want = perInterval + v.subLeased
             let low = v.demandPerSecond > 0 && v.free <= perInterval / 2
             let renew = s.leaseID != 0 && s.expiresAt - now <= settings.renewMargin && (v.subLeased > 0 || v.demandPerSecond > 0)
+                || s.leaseID != 0 && s.reportOwner
+            s.reportOwner = false
             if low || renew || (s.leaseID == 0 && v.demandPerSecond > 0) {
                 let req = request(id, s, v, want: want)
                 nextRequestID += 1

@@ -78,6 +78,16 @@ public enum FailMode: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
+/// Where a budget's limit holds (step 5, the hierarchy).
+public enum Reach: String, Hashable, Sendable, CaseIterable {
+    /// Within one region's coordinator cluster: never leaves the region.
+    case regional
+    /// Worldwide: a regional cluster with an upstream leases it from the global cluster and
+    /// sub-leases what it was granted. On a cluster without an upstream (the global one, or
+    /// a single region), the same as `regional`.
+    case global
+}
+
 /// A budget: a limit on one unit for one key.
 public struct BudgetSpec: Hashable, Sendable, CustomStringConvertible {
     public var id: BudgetID
@@ -85,15 +95,20 @@ public struct BudgetSpec: Hashable, Sendable, CustomStringConvertible {
     public var unit: Unit
     public var kind: BudgetKind
     public var failMode: FailMode
+    public var reach: Reach
 
     public init(id: BudgetID, key: BudgetKey = BudgetKey(), unit: Unit, kind: BudgetKind,
-                failMode: FailMode = .closed) throws(AllotError) {
+                failMode: FailMode = .closed, reach: Reach = .regional) throws(AllotError) {
         self.id = id
         self.key = key
         self.unit = kind.isConcurrency ? .requests : unit
         self.kind = kind
         self.failMode = failMode
+        self.reach = reach
         try kind.validate(field: "budget \(id)")
+        if reach == .global && kind.isRate {
+            throw AllotError(.invalidSettings, "budget \(id): a rate budget cannot be global yet (regions sub-lease quotas and concurrency); make it regional, or a global quota per minute")
+        }
         if case .static(let a) = failMode, a < 0 {
             throw AllotError(.invalidLimit, "budget \(id): static fail-mode allowance must be 0 or more (got \(a))")
         }

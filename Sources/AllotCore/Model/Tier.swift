@@ -6,10 +6,15 @@ public struct BudgetTemplate: Hashable, Sendable {
     public var kind: BudgetKind
     public var scope: [Dimension]
     public var failMode: FailMode
+    public var reach: Reach
 
     public init(name: String, unit: Unit, kind: BudgetKind, scope: [Dimension],
-                failMode: FailMode = .closed) throws(AllotError) {
+                failMode: FailMode = .closed, reach: Reach = .regional) throws(AllotError) {
         try kind.validate(field: "template \(name)")
+        if reach == .global && kind.isRate {
+            throw AllotError(.invalidSettings, "template \(name): a rate budget cannot be global yet (regions sub-lease quotas and concurrency); make it regional, or a global quota per minute")
+        }
+        self.reach = reach
         self.name = name
         self.unit = unit
         self.kind = kind
@@ -86,7 +91,8 @@ public struct TierCatalog: Sendable {
         guard Set(values.keys) == Set(template.scope) else { return nil }
         let key = BudgetKey(values)
         guard key.description == String(keyText) || (keyText == "*" && values.isEmpty) else { return nil }
-        return try? BudgetSpec(id: id, key: key, unit: template.unit, kind: template.kind, failMode: template.failMode)
+        return try? BudgetSpec(id: id, key: key, unit: template.unit, kind: template.kind, failMode: template.failMode,
+                                reach: template.reach)
     }
 
     /// The budgets a request by `consumer` to `route` and `model` is charged to, all at once.
