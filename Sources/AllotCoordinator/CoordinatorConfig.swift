@@ -1,4 +1,5 @@
 import AllotCore
+import AllotTransport
 import Foundation
 import Yams
 
@@ -49,9 +50,15 @@ public struct CoordinatorConfig: Sendable {
         }
     }
 
-    /// Quota budgets, explicit or in tier templates (what a ledger is for).
+    /// Fault injection on the link to the global cluster (`--upstream-latency-ms`,
+    /// `--upstream-faults`; rigs and tests only): SIGUSR1 cuts it, SIGUSR2 heals it.
+    public var upstreamFaults: FaultyLink.Settings?
+
+    /// Quota budgets kept here, explicit or in tier templates (what a ledger is for). A
+    /// region's global quotas are recorded by the global cluster's ledger instead.
     public var hasQuotas: Bool {
-        budgets.contains { $0.kind.isQuota } || tiers.contains { $0.templates.contains { $0.kind.isQuota } }
+        func local(_ kind: BudgetKind, _ reach: Reach) -> Bool { kind.isQuota && (upstream == nil || reach == .regional) }
+        return budgets.contains { local($0.kind, $0.reach) } || tiers.contains { $0.templates.contains { local($0.kind, $0.reach) } }
     }
 
     public init() {}

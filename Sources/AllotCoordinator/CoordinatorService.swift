@@ -79,6 +79,20 @@ public final class CoordinatorService: Service, Sendable {
         ready.withLock { $0 } && (core.ledger?.isHealthy ?? true) && core.isServing
     }
 
+    /// SIGUSR1 cuts the faulty link, SIGUSR2 heals it (the fault proxy's convention).
+    static func faultSignals(_ link: FaultyLink, logger: Logger) -> [any DispatchSourceSignal] {
+        [(SIGUSR1, true), (SIGUSR2, false)].map { sig, cut in
+            signal(sig, SIG_IGN)
+            let src = DispatchSource.makeSignalSource(signal: sig)
+            src.setEventHandler {
+                if cut { link.cut() } else { link.heal() }
+                logger.warning(cut ? "upstream link cut (fault injection)" : "upstream link healed (fault injection)")
+            }
+            src.resume()
+            return src
+        }
+    }
+
     public func run() async throws {
         if let ledger = core.ledger {
             // Nothing durable is granted before the schema is known; keep trying (not ready).
@@ -111,6 +125,8 @@ public final class CoordinatorService: Service, Sendable {
             cluster = c
         }
         var uplink: (client: LeaseClient, task: Task<Void, Never>)?
+        var faultSignals: [any DispatchSourceSignal] = []
+        defer { for f in faultSignals { f.cancel() } }
         if let up = config.upstream {
             let dir = URL(fileURLWithPath: up.tlsDirectory ?? config.tlsDirectory)
             let domain = up.trustDomain ?? config.trustDomain
@@ -118,8 +134,17 @@ public final class CoordinatorService: Service, Sendable {
             let nodeTLS = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: name, trustDomain: domain) }
             var ls = LeaseClient.Settings()
             ls.pollInterval = .milliseconds(50)
+            var dial = TLSLeaseTransport.dialer(tls: nodeTLS, group: group)
+            if let faults = config.upstreamFaults {
+                let link = FaultyLink(settings: faults, loop: group.next())
+                let tlsDial = dial
+                dial = { address in tlsDial(address).map { link.wrap($0) } }
+                faultSignals = Self.faultSignals(link, logger: logger)
+                logger.warning("fault injection on the upstream link (SIGUSR1 cuts it, SIGUSR2 heals it)",
+                               metadata: ["allot.latency": "\(faults.latency)", "allot.jitter": "\(faults.jitter)"])
+            }
             let client = LeaseClient(endpoint: RegionUplink(core: core), seeds: up.coordinators, settings: ls, logger: logger,
-                                     group: group, dial: TLSLeaseTransport.dialer(tls: nodeTLS, group: group))
+                                     group: group, dial: dial)
             uplink = (client, Task { await client.run() })
             logger.info("region: leasing global budgets from the global cluster",
                         metadata: ["allot.upstream": "\(up.coordinators.joined(separator: ","))", "allot.as": "\(name)"])

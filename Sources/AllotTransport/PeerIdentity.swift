@@ -60,6 +60,7 @@ public struct TransportError: Error, Hashable, Sendable, CustomStringConvertible
             case noPeerCertificate = "no_peer_certificate"
             case certificateFiles = "certificate_files"
             case certificateInvalid = "certificate_invalid"
+            case linkCut = "link_cut"
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -69,6 +70,7 @@ public struct TransportError: Error, Hashable, Sendable, CustomStringConvertible
         public static let noPeerCertificate = Code(.noPeerCertificate)
         public static let certificateFiles = Code(.certificateFiles)
         public static let certificateInvalid = Code(.certificateInvalid)
+        public static let linkCut = Code(.linkCut)
         public var description: String { base.rawValue }
     }
 

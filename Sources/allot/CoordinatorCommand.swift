@@ -22,6 +22,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Override coordinator.advertise (HOST:PORT peers and nodes reach this coordinator at).") var advertise: String?
     @Option(help: "Override upstream.coordinators (comma-separated HOST:PORT of the global cluster; makes this cluster a region).") var upstream: String?
     @Option(help: "Override upstream.name (the node certificate node-<name>.pem this region's coordinator uses upstream).") var upstreamName: String?
+    @Option(help: "Fault injection (rigs): added latency per direction on the upstream link, milliseconds.") var upstreamLatencyMs: Int?
+    @Option(help: "Fault injection (rigs): ± jitter around it, milliseconds.") var upstreamJitterMs = 0
+    @Flag(help: "Fault injection (rigs): SIGUSR1 cuts the upstream link (frames dropped both ways), SIGUSR2 heals it.") var upstreamFaults = false
     @Option(help: "Log level: trace, debug, info, warning, error.") var logLevel = "info"
 
     func run() async throws {
@@ -48,6 +51,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
             up.coordinators = upstream.split(separator: ",").map(String.init)
             for (i, a) in up.coordinators.enumerated() { _ = try CoordinatorConfig.address(a, field: "--upstream[\(i)]") }
             cfg.upstream = up
+        }
+        if upstreamFaults || upstreamLatencyMs != nil {
+            guard cfg.upstream != nil else { throw ValidationError("--upstream-faults and --upstream-latency-ms need an upstream") }
+            guard (upstreamLatencyMs ?? 0) >= 0, upstreamJitterMs >= 0, upstreamJitterMs <= (upstreamLatencyMs ?? 0) else {
+                throw ValidationError("--upstream-latency-ms must be ≥ 0 and --upstream-jitter-ms between 0 and it")
+            }
+            cfg.upstreamFaults = FaultyLink.Settings(latency: .milliseconds(Int64(upstreamLatencyMs ?? 0)), jitter: .milliseconds(Int64(upstreamJitterMs)))
         }
         if let upstreamName {
             guard cfg.upstream != nil else { throw ValidationError("--upstream-name needs --upstream or an upstream: section") }

@@ -27,6 +27,20 @@ struct NodeLoad: AsyncParsableCommand {
     var each = false
     @Option(help: "Write every admission as `budget nanoseconds` lines to this file (for exact interval checks).")
     var trace: String?
+    @Option(help: "Phases of offered load, RATExSECONDS comma-separated (e.g. 300x8,20x8); replaces --rate and --seconds.")
+    var schedule: String?
+
+    /// (rate, seconds) phases.
+    func phases() throws -> [(rate: Int, seconds: Double)] {
+        guard let schedule else { return [(rate, seconds)] }
+        return try schedule.split(separator: ",").map { part in
+            let p = part.split(separator: "x")
+            guard p.count == 2, let r = Int(p[0]), r >= 0, let s = Double(p[1]), s > 0 else {
+                throw ValidationError("--schedule must be RATExSECONDS[,RATExSECONDS…] such as 300x8,20x8 (got '\(part)')")
+            }
+            return (r, s)
+        }
+    }
 
     func run() async throws {
         let cfg = try CoordinatorConfig.load(path: config)
@@ -59,20 +73,42 @@ struct NodeLoad: AsyncParsableCommand {
         term.setEventHandler { stop.set() }
         term.resume()
 
+        let phases = try phases()
         let runner = Task { await client.run() }
-        let deadline = WallClock.now() + .milliseconds(Int64(seconds * 1000))
+        let started = WallClock.now()
+        var phaseEnds: [Instant] = []
+        var t = started
+        for p in phases {
+            t = t + .milliseconds(Int64(p.seconds * 1000))
+            phaseEnds.append(t)
+        }
+        let deadline = t
+        // How long each admission decision took (the request path's whole cost here).
+        var decisions: [Int64] = []
         var admitted = 0, attempts = 0
         var first: Int64 = 0, last: Int64 = 0
         var perBudget = [Int](repeating: 0, count: specs.count)
         var traceLines: [String] = []
         let singles = specs.map { BudgetSet(enforcer.register($0)) }
-        let perTick = max(1, rate / 100)
+        var offeredInPhase = 0
+        var phase = 0
         while !stop.isSet && WallClock.now() < deadline {
-            for _ in 0..<perTick {
+            let tickNow = WallClock.now()
+            while phase < phases.count - 1 && tickNow >= phaseEnds[phase] {
+                phase += 1
+                offeredInPhase = 0
+            }
+            // Paced by elapsed time in the phase, so a slow tick does not lower the rate.
+            let phaseStart = phase == 0 ? started : phaseEnds[phase - 1]
+            let due = Int(Double(phases[phase].rate) * Double((tickNow - phaseStart).nanoseconds) / 1e9) - offeredInPhase
+            for _ in 0..<max(0, due) {
+                offeredInPhase += 1
                 let now = WallClock.now()
                 let index = each ? attempts % specs.count : 0
                 attempts += 1
-                if enforcer.admit(.oneRequest, on: each ? singles[index] : set, now: now).isAdmitted {
+                let decision = enforcer.admit(.oneRequest, on: each ? singles[index] : set, now: now)
+                decisions.append((WallClock.now() - now).nanoseconds)
+                if decision.isAdmitted {
                     admitted += 1
                     if each {
                         perBudget[index] += 1
@@ -87,10 +123,13 @@ struct NodeLoad: AsyncParsableCommand {
         runner.cancel()
         await runner.value // releases every lease
         if let trace { try traceLines.joined(separator: "\n").write(toFile: trace, atomically: true, encoding: .utf8) }
-        let t = client.traffic
         let wait = enforcer.withEnforcer { $0.longestAnswerWait }
         let budgets = each ? ",\"budgets\":{" + zip(specs, perBudget).map { "\"\($0.id)\":\($1)" }.joined(separator: ",") + "}" : ""
-        let line = ("{\"node\":\"\(name)\",\"admitted\":\(admitted),\"attempts\":\(attempts),\"first_ns\":\(first),\"last_ns\":\(last),\"frames\":\(t.framesSent + t.framesReceived),\"longest_answer_ms\":\(wait.nanoseconds / 1_000_000),\"stopped\":\(stop.isSet)\(budgets)}\n")
+        decisions.sort()
+        func percentile(_ q: Double) -> Int64 { decisions.isEmpty ? 0 : decisions[min(decisions.count - 1, Int(Double(decisions.count) * q))] }
+        let latency = ",\"decision_us\":{\"p50\":\(Double(percentile(0.5)) / 1000),\"p99\":\(Double(percentile(0.99)) / 1000),\"max\":\(Double(decisions.last ?? 0) / 1000)}"
+        let tr = client.traffic
+        let line = ("{\"node\":\"\(name)\",\"admitted\":\(admitted),\"attempts\":\(attempts),\"first_ns\":\(first),\"last_ns\":\(last),\"frames\":\(tr.framesSent + tr.framesReceived),\"longest_answer_ms\":\(wait.nanoseconds / 1_000_000),\"stopped\":\(stop.isSet)\(budgets)\(latency)}\n")
         FileHandle.standardOutput.write(Data(line.utf8))
     }
 }
