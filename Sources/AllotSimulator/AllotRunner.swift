@@ -35,7 +35,8 @@ struct AllotRunner {
             s.refreshInterval = allocatorSettings.refreshInterval
             s.leaseTTL = allocatorSettings.leaseTTL
             // Retry after a few round trips of the network.
-            let rtt = (scenario.network.latency + scenario.network.jitter) * 2
+            var rtt = (scenario.network.latency + scenario.network.jitter) * 2
+            if scenario.crosses(node: n), let x = scenario.crossRegion { rtt += (x.latency + x.jitter) * 2 }
             s.retryTimeout = max(.milliseconds(20), rtt * 3)
             s.prefetchLead = max(.milliseconds(50), rtt * 3)
             var e = try! Enforcer(settings: s)
@@ -49,7 +50,7 @@ struct AllotRunner {
         var inFlight: [Int32: Reservation] = [:]
         var nodeInFlight = [[Int32]](repeating: [], count: scenario.nodes)
         var q = Replay<Event>(trace: trace, end: scenario.duration.nanoseconds)
-        var messages = 0
+        var messages = 0, crossing = 0
         var violation: String?
         var acquires = 0, releases = 0, zeroGrants = 0, resent = 0, grantsSent = 0
         let timerEvery: Int64 = 20_000_000
@@ -59,8 +60,9 @@ struct AllotRunner {
         func send(_ n: Int32, _ t: Int64) {
             for m in nodes[Int(n)].poll(now: epoch + .nanoseconds(t)) {
                 messages += 1
+                if scenario.crosses(node: Int(n)) { crossing += 1 }
                 if case .acquire = m { acquires += 1 } else { releases += 1 }
-                if let d = scenario.network.delay(&rng) { q.schedule(t + d, .toCoordinator(n, m)) }
+                if let d = scenario.delay(node: Int(n), &rng) { q.schedule(t + d, .toCoordinator(n, m)) }
             }
         }
         var nodeIndex: [NodeID: Int32] = [:]
@@ -70,7 +72,9 @@ struct AllotRunner {
             for p in alloc.takePushes() {
                 messages += 1
                 pushes += 1
-                if let d = scenario.network.delay(&rng), let n = nodeIndex[p.node] { q.schedule(t + d, .toNode(n, p.grant)) }
+                guard let n = nodeIndex[p.node] else { continue }
+                if scenario.crosses(node: Int(n)) { crossing += 1 }
+                if let d = scenario.delay(node: Int(n), &rng) { q.schedule(t + d, .toNode(n, p.grant)) }
             }
         }
         func check(_ t: Int64) {
@@ -114,9 +118,10 @@ struct AllotRunner {
                     switch outcome {
                     case .granted(let g), .resent(let g):
                         messages += 1
+                        if scenario.crosses(node: Int(n)) { crossing += 1 }
                         grantsSent += 1
                         if g.amount == 0 { zeroGrants += 1 }
-                        if let d = scenario.network.delay(&rng) { q.schedule(t + d, .toNode(n, g)) }
+                        if let d = scenario.delay(node: Int(n), &rng) { q.schedule(t + d, .toNode(n, g)) }
                     case .ignoredStale, .unknownBudget: break
                     }
                 case .release(let rel):
@@ -145,7 +150,7 @@ struct AllotRunner {
             }
         }
         for i in outcomes.indices where outcomes[i].time < 0 { outcomes[i] = Outcome(time: trace[i].time, admitted: false, end: trace[i].time) }
-        var run = StrategyRun(name: "allot", outcomes: outcomes, messages: messages, invariantViolation: violation)
+        var run = StrategyRun(name: "allot", outcomes: outcomes, messages: messages, crossRegionMessages: crossing, invariantViolation: violation)
         run.detail = "acquires \(acquires) (re-sent \(resent)), grants \(grantsSent) (empty \(zeroGrants)), pushes \(pushes), releases \(releases)"
         return run
     }

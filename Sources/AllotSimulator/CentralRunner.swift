@@ -35,12 +35,16 @@ struct CentralLoop<Counter: CentralCounter> {
         var rng = SimRandom(seed: scenario.seed ^ 0xCE17)
         var q = Replay<Event>(trace: trace, end: scenario.duration.nanoseconds)
         var outcomes = [Outcome](repeating: .undecided, count: trace.count)
-        var messages = 0
+        var messages = 0, crossing = 0
+        func count(_ node: Int32) {
+            messages += 1
+            if scenario.crosses(node: Int(node)) { crossing += 1 }
+        }
         while let (t, step) = q.next() {
             guard case .event(let ev) = step else {
                 guard case .arrival(let i) = step else { continue }
-                messages += 1
-                if let d = scenario.network.delay(&rng) {
+                count(trace[i].node)
+                if let d = scenario.delay(node: Int(trace[i].node), &rng) {
                     q.schedule(t + d, .atCounter(Int32(i)))
                 } else {
                     outcomes[i] = Outcome(time: t, admitted: false, end: t) // timed out: denied
@@ -51,8 +55,8 @@ struct CentralLoop<Counter: CentralCounter> {
             case .atCounter(let i):
                 let a = trace[Int(i)]
                 let ok = counter.decide(a, at: t)
-                messages += 1
-                if let d = scenario.network.delay(&rng) {
+                count(a.node)
+                if let d = scenario.delay(node: Int(a.node), &rng) {
                     q.schedule(t + d, .reply(i, ok, t))
                 } else {
                     outcomes[Int(i)] = Outcome(time: a.time, admitted: false, end: a.time)
@@ -64,10 +68,10 @@ struct CentralLoop<Counter: CentralCounter> {
                 }
             case .reply(let i, let ok, let decidedAt):
                 let a = trace[Int(i)]
-                outcomes[Int(i)] = Outcome(time: decidedAt, admitted: ok, end: t + a.duration)
+                outcomes[Int(i)] = Outcome(time: decidedAt, admitted: ok, end: t + a.duration, wait: t - a.time)
                 if ok && counter.settles {
-                    messages += 1
-                    if let d = scenario.network.delay(&rng) { q.schedule(t + a.duration + d, .settle(i, decidedAt)) }
+                    count(a.node)
+                    if let d = scenario.delay(node: Int(a.node), &rng) { q.schedule(t + a.duration + d, .settle(i, decidedAt)) }
                 }
             case .settle(let i, let takenAt):
                 counter.settle(trace[Int(i)], takenAt: takenAt, at: t)
@@ -76,7 +80,7 @@ struct CentralLoop<Counter: CentralCounter> {
         for i in outcomes.indices where outcomes[i].time < 0 {
             outcomes[i] = Outcome(time: trace[i].time, admitted: false, end: trace[i].time)
         }
-        var run = StrategyRun(name: name, outcomes: outcomes, messages: messages, invariantViolation: nil)
+        var run = StrategyRun(name: name, outcomes: outcomes, messages: messages, crossRegionMessages: crossing, invariantViolation: nil)
         run.ownWindowExcess = counter.ownWindowExcess
         return run
     }

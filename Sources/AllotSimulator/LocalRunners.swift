@@ -55,7 +55,7 @@ struct PeriodicSyncRunner {
         var sinceSend = [Int64](repeating: 0, count: scenario.nodes)
         var q = Replay<Event>(trace: trace, end: scenario.duration.nanoseconds)
         var outcomes = [Outcome](repeating: .undecided, count: trace.count)
-        var messages = 0
+        var messages = 0, crossing = 0
         let s = syncInterval.nanoseconds
         for n in 0..<scenario.nodes { q.schedule(Int64(n) * s / Int64(scenario.nodes), .sync(Int32(n))) }
         func hit(_ n: Int, _ amount: Int64, _ t: Int64) {
@@ -82,16 +82,18 @@ struct PeriodicSyncRunner {
                 hit(Int(a.node), spec.amount(for: a.cost), t)
             case .sync(let n):
                 messages += 1
+                if scenario.crosses(node: Int(n)) { crossing += 1 }
                 let hits = unsent[Int(n)]
                 unsent[Int(n)] = 0
                 sinceSend[Int(n)] = 0
-                if let d = scenario.network.delay(&rng) { q.schedule(t + d, .atOwner(n, hits)) }
+                if let d = scenario.delay(node: Int(n), &rng) { q.schedule(t + d, .atOwner(n, hits)) }
                 q.schedule(t + s, .sync(n))
             case .atOwner(let n, let hits):
                 owner.take(hits, at: t)
                 owner.clampAtZero()
                 messages += 1
-                if let d = scenario.network.delay(&rng) { q.schedule(t + d, .reply(n, owner)) }
+                if scenario.crosses(node: Int(n)) { crossing += 1 }
+                if let d = scenario.delay(node: Int(n), &rng) { q.schedule(t + d, .reply(n, owner)) }
             case .reply(let n, let snapshot):
                 // Adopt the owner's view, then re-apply what this node admitted since it sent.
                 copies[Int(n)] = snapshot
@@ -101,6 +103,6 @@ struct PeriodicSyncRunner {
         for i in outcomes.indices where outcomes[i].time < 0 {
             outcomes[i] = Outcome(time: trace[i].time, admitted: false, end: trace[i].time)
         }
-        return StrategyRun(name: "periodic-sync", outcomes: outcomes, messages: messages, invariantViolation: nil)
+        return StrategyRun(name: "periodic-sync", outcomes: outcomes, messages: messages, crossRegionMessages: crossing, invariantViolation: nil)
     }
 }

@@ -28,6 +28,11 @@ public struct StrategyMetrics: Sendable, Codable {
     /// the counter's own windows over its limit, minus one. Above 0 the counter let through
     /// more than it believed it did (late charging, or estimates below the real count).
     public var ownWindowExcess: Double?
+    /// 99th percentile of how long a request waited for its decision, ms (a round trip to
+    /// the counter for central strategies; 0 when nodes decide locally).
+    public var decisionWaitP99Ms: Double
+    /// `regions`: messages between the regions per 1,000 admitted requests.
+    public var crossRegionPer1k: Double?
 
     enum CodingKeys: String, CodingKey {
         case name, overshoot, utilization, fairness
@@ -39,6 +44,8 @@ public struct StrategyMetrics: Sendable, Codable {
         case invariantViolation = "invariant_violation"
         case admitted, requests, detail
         case ownWindowExcess = "own_window_excess"
+        case decisionWaitP99Ms = "decision_wait_p99_ms"
+        case crossRegionPer1k = "cross_region_per_1k"
     }
 }
 
@@ -80,6 +87,9 @@ enum MetricsCalculator {
         for n in 0..<nodes where demand[n] > 0 { xs.append(Double(got[n]) / Double(demand[n])) }
         let sum = xs.reduce(0, +), sq = xs.reduce(0) { $0 + $1 * $1 }
         let jain = sq > 0 ? sum * sum / (Double(xs.count) * sq) : 1
+        var waits = outcomes.map(\.wait)
+        waits.sort()
+        let waitP99 = waits.isEmpty ? 0 : Double(waits[min(waits.count - 1, waits.count * 99 / 100)]) / 1e6
         return StrategyMetrics(
             name: run.name,
             overshoot: checkers.map(\.overshoot).max() ?? 0,
@@ -94,7 +104,10 @@ enum MetricsCalculator {
             admitted: admittedCount,
             requests: trace.count,
             detail: run.detail,
-            ownWindowExcess: run.ownWindowExcess)
+            ownWindowExcess: run.ownWindowExcess,
+            decisionWaitP99Ms: waitP99,
+            crossRegionPer1k: scenario.crossRegion == nil ? nil
+                : admittedCount > 0 ? Double(run.crossRegionMessages) * 1000 / Double(admittedCount) : 0)
     }
 
     /// What an exact global limiter with zero latency admits, per node, in the primary unit.

@@ -5,6 +5,8 @@ public struct Outcome: Sendable {
     public var admitted: Bool
     /// When the request stopped holding a concurrency permit (end, or abort).
     public var end: Int64
+    /// How long the request waited for its decision, ns (a round trip for a central counter).
+    public var wait: Int64 = 0
 
     static let undecided = Outcome(time: -1, admitted: false, end: -1)
 }
@@ -15,6 +17,8 @@ public struct StrategyRun: Sendable {
     public var outcomes: [Outcome]
     /// Messages between nodes and the coordinator (or Redis calls), sent, lost ones included.
     public var messages: Int
+    /// `regions`: of those, the ones between regions.
+    public var crossRegionMessages = 0
     /// The first broken allocator/enforcer invariant seen while running, if any.
     public var invariantViolation: String?
     /// A breakdown of the messages, for humans.

@@ -4,6 +4,10 @@ import AllotCore
 public struct Scenario: Sendable {
     public enum Name: String, CaseIterable, Sendable {
         case steady, contention, zipf, shift, burst, runaway, lossy, tokens
+        /// Step 5: two regions (the first half of the nodes, the second), the global
+        /// coordinator (or counter) beside the first; 60 ± 20 ms one way between them. A
+        /// global quota; demand moves from the first region to the second halfway.
+        case regions
     }
 
     /// Which budgets the requests are charged to.
@@ -36,6 +40,9 @@ public struct Scenario: Sendable {
     public var seed: UInt64
     public var duration: Duration
     public var network: NetworkModel
+    /// `regions`: added one way between the second region and the first (where the global
+    /// coordinator, or the central counter, lives).
+    public var crossRegion: NetworkModel?
     /// The budgets every request is charged to; the first is the one metrics are about.
     public var budgets: [BudgetSpec]
     /// Mean request rate per node, requests per second (scenarios scale around it).
@@ -45,20 +52,22 @@ public struct Scenario: Sendable {
     /// Budget sizes relative to demand, drawn from the seed in `.all` mode.
     var scale: Double = 1
 
-    /// Builds a scenario. `perNodeRate` defaults to 1,000 requests/s (20 for `tokens`).
-    public init(_ name: Name, nodes: Int = 16, seed: UInt64 = 1, duration: Duration? = nil,
+    /// Builds a scenario. `perNodeRate` defaults to 1,000 requests/s (20 for `tokens`);
+    /// `nodes` to 16 (6 for `regions`: three gateways per region).
+    public init(_ name: Name, nodes: Int? = nil, seed: UInt64 = 1, duration: Duration? = nil,
                 perNodeRate: Double? = nil, mix: BudgetMix = .primary,
                 textMix: TextMix = .dense, pattern: Pattern = .bursty) {
         self.name = name
         self.textMix = textMix
         self.pattern = pattern
-        self.nodes = max(1, nodes)
+        self.nodes = max(name == .regions ? 2 : 1, nodes ?? (name == .regions ? 6 : 16))
         self.seed = seed
         self.perNodeRate = perNodeRate ?? (name == .tokens ? 20 : 1000)
         self.duration = duration ?? (name == .tokens ? .seconds(150) : .seconds(30))
         self.network = name == .lossy
             ? NetworkModel(latency: .milliseconds(20), jitter: .milliseconds(10), loss: 0.05)
             : NetworkModel()
+        if name == .regions { crossRegion = NetworkModel(latency: .milliseconds(60), jitter: .milliseconds(20)) }
         // 2026-01-01T00:00:50Z: a minute window rolls over 10 s in.
         self.epoch = Instant(nanoseconds: 1_767_225_650 * 1_000_000_000)
         var rng = SimRandom(seed: seed ^ 0xB0D6E7)
@@ -75,6 +84,13 @@ public struct Scenario: Sendable {
         case .contention: list.append(req(demand / 1.5 * scale))
         case .zipf, .shift, .lossy: list.append(req(demand / 1.2 * scale))
         case .burst, .runaway: list.append(req(demand * scale))
+        case .regions:
+            // Busy nodes offer the base rate, quiet ones a tenth: over the run, the quota is
+            // 80% of what is offered, so it runs out in the second region's busy half.
+            let offered = self.perNodeRate * 1.1 * Double(self.nodes) / 2 * self.duration.secondsDouble
+            list.append(try! BudgetSpec(id: "global_requests_per_day", unit: .requests,
+                                        kind: .quota(allowance: max(1, Int64(offered * 0.8 * scale)), window: try! CalendarWindow(.day)),
+                                        reach: .global))
         case .tokens:
             // Mean tokens per request is about 1,360 and mean demand 1.47× the base rate (see
             // the trace): a per-minute budget at 80% of mean demand, with a 30-second burst (it
@@ -144,6 +160,19 @@ public struct Scenario: Sendable {
         }
     }
 
+    /// `regions`: 0 for the first half of the nodes (beside the global coordinator), 1 for the rest.
+    public func region(of node: Int) -> Int { crossRegion != nil && node >= nodes / 2 ? 1 : 0 }
+
+    /// A message's delay between `node` and the coordinator (or counter), nil when lost.
+    func delay(node: Int, _ rng: inout SimRandom) -> Int64? {
+        guard let d = network.delay(&rng) else { return nil }
+        guard region(of: node) == 1, let x = crossRegion else { return d }
+        return x.delay(&rng).map { d + $0 }
+    }
+
+    /// Whether a message between `node` and the coordinator crosses regions.
+    func crosses(node: Int) -> Bool { region(of: node) == 1 }
+
     private func rateAt(node: Int, t: Int64, weight: Double, hotEvery: Int64) -> Double {
         switch name {
         case .shift:
@@ -158,6 +187,9 @@ public struct Scenario: Sendable {
             let phase = t % 90_000_000_000
             let bursting = phase >= 45_000_000_000 && phase < 75_000_000_000
             return perNodeRate * (bursting ? Self.tokensBurst : Self.tokensQuiet)
+        case .regions:
+            let busy = region(of: node) == (t < duration.nanoseconds / 2 ? 0 : 1)
+            return busy ? perNodeRate : perNodeRate / 10
         case .runaway:
             // One agent consumer jumps to 50× its rate a third of the way in.
             let jumped = node == 0 && t >= duration.nanoseconds / 3

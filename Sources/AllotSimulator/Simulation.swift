@@ -15,11 +15,14 @@ public enum StrategyName: String, CaseIterable, Sendable, Codable {
     case postPaid = "post-paid"
     /// Reserve chars/4 + max_tokens in a window opened by the first request (LiteLLM).
     case estimateReserve = "estimate-reserve"
+    /// `regions` only: Allot's hierarchy, a coordinator per region leasing from the global one.
+    case allotRegions = "allot-regions"
 
     /// Whether this strategy can enforce the scenario's budgets (the peers model one
     /// rate or quota budget; `allot`, `central` and `static-split` take every mix).
     public func supports(_ s: Scenario) -> Bool {
         switch self {
+        case .allotRegions: return RegionsRunner.supports(s)
         case .allot, .central, .staticSplit: return true
         case .periodicSync, .postPaid:
             guard s.budgets.count == 1 else { return false }
@@ -54,6 +57,8 @@ public enum Simulation {
             switch s {
             case .allot:
                 run = AllotRunner(scenario: scenario, trace: trace, checkEveryStep: checkEveryStep).run()
+            case .allotRegions:
+                run = RegionsRunner(scenario: scenario, trace: trace, checkEveryStep: checkEveryStep).run()
             case .central:
                 var loop = CentralLoop(name: s.rawValue, scenario: scenario, trace: trace, counter: ExactCounter(scenario: scenario))
                 run = loop.run()
@@ -78,16 +83,23 @@ extension SimulationReport {
     /// A fixed-width table for terminals.
     public var table: String {
         var lines = ["scenario \(scenario), \(nodes) nodes, seed \(seed)"]
-        let header = ["strategy", "overshoot", "utilization", "fairness", "msgs/1k", "false-deny", "peak/period", "exact"]
-        let widths = [17, 10, 12, 9, 10, 11, 12, 6]
+        let regions = strategies.contains { $0.crossRegionPer1k != nil }
+        var header = ["strategy", "overshoot", "utilization", "fairness", "msgs/1k", "false-deny", "peak/period", "exact", "wait-p99"]
+        var widths = [17, 10, 12, 9, 10, 11, 12, 6, 10]
+        if regions {
+            header.append("x-region/1k")
+            widths.append(12)
+        }
         func row(_ cells: [String]) -> String {
             zip(cells, widths).map { c, w in c.count >= w ? c + " " : c + String(repeating: " ", count: w - c.count) }.joined()
         }
         lines.append(row(header))
         for m in strategies {
-            lines.append(row([m.name, f(m.overshoot, 3), f(m.utilization, 3), f(m.fairness, 3),
-                              f(m.messagesPer1k, 1), f(m.falseDenyRate, 4), f(m.peakRollingRatio, 2),
-                              m.conformant ? "yes" : "NO"]))
+            var cells = [m.name, f(m.overshoot, 3), f(m.utilization, 3), f(m.fairness, 3),
+                         f(m.messagesPer1k, 1), f(m.falseDenyRate, 4), f(m.peakRollingRatio, 2),
+                         m.conformant ? "yes" : "NO", f(m.decisionWaitP99Ms, 1) + "ms"]
+            if regions { cells.append(m.crossRegionPer1k.map { f($0, 1) } ?? "-") }
+            lines.append(row(cells))
         }
         for m in strategies { if let d = m.detail { lines.append("  \(m.name): \(d)") } }
         return lines.joined(separator: "\n")

@@ -27,8 +27,8 @@ struct Simulate: ParsableCommand {
     @Option(name: .long, help: "Strategies, comma-separated (\(StrategyName.allCases.map(\.rawValue).joined(separator: ", "))); default all.")
     var strategies: String?
 
-    @Option(name: .long, help: "Gateway nodes.")
-    var nodes: Int = 16
+    @Option(name: .long, help: "Gateway nodes (default 16; 6 for regions, three per region).")
+    var nodes: Int?
 
     @Option(name: .long, help: "Random seed; the same seed gives the same run.")
     var seed: UInt64 = 1
@@ -55,7 +55,7 @@ struct Simulate: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard (1...4096).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 4096 (got \(nodes))") }
+        if let nodes, !(1...4096).contains(nodes) { throw ValidationError("--nodes must be between 1 and 4096 (got \(nodes))") }
         if let s = seconds, !(s > 0 && s <= 3600) { throw ValidationError("--seconds must be in (0, 3600] (got \(s))") }
         if let r = rate, !(r > 0 && r <= 1_000_000) { throw ValidationError("--rate must be in (0, 1e6] (got \(r))") }
         guard syncMs > 0 else { throw ValidationError("--sync-ms must be positive") }

@@ -18,14 +18,17 @@ struct PropertyTests {
             let sc = Scenario(name, nodes: 4, seed: seed,
                               duration: name == .tokens ? .seconds(8) : .seconds(2),
                               perNodeRate: name == .tokens ? 8 : 150, mix: .all)
-            let report = Simulation.run(sc, strategies: [.allot], checkEveryStep: true)
-            let m = report.strategies[0]
-            #expect(m.overshoot == 0, "seed \(seed): overshoot \(m.overshoot)")
-            #expect(m.conformant, "seed \(seed): \(m.invariantViolation ?? "admissions broke a budget's definition")")
-            #expect(m.invariantViolation == nil, "seed \(seed): \(m.invariantViolation ?? "")")
-            if m.admitted < m.requests { binding.insert("denied") }
+            // `regions`: the hierarchy too (global quota, quota and concurrency, all upstream-backed).
+            let report = Simulation.run(sc, strategies: name == .regions ? [.allot, .allotRegions] : [.allot], checkEveryStep: true)
+            for m in report.strategies {
+                #expect(m.overshoot == 0, "\(m.name) seed \(seed): overshoot \(m.overshoot)")
+                #expect(m.conformant, "\(m.name) seed \(seed): \(m.invariantViolation ?? "admissions broke a budget's definition")")
+                #expect(m.invariantViolation == nil, "\(m.name) seed \(seed): \(m.invariantViolation ?? "")")
+                if m.admitted < m.requests { binding.insert(m.name) }
+            }
         }
         // The sizes drawn make budgets bind: denials happened (the property is not vacuous).
-        #expect(binding.contains("denied"))
+        #expect(binding.contains("allot"))
+        if name == .regions { #expect(binding.contains("allot-regions")) }
     }
 }

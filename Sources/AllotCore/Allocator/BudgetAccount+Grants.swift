@@ -138,6 +138,9 @@ extension BudgetAccount {
         guard target > 0 else { return (0, .zero) }
         let amount = max(0, min(max(target, settings.minSlice), pool))
         guard amount < target else { return (amount, .zero) }
+        // A region's global budget is short only until its upstream grant arrives (a round
+        // trip to the global cluster): ask again soon, not a whole refresh interval later.
+        if upstream != nil { return (amount, .nanoseconds(settings.refreshInterval.nanoseconds / 10)) }
         switch spec.kind {
         case .quota: return (amount, min(settings.refreshInterval, windowEnd - now))
         default: return (amount, .nanoseconds(settings.refreshInterval.nanoseconds / 4))
