@@ -89,4 +89,44 @@ struct RegionTests {
         }
         await h.stopAll()
     }
+
+    @Test("a dead upstream: the region serves its regional budgets, fails its global ones closed, and recovers by itself when the global cluster comes up")
+    func deadUpstream() async throws {
+        let h = Harness()
+        let quota = try BudgetSpec(id: "tenant.day", unit: .requests, kind: .quota(allowance: 1_000, window: try CalendarWindow(.day)),
+                                   reach: .global)
+        let regional = try BudgetSpec(id: "gw.day", unit: .requests, kind: .quota(allowance: 1_000, window: try CalendarWindow(.day)))
+        // The region starts first; nothing listens at the global addresses yet.
+        let region = try await Self.startRegion(h, 0, budgets: [quota, regional])
+        var early = (global: 0, regional: 0)
+        for _ in 0..<60 {
+            for n in region.nodes {
+                if n.admit(quota.id) { early.global += 1 }
+                if n.admit(regional.id) { early.regional += 1 }
+            }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(early.global == 0, "a global budget was granted with no upstream")
+        #expect(early.regional > 0, "the regional budget stopped with the upstream")
+        var global = AllocatorSettings()
+        global.leaseTTL = .seconds(3)
+        global.refreshInterval = .milliseconds(500)
+        let ledger = tempPath("global.db")
+        for (i, a) in Self.globalAddresses.enumerated() {
+            try await h.start("g\(i)", address: a, budgets: [quota], seeds: Self.globalAddresses,
+                              ledger: try SQLiteLedger.open(path: ledger), allocator: global)
+        }
+        var late = 0
+        let start = Date()
+        while late == 0 && Date().timeIntervalSince(start) < 10 {
+            for n in region.nodes where n.admit(quota.id) { late += 1 }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        print("regions, dead upstream: \(early.regional) regional admitted while the global cluster was down, global served \(String(format: "%.1f", Date().timeIntervalSince(start))) s after it started")
+        #expect(late > 0, "the region did not recover when the global cluster came up")
+        for n in region.nodes { await n.stop() }
+        region.task.cancel()
+        await region.task.value
+        await h.stopAll()
+    }
 }
