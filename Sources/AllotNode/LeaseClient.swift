@@ -256,6 +256,9 @@ public final class LeaseClient: Service, Sendable {
             let conn = try await transport.connect(
                 onFrame: { [weak self] frame in self?.received(frame, from: address) },
                 onClose: { [weak self] in self?.closed(address, generation: generation) })
+            // The hello first, before the connection is visible to the poll (whose heartbeat
+            // or acquires would otherwise overtake it and be refused).
+            conn.send([.hello(name: endpoint.nodeName)])
             state.withLock { s in
                 s.peers[address]?.connection = conn
                 s.peers[address]?.connecting = false
@@ -263,7 +266,6 @@ public final class LeaseClient: Service, Sendable {
                 s.traffic.connects += 1
                 s.traffic.framesSent += 1
             }
-            conn.send([.hello(name: endpoint.nodeName)])
             logger.debug("connected", metadata: ["allot.address": "\(address)"])
         } catch {
             state.withLock { s in

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# cluster/local/down.sh — stops exactly the processes cluster/local/up.sh started (by the PIDs
+# cluster/local/down.sh — stops exactly the processes cluster/local/up.sh (or cluster/regions/up.sh) started (by the PIDs
 # it recorded): SIGTERM first (leases go back, ledgers flush), SIGKILL after 10 s.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUN=${ALLOT_LOCAL_DIR:-$ROOT/cluster/local/run}
 [ -s "$RUN/pids" ] || { echo "nothing to stop (no $RUN/pids)"; exit 0; }
 alive() { kill -0 "$1" 2>/dev/null; }
-# Gateways first (they release their leases to live coordinators), then coordinators, then the mock.
-order=$(grep ' gw-' "$RUN/pids" || true; grep ' c[0-9]' "$RUN/pids" || true; grep -v -e ' gw-' -e ' c[0-9]' "$RUN/pids" || true)
+# In reverse order of launch: gateways first (they release their leases to live coordinators),
+# then regional coordinators (they release to the global cluster), coordinators, the mock.
+order=$(tac "$RUN/pids")
 while read -r pid name; do
   [ -n "$pid" ] || continue
   if alive "$pid"; then
