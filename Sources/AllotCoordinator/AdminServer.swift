@@ -66,6 +66,8 @@ public final class AdminServer: Sendable {
         registry.makeCounter(descriptor: .init(metricName: "allot_ledger_refused_grants_total", unitName: "", helpText: "Grants the ledger refused under the cap")).increment(by: c.ledgerRefusals)
         registry.makeCounter(descriptor: .init(metricName: "allot_ledger_revoked_grants_total", unitName: "", helpText: "Grants taken back because their record was refused or not written")).increment(by: c.ledgerRevoked)
         registry.makeCounter(descriptor: .init(metricName: "allot_upstream_units_total", unitName: "", helpText: "A region: units of global budgets granted by the global cluster")).increment(by: c.upstreamUnits)
+        registry.makeCounter(descriptor: .init(metricName: "allot_late_settlements_total", unitName: "", helpText: "Lapsed quota leases settled late (a region back after a cut)")).increment(by: c.lateSettlements)
+        registry.makeCounter(descriptor: .init(metricName: "allot_late_settled_units_total", unitName: "", helpText: "Units returned to the pool by late settlements")).increment(by: c.lateSettledUnits)
         if let l = core.ledger?.stats {
             registry.makeCounter(descriptor: .init(metricName: "allot_ledger_commits_total", unitName: "", helpText: "Ledger transactions (group commits)")).increment(by: l.commits)
             registry.makeCounter(descriptor: .init(metricName: "allot_ledger_rows_total", unitName: "", helpText: "Budget-window rows written")).increment(by: l.changes)

@@ -60,6 +60,10 @@ public final class CoordinatorCore: Sendable {
         public var ledgerRevoked: Int64 = 0
         /// A region: units deposited by the global cluster's grants.
         public var upstreamUnits: Int64 = 0
+        /// Late settlements of lapsed quota leases (a region back after a cut), and the
+        /// units they returned to the pool.
+        public var lateSettlements: Int64 = 0
+        public var lateSettledUnits: Int64 = 0
     }
 
     private struct Connection: Sendable {
@@ -530,7 +534,10 @@ public final class CoordinatorCore: Sendable {
             var out = s.upstreamOutbox
             s.upstreamOutbox = []
             var views: [BudgetID: UpstreamClient.RegionView] = [:]
-            for b in s.upstream!.budgets { views[b] = s.allocator.regionView(b, now: now) }
+            for b in s.upstream!.budgets {
+                s.allocator.advance(b, now: now)
+                views[b] = s.allocator.regionView(b, now: now)
+            }
             for action in s.upstream!.poll(now: now, views: views) {
                 switch action {
                 case .withdraw(let b, let n): _ = s.allocator.withdraw(b, max: n, now: now)
@@ -547,6 +554,7 @@ public final class CoordinatorCore: Sendable {
         state.withLock { s in
             guard s.upstream != nil else { return }
             for g in grants {
+                s.allocator.advance(g.budget, now: now)
                 guard let view = s.allocator.regionView(g.budget, now: now),
                       let d = s.upstream!.receive(g, now: now, view: view) else { continue }
                 s.allocator.deposit(g.budget, amount: d.amount, expiresAt: d.expiresAt, now: now)
@@ -600,6 +608,9 @@ public final class CoordinatorCore: Sendable {
                     s.counters.releases += 1
                     s.counters.overclaims += 1
                     s.counters.rejected["overclaim", default: 0] += 1
+                case .settledLate(let back):
+                    s.counters.lateSettlements += 1
+                    s.counters.lateSettledUnits += back
                 case .ignoredUnknownLease: s.counters.rejected["unknown_lease", default: 0] += 1
                 case .unknownBudget: s.counters.rejected["unknown_budget", default: 0] += 1
                 }

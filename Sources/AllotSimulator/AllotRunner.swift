@@ -28,9 +28,7 @@ struct AllotRunner {
         let epoch = scenario.epoch
         var rng = SimRandom(seed: scenario.seed ^ 0xA110)
         var alloc = try! Allocator(settings: allocatorSettings, budgets: scenario.budgets, now: epoch)
-        var nodes: [Enforcer] = []
-        var set: BudgetSet?
-        for n in 0..<scenario.nodes {
+        var fleet = SimGateways(scenario: scenario) { n in
             var s = EnforcerSettings(node: NodeID("node-\(n)"))
             s.refreshInterval = allocatorSettings.refreshInterval
             s.leaseTTL = allocatorSettings.leaseTTL
@@ -39,16 +37,9 @@ struct AllotRunner {
             if scenario.crosses(node: n), let x = scenario.crossRegion { rtt += (x.latency + x.jitter) * 2 }
             s.retryTimeout = max(.milliseconds(20), rtt * 3)
             s.prefetchLead = max(.milliseconds(50), rtt * 3)
-            var e = try! Enforcer(settings: s)
-            let hs = scenario.budgets.map { e.register($0) }
-            set = try! BudgetSet(hs)
-            nodes.append(e)
+            return s
         }
-        let budgets = set!
-        let holds = scenario.name == .tokens || scenario.budgets.contains { $0.kind.isConcurrency }
         var outcomes = [Outcome](repeating: .undecided, count: trace.count)
-        var inFlight: [Int32: Reservation] = [:]
-        var nodeInFlight = [[Int32]](repeating: [], count: scenario.nodes)
         var q = Replay<Event>(trace: trace, end: scenario.duration.nanoseconds)
         var messages = 0, crossing = 0
         var violation: String?
@@ -58,21 +49,19 @@ struct AllotRunner {
         q.schedule(0, .coordinatorTick)
 
         func send(_ n: Int32, _ t: Int64) {
-            for m in nodes[Int(n)].poll(now: epoch + .nanoseconds(t)) {
+            for m in fleet.nodes[Int(n)].poll(now: epoch + .nanoseconds(t)) {
                 messages += 1
                 if scenario.crosses(node: Int(n)) { crossing += 1 }
                 if case .acquire = m { acquires += 1 } else { releases += 1 }
                 if let d = scenario.delay(node: Int(n), &rng) { q.schedule(t + d, .toCoordinator(n, m)) }
             }
         }
-        var nodeIndex: [NodeID: Int32] = [:]
-        for n in 0..<scenario.nodes { nodeIndex[nodes[n].settings.node] = Int32(n) }
         var pushes = 0
         func deliverPushes(_ t: Int64) {
             for p in alloc.takePushes() {
                 messages += 1
                 pushes += 1
-                guard let n = nodeIndex[p.node] else { continue }
+                guard let n = fleet.index[p.node] else { continue }
                 if scenario.crosses(node: Int(n)) { crossing += 1 }
                 if let d = scenario.delay(node: Int(n), &rng) { q.schedule(t + d, .toNode(n, p.grant)) }
             }
@@ -88,28 +77,16 @@ struct AllotRunner {
                 guard case .arrival(let i) = step else { continue }
                 let a = trace[i]
                 let n = Int(a.node)
-                if holds {
-                    if case .admitted(let r) = nodes[n].reserve(a.bound, on: budgets, now: now) {
-                        outcomes[i] = Outcome(time: t, admitted: true, end: t + a.duration)
-                        inFlight[Int32(i)] = r
-                        nodeInFlight[n].append(Int32(i))
-                        q.schedule(t + a.duration, .complete(Int32(i)))
-                    } else {
-                        outcomes[i] = Outcome(time: t, admitted: false, end: t)
-                    }
-                } else {
-                    let ok = nodes[n].admit(a.cost, on: budgets, now: now).isAdmitted
-                    outcomes[i] = Outcome(time: t, admitted: ok, end: t)
-                }
-                if nodes[n].wantsPoll { send(a.node, t) }
-                if checkEveryStep, violation == nil, let v = nodes[n].checkInvariants() { violation = "t=\(t): \(v)" }
+                let (outcome, endsAt) = fleet.arrive(i, a, at: t, now: now)
+                outcomes[i] = outcome
+                if let endsAt { q.schedule(endsAt, .complete(Int32(i))) }
+                if fleet.nodes[n].wantsPoll { send(a.node, t) }
+                if checkEveryStep, violation == nil, let v = fleet.nodes[n].checkInvariants() { violation = "t=\(t): \(v)" }
                 continue
             }
             switch ev {
             case .complete(let i):
-                guard let r = inFlight.removeValue(forKey: i) else { break } // aborted
-                let a = trace[Int(i)]
-                nodes[Int(a.node)].settle(r, actual: a.cost, now: now)
+                fleet.complete(i, trace[Int(i)], now: now)
             case .toCoordinator(let n, let m):
                 switch m {
                 case .acquire(let req):
@@ -130,17 +107,10 @@ struct AllotRunner {
                 deliverPushes(t)
                 check(t)
             case .toNode(let n, let g):
-                _ = nodes[Int(n)].receive(g, now: now)
-                if nodes[Int(n)].wantsPoll { send(n, t) }
+                _ = fleet.nodes[Int(n)].receive(g, now: now)
+                if fleet.nodes[Int(n)].wantsPoll { send(n, t) }
             case .nodeTimer(let n):
-                for case .leaseExpired(_, let permits) in nodes[Int(n)].tick(now: now) where permits > 0 {
-                    // The node's concurrency lease ended with requests in flight: abort them,
-                    // the coordinator will hand their permits to others.
-                    for i in nodeInFlight[Int(n)] where inFlight.removeValue(forKey: i) != nil {
-                        outcomes[Int(i)].end = t
-                    }
-                }
-                nodeInFlight[Int(n)].removeAll { inFlight[$0] == nil }
+                fleet.tick(Int(n), at: t, now: now, outcomes: &outcomes)
                 send(n, t)
                 q.schedule(t + timerEvery, .nodeTimer(n))
             case .coordinatorTick:

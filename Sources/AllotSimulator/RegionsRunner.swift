@@ -58,24 +58,17 @@ struct RegionsRunner {
             regionAllocs.append(a)
             clients.append(c)
         }
-        var nodes: [Enforcer] = []
-        var set: BudgetSet?
-        for n in 0..<scenario.nodes {
+        // Gateways talk to their own region's coordinator: the regional network only.
+        var fleet = SimGateways(scenario: scenario) { n in
             var s = EnforcerSettings(node: NodeID("node-\(n)"))
             s.refreshInterval = leaf.refreshInterval
             s.leaseTTL = leaf.leaseTTL
             let rtt = (scenario.network.latency + scenario.network.jitter) * 2
             s.retryTimeout = max(.milliseconds(20), rtt * 3)
             s.prefetchLead = max(.milliseconds(50), rtt * 3)
-            var e = try! Enforcer(settings: s)
-            set = try! BudgetSet(scenario.budgets.map { e.register($0) })
-            nodes.append(e)
+            return s
         }
-        let budgets = set!
-        let holds = scenario.budgets.contains { $0.kind.isConcurrency }
         var outcomes = [Outcome](repeating: .undecided, count: trace.count)
-        var inFlight: [Int32: Reservation] = [:]
-        var nodeInFlight = [[Int32]](repeating: [], count: scenario.nodes)
         var q = Replay<Event>(trace: trace, end: scenario.duration.nanoseconds)
         var messages = 0, crossing = 0
         var violation: String?
@@ -84,8 +77,6 @@ struct RegionsRunner {
         q.schedule(0, .regionTick(0))
         q.schedule(25_000_000, .regionTick(1))
         q.schedule(0, .globalTick)
-        var nodeIndex: [NodeID: Int32] = [:]
-        for n in 0..<scenario.nodes { nodeIndex[nodes[n].settings.node] = Int32(n) }
 
         /// Within a region: the intra-region network only.
         func local(_ rng: inout SimRandom) -> Int64? { scenario.network.delay(&rng) }
@@ -96,7 +87,7 @@ struct RegionsRunner {
             return x.delay(&rng).map { d + $0 }
         }
         func send(_ n: Int32, _ t: Int64) {
-            for m in nodes[Int(n)].poll(now: epoch + .nanoseconds(t)) {
+            for m in fleet.nodes[Int(n)].poll(now: epoch + .nanoseconds(t)) {
                 messages += 1
                 if let d = local(&rng) { q.schedule(t + d, .toRegion(n, m)) }
             }
@@ -104,7 +95,7 @@ struct RegionsRunner {
         func deliverPushes(_ r: Int, _ t: Int64) {
             for p in regionAllocs[r].takePushes() {
                 messages += 1
-                if let d = local(&rng), let n = nodeIndex[p.node] { q.schedule(t + d, .toNode(n, p.grant)) }
+                if let d = local(&rng), let n = fleet.index[p.node] { q.schedule(t + d, .toNode(n, p.grant)) }
             }
         }
         func toGlobal(_ r: Int32, _ m: Enforcer.Outgoing, _ t: Int64) {
@@ -126,27 +117,16 @@ struct RegionsRunner {
                 guard case .arrival(let i) = step else { continue }
                 let a = trace[i]
                 let n = Int(a.node)
-                if holds {
-                    if case .admitted(let r) = nodes[n].reserve(a.bound, on: budgets, now: now) {
-                        outcomes[i] = Outcome(time: t, admitted: true, end: t + a.duration)
-                        inFlight[Int32(i)] = r
-                        nodeInFlight[n].append(Int32(i))
-                        q.schedule(t + a.duration, .complete(Int32(i)))
-                    } else {
-                        outcomes[i] = Outcome(time: t, admitted: false, end: t)
-                    }
-                } else {
-                    outcomes[i] = Outcome(time: t, admitted: nodes[n].admit(a.cost, on: budgets, now: now).isAdmitted, end: t)
-                }
-                if nodes[n].wantsPoll { send(a.node, t) }
-                if checkEveryStep, violation == nil, let v = nodes[n].checkInvariants() { violation = "t=\(t): \(v)" }
+                let (outcome, endsAt) = fleet.arrive(i, a, at: t, now: now)
+                outcomes[i] = outcome
+                if let endsAt { q.schedule(endsAt, .complete(Int32(i))) }
+                if fleet.nodes[n].wantsPoll { send(a.node, t) }
+                if checkEveryStep, violation == nil, let v = fleet.nodes[n].checkInvariants() { violation = "t=\(t): \(v)" }
                 continue
             }
             switch ev {
             case .complete(let i):
-                guard let r = inFlight.removeValue(forKey: i) else { break }
-                let a = trace[Int(i)]
-                nodes[Int(a.node)].settle(r, actual: a.cost, now: now)
+                fleet.complete(i, trace[Int(i)], now: now)
             case .toRegion(let n, let m):
                 let r = scenario.region(of: Int(n))
                 switch m {
@@ -163,20 +143,17 @@ struct RegionsRunner {
                 deliverPushes(r, t)
                 check(t)
             case .toNode(let n, let g):
-                _ = nodes[Int(n)].receive(g, now: now)
-                if nodes[Int(n)].wantsPoll { send(n, t) }
+                _ = fleet.nodes[Int(n)].receive(g, now: now)
+                if fleet.nodes[Int(n)].wantsPoll { send(n, t) }
             case .nodeTimer(let n):
-                for case .leaseExpired(_, let permits) in nodes[Int(n)].tick(now: now) where permits > 0 {
-                    for i in nodeInFlight[Int(n)] where inFlight.removeValue(forKey: i) != nil { outcomes[Int(i)].end = t }
-                }
-                nodeInFlight[Int(n)].removeAll { inFlight[$0] == nil }
+                fleet.tick(Int(n), at: t, now: now, outcomes: &outcomes)
                 send(n, t)
                 q.schedule(t + timerEvery, .nodeTimer(n))
             case .regionTick(let r):
                 _ = regionAllocs[Int(r)].tick(now: now)
                 deliverPushes(Int(r), t)
                 var views: [BudgetID: UpstreamClient.RegionView] = [:]
-                for b in scenario.budgets { views[b.id] = regionAllocs[Int(r)].regionView(b.id, now: now) }
+                for b in scenario.budgets { views[b.id] = regionAllocs[Int(r)].regionView(b.id, now: now) } // ticked above
                 for action in clients[Int(r)].poll(now: now, views: views) {
                     switch action {
                     case .withdraw(let b, let amount): _ = regionAllocs[Int(r)].withdraw(b, max: amount, now: now)
@@ -200,6 +177,7 @@ struct RegionsRunner {
                 }
                 check(t)
             case .fromGlobal(let r, let g):
+                regionAllocs[Int(r)].advance(g.budget, now: now)
                 guard let view = regionAllocs[Int(r)].regionView(g.budget, now: now),
                       let d = clients[Int(r)].receive(g, now: now, view: view) else { break }
                 regionAllocs[Int(r)].deposit(g.budget, amount: d.amount, expiresAt: d.expiresAt, now: now)

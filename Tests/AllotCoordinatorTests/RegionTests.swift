@@ -1,6 +1,7 @@
 import AllotCore
 import AllotCoordinator
 import AllotNode
+import AllotTransport
 import Foundation
 import Testing
 
@@ -18,7 +19,19 @@ struct RegionTests {
         var nodes: [TestNode]
     }
 
-    static func startRegion(_ h: Harness, _ r: Int, budgets: [BudgetSpec]) async throws -> Region {
+    /// The global cluster: two coordinators sharing a SQLite ledger, leases of 3 s.
+    static func startGlobal(_ h: Harness, budgets: [BudgetSpec]) async throws {
+        var global = AllocatorSettings()
+        global.leaseTTL = .seconds(3)
+        global.refreshInterval = .milliseconds(500)
+        let ledger = tempPath("global.db")
+        for (i, a) in globalAddresses.enumerated() {
+            try await h.start("g\(i)", address: a, budgets: budgets, seeds: globalAddresses,
+                              ledger: try SQLiteLedger.open(path: ledger), allocator: global)
+        }
+    }
+
+    static func startRegion(_ h: Harness, _ r: Int, budgets: [BudgetSpec], link: FaultyLink? = nil) async throws -> Region {
         var leaf = AllocatorSettings()
         leaf.leaseTTL = .seconds(1)
         leaf.refreshInterval = .milliseconds(200)
@@ -30,8 +43,9 @@ struct RegionTests {
         let core = try await h.start("r\(r)", address: address, budgets: budgets, seeds: nil, allocator: leaf, upstream: up)
         var ls = LeaseClient.Settings()
         ls.pollInterval = .milliseconds(20)
+        let dial = h.dial(as: .node, "region-\(r)")
         let uplink = LeaseClient(endpoint: RegionUplink(core: core), seeds: globalAddresses, settings: ls,
-                                 logger: quietLogger("uplink"), dial: h.dial(as: .node, "region-\(r)"))
+                                 logger: quietLogger("uplink"), dial: { a in dial(a).map { link?.wrap($0) ?? $0 } })
         let task = Task { await uplink.run() }
         var nodes: [TestNode] = []
         for n in 0..<2 {
@@ -46,14 +60,7 @@ struct RegionTests {
         let quota = try BudgetSpec(id: "tenant.day", unit: .requests, kind: .quota(allowance: 3_000, window: try CalendarWindow(.day)),
                                    reach: .global)
         let regional = try BudgetSpec(id: "gw.rps", unit: .requests, kind: .rate(limit: 100_000, period: .seconds(1), burst: 100_000))
-        var global = AllocatorSettings()
-        global.leaseTTL = .seconds(3)
-        global.refreshInterval = .milliseconds(500)
-        let ledger = tempPath("global.db")
-        for (i, a) in Self.globalAddresses.enumerated() {
-            try await h.start("g\(i)", address: a, budgets: [quota], seeds: Self.globalAddresses,
-                              ledger: try SQLiteLedger.open(path: ledger), allocator: global)
-        }
+        try await Self.startGlobal(h, budgets: [quota])
         await h.wait(5) { Self.globalAddresses.allSatisfy { h.core($0)?.members.list.count == 2 } }
         var regions: [Region] = []
         for r in 0..<2 { regions.append(try await Self.startRegion(h, r, budgets: [quota, regional])) }
@@ -108,14 +115,7 @@ struct RegionTests {
         }
         #expect(early.global == 0, "a global budget was granted with no upstream")
         #expect(early.regional > 0, "the regional budget stopped with the upstream")
-        var global = AllocatorSettings()
-        global.leaseTTL = .seconds(3)
-        global.refreshInterval = .milliseconds(500)
-        let ledger = tempPath("global.db")
-        for (i, a) in Self.globalAddresses.enumerated() {
-            try await h.start("g\(i)", address: a, budgets: [quota], seeds: Self.globalAddresses,
-                              ledger: try SQLiteLedger.open(path: ledger), allocator: global)
-        }
+        try await Self.startGlobal(h, budgets: [quota])
         var late = 0
         let start = Date()
         while late == 0 && Date().timeIntervalSince(start) < 10 {
@@ -127,6 +127,53 @@ struct RegionTests {
         for n in region.nodes { await n.stop() }
         region.task.cancel()
         await region.task.value
+        await h.stopAll()
+    }
+
+    @Test("a region cut off serves from its lease, then stops; back, it settles the lapsed lease and what it did not use is the other region's")
+    func cutAndSettle() async throws {
+        let h = Harness()
+        let quota = try BudgetSpec(id: "tenant.day", unit: .requests, kind: .quota(allowance: 2_000, window: try CalendarWindow(.day)),
+                                   reach: .global)
+        try await Self.startGlobal(h, budgets: [quota])
+        await h.wait(5) { Self.globalAddresses.allSatisfy { h.core($0)?.members.list.count == 2 } }
+        let link = FaultyLink(settings: FaultyLink.Settings(latency: .milliseconds(30), jitter: .milliseconds(10)))
+        let regions = [try await Self.startRegion(h, 0, budgets: [quota]), try await Self.startRegion(h, 1, budgets: [quota], link: link)]
+        // Both regions busy for 1.5 s; region 1 is then cut off for 6 s (twice the 3 s upstream
+        // lease) and its demand stops; region 0 goes on asking until the quota is spent.
+        var admitted = [0, 0]
+        var cutAt: Date?
+        var lateCut = 0
+        let start = Date()
+        while Date().timeIntervalSince(start) < 10 {
+            let t = Date().timeIntervalSince(start)
+            if cutAt == nil && t >= 1.5 {
+                link.cut()
+                cutAt = Date()
+            }
+            if cutAt != nil && t >= 7.5 && link.isCut { link.heal() }
+            for (r, region) in regions.enumerated() where r == 0 || t < 1.5 || (t >= 5 && t < 7.5) {
+                for n in region.nodes {
+                    for _ in 0..<3 where n.admit(quota.id) {
+                        admitted[r] += 1
+                        if r == 1 && t >= 5 { lateCut += 1 }
+                    }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let settled = Self.globalAddresses.compactMap { h.core($0)?.counters }.reduce((0, 0)) { ($0.0 + Int($1.lateSettlements), $0.1 + Int($1.lateSettledUnits)) }
+        let total = admitted[0] + admitted[1]
+        print("regions, cut and settle: region 1 admitted \(lateCut) from 3.5 s into its cut (its lease had ended); \(settled.0) late settlement(s) returned \(settled.1) units; total \(total) of 2,000")
+        #expect(lateCut == 0, "the cut region admitted after its upstream lease ended")
+        #expect(settled.0 >= 1 && settled.1 > 0, "the cut region did not settle its lapsed lease")
+        #expect(total <= 2_000)
+        #expect(total >= 1_900, "only \(total) of 2,000: what the cut region did not use stayed counted as spent")
+        for region in regions {
+            for n in region.nodes { await n.stop() }
+            region.task.cancel()
+            await region.task.value
+        }
         await h.stopAll()
     }
 }

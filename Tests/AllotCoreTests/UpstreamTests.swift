@@ -47,6 +47,50 @@ struct UpstreamTests {
         #expect(a.checkInvariants() == nil)
     }
 
+    @Test("a quota lease that ran out is settled late, once: what was not used returns to the pool")
+    func lateSettlement() throws {
+        var g = try Allocator(settings: settings, budgets: [quotaBudget(allowance: 1_000, window: try CalendarWindow(.day))], now: at(0))
+        let lease = try #require(grant(g.acquire(AcquireRequest(requestID: 1, node: "region-b", budget: "q", want: 400), now: at(0))))
+        #expect(lease.amount == 400)
+        _ = g.release(ReleaseRequest(node: "region-b", budget: "q", leaseID: lease.leaseID, consumed: 50, released: 0, final: false), now: at(1))
+        // The region goes silent: at expiry its 350 unreported units are counted as spent.
+        _ = g.tick(now: at(11))
+        #expect(g.status("q")!.expiredSpent == 350 && g.status("q")!.pool == 600)
+        // Not a settlement: not final, or another lease.
+        #expect(g.release(ReleaseRequest(node: "region-b", budget: "q", leaseID: lease.leaseID, consumed: 120, released: 0, final: false), now: at(12)) == .ignoredUnknownLease)
+        #expect(g.release(ReleaseRequest(node: "region-b", budget: "q", leaseID: lease.leaseID + 7, consumed: 120, released: 0, final: true), now: at(12)) == .ignoredUnknownLease)
+        // Back, it says it used 120 in all (70 more): 280 return.
+        #expect(g.release(ReleaseRequest(node: "region-b", budget: "q", leaseID: lease.leaseID, consumed: 120, released: 0, final: true), now: at(12)) == .settledLate(returned: 280))
+        let st = g.status("q")!
+        #expect(st.pool == 880 && st.consumed == 120 && st.expiredSpent == 0)
+        #expect(g.checkInvariants() == nil)
+        // Only once.
+        #expect(g.release(ReleaseRequest(node: "region-b", budget: "q", leaseID: lease.leaseID, consumed: 0, released: 0, final: true), now: at(13)) == .ignoredUnknownLease)
+        // A claim above what the lease held is capped: nothing is created.
+        let second = try #require(grant(g.acquire(AcquireRequest(requestID: 2, node: "region-b", budget: "q", want: 100), now: at(14))))
+        _ = g.tick(now: at(30))
+        #expect(g.release(ReleaseRequest(node: "region-b", budget: "q", leaseID: second.leaseID, consumed: 5_000, released: 0, final: true), now: at(31)) == .settledLate(returned: 0))
+        #expect(g.status("q")!.consumed == 120 + second.amount && g.checkInvariants() == nil)
+    }
+
+    @Test("a late settlement is journaled for the ledger, and is refused after the window ended")
+    func lateSettlementLedger() throws {
+        var g = try Allocator(settings: settings, budgets: [], now: at(0))
+        g.journaling = true
+        try g.add(quotaBudget(allowance: 1_000, window: try CalendarWindow(.minute)), now: at(0))
+        let lease = try #require(grant(g.acquire(AcquireRequest(requestID: 1, node: "r", budget: "q", want: 300), now: at(1))))
+        _ = g.tick(now: at(12))
+        _ = g.takeJournal()
+        _ = g.release(ReleaseRequest(node: "r", budget: "q", leaseID: lease.leaseID, consumed: 100, released: 0, final: true), now: at(13))
+        let j = g.takeJournal()
+        #expect(j.count == 1 && j[0].delta == LedgerCounters(granted: 0, released: 200, consumed: 100, expired: -300))
+        // Another lease, lapsed in the window that has since ended: nothing comes back.
+        let late = try #require(grant(g.acquire(AcquireRequest(requestID: 2, node: "r", budget: "q", want: 300), now: at(20))))
+        _ = g.tick(now: at(31))
+        _ = g.tick(now: at(61))
+        #expect(g.release(ReleaseRequest(node: "r", budget: "q", leaseID: late.leaseID, consumed: 0, released: 0, final: true), now: at(62)) == .ignoredUnknownLease)
+    }
+
     @Test("concurrency permits come from upstream too, and are lost with it")
     func permits() throws {
         var a = try region(concurrencyBudget(limit: 100))

@@ -27,7 +27,14 @@ struct ProcessTests {
         p.process.arguments = args
         p.process.currentDirectoryURL = dir
         p.process.standardOutput = p.out
-        p.process.standardError = FileHandle.nullDevice
+        // ALLOT_TEST_LOGS=DIR keeps every process's standard error there (debugging a rig).
+        if let logs = ProcessInfo.processInfo.environment["ALLOT_TEST_LOGS"] {
+            let file = logs + "/" + args.prefix(5).joined(separator: "_").replacingOccurrences(of: "/", with: "_") + ".log"
+            FileManager.default.createFile(atPath: file, contents: nil)
+            p.process.standardError = FileHandle(forWritingAtPath: file)
+        } else {
+            p.process.standardError = FileHandle.nullDevice
+        }
         try p.process.run()
         return p
     }

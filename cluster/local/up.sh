@@ -16,15 +16,9 @@ BASE=${ALLOT_BASE_PORT:-17400}
 LEDGER=${ALLOT_LEDGER:-sqlite:ledger.db}
 [[ "$C" =~ ^[0-9]+$ && "$G" =~ ^[0-9]+$ && $C -ge 1 && $C -le 50 && $G -ge 0 && $G -le 50 ]] \
   || { echo "usage: $0 [COORDINATORS 1-50] [GATEWAYS 0-50]" >&2; exit 2; }
-if [ -s "$RUN/pids" ]; then
-  echo "a local cluster is already running from $RUN (cluster/local/down.sh stops it)" >&2
-  exit 1
-fi
-BIN=${ALLOT_BIN:-}
-if [ -z "$BIN" ]; then
-  (cd "$ROOT" && swift build --product allot 2>&1 | tail -1)
-  BIN=$ROOT/.build/debug/allot
-fi
+source "$ROOT/cluster/local/lib.sh"
+refuse_if_running
+find_bin
 mkdir -p "$RUN"
 cd "$RUN"
 rm -rf certs logs ledger.db* && mkdir -p logs
@@ -82,11 +76,6 @@ YAML
   echo "  - {id: eve, team: bots, tenant: local, tier: agent, key_sha256: $("$BIN" hash-key sk-local-eve)}"
 } > consumers.yaml
 
-launch() { # name, args...
-  local name=$1; shift
-  "$BIN" "$@" > "logs/$name.log" 2>&1 &
-  echo "$! $name" >> pids
-}
 launch mock mock-upstream --listen "$mock" --latency-ms 20
 for ((i = 0; i < C; i++)); do
   launch "c$i" coordinator --config allot.yaml --name "c$i" --listen "$(coord $i)" --admin "127.0.0.1:$((BASE + 100 + i))"
@@ -96,15 +85,7 @@ for ((j = 0; j < G; j++)); do
 done
 
 # Wait (bounded) until every coordinator reports ready: listening, ledger open, view formed.
-ready() { curl -fs "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; }
-for _ in $(seq 1 150); do
-  ok=1
-  for ((i = 0; i < C; i++)); do ready $((BASE + 100 + i)) || ok=0; done
-  for ((j = 0; j < G; j++)); do ready $((BASE + 300 + j)) || ok=0; done
-  [ $ok = 1 ] && break
-  sleep 0.2
-done
-[ $ok = 1 ] || echo "warning: not everything reported ready within 30 s; see $RUN/logs" >&2
+wait_ready $(for ((i = 0; i < C; i++)); do echo $((BASE + 100 + i)); done) $(for ((j = 0; j < G; j++)); do echo $((BASE + 300 + j)); done)
 
 echo "Allot local cluster in $RUN (logs in logs/, PIDs in pids)"
 for ((i = 0; i < C; i++)); do

@@ -15,15 +15,9 @@ RUN=${ALLOT_LOCAL_DIR:-$ROOT/cluster/regions/run}
 BASE=${ALLOT_BASE_PORT:-18400}
 LAT=${ALLOT_REGION_LATENCY_MS:-60}
 [[ "$LAT" =~ ^[0-9]+$ && $LAT -ge 20 ]] || { echo "ALLOT_REGION_LATENCY_MS must be a whole number ≥ 20" >&2; exit 2; }
-if [ -s "$RUN/pids" ]; then
-  echo "regions are already running from $RUN (ALLOT_LOCAL_DIR=$RUN cluster/local/down.sh stops them)" >&2
-  exit 1
-fi
-BIN=${ALLOT_BIN:-}
-if [ -z "$BIN" ]; then
-  (cd "$ROOT" && swift build --product allot 2>&1 | tail -1)
-  BIN=$ROOT/.build/debug/allot
-fi
+source "$ROOT/cluster/local/lib.sh"
+refuse_if_running
+find_bin
 mkdir -p "$RUN"
 cd "$RUN"
 rm -rf certs logs audit-* ledger.db* && mkdir -p logs
@@ -70,11 +64,6 @@ done
   echo "  - {id: dan, team: research, tenant: local, tier: pro, key_sha256: $("$BIN" hash-key sk-local-dan)}"
 } > consumers.yaml
 
-launch() { # name, args...
-  local name=$1; shift
-  "$BIN" "$@" > "logs/$name.log" 2>&1 &
-  echo "$! $name" >> pids
-}
 launch mock mock-upstream --listen "$mock" --latency-ms 20
 for c in g0 g1; do launch "$c" coordinator --config global.yaml --name "$c" --listen "127.0.0.1:$(port $c)" --admin "127.0.0.1:$(admin $c)"; done
 for c in eu0 eu1 us0 us1; do
@@ -89,15 +78,7 @@ for r in eu us; do
 done
 
 # Wait (bounded) until every coordinator and gateway reports ready.
-ready() { curl -fs "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; }
-for _ in $(seq 1 150); do
-  ok=1
-  for c in "${names[@]}"; do ready "$(admin $c)" || ok=0; done
-  for r in eu us; do ready $(($(gwport $r) + 100)) || ok=0; done
-  [ $ok = 1 ] && break
-  sleep 0.2
-done
-[ $ok = 1 ] || echo "warning: not everything reported ready within 30 s; see $RUN/logs" >&2
+wait_ready $(for c in "${names[@]}"; do admin "$c"; done) $(for r in eu us; do echo $(($(gwport $r) + 100)); done)
 
 echo "Allot regions in $RUN (logs in logs/, PIDs in pids)"
 for c in "${names[@]}"; do

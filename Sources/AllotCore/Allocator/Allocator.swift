@@ -26,6 +26,8 @@ public struct Allocator: Sendable {
         /// The node reported more consumed and released than it was ever granted: only what
         /// was outstanding was applied (nothing is granted for the excess).
         case clamped(returned: Int64, excess: Int64)
+        /// A late, final report on a quota lease that ran out: its unused units came back.
+        case settledLate(returned: Int64)
         /// The lease is not (or no longer) held: expired leases were counted as spent.
         case ignoredUnknownLease
         case unknownBudget
@@ -139,6 +141,10 @@ public struct Allocator: Sendable {
         acct.advance(to: now, expired: &expired)
         defer { accounts[req.budget] = acct }
         guard var entry = acct.nodes[req.node], var lease = entry.lease, lease.id == req.leaseID else {
+            if let back = acct.settleLapsed(req) {
+                acct.rebalance(now: now, settings: settings)
+                return .settledLate(returned: back)
+            }
             return .ignoredUnknownLease
         }
         let closing = req.final && acct.isRate

@@ -48,6 +48,16 @@ struct BudgetAccount: Sendable {
         var unacknowledged: [(sequence: UInt64, rate: Int64, capacity: Int64)] = []
         /// When a push was last sent, to re-send an unacknowledged recall.
         var lastPushAt: Instant = .zero
+        /// A quota lease that ran out unreported (its units counted as spent), until the node
+        /// settles it late (`settleLapsed`) or the window ends.
+        var lapsed: Lapsed?
+    }
+
+    /// What a quota lease held when it ran out: its unreported units were counted as spent.
+    struct Lapsed: Sendable {
+        var leaseID: LeaseID
+        var unreturned: Int64
+        var consumedSeen: Int64
     }
 
     let spec: BudgetSpec
@@ -124,6 +134,7 @@ struct BudgetAccount: Sendable {
                 journal(oldStart) { $0.expired += entry.lease!.unreturned }
                 nodes[node]!.lease = nil
             }
+            for node in nodes.keys { nodes[node]!.lapsed = nil } // the old window is closed
             adoptable = 0
             (windowStart, windowEnd) = window.window(containing: now)
             outstanding = 0
@@ -172,7 +183,28 @@ struct BudgetAccount: Sendable {
             outstanding -= lease.unreturned
             expiredSpent += lease.unreturned
             journal(windowStart) { $0.expired += lease.unreturned }
+            if upstream == nil && lease.unreturned > 0 {
+                nodes[node]?.lapsed = Lapsed(leaseID: lease.id, unreturned: lease.unreturned, consumedSeen: lease.consumedSeen)
+            }
         }
+    }
+
+    /// A late, final report on a quota lease that ran out unreported (a region cut off from
+    /// the global cluster reports once it is back: its sub-leases all ended with the lease, so
+    /// its count is final). What it did not use is no longer counted as spent: it returns to
+    /// the pool. Returns the units returned, or nil when `req` is not such a report. Only in
+    /// the window the lease was granted in, only once, never while learning.
+    mutating func settleLapsed(_ req: ReleaseRequest) -> Int64? {
+        guard req.final, !isRate, !spec.kind.isConcurrency, upstream == nil, !isLearning,
+              let l = nodes[req.node]?.lapsed, l.leaseID == req.leaseID else { return nil }
+        nodes[req.node]!.lapsed = nil
+        let used = min(max(0, req.consumed - l.consumedSeen), l.unreturned)
+        let back = l.unreturned - used
+        expiredSpent -= l.unreturned
+        consumed += used
+        pool += back
+        journal(windowStart) { $0.expired -= l.unreturned; $0.consumed += used; $0.released += back }
+        return back
     }
 
     /// Refills the pool of a rate budget at the rate no node holds, up to the burst minus

@@ -72,13 +72,23 @@ extension Allocator {
         return taken
     }
 
+    /// Brings `budget`'s books up to `now` (expiries, a lapsed upstream lease), so a view
+    /// taken next is current.
+    public mutating func advance(_ budget: BudgetID, now: Instant) {
+        mutate(budget) { a in
+            var expired: [(NodeID, Int64)] = []
+            a.advance(to: now, expired: &expired)
+        }
+    }
+
     /// What `UpstreamClient` needs to know about an upstream-backed budget: its books, and
-    /// the demand its nodes reported (or `demand`, when the caller measures it).
+    /// the demand its nodes reported (or `demand`, when the caller measures it). Call
+    /// `advance` first: the view is the books as they stand.
     public func regionView(_ budget: BudgetID, now: Instant, demand: Int64? = nil) -> UpstreamClient.RegionView? {
         guard let u = upstreamStatus(budget), let st = status(budget) else { return nil }
         return UpstreamClient.RegionView(free: u.free, subLeased: u.subLeased, spent: st.consumed + st.expiredSpent + u.lost,
                                          withdrawn: u.withdrawn, deposited: u.deposited,
-                                         demandPerSecond: demand ?? demandPerSecond(budget, now: now))
+                                         demandPerSecond: demand ?? demandPerSecond(budget, now: now), lost: u.lost)
     }
 
     public func upstreamStatus(_ budget: BudgetID) -> UpstreamStatus? {

@@ -27,13 +27,17 @@ public struct UpstreamClient: Sendable {
         public var withdrawn: Int64
         public var deposited: Int64
         public var demandPerSecond: Int64
-        public init(free: Int64, subLeased: Int64, spent: Int64, withdrawn: Int64, deposited: Int64, demandPerSecond: Int64) {
+        /// Of `spent`, the free units lost when an upstream lease ran out (never used).
+        public var lost: Int64
+        public init(free: Int64, subLeased: Int64, spent: Int64, withdrawn: Int64, deposited: Int64, demandPerSecond: Int64,
+                    lost: Int64 = 0) {
             self.free = free
             self.subLeased = subLeased
             self.spent = spent
             self.withdrawn = withdrawn
             self.deposited = deposited
             self.demandPerSecond = demandPerSecond
+            self.lost = lost
         }
     }
 
@@ -52,9 +56,17 @@ public struct UpstreamClient: Sendable {
         var baseSpent: Int64 = 0
         var baseWithdrawn: Int64 = 0
         var baseDeposited: Int64 = 0
+        var baseLost: Int64 = 0
         /// The global owner moved: report to the new one at the next poll.
         var reportOwner = false
+        /// An upstream lease that ran out unrenewed (a cut): its late settlement, what the
+        /// region really used under it. Sent every refresh interval while the link may still
+        /// be cut, and once more right after the first grant that shows it works (`heard`).
+        var settlement: (report: ReleaseRequest, lastSentAt: Instant, tries: Int, heard: Bool)?
     }
+
+    /// Late settlements are re-sent at most this many times.
+    static let settlementTries = 30
 
     public let settings: Settings
     var slots: [BudgetID: Slot] = [:]
@@ -110,7 +122,28 @@ public struct UpstreamClient: Sendable {
         for id in slots.keys.sorted() {
             guard var s = slots[id], let v = views[id] else { continue }
             defer { slots[id] = s }
-            if s.leaseID != 0 && now >= s.expiresAt { s.leaseID = 0 }
+            if s.leaseID != 0 && now >= s.expiresAt {
+                // Ran out unrenewed: what the region used under it is final from here (every
+                // sub-lease ended with it, nothing is deposited until a new grant). The free
+                // units lost with it were never used: settle late, so that the global owner
+                // stops counting them as spent and others can have them.
+                let used = (v.spent - v.lost) - (s.baseSpent - s.baseLost)
+                let report = ReleaseRequest(node: settings.node, budget: id, leaseID: s.leaseID, consumed: used,
+                                            released: v.withdrawn - s.baseWithdrawn, final: true)
+                s.settlement = (report, .zero, 0, false)
+                s.leaseID = 0
+            }
+            if let st = s.settlement {
+                if st.heard {
+                    // The global cluster answered since: the link works, send it once more and
+                    // be done (the global owner accepts one settlement per lapsed lease).
+                    out.append(.send(.release(st.report)))
+                    s.settlement = nil
+                } else if now - st.lastSentAt >= settings.refreshInterval {
+                    out.append(.send(.release(st.report)))
+                    s.settlement = st.tries + 1 >= Self.settlementTries ? nil : (st.report, now, st.tries + 1, false)
+                }
+            }
             if let p = s.pending {
                 if now - p.firstSentAt < settings.refreshInterval {
                     if now - p.lastSentAt >= settings.retryTimeout {
@@ -168,12 +201,14 @@ public struct UpstreamClient: Sendable {
         guard var s = slots[g.budget], let p = s.pending, p.request.requestID == g.requestID, g.epoch >= s.epoch else { return nil }
         s.pending = nil
         s.epoch = g.epoch
+        s.settlement?.heard = true
         if g.leaseID != s.leaseID && g.leaseID != 0 {
             // A new upstream lease: count from here.
             s.leaseID = g.leaseID
             s.baseSpent = view.spent
             s.baseWithdrawn = view.withdrawn
             s.baseDeposited = view.deposited
+            s.baseLost = view.lost
         }
         // The node counts the TTL from when it sent the request, so its copy ends first.
         s.expiresAt = p.firstSentAt + g.ttl
