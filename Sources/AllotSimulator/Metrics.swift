@@ -33,6 +33,8 @@ public struct StrategyMetrics: Sendable, Codable {
     public var decisionWaitP99Ms: Double
     /// `regions`: messages between the regions per 1,000 admitted requests.
     public var crossRegionPer1k: Double?
+    /// The primary budget's units admitted in each second of the run (by decision time).
+    public var admittedPerSecond: [Int64]
 
     enum CodingKeys: String, CodingKey {
         case name, overshoot, utilization, fairness
@@ -46,6 +48,7 @@ public struct StrategyMetrics: Sendable, Codable {
         case ownWindowExcess = "own_window_excess"
         case decisionWaitP99Ms = "decision_wait_p99_ms"
         case crossRegionPer1k = "cross_region_per_1k"
+        case admittedPerSecond = "admitted_per_second"
     }
 }
 
@@ -61,6 +64,7 @@ enum MetricsCalculator {
         var admittedCount = 0
         let nodes = scenario.nodes
         var demand = [Int64](repeating: 0, count: nodes)
+        var perSecond = [Int64](repeating: 0, count: max(1, Int((scenario.duration.nanoseconds + 999_999_999) / 1_000_000_000)))
         var got = [Int64](repeating: 0, count: nodes)
         let primary = specs[0]
         for i in order {
@@ -72,6 +76,7 @@ enum MetricsCalculator {
             if o.admitted {
                 admittedCount += 1
                 got[Int(a.node)] += amountP
+                perSecond[min(perSecond.count - 1, max(0, Int(t / 1_000_000_000)))] += amountP
                 for k in checkers.indices {
                     checkers[k].admit(specs[k].amount(for: a.cost), at: t, end: max(o.end, t))
                 }
@@ -107,7 +112,8 @@ enum MetricsCalculator {
             ownWindowExcess: run.ownWindowExcess,
             decisionWaitP99Ms: waitP99,
             crossRegionPer1k: scenario.crossRegion == nil ? nil
-                : admittedCount > 0 ? Double(run.crossRegionMessages) * 1000 / Double(admittedCount) : 0)
+                : admittedCount > 0 ? Double(run.crossRegionMessages) * 1000 / Double(admittedCount) : 0,
+            admittedPerSecond: perSecond)
     }
 
     /// What an exact global limiter with zero latency admits, per node, in the primary unit.

@@ -41,6 +41,14 @@ public struct SimulationReport: Sendable, Codable {
     public var nodes: Int
     public var seed: UInt64
     public var strategies: [StrategyMetrics]
+    /// The primary budget's limit per second (rate budgets; nil otherwise), for plotting
+    /// `admitted_per_second` against it.
+    public var capPerSecond: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case scenario, nodes, seed, strategies
+        case capPerSecond = "cap_per_second"
+    }
 
     public func metrics(_ s: StrategyName) -> StrategyMetrics? { strategies.first { $0.name == s.rawValue } }
 }
@@ -75,7 +83,10 @@ public enum Simulation {
             }
             out.append(MetricsCalculator.measure(run, scenario: scenario, trace: trace, ideal: ideal))
         }
-        return SimulationReport(scenario: scenario.name.rawValue, nodes: scenario.nodes, seed: scenario.seed, strategies: out)
+        var cap: Double?
+        if case .rate(let limit, let period, _) = scenario.budgets[0].kind { cap = Double(limit) * 1e9 / Double(period.nanoseconds) }
+        return SimulationReport(scenario: scenario.name.rawValue, nodes: scenario.nodes, seed: scenario.seed, strategies: out,
+                                capPerSecond: cap)
     }
 }
 

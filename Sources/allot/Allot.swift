@@ -8,7 +8,7 @@ struct Allot: AsyncParsableCommand {
         commandName: "allot",
         abstract: "Allot: fleet-wide quotas for AI gateways, enforced locally with expiring leases.",
         subcommands: [Demo.self, Simulate.self, GatewayCommand.self, MockUpstreamCommand.self, CoordinatorCommand.self, FaultProxyCommand.self, Certs.self,
-                      HashKey.self, Status.self, NodeLoad.self, Audit.self])
+                      HashKey.self, Status.self, NodeLoad.self, BenchNode.self, BenchScale.self, Audit.self])
 }
 
 extension Scenario.Name: ExpressibleByArgument {}

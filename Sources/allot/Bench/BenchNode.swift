@@ -1,0 +1,345 @@
+import AllotCoordinator
+import AllotCore
+import AllotNode
+import AllotSimulator
+import AllotTransport
+import ArgumentParser
+import Foundation
+import Logging
+import NIOPosix
+
+/// `allot bench-node`: one gateway node of the real-process benchmark (bench/real). It replays
+/// its share of a demand trace in real time against one fleet-wide rate budget, deciding each
+/// request with one strategy — Allot's node library, or a peer's approach against a real Redis —
+/// and writes every attempt (time, cost, decision) plus a JSON summary with decision latency.
+struct BenchNode: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-node",
+        abstract: "One node of the real-process benchmark: replay a trace against a strategy (bench/real/run.sh drives it).")
+
+    enum Strategy: String, ExpressibleByArgument, CaseIterable {
+        case allot
+        /// A fixed window per second in Redis: INCRBY + expiry in one script per request (envoyproxy/ratelimit).
+        case redisWindow = "redis-window"
+        /// An exact token bucket in Redis: one script per request.
+        case redisBucket = "redis-bucket"
+        /// Local counters pushed to Redis every --sync-ms (Kong's redis policy with sync_rate).
+        case redisSync = "redis-sync"
+        /// limit/N per node, no coordination.
+        case staticSplit = "static-split"
+    }
+
+    enum Pattern: String, ExpressibleByArgument, CaseIterable {
+        case steady, skewed, shift, burst, tokens
+    }
+
+    @Option(help: "allot, redis-window, redis-bucket, redis-sync or static-split.") var strategy: Strategy
+    @Option(help: "steady, skewed (Zipf across nodes), shift (a hot node moving every 3 s), burst (4× for 500 ms every 5 s), tokens (costs of 50–5,000 tokens).") var pattern: Pattern
+    @Option(help: "This node's index in the fleet (0-based).") var index: Int
+    @Option(help: "Nodes in the fleet.") var fleet: Int
+    @Option(help: "Mean requests per second per node.") var rate: Double
+    @Option(help: "Seconds to run.") var seconds: Double
+    @Option(help: "The fleet-wide limit, units per second.") var limit: Int64
+    @Option(help: "The burst, units.") var burst: Int64
+    @Option(help: "Trace seed (the same for every strategy).") var seed: UInt64 = 1
+    @Option(help: "Where to write every attempt: `nanoseconds cost admitted decision-nanoseconds` lines.") var out: String
+    @Option(help: "redis-*: HOST:PORT.") var redis = "127.0.0.1:6379"
+    @Option(help: "redis-sync: milliseconds between pushes.") var syncMs = 100
+    @Option(help: "allot: the coordinators' YAML.") var config: String?
+    @Option(help: "allot: the budget in it.") var budgetID = "fleet"
+    @Option(help: "allot: coordinators, HOST:PORT[,…].") var coordinator: String?
+    @Option(help: "allot: directory with ca.pem and node-<name>.pem.") var tlsDir: String?
+    @Option(help: "allot: this node's certificate name.") var name: String?
+    @Option(help: "Start at this Unix time in milliseconds (all nodes together).") var startAtMs: Int64?
+
+    func validate() throws {
+        guard fleet >= 1, (0..<fleet).contains(index) else { throw ValidationError("--index must be in 0..<--fleet") }
+        guard rate > 0, seconds > 0, limit > 0, burst > 0 else { throw ValidationError("--rate, --seconds, --limit and --burst must be positive") }
+        if strategy == .allot && (config == nil || coordinator == nil || tlsDir == nil || name == nil) {
+            throw ValidationError("--strategy allot needs --config, --coordinator, --tls-dir and --name")
+        }
+    }
+
+    /// This node's arrivals: (offset ns, cost), Poisson with a rate that follows the pattern.
+    static func arrivals(pattern: Pattern, index: Int, fleet: Int, rate: Double, seconds: Double, seed: UInt64) -> [(Int64, Int64)] {
+        var rng = SimRandom(seed: seed &* 1_000_003 &+ UInt64(index))
+        var weight = 1.0
+        if pattern == .skewed {
+            let sum = (0..<fleet).reduce(0.0) { $0 + 1 / Double($1 + 1) }
+            weight = (1 / Double(index + 1)) * Double(fleet) / sum
+        }
+        func rateAt(_ t: Double) -> Double {
+            switch pattern {
+            case .steady, .tokens: return rate
+            case .skewed: return rate * weight
+            case .shift:
+                let hot = Int(t / 3) % fleet
+                let total = rate * Double(fleet)
+                return index == hot ? total * 0.5 : total * 0.5 / Double(max(1, fleet - 1))
+            case .burst: return t.truncatingRemainder(dividingBy: 5) >= 4.5 ? rate * 4 : rate * 0.5
+            }
+        }
+        let peak = pattern == .shift ? rate * Double(fleet) * 0.5 + rate : pattern == .burst ? rate * 4 : rateAt(0)
+        var out: [(Int64, Int64)] = []
+        var t = 0.0
+        while true {
+            t += rng.exponential(mean: 1 / peak)
+            if t >= seconds { break }
+            if rng.unit() * peak > rateAt(t) { continue }
+            let cost = pattern == .tokens ? Int64(rng.logUniform(50, 5_000)) : 1
+            out.append((Int64(t * 1e9), cost))
+        }
+        return out
+    }
+
+    func run() async throws {
+        let trace = Self.arrivals(pattern: pattern, index: index, fleet: fleet, rate: rate, seconds: seconds, seed: seed)
+        var limiter = try await makeLimiter()
+        // Wait for the common start, then replay in real time.
+        if let startAtMs {
+            let wait = Double(startAtMs) / 1000 - Date().timeIntervalSince1970
+            if wait > 0 { try await Task.sleep(for: .milliseconds(Int64(wait * 1000))) }
+        }
+        let t0 = WallClock.now()
+        var lines: [String] = []
+        lines.reserveCapacity(trace.count)
+        var latencies: [Int64] = []
+        latencies.reserveCapacity(trace.count)
+        var admitted = 0, admittedUnits: Int64 = 0, offeredUnits: Int64 = 0
+        var next = 0
+        while next < trace.count {
+            let elapsed = (WallClock.now() - t0).nanoseconds
+            while next < trace.count && trace[next].0 <= elapsed {
+                let cost = trace[next].1
+                next += 1
+                let before = WallClock.now()
+                let ok = try limiter.admit(cost: cost, now: before)
+                let after = WallClock.now()
+                latencies.append((after - before).nanoseconds)
+                offeredUnits += cost
+                if ok {
+                    admitted += 1
+                    admittedUnits += cost
+                }
+                lines.append("\(before.nanoseconds) \(cost) \(ok ? 1 : 0) \((after - before).nanoseconds)")
+            }
+            try limiter.background(now: WallClock.now())
+            if next < trace.count {
+                let wait = trace[next].0 - (WallClock.now() - t0).nanoseconds
+                if wait > 200_000 { try await Task.sleep(for: .nanoseconds(min(wait, 2_000_000))) }
+            }
+        }
+        let elapsed = Double((WallClock.now() - t0).nanoseconds) / 1e9
+        let calls = limiter.calls
+        await limiter.finish()
+        try lines.joined(separator: "\n").write(toFile: out, atomically: true, encoding: .utf8)
+        latencies.sort()
+        func pct(_ q: Double) -> Double { latencies.isEmpty ? 0 : Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * q))]) / 1000 }
+        let summary: [String: Any] = [
+            "node": index, "strategy": strategy.rawValue, "pattern": pattern.rawValue, "attempts": trace.count, "admitted": admitted,
+            "admitted_units": admittedUnits, "offered_units": offeredUnits, "calls": calls, "seconds": elapsed,
+            "p50_us": pct(0.5), "p99_us": pct(0.99), "p999_us": pct(0.999), "max_us": Double(latencies.last ?? 0) / 1000,
+        ]
+        let data = try JSONSerialization.data(withJSONObject: summary, options: [.sortedKeys])
+        FileHandle.standardOutput.write(data + Data("\n".utf8))
+    }
+
+    func makeLimiter() async throws -> any BenchLimiter {
+        let (host, port) = try CoordinatorConfig.address(redis, field: "--redis")
+        switch strategy {
+        case .staticSplit:
+            return LocalBucket(rate: Double(limit) / Double(fleet), burst: max(1, Double(burst) / Double(fleet)))
+        case .redisWindow:
+            return try RedisWindow(client: RedisClient(host: host, port: port), limit: limit)
+        case .redisBucket:
+            return try RedisBucket(client: RedisClient(host: host, port: port), limit: limit, burst: burst)
+        case .redisSync:
+            return RedisSync(client: try RedisClient(host: host, port: port), limit: limit, every: .milliseconds(Int64(syncMs)))
+        case .allot:
+            return try await AllotNodeLimiter.start(config: config!, budget: budgetID, coordinator: coordinator!, tlsDir: tlsDir!, name: name!)
+        }
+    }
+}
+
+/// One strategy's decision, as a node makes it.
+protocol BenchLimiter {
+    mutating func admit(cost: Int64, now: Instant) throws -> Bool
+    /// Work off the request path (redis-sync's pushes).
+    mutating func background(now: Instant) throws
+    /// Messages sent to a coordinator or Redis, and received from it.
+    var calls: Int { get }
+    func finish() async
+}
+
+extension BenchLimiter {
+    mutating func background(now: Instant) throws {}
+    func finish() async {}
+}
+
+/// static-split: an exact local token bucket with 1/N of the rate and burst.
+struct LocalBucket: BenchLimiter {
+    let rate: Double
+    let burst: Double
+    var tokens: Double
+    var last: Instant?
+    var calls: Int { 0 }
+
+    init(rate: Double, burst: Double) {
+        self.rate = rate
+        self.burst = burst
+        tokens = burst
+    }
+
+    mutating func admit(cost: Int64, now: Instant) -> Bool {
+        if let last { tokens = min(burst, tokens + Double((now - last).nanoseconds) / 1e9 * rate) }
+        last = now
+        guard tokens >= Double(cost) else { return false }
+        tokens -= Double(cost)
+        return true
+    }
+}
+
+/// envoyproxy/ratelimit's shape: a counter per fixed one-second window, incremented by every
+/// request (admitted or not) with an expiry, in one atomic script.
+struct RedisWindow: BenchLimiter {
+    let client: RedisClient
+    let limit: Int64
+    let sha: String
+    var calls: Int { client.calls * 2 }
+
+    init(client: RedisClient, limit: Int64) throws {
+        self.client = client
+        self.limit = limit
+        let script = """
+        local c = redis.call('INCRBY', KEYS[1], ARGV[1])
+        if c == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], 2000) end
+        return c
+        """
+        guard case .string(let s) = try client.command(["SCRIPT", "LOAD", script]) else { throw RedisClient.Failure(description: "SCRIPT LOAD failed") }
+        sha = s
+    }
+
+    mutating func admit(cost: Int64, now: Instant) throws -> Bool {
+        let window = now.nanoseconds / 1_000_000_000
+        guard case .integer(let c) = try client.command(["EVALSHA", sha, "1", "bench:window:\(window)", "\(cost)"]) else { return false }
+        return c <= limit
+    }
+}
+
+/// An exact token bucket in Redis (tokens and timestamp in a hash, Redis's own clock), one
+/// atomic script per request: the accurate central counter.
+struct RedisBucket: BenchLimiter {
+    let client: RedisClient
+    let sha: String
+    let limit: Int64
+    let burst: Int64
+    var calls: Int { client.calls * 2 }
+
+    init(client: RedisClient, limit: Int64, burst: Int64) throws {
+        self.client = client
+        self.limit = limit
+        self.burst = burst
+        let script = """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+        local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+        local tokens = tonumber(b[1]) or burst
+        local ts = tonumber(b[2]) or now
+        tokens = math.min(burst, tokens + (now - ts) * rate / 1000000)
+        local ok = 0
+        if tokens >= cost then tokens = tokens - cost; ok = 1 end
+        redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+        redis.call('PEXPIRE', KEYS[1], 60000)
+        return ok
+        """
+        guard case .string(let s) = try client.command(["SCRIPT", "LOAD", script]) else { throw RedisClient.Failure(description: "SCRIPT LOAD failed") }
+        sha = s
+    }
+
+    mutating func admit(cost: Int64, now: Instant) throws -> Bool {
+        try client.command(["EVALSHA", sha, "1", "bench:bucket", "\(limit)", "\(burst)", "\(cost)"]) == .integer(1)
+    }
+}
+
+/// Kong's redis policy with sync_rate: each node counts locally in one-second windows and
+/// pushes its count to Redis every `every`, learning the fleet's total from the answer;
+/// between pushes it admits against that total plus its own unpushed count.
+struct RedisSync: BenchLimiter {
+    let client: RedisClient
+    let limit: Int64
+    let every: Duration
+    var window: Int64 = -1
+    var known: Int64 = 0
+    var unpushed: Int64 = 0
+    var lastPush: Instant = .zero
+    var calls: Int { client.calls * 2 }
+
+    mutating func admit(cost: Int64, now: Instant) -> Bool {
+        roll(now)
+        guard known + unpushed + cost <= limit else { return false }
+        unpushed += cost
+        return true
+    }
+
+    mutating func roll(_ now: Instant) {
+        let w = now.nanoseconds / 1_000_000_000
+        if w != window {
+            window = w
+            known = 0
+            unpushed = 0
+        }
+    }
+
+    mutating func background(now: Instant) throws {
+        roll(now)
+        guard now - lastPush >= every else { return }
+        lastPush = now
+        let key = "bench:sync:\(window)"
+        if case .integer(let total) = try client.command(["INCRBY", key, "\(unpushed)"]) {
+            known = total
+            unpushed = 0
+        }
+        if known == 0 { _ = try client.command(["PEXPIRE", key, "3000"]) }
+    }
+}
+
+/// Allot: the node library, leases from the coordinators, every decision local.
+struct AllotNodeLimiter: BenchLimiter {
+    let enforcer: SharedEnforcer
+    let client: LeaseClient
+    let set: BudgetSet
+    let task: Task<Void, Never>
+    let tokens: Bool
+    var calls: Int { client.traffic.framesSent + client.traffic.framesReceived }
+
+    static func start(config: String, budget: String, coordinator: String, tlsDir: String, name: String) async throws -> AllotNodeLimiter {
+        let cfg = try CoordinatorConfig.load(path: config)
+        guard let spec = cfg.budgets.first(where: { $0.id.rawValue == budget }) else { throw ValidationError("\(config) has no budget `\(budget)`") }
+        var settings = EnforcerSettings(node: NodeID(name))
+        settings.leaseTTL = cfg.core.allocator.leaseTTL
+        settings.refreshInterval = cfg.core.allocator.refreshInterval
+        settings.renewMargin = min(settings.renewMargin, cfg.core.allocator.leaseTTL / 3)
+        let enforcer = try SharedEnforcer(settings: settings)
+        let set = BudgetSet(enforcer.register(spec))
+        let dir = URL(fileURLWithPath: tlsDir)
+        let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: name) }
+        var logger = Logger(label: "allot.bench")
+        logger.logLevel = .warning
+        let client = LeaseClient(enforcer: enforcer, seeds: coordinator.split(separator: ",").map(String.init), logger: logger,
+                                 dial: TLSLeaseTransport.dialer(tls: tls, group: MultiThreadedEventLoopGroup.singleton))
+        let task = Task { await client.run() }
+        // Connected before the clock starts, as a running gateway would be.
+        for _ in 0..<200 where !client.isConnected { try await Task.sleep(for: .milliseconds(10)) }
+        return AllotNodeLimiter(enforcer: enforcer, client: client, set: set, task: task, tokens: spec.unit == .tokens)
+    }
+
+    mutating func admit(cost: Int64, now: Instant) -> Bool {
+        enforcer.admit(tokens ? Cost(requests: 1, tokens: cost) : .oneRequest, on: set, now: now).isAdmitted
+    }
+
+    func finish() async {
+        task.cancel()
+        await task.value
+    }
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# bench/real/run.sh OUT SECONDS "TRACES" "STRATEGIES" — the real-process benchmark: a cluster
+# of 3 coordinators, a redis-server, and 8 `allot bench-node` processes per run replaying the
+# same trace against each strategy in turn; one result JSON per trace and strategy in OUT/real.
+# Needs ALLOT_BIN (a release build), redis-server and redis-cli. Every process it starts is
+# stopped on exit. Everything listens on loopback.
+set -euo pipefail
+OUT=$1; SECONDS_PER_RUN=$2; TRACES=$3; STRATEGIES=$4
+BIN=${ALLOT_BIN:?set ALLOT_BIN to the allot binary}
+HERE=$(cd "$(dirname "$0")" && pwd)
+NODES=${ALLOT_BENCH_NODES:-8}
+WORK=$(mktemp -d /tmp/allot-bench-real.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p "$OUT/real"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Redis, no persistence.
+RPORT=$(free_port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no > "$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+
+# Three coordinators (a cluster), the two budgets every strategy enforces.
+cd "$WORK"
+"$BIN" certs init --dir certs --trust-domain allot.bench > /dev/null
+for c in 0 1 2; do "$BIN" certs issue --dir certs --role coordinator --name "c$c" --ip 127.0.0.1 > /dev/null; done
+for ((n = 0; n < NODES; n++)); do "$BIN" certs issue --dir certs --role node --name "gw-$n" > /dev/null; done
+P=(); A=()
+for c in 0 1 2; do P+=("$(free_port)"); A+=("$(free_port)"); done
+SEEDS="127.0.0.1:${P[0]},127.0.0.1:${P[1]},127.0.0.1:${P[2]}"
+# Requests: 1,500/s, burst 300 (offered ~2,000/s). Tokens: 120,000/s, burst 24,000.
+REQ_LIMIT=1500; REQ_BURST=300; TOK_LIMIT=120000; TOK_BURST=24000
+cat > bench.yaml <<YAML
+cluster: {seeds: [127.0.0.1:${P[0]}, 127.0.0.1:${P[1]}, 127.0.0.1:${P[2]}], protocol_period: 500ms, ping_timeout: 200ms, suspicion_timeout: 2s}
+tls: {dir: certs}
+lease: {ttl: 2s, refresh_interval: 200ms}
+budgets:
+  - {id: fleet, unit: requests, kind: rate, limit: $REQ_LIMIT, period: 1s, burst: $REQ_BURST}
+  - {id: fleet-tokens, unit: tokens, kind: rate, limit: $TOK_LIMIT, period: 1s, burst: $TOK_BURST}
+YAML
+for c in 0 1 2; do
+  "$BIN" coordinator --config bench.yaml --name "c$c" --listen "127.0.0.1:${P[$c]}" --admin "127.0.0.1:${A[$c]}" > "c$c.log" 2>&1 &
+  PIDS+=($!)
+done
+for _ in $(seq 1 150); do
+  ok=1
+  for c in 0 1 2; do curl -fs "http://127.0.0.1:${A[$c]}/readyz" > /dev/null 2>&1 || ok=0; done
+  redis-cli -p "$RPORT" ping > /dev/null 2>&1 || ok=0
+  [ $ok = 1 ] && break
+  sleep 0.2
+done
+[ $ok = 1 ] || { echo "coordinators or redis did not start; logs in $WORK" >&2; exit 1; }
+sleep 2.5 # one lease TTL: the cluster's formation learning
+
+for trace in $TRACES; do
+  for strategy in $STRATEGIES; do
+    sync=100; name=$strategy
+    case $strategy in redis-sync-*) sync=${strategy#redis-sync-}; strategy=redis-sync ;; esac
+    if [ "$trace" = tokens ]; then limit=$TOK_LIMIT; burst=$TOK_BURST; rate=20; budget=fleet-tokens
+    else limit=$REQ_LIMIT; burst=$REQ_BURST; rate=250; budget=fleet; fi
+    raw="$WORK/raw-$trace-$name"; mkdir -p "$raw"
+    redis-cli -p "$RPORT" flushall > /dev/null
+    start=$(( $(date +%s%3N) + 1500 ))
+    pids=()
+    for ((n = 0; n < NODES; n++)); do
+      "$BIN" bench-node --strategy "$strategy" --pattern "$trace" --index "$n" --fleet "$NODES" --rate "$rate" \
+        --seconds "$SECONDS_PER_RUN" --limit "$limit" --burst "$burst" --seed 7 --out "$raw/attempts-$n.txt" \
+        --redis "127.0.0.1:$RPORT" --sync-ms "$sync" --config bench.yaml --budget-id "$budget" --coordinator "$SEEDS" \
+        --tls-dir certs --name "gw-$n" --start-at-ms "$start" > "$raw/node-$n.json" 2> "$raw/node-$n.err" &
+      pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || { echo "a node failed in $trace/$name:" >&2; cat "$raw"/node-*.err >&2; exit 1; }; done
+    python3 "$HERE/aggregate.py" "$raw" "$limit" "$burst" "$trace" "$name" "$OUT/real/$trace-$name.json"
+    sleep 1.5 # let buckets refill and leases go back between runs
+  done
+done
