@@ -9,6 +9,7 @@
 #      (redis-window, redis-bucket, redis-sync-100/500, static-split, allot) on the same traces
 #   3. scaling: grants/s and memory of one coordinator with 10³…10⁶ budgets and 1…64 node connections
 #   4. the gateway end to end: wrk against the gateway and the mock upstream side by side
+#   5. (full run only) microbenchmarks: admit, reserve/settle, grant sizing, frame encode/decode, mallocs per op
 set -euo pipefail
 QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
@@ -65,6 +66,13 @@ echo "4/4 gateway end to end"
 if [ -x bench/gateway/overhead.sh ]; then
   DURATION=$([ $QUICK = 1 ] && echo 3 || echo 10) ROUNDS=$([ $QUICK = 1 ] && echo 1 || echo 2) bench/gateway/overhead.sh > "$OUT/gateway.txt" 2>&1 || echo "gateway benchmark failed (see $OUT/gateway.txt)"
   { echo "## 4. The gateway end to end (wrk)"; echo; echo '```'; cat "$OUT/gateway.txt"; echo '```'; } > "$OUT/gateway.md"
+fi
+
+if [ $QUICK = 0 ]; then
+  echo "5/5 microbenchmarks (ordo-one/benchmark in the bench package: admit, reserve/settle, grant sizing, frames, mallocs)"
+  (cd bench && swift package --allow-writing-to-package-directory benchmark --no-progress --format markdown) > "$OUT/micro.txt" 2>&1 \
+    || echo "microbenchmarks failed (see $OUT/micro.txt)"
+  { echo "## 5. Microbenchmarks (ordo-one/benchmark)"; echo; grep -v -e '^Build' -e '^\[' "$OUT/micro.txt"; } > "$OUT/micro.md"
 fi
 
 python3 bench/report/headline.py "$OUT" > "$OUT/headline.md"

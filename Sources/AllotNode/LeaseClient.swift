@@ -94,6 +94,7 @@ public final class LeaseClient: Service, Sendable {
                 dial: @escaping @Sendable (String) -> (any LeaseTransport)?) {
         self.group = group
         self.endpoint = endpoint
+        endpoint.startRequestIDs(at: UInt64(max(1, WallClock.now().nanoseconds / 1_000)))
         self.seeds = seeds
         self.dial = dial
         self.settings = settings

@@ -17,6 +17,10 @@ public struct Enforcer: Sendable {
     var specs: [BudgetSpec] = []
     var handles: [BudgetID: BudgetHandle] = [:]
     var nextRequestID: UInt64 = 1
+    /// The coordinator drops requests whose id is not above the last it saw from this node
+    /// name (retries are idempotent that way), so a restarted node must not start again at 1:
+    /// the shell starts the ids from the wall clock (µs), above anything a previous life sent.
+    public mutating func startRequestIDs(at first: UInt64) { nextRequestID = max(nextRequestID, first) }
     /// The longest an acquire waited for its answer (re-sends included): after a coordinator
     /// fails, how long this node's budgets went unserved before their new owner answered.
     public var longestAnswerWait: Duration = .zero

@@ -1,5 +1,7 @@
 import AllotCore
+import AllotWire
 import Benchmark
+import NIOCore
 import Dispatch
 
 /// An enforcer holding a rate lease far larger than any benchmark can spend, so every
@@ -110,6 +112,31 @@ let benchmarks: @Sendable () -> Void = {
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {
             blackHole(WaterFill.shares(capacity: 20_000, wants: wants))
+        }
+    }
+
+    // The wire format: one frame of 100 acquires (a busy node's batch), encoded and decoded.
+    let batch: Allot_V1_Frame = .acquire((0..<100).map {
+        AcquireRequest(requestID: UInt64($0 + 1), node: "n", budget: BudgetID("tenant-\($0).tokens.day"), want: 5_000, demandRate: 4_000,
+                       leaseID: 7, epoch: 1, consumed: 12_000, released: 300, holding: 2_000)
+    })
+    Benchmark("frame encode, 100 acquires", configuration: .init(scalingFactor: .kilo)) { benchmark in
+        var buffer = ByteBufferAllocator().buffer(capacity: 16_384)
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            buffer.clear()
+            try FrameEncoder.encode(batch, into: &buffer, maxFrameBytes: WireProtocol.defaultMaxFrameBytes)
+            blackHole(buffer.readableBytes)
+        }
+    }
+
+    Benchmark("frame decode, 100 acquires", configuration: .init(scalingFactor: .kilo)) { benchmark in
+        var encoded = ByteBufferAllocator().buffer(capacity: 16_384)
+        try FrameEncoder.encode(batch, into: &encoded, maxFrameBytes: WireProtocol.defaultMaxFrameBytes)
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            var b = encoded
+            blackHole(try FrameDecoder.decodeOne(&b, maxFrameBytes: WireProtocol.defaultMaxFrameBytes))
         }
     }
 }
