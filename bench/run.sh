@@ -44,7 +44,7 @@ for n in $NODES; do
   for s in steady contention zipf shift burst runaway lossy tokens regions; do
     args=(simulate --scenario "$s" --json)
     [ "$s" = regions ] || args+=(--nodes "$n")
-    [ -n "$SIMSEC" ] && args+=(--seconds $([ "$s" = tokens ] && echo 30 || echo "$SIMSEC"))
+    [ -n "$SIMSEC" ] && args+=(--seconds $([ "$s" = tokens ] && echo 90 || echo "$SIMSEC")) # tokens: through its first burst (45–75 s)
     [ "$s" = regions ] && [ "$n" != "$(echo $NODES | cut -d' ' -f1)" ] && continue # one topology
     "$BIN" "${args[@]}" >> "$OUT/sim/sim-$n.jsonl"
   done

@@ -108,15 +108,16 @@ if os.path.exists(scaling_path):
     rows = [json.loads(l) for l in open(scaling_path) if l.strip()]
     with open(os.path.join(out, "scaling.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["kind", "count", "grants_per_second", "rss_mb", "bytes_per_budget", "setup_seconds"])
+        w.writerow(["kind", "count", "grants_per_second", "rss_mb", "bytes_per_budget", "setup_seconds", "tick_ms"])
         for r in rows:
             w.writerow([r["kind"], r["count"], round(r["grants_per_second"]), round(r["rss_mb"], 1),
-                        round(r.get("bytes_per_budget", 0)), round(r.get("setup_seconds", 0), 2)])
+                        round(r.get("bytes_per_budget", 0)), round(r.get("setup_seconds", 0), 2), round(r.get("tick_ms", 0), 2)])
     md.append("## 3. Scaling one coordinator\n\nBudgets: acquires spread over all of them, in process (no network). "
               "Connections: nodes over mutual TLS on loopback, 2,000 budgets. CSV: `scaling.csv`.\n\n" +
-              table(["what", "count", "grants/s", "memory (MB)", "bytes per budget"],
+              table(["what", "count", "grants/s", "memory (MB)", "bytes per budget", "one tick (ms)"],
                     [[r["kind"], f'{r["count"]:,}', f'{r["grants_per_second"]:,.0f}', f'{r["rss_mb"]:.1f}',
-                      f'{r["bytes_per_budget"]:,.0f}' if r["kind"] == "budgets" else "-"] for r in rows]))
+                      f'{r["bytes_per_budget"]:,.0f}' if r["kind"] == "budgets" else "-",
+                      f'{r["tick_ms"]:.2f}' if r["kind"] == "budgets" else "-"] for r in rows]))
     for kind in ("budgets", "connections"):
         sel = [r for r in rows if r["kind"] == kind]
         if sel:

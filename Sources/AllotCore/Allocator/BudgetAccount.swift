@@ -114,6 +114,16 @@ struct BudgetAccount: Sendable {
     }
 
     var isLearning: Bool { learningUntil != nil }
+
+    /// When `advance` next has work: learning ends, a quota window ends, an upstream lease or
+    /// a node's lease runs out.
+    var nextDeadline: Instant {
+        var t = learningUntil ?? .distantFuture
+        if case .quota = spec.kind { t = min(t, windowEnd) }
+        if let u = upstream, u.expiresAt != .zero { t = min(t, u.expiresAt) }
+        for e in nodes.values { if let l = e.lease { t = min(t, l.expiresAt) } }
+        return t
+    }
     var holders: Int { nodes.values.reduce(0) { $0 + ($1.lease != nil ? 1 : 0) } }
 
     // MARK: time

@@ -59,6 +59,10 @@ struct BenchScale: AsyncParsableCommand {
                 n += 500
             }
             let elapsed = (ContinuousClock.now - start) / .seconds(1)
+            // The periodic tick (expiries, windows, learning) visits every budget.
+            let tickStart = ContinuousClock.now
+            for _ in 0..<5 { core.tick(now: WallClock.now()) }
+            result["tick_ms"] = (ContinuousClock.now - tickStart) / .milliseconds(1) / 5
             result["kind"] = "budgets"
             result["count"] = budgets
             result["grants_per_second"] = Double(n) / elapsed
