@@ -44,10 +44,13 @@ for t, c, _, _ in events:
         tokens -= c
         ideal += c
 
-seconds = max(1, int((events[-1][0] - t0) / 1e9) + 1)
+# Whole seconds only: the last, cut short by the end of the run, would look like a drop.
+seconds = max(1, int((events[-1][0] - t0) / 1e9))
 per_second = [0] * seconds
 for t, c in adm:
-    per_second[(t - t0) // 1_000_000_000] += c
+    k = (t - t0) // 1_000_000_000
+    if k < seconds:
+        per_second[k] += c
 lat = sorted(d for _, _, _, d in events)
 pct = lambda q: lat[min(len(lat) - 1, int(len(lat) * q))] / 1000
 calls = sum(s.get("calls", 0) for s in summaries)

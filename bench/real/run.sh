@@ -33,8 +33,11 @@ for ((n = 0; n < NODES; n++)); do "$BIN" certs issue --dir certs --role node --n
 P=(); A=()
 for c in 0 1 2; do P+=("$(free_port)"); A+=("$(free_port)"); done
 SEEDS="127.0.0.1:${P[0]},127.0.0.1:${P[1]},127.0.0.1:${P[2]}"
-# Requests: 1,500/s, burst 300 (offered ~2,000/s). Tokens: 120,000/s, burst 24,000.
-REQ_LIMIT=1500; REQ_BURST=300; TOK_LIMIT=120000; TOK_BURST=24000
+# Requests: ALLOT_BENCH_RATE per node (default 1,000/s), the limit 75% of what the fleet
+# offers on average, the burst a fifth of a second of it. Tokens: 20 requests/s per node of
+# 50–5,000 tokens (~1,075 on average), 120,000 tokens/s, burst 24,000.
+RATE=${ALLOT_BENCH_RATE:-1000}
+REQ_LIMIT=$(( RATE * NODES * 3 / 4 )); REQ_BURST=$(( REQ_LIMIT / 5 )); TOK_LIMIT=120000; TOK_BURST=24000
 cat > bench.yaml <<YAML
 cluster: {seeds: [127.0.0.1:${P[0]}, 127.0.0.1:${P[1]}, 127.0.0.1:${P[2]}], protocol_period: 500ms, ping_timeout: 200ms, suspicion_timeout: 2s}
 tls: {dir: certs}
@@ -62,7 +65,7 @@ for trace in $TRACES; do
     sync=100; name=$strategy
     case $strategy in redis-sync-*) sync=${strategy#redis-sync-}; strategy=redis-sync ;; esac
     if [ "$trace" = tokens ]; then limit=$TOK_LIMIT; burst=$TOK_BURST; rate=20; budget=fleet-tokens
-    else limit=$REQ_LIMIT; burst=$REQ_BURST; rate=250; budget=fleet; fi
+    else limit=$REQ_LIMIT; burst=$REQ_BURST; rate=$RATE; budget=fleet; fi
     raw="$WORK/raw-$trace-$name"; mkdir -p "$raw"
     redis-cli -p "$RPORT" flushall > /dev/null
     start=$(( $(date +%s%3N) + 1500 ))
