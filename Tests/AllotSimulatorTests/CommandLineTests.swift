@@ -55,4 +55,48 @@ struct CommandLineTests {
         #expect(r.status == 0)
         #expect(r.output.contains("\"scenario\":\"steady\""))
     }
+
+    @Test("bench-node replays its trace against a local bucket: every attempt written, never over the bucket; bad arguments refused")
+    func benchNode() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("attempts-\(UUID().uuidString).txt").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        // One node of two: static-split gives it 100/s with a burst of 10; it offers ~400/s for 1 s.
+        let r = try run(["bench-node", "--strategy", "static-split", "--pattern", "steady", "--index", "0", "--fleet", "2",
+                         "--rate", "400", "--seconds", "1", "--limit", "200", "--burst", "20", "--out", out])
+        #expect(r.status == 0, "\(r.output)")
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any])
+        let lines = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n")
+        let attempts = summary["attempts"] as? Int ?? -1
+        let admitted = summary["admitted"] as? Int ?? -1
+        #expect(lines.count == attempts && attempts > 250, "\(lines.count) lines for \(attempts) attempts")
+        #expect(lines.filter { $0.split(separator: " ")[2] == "1" }.count == admitted)
+        #expect(admitted >= 95 && admitted <= 10 + 100 + 5, "admitted \(admitted): not the 100/s + 10 bucket")
+        // The same seed, the same trace: attempts are identical in a second run.
+        let again = try run(["bench-node", "--strategy", "static-split", "--pattern", "steady", "--index", "0", "--fleet", "2",
+                             "--rate", "400", "--seconds", "1", "--limit", "200", "--burst", "20", "--out", out])
+        let summary2 = try #require(try JSONSerialization.jsonObject(with: Data(again.output.utf8)) as? [String: Any])
+        #expect(summary2["attempts"] as? Int == attempts)
+        for (args, message) in [
+            (["bench-node", "--strategy", "allot", "--pattern", "steady", "--index", "0", "--fleet", "1", "--rate", "1", "--seconds", "1",
+              "--limit", "1", "--burst", "1", "--out", out], "needs --config"),
+            (["bench-node", "--strategy", "magic", "--pattern", "steady", "--index", "0", "--fleet", "1", "--rate", "1", "--seconds", "1",
+              "--limit", "1", "--burst", "1", "--out", out], "magic"),
+            (["bench-node", "--strategy", "redis-bucket", "--pattern", "steady", "--index", "0", "--fleet", "1", "--rate", "1", "--seconds", "1",
+              "--limit", "1", "--burst", "1", "--out", out, "--redis", "127.0.0.1:1"], "cannot connect to Redis"),
+        ] {
+            let bad = try run(args)
+            #expect(bad.status != 0 && bad.output.contains(message), "\(args): \(bad.output)")
+        }
+    }
+
+    @Test("bench-scale measures grants per second and memory for a number of budgets")
+    func benchScale() throws {
+        let r = try run(["bench-scale", "--budgets", "2000", "--seconds", "0.3"])
+        #expect(r.status == 0, "\(r.output)")
+        let obj = try #require(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any])
+        #expect(obj["kind"] as? String == "budgets" && obj["count"] as? Int == 2000)
+        #expect((obj["grants_per_second"] as? Double ?? 0) > 1_000)
+        let bad = try run(["bench-scale", "--budgets", "10", "--connections", "2"])
+        #expect(bad.status != 0 && bad.output.contains("exactly one"))
+    }
 }
