@@ -24,7 +24,7 @@ public struct BudgetChecker: Sendable {
     private var winSum: Int64 = 0
     private(set) var maxOver: Int64 = 0
     // concurrency
-    private var ends = MinHeap()
+    private var ends = MinHeap<Int64, Void>()
     private(set) var maxInFlight: Int64 = 0
 
     /// `epoch`: the instant that admission times are counted from (quota windows need it).
@@ -50,7 +50,7 @@ public struct BudgetChecker: Sendable {
                 winSum = 0
             }
         case .concurrency:
-            while let e = ends.min, e <= t { _ = ends.pop() }
+            while let e = ends.first?.key, e <= t { _ = ends.pop() }
         }
     }
 
@@ -76,7 +76,7 @@ public struct BudgetChecker: Sendable {
             winSum += amount
             maxOver = max(maxOver, winSum - a)
         case .concurrency(let l):
-            ends.push(end)
+            ends.push(end, ())
             maxInFlight = max(maxInFlight, Int64(ends.count))
             _ = l
         }
@@ -146,32 +146,6 @@ public struct BudgetChecker: Sendable {
     }
 }
 
-/// A min-heap of instants.
-struct MinHeap: Sendable {
-    private var a: [Int64] = []
-    var count: Int { a.count }
-    var min: Int64? { a.first }
-    mutating func push(_ v: Int64) {
-        a.append(v)
-        var i = a.count - 1
-        while i > 0 { let p = (i - 1) / 2; if a[i] < a[p] { a.swapAt(i, p); i = p } else { break } }
-    }
-    mutating func pop() -> Int64? {
-        guard !a.isEmpty else { return nil }
-        a.swapAt(0, a.count - 1)
-        let v = a.removeLast()
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < a.count && a[l] < a[m] { m = l }
-            if r < a.count && a[r] < a[m] { m = r }
-            if m == i { break }
-            a.swapAt(i, m); i = m
-        }
-        return v
-    }
-}
 
 /// The largest sum of amounts in any window `(t - length, t]`, over time-ordered adds.
 struct SlidingSum: Sendable {

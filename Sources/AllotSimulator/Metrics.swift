@@ -119,13 +119,13 @@ enum MetricsCalculator {
     /// What an exact global limiter with zero latency admits, per node, in the primary unit.
     static func ideal(scenario: Scenario, trace: [Arrival]) -> [Int64] {
         var set = ExactLimiterSet(specs: scenario.budgets, epoch: scenario.epoch)
-        var ends = MinHeap()
+        var ends = MinHeap<Int64, Void>()
         var endCosts: [Int64: [(Cost, Int64)]] = [:]
         var got = [Int64](repeating: 0, count: scenario.nodes)
         let primary = scenario.budgets[0]
         let holds = scenario.budgets.contains { $0.kind.isConcurrency }
         for a in trace {
-            while let e = ends.min, e <= a.time {
+            while let e = ends.first?.key, e <= a.time {
                 _ = ends.pop()
                 if var list = endCosts[e], let (c, takenAt) = list.popLast() {
                     set.settle(bound: c, actual: c, takenAt: takenAt, at: e)
@@ -136,7 +136,7 @@ enum MetricsCalculator {
                 got[Int(a.node)] += primary.amount(for: a.cost)
                 if holds {
                     let e = a.time + a.duration
-                    ends.push(e)
+                    ends.push(e, ())
                     endCosts[e, default: []].append((a.cost, a.time))
                 }
             }

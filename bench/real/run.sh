@@ -29,7 +29,10 @@ PIDS+=($!)
 cd "$WORK"
 "$BIN" certs init --dir certs --trust-domain allot.bench > /dev/null
 for c in 0 1 2; do "$BIN" certs issue --dir certs --role coordinator --name "c$c" --ip 127.0.0.1 > /dev/null; done
-for ((n = 0; n < NODES; n++)); do "$BIN" certs issue --dir certs --role node --name "gw-$n" > /dev/null; done
+# A fresh node name per run (a node restarted under its old name is not served: see docs).
+for trace in $TRACES; do for strategy in $STRATEGIES; do for ((n = 0; n < NODES; n++)); do
+  "$BIN" certs issue --dir certs --role node --name "gw-$trace-$strategy-$n" > /dev/null
+done; done; done
 P=(); A=()
 for c in 0 1 2; do P+=("$(free_port)"); A+=("$(free_port)"); done
 SEEDS="127.0.0.1:${P[0]},127.0.0.1:${P[1]},127.0.0.1:${P[2]}"
@@ -74,7 +77,7 @@ for trace in $TRACES; do
       "$BIN" bench-node --strategy "$strategy" --pattern "$trace" --index "$n" --fleet "$NODES" --rate "$rate" \
         --seconds "$SECONDS_PER_RUN" --limit "$limit" --burst "$burst" --seed 7 --out "$raw/attempts-$n.txt" \
         --redis "127.0.0.1:$RPORT" --sync-ms "$sync" --config bench.yaml --budget-id "$budget" --coordinator "$SEEDS" \
-        --tls-dir certs --name "gw-$n" --start-at-ms "$start" > "$raw/node-$n.json" 2> "$raw/node-$n.err" &
+        --tls-dir certs --name "gw-$trace-$name-$n" --start-at-ms "$start" > "$raw/node-$n.json" 2> "$raw/node-$n.err" &
       pids+=($!)
     done
     for p in "${pids[@]}"; do wait "$p" || { echo "a node failed in $trace/$name:" >&2; cat "$raw"/node-*.err >&2; exit 1; }; done

@@ -45,8 +45,10 @@ public struct Allocator: Sendable {
     /// Budgets whose account may hold pushes or journal entries not yet taken: taking them
     /// looks at these only, not at every budget (a coordinator may hold millions).
     private var dirty: Set<BudgetID> = []
-    /// When each budget next needs `tick` (see `DeadlineHeap`).
-    private var deadlines = DeadlineHeap()
+    /// Budgets by their next deadline (a lease expiry, a window's end, learning's end, an
+    /// upstream lease's end), so `tick` visits only those due. Entries go stale when a
+    /// deadline moves (`scheduled` says which is current); a stale entry costs one visit.
+    private var deadlines = MinHeap<Instant, BudgetID>()
     private var scheduled: [BudgetID: Instant] = [:]
     private var lastTick: Instant = .zero
     /// Quota budgets keep a journal of ledger changes (`takeJournal`); set when a durable
@@ -193,16 +195,17 @@ public struct Allocator: Sendable {
         // one each tick cost 1.7 s at 10⁶). The expiries are sorted so every process reports
         // the same. Budgets with nothing due are brought up to date by their next event.
         lastTick = max(lastTick, now)
-        while let top = deadlines.first, top.at <= now {
+        while let top = deadlines.first, top.key <= now {
             _ = deadlines.pop()
-            guard scheduled[top.budget] == top.at else { continue } // moved since
-            scheduled[top.budget] = nil
-            guard var acct = accounts[top.budget] else { continue }
+            let id = top.value
+            guard scheduled[id] == top.key else { continue } // moved since
+            scheduled[id] = nil
+            guard var acct = accounts[id] else { continue }
             var expired: [(NodeID, Int64)] = []
             acct.advance(to: now, expired: &expired)
-            for (node, amount) in expired { out.append(Expiry(budget: top.budget, node: node, amount: amount)) }
+            for (node, amount) in expired { out.append(Expiry(budget: id, node: node, amount: amount)) }
             if !expired.isEmpty { acct.rebalance(now: now, settings: settings) }
-            put(acct, top.budget)
+            put(acct, id)
         }
         out.sort { ($0.budget, $0.node) < ($1.budget, $1.node) }
         return out
@@ -307,42 +310,5 @@ public struct Allocator: Sendable {
     /// learning mode. Token buckets refill lazily and need no tick.
     public var nextDeadline: Instant {
         accounts.values.reduce(Instant.distantFuture) { min($0, $1.nextDeadline) }
-    }
-}
-
-/// Budgets by their next deadline (a lease expiry, a window's end, learning's end, an
-/// upstream lease's end), so `tick` visits only those due instead of every budget. Entries
-/// go stale when a deadline moves; a stale entry costs one spurious visit.
-struct DeadlineHeap: Sendable {
-    private var items: [(at: Instant, budget: BudgetID)] = []
-
-    var first: (at: Instant, budget: BudgetID)? { items.first }
-
-    mutating func push(_ at: Instant, _ budget: BudgetID) {
-        items.append((at, budget))
-        var i = items.count - 1
-        while i > 0 {
-            let p = (i - 1) / 2
-            guard items[i].at < items[p].at else { break }
-            items.swapAt(i, p)
-            i = p
-        }
-    }
-
-    mutating func pop() -> (at: Instant, budget: BudgetID)? {
-        guard !items.isEmpty else { return nil }
-        items.swapAt(0, items.count - 1)
-        let top = items.removeLast()
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < items.count && items[l].at < items[m].at { m = l }
-            if r < items.count && items[r].at < items[m].at { m = r }
-            guard m != i else { break }
-            items.swapAt(i, m)
-            i = m
-        }
-        return top
     }
 }
