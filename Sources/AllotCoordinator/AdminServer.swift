@@ -64,6 +64,7 @@ public final class AdminServer: Sendable {
         registry.makeCounter(descriptor: .init(metricName: "allot_ownership_gained_total", unitName: "", helpText: "Budgets taken over (learning mode, new epoch)")).increment(by: c.ownershipGained)
         registry.makeCounter(descriptor: .init(metricName: "allot_ownership_lost_total", unitName: "", helpText: "Budgets handed to another coordinator")).increment(by: c.ownershipLost)
         registry.makeCounter(descriptor: .init(metricName: "allot_ledger_refused_grants_total", unitName: "", helpText: "Grants the ledger refused under the cap")).increment(by: c.ledgerRefusals)
+        registry.makeCounter(descriptor: .init(metricName: "allot_node_restarts_total", unitName: "", helpText: "Hellos from a new life of a known node (its previous life's leases run out as they are)")).increment(by: c.nodeRestarts)
         registry.makeCounter(descriptor: .init(metricName: "allot_ledger_revoked_grants_total", unitName: "", helpText: "Grants taken back because their record was refused or not written")).increment(by: c.ledgerRevoked)
         registry.makeCounter(descriptor: .init(metricName: "allot_upstream_units_total", unitName: "", helpText: "A region: units of global budgets granted by the global cluster")).increment(by: c.upstreamUnits)
         registry.makeCounter(descriptor: .init(metricName: "allot_late_settlements_total", unitName: "", helpText: "Lapsed quota leases settled late (a region back after a cut)")).increment(by: c.lateSettlements)

@@ -64,6 +64,8 @@ public final class CoordinatorCore: Sendable {
         /// units they returned to the pool.
         public var lateSettlements: Int64 = 0
         public var lateSettledUnits: Int64 = 0
+        /// Hellos from a new life of a node already known (its previous life retired).
+        public var nodeRestarts: Int64 = 0
     }
 
     private struct Connection: Sendable {
@@ -77,6 +79,8 @@ public final class CoordinatorCore: Sendable {
         var node: NodeID
         var grant: Grant
         var windowStart: Instant
+        /// The node's life it was made for (not sent to a later one).
+        var life: UInt64
     }
 
     struct GrantKey: Hashable, Sendable {
@@ -162,12 +166,22 @@ public final class CoordinatorCore: Sendable {
     // MARK: connections
 
     /// A peer finished its hello. Returns the connection id and the hello answer.
-    public func connected(_ identity: PeerIdentity, sink: any FrameSink) -> (UInt64, Allot_V1_Frame) {
+    /// A node's `incarnation` (its life, 0 when not given): a new life of a node seen before
+    /// is started afresh (`Allocator.hello`), its previous life's leases run out as they are.
+    public func connected(_ identity: PeerIdentity, incarnation: UInt64 = 0, sink: any FrameSink) -> (UInt64, Allot_V1_Frame) {
         let (id, members) = state.withLock { s in
             let id = s.nextConnection
             s.nextConnection += 1
             s.connections[id] = Connection(id: id, identity: identity, sink: sink)
-            if identity.role == .node { s.nodeConnection[NodeID(identity.name)] = id }
+            if identity.role == .node {
+                let node = NodeID(identity.name)
+                s.nodeConnection[node] = id
+                if s.allocator.hello(node: node, incarnation: incarnation) {
+                    // Grants still waiting for their record belong to the previous life.
+                    s.inFlight = s.inFlight.filter { $0.node != node }
+                    s.counters.nodeRestarts += 1
+                }
+            }
             return (id, identity.role == .node && !s.members.isEmpty ? Allot_V1_Frame.members(s.members, version: s.membersVersion) : nil)
         }
         if let members {
@@ -250,7 +264,7 @@ public final class CoordinatorCore: Sendable {
                 case .granted(let g), .resent(let g):
                     if ledger != nil, g.amount > 0, let w = s.allocator.window(g.budget), case .granted = outcome,
                        !s.allocator.isUpstreamBacked(g.budget) {
-                        held.append(HeldGrant(node: node, grant: g, windowStart: w.start))
+                        held.append(HeldGrant(node: node, grant: g, windowStart: w.start, life: s.allocator.incarnation(of: node)))
                         s.inFlight.insert(GrantKey(node: node, budget: g.budget, requestID: g.requestID))
                     } else {
                         out.append(g.wire)
@@ -374,7 +388,8 @@ public final class CoordinatorCore: Sendable {
                 s.inFlight.remove(GrantKey(node: h.node, budget: h.grant.budget, requestID: h.grant.requestID))
                 let i = journal.firstIndex { $0.budget == h.grant.budget && $0.windowStart == h.windowStart }
                 if let accepted, let i, accepted[i] {
-                    byNode[h.node, default: []].append(h.grant.wire)
+                    // A grant for a previous life stays on its retired lease and runs out with it.
+                    if h.life == s.allocator.incarnation(of: h.node) { byNode[h.node, default: []].append(h.grant.wire) }
                     continue
                 }
                 s.allocator.revoke(h.grant, node: h.node, exhausted: accepted != nil)

@@ -108,8 +108,8 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
         }
         let action = session!.frameReceived(frame, now: now)
         switch action {
-        case .accept:
-            let (id, ack) = core.connected(session!.identity, sink: ChannelSink(channel: context.channel))
+        case .accept(let incarnation):
+            let (id, ack) = core.connected(session!.identity, incarnation: incarnation, sink: ChannelSink(channel: context.channel))
             connectionID = id
             logger.debug("peer connected")
             context.writeAndFlush(wrapOutboundOut(ack), promise: nil)

@@ -41,8 +41,8 @@ final class InProcessConnection: LeaseConnection, FrameSink {
             let now = WallClock.now()
             let (action, identity) = session.withLock { ($0.frameReceived(frame, now: now), $0.identity) }
             switch action {
-            case .accept:
-                let (id, ack) = core.connected(identity, sink: self)
+            case .accept(let incarnation):
+                let (id, ack) = core.connected(identity, incarnation: incarnation, sink: self)
                 connectionID.withLock { $0 = id }
                 onFrame(ack)
             case .acquire(let items): onFrame(core.acquire(items, from: NodeID(identity.name), now: now))

@@ -15,8 +15,8 @@ public struct Session: Sendable {
 
     /// What the shell must do with a frame.
     public enum Action: Sendable {
-        /// Answer the hello.
-        case accept
+        /// Answer the hello; `incarnation` is the peer's life (0: not given).
+        case accept(incarnation: UInt64)
         /// Serve these acquires / releases / heartbeat / status request.
         case acquire([Allot_V1_Acquire])
         case release([Allot_V1_Release])
@@ -65,7 +65,7 @@ public struct Session: Sendable {
                 return .reject(.unsupportedVersion, "protocol version \(hello.protocolVersion) is not supported; this coordinator speaks \(WireProtocol.version)", closing: true)
             }
             state = .ready
-            return .accept
+            return .accept(incarnation: hello.incarnation)
         case .ready:
             break
         }

@@ -20,10 +20,6 @@ public protocol LeaseEndpoint: Sendable {
     func retryAllPending(now: Instant)
     /// Gives everything back (repeated while `waiting` says answers are still due).
     func shutdown(now: Instant) -> (outgoing: [Enforcer.Outgoing], waiting: Bool)
-    /// Request ids start here (the client passes the wall clock in µs): a restarted node with
-    /// the same name must not send ids its previous life already used, or the coordinator
-    /// drops them as stale.
-    func startRequestIDs(at first: UInt64)
 }
 
 extension SharedEnforcer: LeaseEndpoint {
@@ -58,6 +54,4 @@ extension SharedEnforcer: LeaseEndpoint {
     public func shutdown(now: Instant) -> (outgoing: [Enforcer.Outgoing], waiting: Bool) {
         withEnforcer { e in (e.shutdown(now: now), e.awaitingGrants) }
     }
-
-    public func startRequestIDs(at first: UInt64) { withEnforcer { $0.startRequestIDs(at: first) } }
 }

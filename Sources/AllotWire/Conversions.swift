@@ -73,11 +73,12 @@ extension ReleaseRequest {
 }
 
 extension Allot_V1_Frame {
-    public static func hello(name: String, capabilities: [String] = []) -> Allot_V1_Frame {
+    public static func hello(name: String, capabilities: [String] = [], incarnation: UInt64 = 0) -> Allot_V1_Frame {
         var h = Allot_V1_Hello()
         h.protocolVersion = WireProtocol.version
         h.peerName = name
         h.capabilities = capabilities
+        h.incarnation = incarnation
         var f = Allot_V1_Frame()
         f.hello = h
         return f

@@ -4,8 +4,9 @@ import Foundation
 import Testing
 
 /// A node or a region that restarts under the same name must be served at once: the
-/// coordinator drops acquires whose request id is not above the last it saw from that name,
-/// so a new life must not start its ids at 1 (found by bench/run.sh: every run after the
+/// coordinator drops acquires whose request id is not above the last it saw from that node,
+/// and a new life starts its ids at 1 again; its hello's new incarnation makes the
+/// coordinator forget the previous life's (found by bench/run.sh: every run after the
 /// first got nothing).
 @Suite("Restarts under the same name", .serialized)
 struct RestartTests {
@@ -23,16 +24,10 @@ struct RestartTests {
                 for _ in 0..<10 where node.admit("q") { admitted += 1 }
                 try await Task.sleep(for: .milliseconds(5))
             }
-            if life == 0 {
-                #expect(admitted >= 1_000, "life 0 of gw-1 admitted only \(admitted) in 1.5 s")
-            } else {
-                // Known issue: request ids restart at 1, the coordinator drops them as stale.
-                withKnownIssue("a node restarted under the same name is starved (request ids restart at 1)") {
-                    #expect(admitted >= 1_000, "life 1 of gw-1 admitted only \(admitted) in 1.5 s")
-                }
-            }
+            #expect(admitted >= 1_000, "life \(life) of gw-1 admitted only \(admitted) in 1.5 s")
             await node.stop()
         }
+        #expect(h.core("c0:7000")?.counters.nodeRestarts == 1)
         await h.stopAll()
     }
 

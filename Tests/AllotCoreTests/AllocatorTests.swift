@@ -89,6 +89,44 @@ struct AllocatorTests {
         #expect(a.acquire(AcquireRequest(requestID: 1, node: "n", budget: "nope", want: 1), now: at(0)) == .unknownBudget)
     }
 
+    @Test("a node restarted under the same name (a new incarnation) is served at once; its previous life's lease runs out as it is")
+    func nodeRestart() throws {
+        var a = try Allocator(settings: settings, budgets: [quotaBudget(allowance: 1000, window: try CalendarWindow(.day)),
+                                                            rateBudget(limit: 100, period: .seconds(1), burst: 100)], now: at(0))
+        let first = a.hello(node: "n", incarnation: 11)
+        #expect(!first) // first life: nothing to forget
+        let old = try #require(grant(a.acquire(AcquireRequest(requestID: 5, node: "n", budget: "q", want: 400), now: at(0))))
+        let oldRate = try #require(grant(a.acquire(AcquireRequest(requestID: 6, node: "n", budget: "r", want: 60, demandRate: 100), now: at(0))))
+        #expect(old.amount == 400 && oldRate.capacity > 0)
+        // Without a new incarnation, ids from 1 are stale.
+        let same = a.hello(node: "n", incarnation: 11), none = a.hello(node: "n", incarnation: 0)
+        #expect(!same && !none)
+        let stale = a.acquire(AcquireRequest(requestID: 1, node: "n", budget: "q", want: 400), now: at(1))
+        #expect(stale == .ignoredStale)
+        // A new life: ids start again at 1 and are answered.
+        let restarted = a.hello(node: "n", incarnation: 12)
+        #expect(restarted)
+        #expect(a.incarnation(of: "n") == 12)
+        let new = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n", budget: "q", want: 400), now: at(2))))
+        #expect(new.amount == 400 && new.leaseID != old.leaseID)
+        // The old life's 400 stay counted (it may have spent them) until its lease runs out.
+        var st = a.status("q")!
+        #expect(st.pool == 200 && st.outstanding == 800 && st.holders == 2)
+        // A rate lease: the old life's capacity stays committed; the new life gets the rest.
+        let newRate = try #require(grant(a.acquire(AcquireRequest(requestID: 2, node: "n", budget: "r", want: 60, demandRate: 100), now: at(2))))
+        #expect(newRate.capacity + oldRate.capacity <= 100)
+        #expect(a.checkInvariants() == nil)
+        // The old lease ends at 10 s: its units count as spent, its entry goes.
+        let ex = a.tick(now: at(10))
+        #expect(ex.contains { $0.budget == "q" && $0.amount == 400 && $0.node.rawValue.hasPrefix("n~retired") })
+        st = a.status("q")!
+        #expect(st.expiredSpent == 400 && st.outstanding == 400 && st.holders == 1)
+        // The new life goes on as any node: its renewal is not stale.
+        let renewal = a.acquire(AcquireRequest(requestID: 3, node: "n", budget: "q", want: 100, leaseID: new.leaseID, consumed: 50), now: at(11))
+        #expect(grant(renewal) != nil)
+        #expect(a.checkInvariants() == nil)
+    }
+
     @Test("released units go back to the pool; consumed units do not")
     func release() throws {
         var a = try Allocator(settings: settings, budgets: [quotaBudget(allowance: 1000, window: try CalendarWindow(.day))], now: at(0))

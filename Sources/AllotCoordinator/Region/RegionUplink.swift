@@ -36,7 +36,5 @@ public struct RegionUplink: LeaseEndpoint {
 
     public func retryAllPending(now: Instant) { core.upstream { $0.retryAllPending(now: now) } }
 
-    public func startRequestIDs(at first: UInt64) { core.upstream { $0.startRequestIDs(at: first) } }
-
     public func shutdown(now: Instant) -> (outgoing: [Enforcer.Outgoing], waiting: Bool) { core.upstreamShutdown() }
 }

@@ -51,6 +51,9 @@ public struct Allocator: Sendable {
     private var deadlines = MinHeap<Instant, BudgetID>()
     private var scheduled: [BudgetID: Instant] = [:]
     private var lastTick: Instant = .zero
+    /// Each node's current life (the incarnation in its hello), and how many lives were retired.
+    private var lives: [NodeID: UInt64] = [:]
+    private var retiredLives: UInt64 = 0
     /// Quota budgets keep a journal of ledger changes (`takeJournal`); set when a durable
     /// ledger is configured, before budgets are added.
     public var journaling = false
@@ -241,6 +244,25 @@ public struct Allocator: Sendable {
         acct.extendLearning(now: now, until: now + settings.leaseTTL)
         put(acct, budget)
     }
+
+    /// A node said hello with `incarnation` (0: none given). When it names a new life of a
+    /// node this allocator knew, the previous life's entries are retired in every budget
+    /// (`BudgetAccount.retire`): the new life's request ids start again from 1 and must not
+    /// be dropped as stale. Returns true then. Costs one visit per budget, once per restart.
+    public mutating func hello(node: NodeID, incarnation: UInt64) -> Bool {
+        guard incarnation != 0, let previous = lives.updateValue(incarnation, forKey: node), previous != incarnation else {
+            return false
+        }
+        for id in Array(accounts.keys) where accounts[id]!.nodes[node] != nil {
+            retiredLives += 1
+            let name = NodeID("\(node.rawValue)~retired-\(retiredLives)")
+            mutate(id) { $0.retire(node, as: name) }
+        }
+        return true
+    }
+
+    /// The life of `node` this allocator last heard of (0: none).
+    public func incarnation(of node: NodeID) -> UInt64 { lives[node] ?? 0 }
 
     /// Offers and recalls produced by the events so far, to send to their nodes (over the
     /// connection each node keeps open). Taking them clears the queue.

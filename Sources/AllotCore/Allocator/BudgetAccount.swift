@@ -51,6 +51,9 @@ struct BudgetAccount: Sendable {
         /// A quota lease that ran out unreported (its units counted as spent), until the node
         /// settles it late (`settleLapsed`) or the window ends.
         var lapsed: Lapsed?
+        /// A previous life of a restarted node (`retire`): no requests come for it any more;
+        /// its lease runs out as it is, then the entry goes.
+        var retired = false
     }
 
     /// What a quota lease held when it ran out: its unreported units were counted as spent.
@@ -145,6 +148,7 @@ struct BudgetAccount: Sendable {
                 nodes[node]!.lease = nil
             }
             for node in nodes.keys { nodes[node]!.lapsed = nil } // the old window is closed
+            nodes = nodes.filter { !$0.value.retired }
             adoptable = 0
             (windowStart, windowEnd) = window.window(containing: now)
             outstanding = 0
@@ -174,6 +178,7 @@ struct BudgetAccount: Sendable {
     }
 
     private mutating func expire(node: NodeID, lease: Lease) {
+        defer { if nodes[node]?.retired == true { nodes[node] = nil } }
         nodes[node]?.lease = nil
         nodes[node]?.unacknowledged = []
         if isRate {
@@ -330,6 +335,23 @@ struct BudgetAccount: Sendable {
         outstanding += capacity - lease.committedCapacity
         lease.committedRate = rate
         lease.committedCapacity = capacity
+    }
+
+    /// `node` restarted (a new incarnation in its hello): its previous life's entry moves to
+    /// `retiredName`, lease and all, and runs out there like the lease of any node that went
+    /// silent (a quota's units out on it count as spent at expiry, a rate lease's committed
+    /// rate stays committed until then: the old process may not be quite dead). The new life
+    /// starts afresh: request ids from 1, no lease, nothing to dedupe against.
+    mutating func retire(_ node: NodeID, as retiredName: NodeID) {
+        guard var e = nodes.removeValue(forKey: node), e.lease != nil else { return }
+        e.retired = true
+        e.want = 0
+        e.demandPerPeriod = 0
+        e.demandRate = 0
+        e.available = 0
+        e.lastGrant = nil
+        e.lapsed = nil
+        nodes[retiredName] = e
     }
 
     /// Ends a lease the node gave up; what is still out on it is counted as spent.

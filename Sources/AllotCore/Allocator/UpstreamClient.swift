@@ -74,8 +74,6 @@ public struct UpstreamClient: Sendable {
 
     public init(settings: Settings) { self.settings = settings }
 
-    /// As `Enforcer.startRequestIDs`: a restarted region must not reuse its previous life's ids.
-    public mutating func startRequestIDs(at first: UInt64) { nextRequestID = max(nextRequestID, first) }
 
     public mutating func register(_ budget: BudgetID) {
         if slots[budget] == nil { slots[budget] = Slot() }

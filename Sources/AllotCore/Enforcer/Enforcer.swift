@@ -17,10 +17,9 @@ public struct Enforcer: Sendable {
     var specs: [BudgetSpec] = []
     var handles: [BudgetID: BudgetHandle] = [:]
     var nextRequestID: UInt64 = 1
-    /// The coordinator drops requests whose id is not above the last it saw from this node
-    /// name (retries are idempotent that way), so a restarted node must not start again at 1:
-    /// the shell starts the ids from the wall clock (µs), above anything a previous life sent.
-    public mutating func startRequestIDs(at first: UInt64) { nextRequestID = max(nextRequestID, first) }
+    /// The coordinator drops requests whose id is not above the last it saw from this node's
+    /// current life (retries are idempotent that way); a restarted node starts again at 1 and
+    /// says so with a new incarnation in its hello (`LeaseClient.incarnation`).
     /// The longest an acquire waited for its answer (re-sends included): after a coordinator
     /// fails, how long this node's budgets went unserved before their new owner answered.
     public var longestAnswerWait: Duration = .zero

@@ -164,6 +164,12 @@ public nonisolated struct Allot_V1_Hello: Sendable {
 
   public var capabilities: [String] = []
 
+  /// Nodes: this life of the node (fixed from start to exit, different after a restart;
+  /// the client uses its start time in microseconds). A coordinator that sees a new one for
+  /// a node name forgets the previous life's request ids (its leases run out as they are).
+  /// 0: not given (coordinators, admin tools, older nodes).
+  public var incarnation: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -986,7 +992,7 @@ nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Allot_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}peer_name\0\u{1}capabilities\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}peer_name\0\u{1}capabilities\0\u{1}incarnation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -997,6 +1003,7 @@ nonisolated extension Allot_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.protocolVersion) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.peerName) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.capabilities) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
       default: break
       }
     }
@@ -1012,6 +1019,9 @@ nonisolated extension Allot_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if !self.capabilities.isEmpty {
       try visitor.visitRepeatedStringField(value: self.capabilities, fieldNumber: 3)
     }
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1019,6 +1029,7 @@ nonisolated extension Allot_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.protocolVersion != rhs.protocolVersion {return false}
     if lhs.peerName != rhs.peerName {return false}
     if lhs.capabilities != rhs.capabilities {return false}
+    if lhs.incarnation != rhs.incarnation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
