@@ -54,7 +54,7 @@ echo "2/4 real processes (Redis and Allot)"
 if [ $QUICK = 1 ]; then
   ALLOT_BIN=$BIN bench/real/run.sh "$OUT" 6 "skewed shift burst" "allot redis-window redis-bucket redis-sync-100 static-split"
 else
-  ALLOT_BIN=$BIN bench/real/run.sh "$OUT" 20 "skewed shift burst tokens" "allot redis-window redis-bucket redis-sync-100 redis-sync-500 static-split"
+  ALLOT_BIN=$BIN bench/real/run.sh "$OUT" 20 "skewed shift burst tokens tokens-tight" "allot redis-window redis-bucket redis-sync-100 redis-sync-500 static-split"
 fi
 
 echo "3/4 scaling: budgets and node connections on one coordinator"

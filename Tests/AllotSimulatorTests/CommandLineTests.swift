@@ -89,6 +89,24 @@ struct CommandLineTests {
         }
     }
 
+    @Test("bench-node's tokens trace keeps many requests in flight, each known by its bound until it ends")
+    func benchNodeTokens() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("tokens-\(UUID().uuidString).txt").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        // ~100 requests of 50–5,000 tokens in 2 s, each running 0.5–8 s; a bucket of 30,000 + 30,000/s.
+        let r = try run(["bench-node", "--strategy", "static-split", "--pattern", "tokens", "--index", "0", "--fleet", "1",
+                         "--rate", "50", "--seconds", "2", "--limit", "30000", "--burst", "30000", "--out", out])
+        #expect(r.status == 0, "\(r.output)")
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any])
+        #expect((summary["peak_in_flight"] as? Int ?? 0) >= 10, "\(summary)")
+        let lines = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
+        let costs = lines.map { Int64($0[1])! }
+        #expect(costs.allSatisfy { (50...5_000).contains($0) } && Set(costs).count > 10)
+        // Real counts placed at admission: within what the bucket allows over the run.
+        let admittedUnits = summary["admitted_units"] as? Int ?? -1
+        #expect(admittedUnits > 0 && admittedUnits <= 30_000 + 30_000 * 2 + 1, "\(summary)")
+    }
+
     @Test("bench-scale measures grants per second and memory for a number of budgets")
     func benchScale() throws {
         let r = try run(["bench-scale", "--budgets", "2000", "--seconds", "0.3"])

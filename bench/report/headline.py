@@ -42,6 +42,15 @@ for trace in sorted({t for t, _ in real}):
     if a and st and trace in ("skewed", "shift"):
         row(f"`{trace}`: utilization {a['utilization']:.3f} (allot) vs {st['utilization']:.3f} (static-split) "
             f"(target: allot higher under skew)", a["utilization"] > st["utilization"])
+    if a and trace.startswith("tokens"):
+        # Tokens: redis-window and redis-sync count post-paid; redis-bucket and static-split
+        # reserve the bound outside the bucket and refund it (not exact, see docs/performance.md).
+        for peer in ("redis-window", "redis-bucket", "static-split"):
+            p = g(trace, peer)
+            if p:
+                row(f"`{trace}`: overshoot {a['overshoot']:.3f} vs {p['overshoot']:.3f}, utilization {a['utilization']:.3f} vs "
+                    f"{p['utilization']:.3f} (allot vs {peer}{', post-paid' if peer == 'redis-window' else ''})",
+                    (a["overshoot"] == 0) if p["overshoot"] > 0 else None)
     w = g(trace, "redis-window")
     if a and w:
         row(f"`{trace}`: {a['calls_per_1k']:.1f} coordinator messages per 1,000 admitted (allot) vs {w['calls_per_1k']:.0f} Redis "

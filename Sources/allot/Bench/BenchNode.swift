@@ -12,6 +12,13 @@ import NIOPosix
 /// its share of a demand trace in real time against one fleet-wide rate budget, deciding each
 /// request with one strategy — Allot's node library, or a peer's approach against a real Redis —
 /// and writes every attempt (time, cost, decision) plus a JSON summary with decision latency.
+///
+/// The `tokens` trace is LLM-like: each request's real token count is known only when it ends
+/// (0.5–8 s later, so many are in flight); at admission only a bound is (its max_tokens, 1–2×
+/// the real count). Allot, static-split and redis-bucket reserve the bound and give back the
+/// difference at the end (LiteLLM's central reservation is redis-bucket's shape); redis-window
+/// and redis-sync count post-paid, as Envoy AI Gateway and Kong's AI rate limiting do: admit
+/// while the counter is under the limit, add the real count when the request ends.
 struct BenchNode: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-node",
@@ -60,8 +67,17 @@ struct BenchNode: AsyncParsableCommand {
         }
     }
 
-    /// This node's arrivals: (offset ns, cost), Poisson with a rate that follows the pattern.
-    static func arrivals(pattern: Pattern, index: Int, fleet: Int, rate: Double, seconds: Double, seed: UInt64) -> [(Int64, Int64)] {
+    /// One request of the trace: when it arrives (ns from the start), what it finally costs,
+    /// what is known of its cost at admission (`bound` ≥ `cost`), and how long it runs.
+    struct Arrival: Equatable {
+        var at: Int64
+        var cost: Int64
+        var bound: Int64
+        var duration: Int64
+    }
+
+    /// This node's arrivals, Poisson with a rate that follows the pattern.
+    static func arrivals(pattern: Pattern, index: Int, fleet: Int, rate: Double, seconds: Double, seed: UInt64) -> [Arrival] {
         var rng = SimRandom(seed: seed &* 1_000_003 &+ UInt64(index))
         var weight = 1.0
         if pattern == .skewed {
@@ -80,14 +96,19 @@ struct BenchNode: AsyncParsableCommand {
             }
         }
         let peak = pattern == .shift ? rate * Double(fleet) * 0.5 + rate : pattern == .burst ? rate * 4 : rateAt(0)
-        var out: [(Int64, Int64)] = []
+        var out: [Arrival] = []
         var t = 0.0
         while true {
             t += rng.exponential(mean: 1 / peak)
             if t >= seconds { break }
             if rng.unit() * peak > rateAt(t) { continue }
-            let cost = pattern == .tokens ? Int64(rng.logUniform(50, 5_000)) : 1
-            out.append((Int64(t * 1e9), cost))
+            if pattern == .tokens {
+                let cost = Int64(rng.logUniform(50, 5_000))
+                let bound = Int64((Double(cost) * (1 + rng.unit())).rounded(.up))
+                out.append(Arrival(at: Int64(t * 1e9), cost: cost, bound: bound, duration: Int64(rng.logUniform(0.5, 8) * 1e9)))
+            } else {
+                out.append(Arrival(at: Int64(t * 1e9), cost: 1, bound: 1, duration: 0))
+            }
         }
         return out
     }
@@ -95,6 +116,9 @@ struct BenchNode: AsyncParsableCommand {
     func run() async throws {
         let trace = Self.arrivals(pattern: pattern, index: index, fleet: fleet, rate: rate, seconds: seconds, seed: seed)
         var limiter = try await makeLimiter()
+        // Requests in flight (tokens): ended by their end time.
+        var running = MinHeap<Int64, Admission>()
+        var peakInFlight = 0
         // Wait for the common start, then replay in real time.
         if let startAtMs {
             let wait = Double(startAtMs) / 1000 - Date().timeIntervalSince1970
@@ -109,27 +133,40 @@ struct BenchNode: AsyncParsableCommand {
         var next = 0
         while next < trace.count {
             let elapsed = (WallClock.now() - t0).nanoseconds
-            while next < trace.count && trace[next].0 <= elapsed {
-                let cost = trace[next].1
+            while let end = running.first, end.key <= elapsed {
+                _ = running.pop()
+                try limiter.complete(end.value, now: WallClock.now())
+            }
+            while next < trace.count && trace[next].at <= elapsed {
+                let a = trace[next]
                 next += 1
                 let before = WallClock.now()
-                let ok = try limiter.admit(cost: cost, now: before)
+                let admission = try limiter.admit(cost: a.cost, bound: a.bound, now: before)
                 let after = WallClock.now()
                 latencies.append((after - before).nanoseconds)
-                offeredUnits += cost
-                if ok {
+                offeredUnits += a.cost
+                if let admission {
                     admitted += 1
-                    admittedUnits += cost
+                    admittedUnits += a.cost
+                    if a.duration > 0 {
+                        running.push(elapsed + a.duration, admission)
+                        peakInFlight = max(peakInFlight, running.count)
+                    } else {
+                        try limiter.complete(admission, now: after)
+                    }
                 }
-                lines.append("\(before.nanoseconds) \(cost) \(ok ? 1 : 0) \((after - before).nanoseconds)")
+                // The real cost, placed at admission (what the overshoot check counts).
+                lines.append("\(before.nanoseconds) \(a.cost) \(admission != nil ? 1 : 0) \((after - before).nanoseconds)")
             }
             try limiter.background(now: WallClock.now())
             if next < trace.count {
-                let wait = trace[next].0 - (WallClock.now() - t0).nanoseconds
+                let wait = min(trace[next].at, running.first?.key ?? .max) - (WallClock.now() - t0).nanoseconds
                 if wait > 200_000 { try await Task.sleep(for: .nanoseconds(min(wait, 2_000_000))) }
             }
         }
         let elapsed = Double((WallClock.now() - t0).nanoseconds) / 1e9
+        // Requests still running at the end are settled now (their counts are facts).
+        while let end = running.pop() { try limiter.complete(end.value, now: WallClock.now()) }
         let calls = limiter.calls
         await limiter.finish()
         try lines.joined(separator: "\n").write(toFile: out, atomically: true, encoding: .utf8)
@@ -138,7 +175,7 @@ struct BenchNode: AsyncParsableCommand {
         let summary: [String: Any] = [
             "node": index, "strategy": strategy.rawValue, "pattern": pattern.rawValue, "attempts": trace.count, "admitted": admitted,
             "admitted_units": admittedUnits, "offered_units": offeredUnits, "calls": calls, "seconds": elapsed,
-            "p50_us": pct(0.5), "p99_us": pct(0.99), "p999_us": pct(0.999), "max_us": Double(latencies.last ?? 0) / 1000,
+            "peak_in_flight": peakInFlight, "p50_us": pct(0.5), "p99_us": pct(0.99), "p999_us": pct(0.999), "max_us": Double(latencies.last ?? 0) / 1000,
         ]
         let data = try JSONSerialization.data(withJSONObject: summary, options: [.sortedKeys])
         FileHandle.standardOutput.write(data + Data("\n".utf8))
@@ -146,24 +183,37 @@ struct BenchNode: AsyncParsableCommand {
 
     func makeLimiter() async throws -> any BenchLimiter {
         let (host, port) = try CoordinatorConfig.address(redis, field: "--redis")
+        let postPaid = pattern == .tokens
         switch strategy {
         case .staticSplit:
             return LocalBucket(rate: Double(limit) / Double(fleet), burst: max(1, Double(burst) / Double(fleet)))
         case .redisWindow:
-            return try RedisWindow(client: RedisClient(host: host, port: port), limit: limit)
+            return try RedisWindow(client: RedisClient(host: host, port: port), limit: limit, postPaid: postPaid)
         case .redisBucket:
             return try RedisBucket(client: RedisClient(host: host, port: port), limit: limit, burst: burst)
         case .redisSync:
-            return RedisSync(client: try RedisClient(host: host, port: port), limit: limit, every: .milliseconds(Int64(syncMs)))
+            return RedisSync(client: try RedisClient(host: host, port: port), limit: limit, every: .milliseconds(Int64(syncMs)), postPaid: postPaid)
         case .allot:
             return try await AllotNodeLimiter.start(config: config!, budget: budgetID, coordinator: coordinator!, tlsDir: tlsDir!, name: name!)
         }
     }
 }
 
+/// An admitted request until it ends: what it finally costs, what was known at admission,
+/// and Allot's reservation.
+struct Admission {
+    var cost: Int64
+    var bound: Int64
+    var reservation: Reservation?
+}
+
 /// One strategy's decision, as a node makes it.
 protocol BenchLimiter {
-    mutating func admit(cost: Int64, now: Instant) throws -> Bool
+    /// Decides a request whose cost is at most `bound` (its final `cost` is known only when
+    /// it ends: strategies must not look at it here). Nil: denied.
+    mutating func admit(cost: Int64, bound: Int64, now: Instant) throws -> Admission?
+    /// The request ended and cost `a.cost`.
+    mutating func complete(_ a: Admission, now: Instant) throws
     /// Work off the request path (redis-sync's pushes).
     mutating func background(now: Instant) throws
     /// Messages sent to a coordinator or Redis, and received from it.
@@ -172,6 +222,7 @@ protocol BenchLimiter {
 }
 
 extension BenchLimiter {
+    mutating func complete(_ a: Admission, now: Instant) throws {}
     mutating func background(now: Instant) throws {}
     func finish() async {}
 }
@@ -190,26 +241,36 @@ struct LocalBucket: BenchLimiter {
         tokens = burst
     }
 
-    mutating func admit(cost: Int64, now: Instant) -> Bool {
+    /// Reserves the bound; the unused part comes back at the end.
+    mutating func admit(cost: Int64, bound: Int64, now: Instant) -> Admission? {
         if let last { tokens = min(burst, tokens + Double((now - last).nanoseconds) / 1e9 * rate) }
         last = now
-        guard tokens >= Double(cost) else { return false }
-        tokens -= Double(cost)
-        return true
+        guard tokens >= Double(bound) else { return nil }
+        tokens -= Double(bound)
+        return Admission(cost: cost, bound: bound)
+    }
+
+    mutating func complete(_ a: Admission, now: Instant) {
+        tokens = min(burst, tokens + Double(a.bound - a.cost))
     }
 }
 
 /// envoyproxy/ratelimit's shape: a counter per fixed one-second window, incremented by every
 /// request (admitted or not) with an expiry, in one atomic script.
+///
+/// Tokens (post-paid, Envoy AI Gateway's shape): admitted while the window's count is under
+/// the limit (an increment of 0), the real count added when the request ends.
 struct RedisWindow: BenchLimiter {
     let client: RedisClient
     let limit: Int64
+    let postPaid: Bool
     let sha: String
     var calls: Int { client.calls * 2 }
 
-    init(client: RedisClient, limit: Int64) throws {
+    init(client: RedisClient, limit: Int64, postPaid: Bool) throws {
         self.client = client
         self.limit = limit
+        self.postPaid = postPaid
         let script = """
         local c = redis.call('INCRBY', KEYS[1], ARGV[1])
         if c == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], 2000) end
@@ -219,15 +280,26 @@ struct RedisWindow: BenchLimiter {
         sha = s
     }
 
-    mutating func admit(cost: Int64, now: Instant) throws -> Bool {
+    mutating func admit(cost: Int64, bound: Int64, now: Instant) throws -> Admission? {
+        let add = postPaid ? 0 : bound
+        let c = try count(add, now: now)
+        return (postPaid ? c < limit : c <= limit) ? Admission(cost: cost, bound: bound) : nil
+    }
+
+    mutating func complete(_ a: Admission, now: Instant) throws {
+        if postPaid { _ = try count(a.cost, now: now) }
+    }
+
+    private func count(_ add: Int64, now: Instant) throws -> Int64 {
         let window = now.nanoseconds / 1_000_000_000
-        guard case .integer(let c) = try client.command(["EVALSHA", sha, "1", "bench:window:\(window)", "\(cost)"]) else { return false }
-        return c <= limit
+        guard case .integer(let c) = try client.command(["EVALSHA", sha, "1", "bench:window:\(window)", "\(add)"]) else { return .max }
+        return c
     }
 }
 
 /// An exact token bucket in Redis (tokens and timestamp in a hash, Redis's own clock), one
-/// atomic script per request: the accurate central counter.
+/// atomic script per request: the accurate central counter. Tokens: it reserves the bound and
+/// gives the unused part back at the end, a second call (LiteLLM's central reservation).
 struct RedisBucket: BenchLimiter {
     let client: RedisClient
     let sha: String
@@ -248,7 +320,7 @@ struct RedisBucket: BenchLimiter {
         local ts = tonumber(b[2]) or now
         tokens = math.min(burst, tokens + (now - ts) * rate / 1000000)
         local ok = 0
-        if tokens >= cost then tokens = tokens - cost; ok = 1 end
+        if cost < 0 or tokens >= cost then tokens = math.min(burst, tokens - cost); ok = 1 end
         redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
         redis.call('PEXPIRE', KEYS[1], 60000)
         return ok
@@ -257,29 +329,47 @@ struct RedisBucket: BenchLimiter {
         sha = s
     }
 
-    mutating func admit(cost: Int64, now: Instant) throws -> Bool {
-        try client.command(["EVALSHA", sha, "1", "bench:bucket", "\(limit)", "\(burst)", "\(cost)"]) == .integer(1)
+    mutating func admit(cost: Int64, bound: Int64, now: Instant) throws -> Admission? {
+        try take(bound) ? Admission(cost: cost, bound: bound) : nil
+    }
+
+    mutating func complete(_ a: Admission, now: Instant) throws {
+        if a.bound > a.cost { _ = try take(a.cost - a.bound) } // a negative take gives back
+    }
+
+    private func take(_ n: Int64) throws -> Bool {
+        try client.command(["EVALSHA", sha, "1", "bench:bucket", "\(limit)", "\(burst)", "\(n)"]) == .integer(1)
     }
 }
 
 /// Kong's redis policy with sync_rate: each node counts locally in one-second windows and
 /// pushes its count to Redis every `every`, learning the fleet's total from the answer;
-/// between pushes it admits against that total plus its own unpushed count.
+/// between pushes it admits against that total plus its own unpushed count. Tokens
+/// (post-paid, Kong's AI rate limiting): admitted while under the limit, the real count added
+/// when the request ends.
 struct RedisSync: BenchLimiter {
     let client: RedisClient
     let limit: Int64
     let every: Duration
+    let postPaid: Bool
     var window: Int64 = -1
     var known: Int64 = 0
     var unpushed: Int64 = 0
     var lastPush: Instant = .zero
     var calls: Int { client.calls * 2 }
 
-    mutating func admit(cost: Int64, now: Instant) -> Bool {
+    mutating func admit(cost: Int64, bound: Int64, now: Instant) -> Admission? {
         roll(now)
-        guard known + unpushed + cost <= limit else { return false }
-        unpushed += cost
-        return true
+        if postPaid { return known + unpushed < limit ? Admission(cost: cost, bound: bound) : nil }
+        guard known + unpushed + bound <= limit else { return nil }
+        unpushed += bound
+        return Admission(cost: cost, bound: bound)
+    }
+
+    mutating func complete(_ a: Admission, now: Instant) {
+        guard postPaid else { return }
+        roll(now)
+        unpushed += a.cost
     }
 
     mutating func roll(_ now: Instant) {
@@ -334,8 +424,17 @@ struct AllotNodeLimiter: BenchLimiter {
         return AllotNodeLimiter(enforcer: enforcer, client: client, set: set, task: task, tokens: spec.unit == .tokens)
     }
 
-    mutating func admit(cost: Int64, now: Instant) -> Bool {
-        enforcer.admit(tokens ? Cost(requests: 1, tokens: cost) : .oneRequest, on: set, now: now).isAdmitted
+    /// Reserves the bound on the node's local lease; the unused part goes back at the end.
+    mutating func admit(cost: Int64, bound: Int64, now: Instant) -> Admission? {
+        if !tokens { return enforcer.admit(.oneRequest, on: set, now: now).isAdmitted ? Admission(cost: 1, bound: 1) : nil }
+        guard case .admitted(let r) = enforcer.reserve(tokens ? Cost(requests: 1, tokens: bound) : .oneRequest, on: set, now: now) else {
+            return nil
+        }
+        return Admission(cost: cost, bound: bound, reservation: r)
+    }
+
+    mutating func complete(_ a: Admission, now: Instant) {
+        if let r = a.reservation { enforcer.settle(r, actual: Cost(requests: 1, tokens: a.cost), now: now) }
     }
 
     func finish() async {
