@@ -262,6 +262,46 @@ struct EnforcerRateLeaseTests {
         #expect(burst == 50)
     }
 
+    /// 9 s of requests every 10 ms reserving 20 each, held 3 s, really costing `actual`, on a
+    /// bucket of 100 refilling 100/s. Returns the admissions (time, real cost).
+    func longReservations(actual: Int64) throws -> [(Double, Int64)] {
+        var (e, h, _) = try leased(rate: 100, capacity: 100, amount: 100)
+        var running: [(end: Double, r: Reservation)] = []
+        var admitted: [(Double, Int64)] = []
+        for k in 1...900 {
+            let t = Double(k) / 100
+            for (i, x) in running.enumerated().reversed() where x.end <= t {
+                e.settle(x.r, actual: .tokens(actual), now: at(t))
+                running.remove(at: i)
+            }
+            _ = e.poll(now: at(t)) // picks the book; its acquires go nowhere (the lease lasts 10 s)
+            if case .admitted(let r) = e.reserve(.tokens(20), on: BudgetSet(h), now: at(t)) {
+                running.append((t + 3, r))
+                admitted.append((t, actual))
+            }
+            #expect(e.checkInvariants() == nil)
+        }
+        return admitted
+    }
+
+    @Test("reservations held longer than the bucket takes to refill: the no-refund book admits at the rate, and real counts stay within the bucket even when every request uses its whole bound")
+    func longReservationsExact() throws {
+        // Every request costs its whole bound: no window may hold more than 100 + 100·T.
+        let worst = try longReservations(actual: 20)
+        for (i, a) in worst.enumerated() {
+            var sum: Int64 = 0
+            for b in worst[i...] {
+                sum += b.1
+                #expect(Double(sum) <= 100 + 100 * (b.0 - a.0) + 1e-9, "\(sum) admitted in [\(a.0), \(b.0)]")
+            }
+        }
+        // Requests using a quarter of their bound: counting reservations inside the bucket alone
+        // would admit at most 100 per 3 s hold (~20 requests in 9 s); at the rate, ~50.
+        let light = try longReservations(actual: 5)
+        #expect(light.count >= 45, "\(light.count) admitted")
+        #expect(worst.count >= 45, "\(worst.count) admitted")
+    }
+
     @Test("a refund never lifts the bucket above its capacity")
     func refundCapped() throws {
         var (e, h, _) = try leased(rate: 0, capacity: 100, amount: 100)

@@ -23,8 +23,8 @@ extension Enforcer {
     }
 
     func releaseAll(_ s: inout LocalSlice, spec: BudgetSpec, final: Bool) -> Outgoing {
-        s.released += s.available
-        s.available = 0
+        s.released += max(0, s.available)
+        s.empty()
         let msg = ReleaseRequest(node: settings.node, budget: spec.id, leaseID: s.leaseID,
                                  consumed: s.consumed, released: s.released, final: final)
         if final {
@@ -43,7 +43,7 @@ extension Enforcer {
         s.rate = 0
         s.capacity = 0
         s.leaseID = 0
-        s.available = 0
+        s.empty()
         s.reserved = 0
         s.consumed = 0
         s.released = 0
@@ -70,7 +70,7 @@ extension Enforcer {
             // A push overtook this answer and carried newer terms: keep them, take the
             // renewal and the tokens.
             s.expiresAt = p.firstSentAt + g.ttl
-            s.available = max(0, min(s.available + g.amount, s.capacity - s.reserved))
+            s.deposit(g.amount)
             return .applied
         }
         s.lastSequence = max(s.lastSequence, g.sequence)
@@ -79,7 +79,7 @@ extension Enforcer {
         // nothing on it, and say so at once, instead of reviving what was reported.
         let staleAdoption = g.adopted && s.leaseID == 0 && p.request.leaseID != 0
         if staleAdoption {
-            s.available = 0
+            s.empty()
             s.reserved = 0
             s.consumed = 0
             s.released = 0
@@ -92,7 +92,7 @@ extension Enforcer {
                 s.consumed -= p.request.consumed
                 s.released -= p.request.released
             } else {
-                s.available = 0
+                s.empty()
                 s.reserved = 0
                 s.consumed = 0
                 s.released = 0
@@ -100,6 +100,7 @@ extension Enforcer {
             s.leaseID = g.leaseID
         }
         s.available += g.amount
+        if s.isRate { s.noRefundLevel += g.amount }
         if s.isRate {
             if g.leaseID == s.leaseID && (g.rate < s.rate || g.capacity < s.capacity) {
                 // Lowered terms stay committed at the coordinator until it sees we applied them.
@@ -114,8 +115,8 @@ extension Enforcer {
         s.expiresAt = p.firstSentAt + g.ttl
         if s.debt > 0 {
             // Repay what `open` mode admitted without a lease.
-            let paid = min(s.debt, s.available)
-            s.available -= paid
+            let paid = min(s.debt, max(0, s.spendable))
+            s.charge(paid)
             s.consumed += paid
             s.debt -= paid
         }
@@ -124,8 +125,8 @@ extension Enforcer {
 
     /// Tokens above a lowered capacity go back to the coordinator with the next message.
     private func giveBackAboveCapacity(_ s: inout LocalSlice) {
-        let back = min(s.available, max(0, s.available + s.reserved - s.capacity))
-        s.available -= back
+        let back = max(0, min(s.available, s.available + s.reserved - s.capacity))
+        s.withdraw(back)
         s.released += back
     }
 
@@ -195,13 +196,16 @@ extension Enforcer {
         public var awaitingGrant: Bool
         public var rate: Int64
         public var capacity: Int64
+        /// What a request may take now (rate leases: the better of the two books).
+        public var spendable: Int64
     }
 
     public func status(_ h: BudgetHandle) -> SliceStatus {
         let s = slices[Int(h.index)]
         return SliceStatus(leaseID: s.leaseID, available: s.available, reserved: s.reserved,
                            consumed: s.consumed, released: s.released, debt: s.debt,
-                           expiresAt: s.expiresAt, awaitingGrant: s.pending != nil, rate: s.rate, capacity: s.capacity)
+                           expiresAt: s.expiresAt, awaitingGrant: s.pending != nil, rate: s.rate, capacity: s.capacity,
+                           spendable: max(0, s.spendable))
     }
 }
 
@@ -209,9 +213,14 @@ extension Enforcer {
     /// Nil when every slice's books balance (nothing negative, nothing spent beyond grants).
     public func checkInvariants() -> String? {
         for (i, s) in slices.enumerated() {
-            if s.available < 0 { return "\(settings.node) \(specs[i].id): available \(s.available) < 0" }
+            // A rate lease's two books may each go below 0 (the other admitted), never both.
+            let best = s.isRate ? max(s.available, s.noRefundLevel) : s.available
+            if best < 0 { return "\(settings.node) \(specs[i].id): available \(s.available) and \(s.noRefundLevel) both < 0" }
+            if s.isRate && s.leaseID != 0 && s.noRefundLevel > max(0, s.capacity) {
+                return "\(settings.node) \(specs[i].id): \(s.noRefundLevel) above the capacity \(s.capacity)"
+            }
             if s.reserved < 0 { return "\(settings.node) \(specs[i].id): reserved \(s.reserved) < 0" }
-            if s.leaseID == 0 && (s.available != 0 || s.reserved != 0) {
+            if s.leaseID == 0 && (s.available != 0 || s.noRefundLevel != 0 || s.reserved != 0) {
                 return "\(settings.node) \(specs[i].id): holds \(s.available)+\(s.reserved) without a lease"
             }
         }

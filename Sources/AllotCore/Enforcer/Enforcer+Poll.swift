@@ -17,6 +17,8 @@ extension Enforcer {
         var s = slices[i]
         defer { slices[i] = s }
         if s.leaseID != 0 && now >= s.expiresAt { expireSlice(&s) }
+        let admittedRate = s.admitted.rate(now: now)
+        s.chooseBook(admittedPerSecond: admittedRate)
         if var p = s.pending {
             if p.request.leaseID == s.leaseID {
                 guard now - p.lastSentAt >= settings.retryTimeout else { return nil }
@@ -49,9 +51,9 @@ extension Enforcer {
             // in the in-flight count); denied attempts raise it through `needsRefill` below.
             target = s.reserved + s.reserved / 4 + 1 + (s.needsRefill ? max(1, s.reserved / 4) : 0)
         }
-        let lead = s.admitted.rate(now: now) * settings.prefetchLead.nanoseconds / 1_000_000_000
+        let lead = admittedRate * settings.prefetchLead.nanoseconds / 1_000_000_000
         s.watermark = lead
-        let low = s.isConcurrency ? s.available == 0 : s.available <= lead + s.lastCost
+        let low = s.isConcurrency ? s.available == 0 : s.spendable <= lead + s.lastCost
         // Renew before the lease ends; at most every third of the margin, because a quota
         // lease cannot outlive its window and renewing it near the window's end changes nothing.
         let renew = hasLease && s.expiresAt - now <= settings.renewMargin && rate > 0
@@ -99,7 +101,7 @@ extension Enforcer {
             let req = AcquireRequest(
                 requestID: nextRequestID, node: settings.node, budget: specs[i].id, want: target,
                 demandRate: reported, leaseID: s.leaseID, epoch: s.epoch, consumed: s.consumed,
-                released: s.released, holding: s.holding, available: s.available,
+                released: s.released, holding: s.holding, available: max(0, s.available),
                 rateInUse: s.rate, capacityInUse: s.capacity, appliedSequence: s.lastSequence)
             nextRequestID += 1
             s.pending = LocalSlice.Pending(requestID: req.requestID, firstSentAt: now, lastSentAt: now, request: req)

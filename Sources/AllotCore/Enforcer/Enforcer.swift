@@ -72,7 +72,7 @@ public struct Enforcer: Sendable {
             if denied >= 0 { continue }
             if now < slices[idx].expiresAt {
                 if slices[idx].isRate { slices[idx].refill(now: now) }
-                if slices[idx].available < amount {
+                if slices[idx].spendable < amount {
                     denied = i
                     slices[idx].needsRefill = true
                     _wantsPoll = true
@@ -101,12 +101,12 @@ public struct Enforcer: Sendable {
                 r.leases[i] = slices[idx].leaseID
                 // The watermark (what the admitted rate spends in `prefetchLead`) is recomputed
                 // in `poll`, off the hot path.
-                if slices[idx].available &- amount <= slices[idx].watermark &+ amount {
+                if slices[idx].spendable &- amount <= slices[idx].watermark &+ amount {
                     slices[idx].needsRefill = true
                     _wantsPoll = true
                 }
                 guard keeps else { continue }
-                slices[idx].available -= amount
+                slices[idx].charge(amount)
                 if hold {
                     slices[idx].reserved += amount
                 } else {
@@ -163,8 +163,8 @@ public struct Enforcer: Sendable {
             } else {
                 // The upstream used more than the bound: pay from the slice, owe the rest.
                 let extra = spent - reserved
-                let paid = min(extra, slices[idx].available)
-                slices[idx].available -= paid
+                let paid = min(extra, max(0, slices[idx].spendable))
+                slices[idx].charge(paid)
                 slices[idx].debt += extra - paid
             }
         }

@@ -21,8 +21,20 @@ struct LocalSlice: Sendable {
 
     @usableFromInline var leaseID: LeaseID = 0
     var epoch: UInt64 = 0
-    /// Spendable now.
+    /// Spendable now. Rate leases: the bucket with reservations inside it (a refund returns,
+    /// refill stops while reservations fill it); may go below 0 when `noRefundLevel` admitted.
     @usableFromInline var available: Int64 = 0
+    /// Rate leases: the same bucket if every reservation were taken out of it and never
+    /// refunded (it keeps refilling up to the capacity while they are in flight). Both are
+    /// lower bounds of what the bucket may still admit exactly, charged alike, so a request
+    /// that fits either may go (`spendable`): docs/design.md, "Reservations held in flight".
+    @usableFromInline var noRefundLevel: Int64 = 0
+    /// Admit by the better of the two books, not by `available` alone: set by `poll` while
+    /// reservations hold the bucket longer than it takes to refill (capacity < rate × mean
+    /// hold, by Little's law reserved ÷ admitted rate; nothing admitted lately while units are
+    /// reserved counts as a long hold). Deciding by both books always would be safe too, but
+    /// it pushes `reserved` above the capacity, where refunds to `available` are cut.
+    @usableFromInline var preferNoRefund = false
     /// Reserved by requests in flight under the current lease (permits in use, for concurrency).
     @usableFromInline var reserved: Int64 = 0
     /// The node's copy of the lease ends here: always before the coordinator's.
@@ -82,16 +94,61 @@ struct LocalSlice: Sendable {
     func amount(for cost: Cost) -> Int64 { isConcurrency ? 1 : cost[unit] }
 
     /// Units the node holds under its lease (spendable plus reserved in flight).
-    var holding: Int64 { available + reserved }
+    var holding: Int64 { max(0, available) + reserved }
 
-    /// Rate leases: refill the local bucket at the enforced rate. Reserved units count as
-    /// part of the bucket, so a later refund can never lift it above its capacity.
+    /// What a request may take now: the better of the two books of a rate lease.
+    @inlinable var spendable: Int64 { preferNoRefund ? max(available, noRefundLevel) : available }
+
+    /// Takes `amount` from the spendable units (both books of a rate lease).
+    @inlinable mutating func charge(_ amount: Int64) {
+        available -= amount
+        if isRate { noRefundLevel -= amount }
+    }
+
+    /// Tokens arriving (a grant moving tokens from the pool): into both books, within the
+    /// capacity (`available` never above capacity − reserved, nor lifted above what it had
+    /// when that is already negative: tokens only ever fill, never erase a charge).
+    mutating func deposit(_ amount: Int64) {
+        available = max(min(available, 0), min(available + amount, capacity - reserved))
+        if isRate { noRefundLevel = max(min(noRefundLevel, 0), min(noRefundLevel + amount, capacity)) }
+    }
+
+    /// Units leaving the node (given back to the pool, or repaying debt): out of both books.
+    mutating func withdraw(_ amount: Int64) {
+        available -= amount
+        if isRate { noRefundLevel = min(noRefundLevel - amount, capacity) }
+    }
+
+    /// Both books emptied (a lease ended or was replaced).
+    mutating func empty() {
+        available = 0
+        noRefundLevel = 0
+        preferNoRefund = false
+    }
+
+    /// Rate leases, off the hot path: which book decides (`preferNoRefund`), from what is
+    /// reserved now and the rate units are admitted at.
+    mutating func chooseBook(admittedPerSecond: Int64) {
+        guard isRate, reserved > 0, rate > 0 else {
+            preferNoRefund = false
+            return
+        }
+        // capacity < rate × reserved ÷ admitted, without dividing by an admitted rate of 0.
+        let refillPerSecond = Double(rate) * 1e9 / Double(periodNs)
+        preferNoRefund = Double(capacity) * Double(max(0, admittedPerSecond)) < refillPerSecond * Double(reserved)
+    }
+
+    /// Rate leases: refill the local bucket at the enforced rate, both books: `available` up
+    /// to the capacity minus what is reserved (so a later refund can never lift it above the
+    /// capacity), `noRefundLevel` up to the capacity (it never gets refunds).
     @inlinable
     mutating func refill(now: Instant) {
         let dt = now.nanoseconds &- lastRefill.nanoseconds
         guard dt > 0 else { return }
         lastRefill = now
-        let room = capacity - reserved - available
+        let inside = capacity - reserved - available
+        let outside = capacity - noRefundLevel
+        let room = max(inside, outside)
         guard room > 0, rate > 0 else {
             refillRemainder = 0
             return
@@ -114,11 +171,8 @@ struct LocalSlice: Sendable {
                 refillRemainder = r
             }
         }
-        if add >= room {
-            available += room
-            refillRemainder = 0
-        } else {
-            available += add
-        }
+        if add >= room { refillRemainder = 0 }
+        available += min(add, max(0, inside))
+        noRefundLevel += min(add, max(0, outside))
     }
 }

@@ -125,7 +125,7 @@ public final class GatewayCore: Sendable {
 
     func standings(_ r: Resolved) -> [BudgetStanding] {
         enforcer.withEnforcer { e in
-            zip(r.specs, r.handles).map { BudgetStanding(spec: $0, remaining: e.status($1).available) }
+            zip(r.specs, r.handles).map { BudgetStanding(spec: $0, remaining: e.status($1).spendable) }
         }
     }
 
