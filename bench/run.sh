@@ -26,7 +26,7 @@ fi
 echo "building allot (release)"
 swift build -c release --product allot 2>&1 | tail -1
 BIN=$ROOT/.build/release/allot
-OUT=$ROOT/bench/results/$(date +%Y-%m-%d)$([ $QUICK = 1 ] && echo -quick)
+OUT=$ROOT/bench/results/$(date +%Y-%m-%d)$([ $QUICK = 1 ] && echo -quick || true)
 rm -rf "$OUT" && mkdir -p "$OUT/sim"
 started=$(date +%s)
 {

@@ -107,6 +107,32 @@ struct CommandLineTests {
         #expect(admittedUnits > 0 && admittedUnits <= 30_000 + 30_000 * 2 + 1, "\(summary)")
     }
 
+    @Test("bench/real/aggregate.py: overshoot against the bucket, utilization against an exact one, pooled latency, calls per 1,000")
+    func aggregate() throws {
+        let root = try #require(Self.binary).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let raw = FileManager.default.temporaryDirectory.appendingPathComponent("agg-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: raw, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: raw) }
+        // A bucket of 10 refilling 10/s: 10 admitted at 0, 5 more at 50 ms (over: 15 in 0.1 s
+        // where 11 are allowed), 3 denied at 60 ms; one node's summary with 30 calls.
+        try "1000000000 10 1 1000\n1050000000 5 1 2000\n1060000000 3 0 3000\n".write(to: raw.appendingPathComponent("attempts-0.txt"), atomically: true, encoding: .utf8)
+        try "{\"calls\": 30, \"seconds\": 1}\n".write(to: raw.appendingPathComponent("node-0.json"), atomically: true, encoding: .utf8)
+        let out = raw.appendingPathComponent("result.json")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", root.appendingPathComponent("bench/real/aggregate.py").path, raw.path, "10", "10", "steady", "test", out.path]
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let r = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: out)) as? [String: Any])
+        #expect(abs((r["overshoot"] as? Double ?? 0) - 0.3636) < 0.001, "\(r)")
+        #expect(r["excess_units"] as? Double == 4)
+        #expect(r["utilization"] as? Double == 1.5) // the exact bucket admits only the first 10
+        #expect(r["admitted"] as? Int == 2 && r["offered"] as? Int == 3)
+        #expect(r["p50_us"] as? Double == 2 && r["calls_per_1k"] as? Double == 15_000)
+    }
+
     @Test("bench-scale measures grants per second and memory for a number of budgets")
     func benchScale() throws {
         let r = try run(["bench-scale", "--budgets", "2000", "--seconds", "0.3"])

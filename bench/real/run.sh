@@ -3,7 +3,7 @@
 # of 3 coordinators, a redis-server, and 8 `allot bench-node` processes per run replaying the
 # same trace against each strategy in turn; one result JSON per trace and strategy in OUT/real.
 # Needs ALLOT_BIN (a release build), redis-server and redis-cli. Every process it starts is
-# stopped on exit. Everything listens on loopback.
+# stopped on exit. Everything listens on loopback. ALLOT_BENCH_KEEP=1 keeps the work directory.
 set -euo pipefail
 OUT=$1; SECONDS_PER_RUN=$2; TRACES=$3; STRATEGIES=$4
 BIN=${ALLOT_BIN:?set ALLOT_BIN to the allot binary}
@@ -14,7 +14,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  if [ -n "${ALLOT_BENCH_KEEP:-}" ]; then echo "kept: $WORK (raw attempts, node and coordinator logs)" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 mkdir -p "$OUT/real"
