@@ -317,11 +317,17 @@ public final class CoordinatorCore: Sendable {
 
     /// Forgets `budget`; a global one gives its free units back upstream.
     private static func drop(_ budget: BudgetID, _ s: inout State) -> [LedgerChange] {
-        if s.upstream?.contains(budget) == true {
-            let view = s.allocator.regionView(budget, now: .zero, demand: 0)
-            if let release = s.upstream!.forget(budget, view: view) { s.upstreamOutbox.append(release) }
-        }
+        if s.upstream?.contains(budget) == true { _ = releaseUpstream(budget, &s) }
         return s.allocator.remove(budget)
+    }
+
+    /// A region lets go of a global budget's upstream lease: its free units go back to the
+    /// global cluster (queued in the outbox). Returns the region's view of it as it was.
+    private static func releaseUpstream(_ budget: BudgetID, _ s: inout State) -> UpstreamClient.RegionView? {
+        let view = s.allocator.regionView(budget, now: .zero, demand: 0)
+        guard let release = s.upstream!.forget(budget, view: view) else { return nil }
+        s.upstreamOutbox.append(release)
+        return view
     }
 
     /// Takes over `budget` (already in the allocator) with a new epoch: in learning mode, or
@@ -592,11 +598,8 @@ public final class CoordinatorCore: Sendable {
             guard s.upstream != nil else { return ([], false) }
             let waiting = s.upstream!.awaitingGrants
             for b in s.upstream!.budgets {
-                let view = s.allocator.regionView(b, now: .zero, demand: 0)
-                if let r = s.upstream!.forget(b, view: view) {
-                    if let v = view { _ = s.allocator.withdraw(b, max: v.free, now: WallClock.now()) }
-                    s.upstreamOutbox.append(r)
-                }
+                // Shutting down: what was given back can no longer be granted here.
+                if let v = Self.releaseUpstream(b, &s) { _ = s.allocator.withdraw(b, max: v.free, now: WallClock.now()) }
             }
             defer { s.upstreamOutbox = [] }
             return (s.upstreamOutbox, waiting)

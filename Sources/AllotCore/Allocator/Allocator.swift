@@ -328,9 +328,9 @@ public struct Allocator: Sendable {
         return nil
     }
 
-    /// The next instant at which `tick` has work: a lease expiry, a window end or the end of
-    /// learning mode. Token buckets refill lazily and need no tick.
-    public var nextDeadline: Instant {
-        accounts.values.reduce(Instant.distantFuture) { min($0, $1.nextDeadline) }
-    }
+    /// The next instant at which `tick` may have work (a lease expiry, a window end, the end
+    /// of learning mode), from the deadline heap: never later than the real one, earlier when
+    /// a deadline moved since it was scheduled (`tick` then finds nothing). Token buckets
+    /// refill lazily and need no tick.
+    public var nextDeadline: Instant { deadlines.first?.key ?? .distantFuture }
 }
