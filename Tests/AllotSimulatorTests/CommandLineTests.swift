@@ -56,26 +56,31 @@ struct CommandLineTests {
         #expect(r.output.contains("\"scenario\":\"steady\""))
     }
 
-    @Test("bench-node replays its trace against a local bucket: every attempt written, never over the bucket; bad arguments refused")
-    func benchNode() throws {
+    /// Runs `allot bench-node` with `args` and a fresh attempts file: its JSON summary and the
+    /// attempts, one line of fields each.
+    func benchNode(_ args: [String]) throws -> (summary: [String: Any], lines: [[Substring]]) {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("attempts-\(UUID().uuidString).txt").path
         defer { try? FileManager.default.removeItem(atPath: out) }
-        // One node of two: static-split gives it 100/s with a burst of 10; it offers ~400/s for 1 s.
-        let r = try run(["bench-node", "--strategy", "static-split", "--pattern", "steady", "--index", "0", "--fleet", "2",
-                         "--rate", "400", "--seconds", "1", "--limit", "200", "--burst", "20", "--out", out])
+        let r = try run(["bench-node"] + args + ["--out", out])
         #expect(r.status == 0, "\(r.output)")
         let summary = try #require(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any])
-        let lines = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n")
+        return (summary, try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") })
+    }
+
+    @Test("bench-node replays its trace against a local bucket: every attempt written, never over the bucket; bad arguments refused")
+    func benchNode() throws {
+        // One node of two: static-split gives it 100/s with a burst of 10; it offers ~400/s for 1 s.
+        let args = ["--strategy", "static-split", "--pattern", "steady", "--index", "0", "--fleet", "2",
+                    "--rate", "400", "--seconds", "1", "--limit", "200", "--burst", "20"]
+        let (summary, lines) = try benchNode(args)
         let attempts = summary["attempts"] as? Int ?? -1
         let admitted = summary["admitted"] as? Int ?? -1
         #expect(lines.count == attempts && attempts > 250, "\(lines.count) lines for \(attempts) attempts")
-        #expect(lines.filter { $0.split(separator: " ")[2] == "1" }.count == admitted)
+        #expect(lines.filter { $0[2] == "1" }.count == admitted)
         #expect(admitted >= 95 && admitted <= 10 + 100 + 5, "admitted \(admitted): not the 100/s + 10 bucket")
         // The same seed, the same trace: attempts are identical in a second run.
-        let again = try run(["bench-node", "--strategy", "static-split", "--pattern", "steady", "--index", "0", "--fleet", "2",
-                             "--rate", "400", "--seconds", "1", "--limit", "200", "--burst", "20", "--out", out])
-        let summary2 = try #require(try JSONSerialization.jsonObject(with: Data(again.output.utf8)) as? [String: Any])
-        #expect(summary2["attempts"] as? Int == attempts)
+        #expect(try benchNode(args).summary["attempts"] as? Int == attempts)
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("never-\(UUID().uuidString).txt").path
         for (args, message) in [
             (["bench-node", "--strategy", "allot", "--pattern", "steady", "--index", "0", "--fleet", "1", "--rate", "1", "--seconds", "1",
               "--limit", "1", "--burst", "1", "--out", out], "needs --config"),
@@ -91,15 +96,10 @@ struct CommandLineTests {
 
     @Test("bench-node's tokens trace keeps many requests in flight, each known by its bound until it ends")
     func benchNodeTokens() throws {
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("tokens-\(UUID().uuidString).txt").path
-        defer { try? FileManager.default.removeItem(atPath: out) }
         // ~100 requests of 50–5,000 tokens in 2 s, each running 0.5–8 s; a bucket of 30,000 + 30,000/s.
-        let r = try run(["bench-node", "--strategy", "static-split", "--pattern", "tokens", "--index", "0", "--fleet", "1",
-                         "--rate", "50", "--seconds", "2", "--limit", "30000", "--burst", "30000", "--out", out])
-        #expect(r.status == 0, "\(r.output)")
-        let summary = try #require(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any])
+        let (summary, lines) = try benchNode(["--strategy", "static-split", "--pattern", "tokens", "--index", "0", "--fleet", "1",
+                                              "--rate", "50", "--seconds", "2", "--limit", "30000", "--burst", "30000"])
         #expect((summary["peak_in_flight"] as? Int ?? 0) >= 10, "\(summary)")
-        let lines = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
         let costs = lines.map { Int64($0[1])! }
         #expect(costs.allSatisfy { (50...5_000).contains($0) } && Set(costs).count > 10)
         // Real counts placed at admission: within what the bucket allows over the run.

@@ -95,7 +95,7 @@ if reals:
         series = {r["strategy"]: list(enumerate(r["admitted_per_second"])) for r in reals if r["trace"] == t}
         cap = next((r["cap_per_second"] for r in reals if r["trace"] == t), None)
         write(f"real-admitted-{t}.svg", svg.line_chart(f"{t}: fleet-wide admitted per second (real processes)", "seconds",
-                                                       "requests admitted per second", series, (cap, "cap") if cap else None))
+                                                       "tokens admitted per second" if t.startswith("tokens") else "requests admitted per second", series, (cap, "cap") if cap else None))
     lat = [[next((r[k] for r in reals if r["strategy"] == s and r["trace"] == traces[0]), None) for s in strategies]
            for k in ("p50_us", "p99_us", "p999_us")]
     write("real-latency.svg", svg.bar_chart(f"Decision latency ({traces[0]} trace, real processes)", "microseconds",
