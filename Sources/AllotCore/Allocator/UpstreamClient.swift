@@ -74,7 +74,6 @@ public struct UpstreamClient: Sendable {
 
     public init(settings: Settings) { self.settings = settings }
 
-
     public mutating func register(_ budget: BudgetID) {
         if slots[budget] == nil { slots[budget] = Slot() }
     }

@@ -27,15 +27,7 @@ extension Enforcer {
         s.empty()
         let msg = ReleaseRequest(node: settings.node, budget: spec.id, leaseID: s.leaseID,
                                  consumed: s.consumed, released: s.released, final: final)
-        if final {
-            s.rate = 0
-            s.capacity = 0
-            s.leaseID = 0
-            s.expiresAt = .zero
-            s.consumed = 0
-            s.released = 0
-            s.reserved = 0
-        }
+        if final { expireSlice(&s) }
         return .release(msg)
     }
 
@@ -43,10 +35,7 @@ extension Enforcer {
         s.rate = 0
         s.capacity = 0
         s.leaseID = 0
-        s.empty()
-        s.reserved = 0
-        s.consumed = 0
-        s.released = 0
+        s.clearBooks()
         s.expiresAt = .zero
     }
 
@@ -79,10 +68,7 @@ extension Enforcer {
         // nothing on it, and say so at once, instead of reviving what was reported.
         let staleAdoption = g.adopted && s.leaseID == 0 && p.request.leaseID != 0
         if staleAdoption {
-            s.empty()
-            s.reserved = 0
-            s.consumed = 0
-            s.released = 0
+            s.clearBooks()
             s.leaseID = g.leaseID
             s.needsAck = true
             _wantsPoll = true
@@ -92,16 +78,13 @@ extension Enforcer {
                 s.consumed -= p.request.consumed
                 s.released -= p.request.released
             } else {
-                s.empty()
-                s.reserved = 0
-                s.consumed = 0
-                s.released = 0
+                s.clearBooks()
             }
             s.leaseID = g.leaseID
         }
         s.available += g.amount
-        if s.isRate { s.noRefundLevel += g.amount }
         if s.isRate {
+            s.noRefundLevel += g.amount
             if g.leaseID == s.leaseID && (g.rate < s.rate || g.capacity < s.capacity) {
                 // Lowered terms stay committed at the coordinator until it sees we applied them.
                 s.needsAck = true

@@ -16,10 +16,10 @@ public struct Enforcer: Sendable {
     @usableFromInline var slices: [LocalSlice] = []
     var specs: [BudgetSpec] = []
     var handles: [BudgetID: BudgetHandle] = [:]
-    var nextRequestID: UInt64 = 1
     /// The coordinator drops requests whose id is not above the last it saw from this node's
     /// current life (retries are idempotent that way); a restarted node starts again at 1 and
     /// says so with a new incarnation in its hello (`LeaseClient.incarnation`).
+    var nextRequestID: UInt64 = 1
     /// The longest an acquire waited for its answer (re-sends included): after a coordinator
     /// fails, how long this node's budgets went unserved before their new owner answered.
     public var longestAnswerWait: Duration = .zero

@@ -126,6 +126,14 @@ struct LocalSlice: Sendable {
         preferNoRefund = false
     }
 
+    /// Nothing held, reserved or reported under a lease any more (a new lease starts from here).
+    mutating func clearBooks() {
+        empty()
+        reserved = 0
+        consumed = 0
+        released = 0
+    }
+
     /// Rate leases, off the hot path: which book decides (`preferNoRefund`), from what is
     /// reserved now and the rate units are admitted at.
     mutating func chooseBook(admittedPerSecond: Int64) {
