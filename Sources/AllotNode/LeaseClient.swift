@@ -227,6 +227,19 @@ public final class LeaseClient: Service, Sendable {
     /// Sends each message to its budget's coordinator, many budgets per frame.
     private func send(_ outgoing: [Enforcer.Outgoing]) {
         guard !outgoing.isEmpty else { return }
+        if logger.logLevel <= .trace {
+            for m in outgoing {
+                switch m {
+                case .acquire(let a):
+                    logger.trace("acquire", metadata: ["allot.budget": "\(a.budget)", "allot.want": "\(a.want)", "allot.holding": "\(a.holding)",
+                                                       "allot.available": "\(a.available)", "allot.demand": "\(a.demandRate)",
+                                                       "allot.capacity": "\(a.capacityInUse)", "allot.request": "\(a.requestID)"])
+                case .release(let r):
+                    logger.trace("release", metadata: ["allot.budget": "\(r.budget)", "allot.consumed": "\(r.consumed)",
+                                                       "allot.released": "\(r.released)", "allot.final": "\(r.final)"])
+                }
+            }
+        }
         let batches = state.withLock { s -> [(any LeaseConnection, [Allot_V1_Frame])] in
             var byPeer: [String: [Enforcer.Outgoing]] = [:]
             for m in outgoing {
@@ -306,7 +319,8 @@ public final class LeaseClient: Service, Sendable {
                 for g in batch.items {
                     logger.trace("grant", metadata: ["allot.from": "\(address)", "allot.budget": "\(g.budget)", "allot.outcome": "\(g.outcome)",
                                                      "allot.epoch": "\(g.epoch)", "allot.lease": "\(g.leaseID)", "allot.rate": "\(g.rate)",
-                                                     "allot.capacity": "\(g.capacity)", "allot.amount": "\(g.amount)", "allot.adopted": "\(g.adopted)"])
+                                                     "allot.capacity": "\(g.capacity)", "allot.amount": "\(g.amount)", "allot.adopted": "\(g.adopted)",
+                                                     "allot.retry_ns": "\(g.retryAfterNs)", "allot.request": "\(g.requestID)"])
                 }
             }
             endpoint.receive(batch.items.filter { $0.outcome == .granted }.map { Grant(wire: $0) }, now: now)

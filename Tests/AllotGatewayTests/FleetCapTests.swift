@@ -12,7 +12,9 @@ struct FleetCapTests {
     func sharedTokenCaps() async throws {
         let (config, consumers) = try testConfig()
         let events = EventLog()
-        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 3, observer: events.observer)
+        let trace = ProcessInfo.processInfo.environment["ALLOT_TEST_TRACE"] != nil
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 3, logLevel: trace ? .trace : .critical,
+                                               observer: events.observer)
         let deadline = ContinuousClock.now + .seconds(4)
         var statuses: [Int: Int] = [:]
         try await withThrowingTaskGroup(of: [Int].self) { group in
@@ -48,7 +50,7 @@ struct FleetCapTests {
         // Per minute: every interval's settled tokens, placed at admission, within burst + rate·T.
         let tpm = try BudgetSpec(id: "pro.tpm/consumer=p1", unit: .tokens, kind: .rate(limit: 20_000, period: .seconds(60), burst: 20_000))
         #expect(BudgetChecker.replay(events.all, consumers: ["p1"], spec: tpm).excess <= 0)
-        #expect(records.count >= 9 && statuses[429, default: 0] > 0)
+        #expect(records.count >= 9 && statuses[429, default: 0] > 0, "\(fleetSummary(events.all))")
     }
 
     @Test("the agent tier's concurrency ceiling holds fleet-wide; permits come back after disconnect, upstream error and timeout")
@@ -146,3 +148,27 @@ struct FleetCapTests {
     }
 }
 
+
+/// What each node admitted and what denied it, in time order of the first event: printed when
+/// a fleet test admits too little, so a failing run shows where the budget sat.
+func fleetSummary(_ events: [GatewayEvent]) -> String {
+    guard let t0 = events.map(\.time).min() else { return "no events" }
+    var lines: [String] = []
+    for e in events.sorted(by: { $0.time < $1.time }) where e.kind != .settle {
+        let ms = (e.time - t0).nanoseconds / 1_000_000
+        lines.append("\(ms) ms \(e.node) \(e.kind) \(e.budget ?? "") \(e.cost.map { "\($0)" } ?? "")")
+    }
+    // Consecutive identical denials collapse into one line with a count.
+    var out: [String] = []
+    var last = "", repeats = 0
+    for l in lines {
+        let key = l.split(separator: " ", maxSplits: 2).last.map(String.init) ?? l
+        if key == last { repeats += 1; continue }
+        if repeats > 0 { out.append("  … ×\(repeats)") }
+        out.append(l)
+        last = key
+        repeats = 0
+    }
+    if repeats > 0 { out.append("  … ×\(repeats)") }
+    return out.joined(separator: "\n")
+}

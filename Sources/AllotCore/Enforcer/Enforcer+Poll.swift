@@ -41,6 +41,19 @@ extension Enforcer {
         if hasLease && rate == 0 && now - s.lastDemandAt >= settings.idleRelease && s.reserved == 0 {
             return releaseAll(&s, spec: specs[i], final: true)
         }
+        // Held back (requests wait for another budget of their set) and asked for by nothing
+        // else lately: what the slice holds is of no use here and may be what the nodes
+        // holding that other budget wait for. Give it all back and ask for nothing; the lease
+        // stays (and is reported if the budget's owner changes).
+        if !s.isRate && hasLease && !s.reportOwner && now - s.heldBackAt < settings.refreshInterval
+            && s.demand.recentRate(now: now) == 0 {
+            s.needsRefill = false
+            guard s.available > 0 else { return nil }
+            s.released += s.available
+            s.available = 0
+            return .release(ReleaseRequest(node: settings.node, budget: specs[i].id, leaseID: s.leaseID,
+                                           consumed: s.consumed, released: s.released, final: false))
+        }
         let intervalNs = settings.refreshInterval.nanoseconds
         // Enough for one interval at the measured demand, on top of what is reserved in flight
         // (a local bucket asks for two intervals: it must absorb demand's noise on its own).

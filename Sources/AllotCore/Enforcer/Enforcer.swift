@@ -63,39 +63,63 @@ public struct Enforcer: Sendable {
     mutating func take(_ cost: Cost, on set: BudgetSet, now: Instant, hold: Bool) -> Decision {
         var r = Reservation(budgets: set)
         var denied = -1
+        var waitOn = -1 // the one short budget (with a lease) this request waits for
         for i in 0..<set.count {
             let idx = Int(set.handles[i])
             let amount = slices[idx].amount(for: cost)
             r.amounts[i] = amount
-            slices[idx].demand.record(amount, now: now)
             slices[idx].lastCost = amount
-            if denied >= 0 { continue }
             if now < slices[idx].expiresAt {
                 if slices[idx].isRate { slices[idx].refill(now: now) }
-                if slices[idx].spendable < amount {
-                    denied = i
-                    slices[idx].needsRefill = true
-                    _wantsPoll = true
-                }
+                guard slices[idx].spendable < amount else { continue }
+                if denied < 0 { denied = i }
+                // Rate budgets first (they refill by themselves), then the set's order.
+                if waitOn < 0 || slices[idx].isRate && !slices[Int(set.handles[waitOn])].isRate { waitOn = i }
             } else {
-                slices[idx].needsRefill = true
-                _wantsPoll = true
+                var short = false
                 switch slices[idx].mode {
-                case .closed: denied = i
+                case .closed: short = true
                 case .open: break
                 case .staticAllowance:
                     let period = now.nanoseconds / settings.leaseTTL.nanoseconds
                     let used = slices[idx].staticPeriod == period ? slices[idx].staticUsed : 0
-                    if used + amount > slices[idx].staticAllowance { denied = i }
+                    short = used + amount > slices[idx].staticAllowance
+                }
+                // No lease: ask for one at once, whatever else refuses the request (a cold
+                // node acquires all its budgets in parallel).
+                slices[idx].needsRefill = true
+                _wantsPoll = true
+                if short {
+                    slices[idx].demand.record(amount, now: now)
+                    if denied < 0 { denied = i }
                 }
             }
         }
-        if denied >= 0 { return .denied(by: set[denied]) }
+        if denied >= 0 {
+            // Refused: demand only on the one budget (holding a lease) the request waits for;
+            // the other budgets of the set are held back, and give back what they hold
+            // (`poll`). Counted as demand everywhere, a node waiting for tokens/min would keep
+            // the monthly quota that other nodes, waiting for the monthly quota while holding
+            // tokens/min, need: a hold-and-wait cycle (FleetCapTests, docs/design.md "Requests
+            // charged to several budgets"). One fixed order (rate budgets first) breaks it.
+            for i in 0..<set.count {
+                let idx = Int(set.handles[i])
+                if i == waitOn {
+                    slices[idx].demand.record(r.amounts[i], now: now)
+                    slices[idx].needsRefill = true
+                    _wantsPoll = true
+                } else if waitOn >= 0 && now < slices[idx].expiresAt {
+                    slices[idx].heldBackAt = now
+                }
+            }
+            return .denied(by: set[denied])
+        }
         for i in 0..<set.count {
             let idx = Int(set.handles[i])
             let amount = r.amounts[i]
             // Spent at once, a permit is back at once: only a held request keeps it.
             let keeps = hold || !slices[idx].isConcurrency
+            slices[idx].demand.record(amount, now: now)
             slices[idx].admitted.record(amount, now: now)
             if now < slices[idx].expiresAt {
                 r.leases[i] = slices[idx].leaseID

@@ -59,6 +59,9 @@ struct LocalSlice: Sendable {
     /// Ask for more when `available` falls to this (set by `poll`).
     @usableFromInline var watermark: Int64 = 0
     @usableFromInline var needsRefill = false
+    /// Last refused request this budget could have covered, refused while waiting for another
+    /// budget of its set: what it holds is given back while nothing else asks for it.
+    @usableFromInline var heldBackAt = Instant(nanoseconds: .min / 2)
     var pending: Pending?
     /// Highest grant sequence applied; older terms are ignored.
     var lastSequence: UInt64 = 0

@@ -43,6 +43,8 @@ public final class GatewayService: Service, Sendable {
         settings.refreshInterval = config.shared.core.allocator.refreshInterval
         settings.renewMargin = min(settings.renewMargin, settings.leaseTTL / 3)
         let enforcer = try SharedEnforcer(settings: settings)
+        var logger = logger
+        logger[metadataKey: "allot.node"] = "\(config.name)"
         let client = LeaseClient(enforcer: enforcer, seeds: seeds, settings: clientSettings, logger: logger, dial: dial)
         let audit = try config.auditDirectory.map { try AuditLog(directory: URL(fileURLWithPath: $0), maxBytes: config.auditMaxBytes) }
         core = try GatewayCore(config: config, consumers: consumers, enforcer: enforcer, audit: audit,
