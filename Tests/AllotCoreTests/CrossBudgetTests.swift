@@ -98,7 +98,7 @@ struct CrossBudgetTests {
         return (e, set, alloc)
     }
 
-    @Test("a refused request is demand only on the budget it waits for; the others give back what they hold")
+    @Test("a refused request asks only for the budget it waits for; the others give back what they hold")
     func demandOnlyWhereRefused() throws {
         var (e, set, alloc) = try heldBackNode()
         let held = e.status(set[0]).available

@@ -41,12 +41,12 @@ extension Enforcer {
         if hasLease && rate == 0 && now - s.lastDemandAt >= settings.idleRelease && s.reserved == 0 {
             return releaseAll(&s, spec: specs[i], final: true)
         }
-        // Held back (requests wait for another budget of their set) and asked for by nothing
-        // else lately: what the slice holds is of no use here and may be what the nodes
-        // holding that other budget wait for. Give it all back and ask for nothing; the lease
-        // stays (and is reported if the budget's owner changes).
+        // Held back (requests wait for another budget of their set) and nothing admitted
+        // lately: what the slice holds is of no use here and may be what the nodes holding
+        // that other budget wait for. Give it all back and ask for nothing; the lease stays
+        // (and is reported if the budget's owner changes).
         if !s.isRate && hasLease && !s.reportOwner && now - s.heldBackAt < settings.refreshInterval
-            && s.demand.recentRate(now: now) == 0 {
+            && s.admitted.recentRate(now: now) == 0 {
             s.needsRefill = false
             guard s.available > 0 else { return nil }
             s.released += s.available
@@ -77,6 +77,12 @@ extension Enforcer {
         // the want, so a node holding its want would be told "you hold your share" on every
         // poll (the demo's top talker, 1,480 empty answers in 8 s for one quota).
         var need = (s.needsRefill || (low && (s.isRate || s.holding < target))) && rate > 0 && now >= s.retryNotBefore
+        if !s.isRate && s.debt > 0 && hasLease && now >= s.retryNotBefore && now - s.lastSentAt >= settings.retryTimeout {
+            // A request the upstream charged above its bound left a debt: ask for it now, so
+            // the grant repays it and the ledger counts it (docs/gateway.md, "Settle").
+            target = Checked.sum(target, s.debt)
+            need = true
+        }
         if s.isConcurrency {
             // At most ten asks per refresh interval for permits.
             need = need && now - s.lastSentAt >= .nanoseconds(intervalNs / 10)

@@ -68,6 +68,8 @@ public struct Enforcer: Sendable {
             let idx = Int(set.handles[i])
             let amount = slices[idx].amount(for: cost)
             r.amounts[i] = amount
+            // Nothing to take: no lease needed, never refused (a model listing on a token budget).
+            if amount == 0 { continue }
             slices[idx].lastCost = amount
             if now < slices[idx].expiresAt {
                 if slices[idx].isRate { slices[idx].refill(now: now) }
@@ -89,23 +91,23 @@ public struct Enforcer: Sendable {
                 // node acquires all its budgets in parallel).
                 slices[idx].needsRefill = true
                 _wantsPoll = true
-                if short {
-                    slices[idx].demand.record(amount, now: now)
-                    if denied < 0 { denied = i }
-                }
+                if short && denied < 0 { denied = i }
             }
         }
         if denied >= 0 {
-            // Refused: demand only on the one budget (holding a lease) the request waits for;
-            // the other budgets of the set are held back, and give back what they hold
-            // (`poll`). Counted as demand everywhere, a node waiting for tokens/min would keep
-            // the monthly quota that other nodes, waiting for the monthly quota while holding
-            // tokens/min, need: a hold-and-wait cycle (FleetCapTests, docs/design.md "Requests
+            // Refused: demand on every budget of the set (what the node would spend once
+            // admitted), but the node asks only for the one budget (holding a lease) the
+            // request waits for; the set's other budgets are held back: they ask for nothing
+            // and give back what they hold while nothing is admitted (`poll`). Asking for all
+            // of them made a hold-and-wait cycle between nodes: one node waiting for
+            // tokens/min kept the monthly quota that the others, waiting for the monthly quota
+            // while holding tokens/min, needed (FleetCapTests, docs/design.md "Requests
             // charged to several budgets"). One fixed order (rate budgets first) breaks it.
-            for i in 0..<set.count {
+            for i in 0..<set.count where r.amounts[i] > 0 {
                 let idx = Int(set.handles[i])
+                slices[idx].demand.record(r.amounts[i], now: now)
                 if i == waitOn {
-                    slices[idx].demand.record(r.amounts[i], now: now)
+                    slices[idx].heldBackAt = LocalSlice.notHeldBack
                     slices[idx].needsRefill = true
                     _wantsPoll = true
                 } else if waitOn >= 0 && now < slices[idx].expiresAt {
@@ -117,10 +119,15 @@ public struct Enforcer: Sendable {
         for i in 0..<set.count {
             let idx = Int(set.handles[i])
             let amount = r.amounts[i]
+            if amount == 0 {
+                r.fromFailMode[i] = true // nothing taken from any lease: settles to nothing
+                continue
+            }
             // Spent at once, a permit is back at once: only a held request keeps it.
             let keeps = hold || !slices[idx].isConcurrency
             slices[idx].demand.record(amount, now: now)
             slices[idx].admitted.record(amount, now: now)
+            slices[idx].heldBackAt = LocalSlice.notHeldBack
             if now < slices[idx].expiresAt {
                 r.leases[i] = slices[idx].leaseID
                 // The watermark (what the admitted rate spends in `prefetchLead`) is recomputed
@@ -176,8 +183,8 @@ public struct Enforcer: Sendable {
             }
             guard r.leases[i] == slices[idx].leaseID else { continue }
             slices[idx].reserved -= reserved
-            slices[idx].consumed += spent
             if spent <= reserved {
+                slices[idx].consumed += spent
                 slices[idx].available += reserved - spent
                 if slices[idx].isRate {
                     // A refund never lifts a local bucket above its capacity.
@@ -185,10 +192,13 @@ public struct Enforcer: Sendable {
                                                 max(0, slices[idx].capacity - slices[idx].reserved))
                 }
             } else {
-                // The upstream used more than the bound: pay from the slice, owe the rest.
+                // The upstream used more than the bound: pay from the slice, owe the rest
+                // (reported as consumed when a later grant repays it, never before: the
+                // coordinator would count it against a lease that never held it).
                 let extra = spent - reserved
                 let paid = min(extra, max(0, slices[idx].spendable))
                 slices[idx].charge(paid)
+                slices[idx].consumed += reserved + paid
                 slices[idx].debt += extra - paid
             }
         }

@@ -61,7 +61,9 @@ struct LocalSlice: Sendable {
     @usableFromInline var needsRefill = false
     /// Last refused request this budget could have covered, refused while waiting for another
     /// budget of its set: what it holds is given back while nothing else asks for it.
-    @usableFromInline var heldBackAt = Instant(nanoseconds: .min / 2)
+    /// Admitted, or waited for itself, since: cleared.
+    @usableFromInline var heldBackAt = LocalSlice.notHeldBack
+    @usableFromInline static let notHeldBack = Instant(nanoseconds: .min / 2)
     var pending: Pending?
     /// Highest grant sequence applied; older terms are ignored.
     var lastSequence: UInt64 = 0

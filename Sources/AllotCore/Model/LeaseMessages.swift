@@ -15,7 +15,7 @@ public struct AcquireRequest: Hashable, Sendable {
     /// The slice the node wants to hold for the next refresh interval (its measured demand
     /// rate × the refresh interval, at least its largest pending cost).
     public var want: Int64
-    /// Demand the node measured, in units per second (denied attempts waiting on this budget included).
+    /// Demand the node measured, in units per second (denied attempts included).
     public var demandRate: Int64
     /// The lease the node holds now (0 for none) and the owner epoch it came from.
     public var leaseID: LeaseID
