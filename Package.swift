@@ -30,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        // Tests only: a gzip-compressing test upstream.
+        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
     ],
     targets: [
         // The lease engine: model, allocator, enforcer. Pure Swift, no I/O, no NIO.
@@ -137,11 +139,15 @@ let package = Package(
             dependencies: [
                 "AllotGateway", "AllotCore", "AllotCoordinator", "AllotNode", "AllotTransport", "AllotSimulator",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            // Recorded-shape upstream answers, read from the source tree (FixtureUpstream).
+            exclude: ["Fixtures"]
         ),
         .testTarget(
             name: "AllotWireTests",

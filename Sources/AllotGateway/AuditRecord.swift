@@ -26,11 +26,16 @@ public struct AuditRecord: Codable, Hashable, Sendable {
     /// How an admitted request was settled: `usage` (as reported), `bound` (usage never came:
     /// the full reservation), `error` (an error response: one request), `refund` (no response).
     public var settlement: String?
+    /// The upstream reported more than the reservation's bound: charged in full all the same
+    /// (absent otherwise).
+    public var overBound: Bool?
+    /// Input tokens the upstream served from its prompt cache (absent when none).
+    public var cachedTokens: Int64?
 
     public init(time: String, node: String, consumer: String, keyID: String, tier: String, route: String,
                 model: String?, reserved: Int64, inputTokens: Int64, outputTokens: Int64, costMicroDollars: Int64,
                 upstreamStatus: Int?, latencyMs: Int64, decision: String, budget: String?, runaway: Bool,
-                settlement: String? = nil) {
+                settlement: String? = nil, overBound: Bool? = nil, cachedTokens: Int64? = nil) {
         self.time = time
         self.node = node
         self.consumer = consumer
@@ -48,6 +53,8 @@ public struct AuditRecord: Codable, Hashable, Sendable {
         self.budget = budget
         self.runaway = runaway
         self.settlement = settlement
+        self.overBound = overBound
+        self.cachedTokens = cachedTokens
     }
 
     enum CodingKeys: String, CodingKey {
@@ -58,5 +65,7 @@ public struct AuditRecord: Codable, Hashable, Sendable {
         case costMicroDollars = "cost_micro_dollars"
         case upstreamStatus = "upstream_status"
         case latencyMs = "latency_ms"
+        case overBound = "over_bound"
+        case cachedTokens = "cached_tokens"
     }
 }

@@ -83,7 +83,7 @@ struct EndToEndTests {
         #expect(records.filter { $0.decision == "deny" }.map(\.budget) == ["free.rpm/consumer=f1", "free.rpm/consumer=f1"])
     }
 
-    @Test("budgets per model and per route; other paths pass through under the route budget; a per-consumer override wins")
+    @Test("budgets per model and per route; model listing under its route budget; a per-consumer override wins")
     func scopesAndOverrides() async throws {
         let (config, consumers) = try testConfig { c in
             // free.rpm for f1 only: 2 per minute instead of the tier's 5.
@@ -98,7 +98,7 @@ struct EndToEndTests {
         let models = try await call(port: port, path: "/v1/models", method: .GET, key: "sk-pro-1", body: nil)
         #expect(models.status == 200 && models.body.contains("\"object\":\"list\""))
         let gw = try #require(fleet.gateways.first)
-        let ids = ["pro.per-model/consumer=p1,model=large", "pro.per-route/consumer=p1,route=chat", "pro.per-route/consumer=p1,route=other"]
+        let ids = ["pro.per-model/consumer=p1,model=large", "pro.per-route/consumer=p1,route=chat", "pro.per-route/consumer=p1,route=models"]
         for id in ids {
             let consumed = gw.core.enforcer.withEnforcer { e in e.handle(for: BudgetID(id)).map { e.status($0).consumed } }
             #expect(consumed == 1, "\(id)")

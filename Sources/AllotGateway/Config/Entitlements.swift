@@ -1,30 +1,13 @@
 import AllotCoordinator
 import AllotCore
 
-/// The routes the gateway knows; a budget template scoped to `route` is keyed by these names.
-public enum Route: String, CaseIterable, Hashable, Sendable {
-    case chat, completions, embeddings
-    /// Any other path, passed through under the route budget only.
-    case other
-
-    public init(path: String) {
-        switch path {
-        case "/v1/chat/completions": self = .chat
-        case "/v1/completions": self = .completions
-        case "/v1/embeddings": self = .embeddings
-        default: self = .other
-        }
-    }
-
-    /// Routes whose bodies name a model and spend tokens.
-    public var isModelRoute: Bool { self != .other }
-}
-
 /// What a tier may do, checked before any budget is touched.
 public struct Entitlements: Hashable, Sendable {
     /// Models this tier may call; nil = every configured model.
     public var models: Set<String>?
     public var routes: Set<Route>
+    /// Paths outside the route table this tier may reach, charged one request each.
+    public var passThrough: [PassThrough] = []
     public var maxPromptBytes: Int64?
     public var maxTokens: Int64?
     public var maxChainDepth: Int?
@@ -44,6 +27,7 @@ public struct Entitlements: Hashable, Sendable {
         struct Runaway: Decodable { var factor: Double?; var window: String?; var baseline: String?; var min_rate: Double?; var action: String? }
         var models: [String]?
         var routes: [String]?
+        var passthrough: [String]?
         var max_prompt_bytes: Int64?
         var max_tokens: Int64?
         var max_chain_depth: Int?
@@ -63,11 +47,14 @@ public struct Entitlements: Hashable, Sendable {
             var set = Set<Route>()
             for name in r {
                 guard let route = Route(rawValue: name) else {
-                    throw AllotError(.invalidSettings, "\(field).routes: unknown route '\(name)'; use chat, completions, embeddings or other")
+                    throw AllotError(.invalidSettings, "\(field).routes: unknown route '\(name)'; use \(Route.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 set.insert(route)
             }
             routes = set
+        }
+        for (i, text) in (f.passthrough ?? []).enumerated() {
+            passThrough.append(try PassThrough(text, field: "\(field).passthrough[\(i)]"))
         }
         for (name, v) in [("max_prompt_bytes", f.max_prompt_bytes), ("max_tokens", f.max_tokens)] {
             if let v, v <= 0 { throw AllotError(.invalidSettings, "\(field).\(name) must be positive (got \(v))") }

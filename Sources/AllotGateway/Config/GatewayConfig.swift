@@ -105,8 +105,34 @@ public struct GatewayConfig: Sendable {
             let field = "models[\(i)]"
             guard let n = m.name, !n.isEmpty else { throw AllotError(.invalidSettings, "\(field).name is missing") }
             guard models[n] == nil else { throw AllotError(.invalidSettings, "\(field).name: model '\(n)' is defined twice") }
-            models[n] = try ModelPrice(name: n, inputUSDPerMTok: m.input_usd_per_mtok ?? 0, outputUSDPerMTok: m.output_usd_per_mtok ?? 0,
-                                       maxOutputTokens: m.max_output_tokens ?? 4096, field: field)
+            var price = try ModelPrice(name: n, inputUSDPerMTok: m.input_usd_per_mtok ?? 0, outputUSDPerMTok: m.output_usd_per_mtok ?? 0,
+                                       maxOutputTokens: m.max_output_tokens ?? 4096,
+                                       cachedInputUSDPerMTok: m.cached_input_usd_per_mtok, field: field)
+            if let list = m.apis {
+                price.apis = []
+                for a in list {
+                    guard let api = ModelPrice.API(rawValue: a) else {
+                        throw AllotError(.invalidSettings, "\(field).apis: unknown API '\(a)'; use openai or anthropic")
+                    }
+                    price.apis.insert(api)
+                }
+            }
+            for (kind, tokens) in m.max_part_tokens ?? [:] {
+                guard let part = ModelPrice.Part(rawValue: kind) else {
+                    throw AllotError(.invalidSettings, "\(field).max_part_tokens: unknown part kind '\(kind)'; use image, audio or file")
+                }
+                guard tokens > 0 && tokens <= 10_000_000 else {
+                    throw AllotError(.invalidSettings, "\(field).max_part_tokens.\(kind) must be between 1 and 10000000 (got \(tokens))")
+                }
+                price.maxPartTokens[part] = tokens
+            }
+            if let w = m.context_window_tokens {
+                guard w > 0 && w <= 100_000_000 else {
+                    throw AllotError(.invalidSettings, "\(field).context_window_tokens must be between 1 and 100000000 (got \(w))")
+                }
+                price.contextWindowTokens = w
+            }
+            models[n] = price
         }
         let tierNames = Set(shared.tiers.map(\.name))
         for (i, t) in (raw.tiers ?? []).enumerated() {
@@ -137,6 +163,8 @@ public struct GatewayConfig: Sendable {
         }
         struct Model: Decodable {
             var name: String?; var input_usd_per_mtok: Double?; var output_usd_per_mtok: Double?; var max_output_tokens: Int64?
+            var cached_input_usd_per_mtok: Double?; var apis: [String]?; var max_part_tokens: [String: Int64]?
+            var context_window_tokens: Int64?
         }
         struct Tier: Decodable { var name: String?; var entitlements: Entitlements.File? }
         var gateway: Gateway?
@@ -149,8 +177,9 @@ public struct GatewayConfig: Sendable {
             "gateway": ["name", "listen", "admin", "upstream", "upstream_key_env", "upstream_timeout", "upstream_idle_timeout",
                         "max_body_bytes", "consumers", "audit_dir", "audit_max_bytes", "coordinator", "admission_wait",
                         "chain_depth_header", "sidecar_reservation_ttl"],
-            "models[]": ["name", "input_usd_per_mtok", "output_usd_per_mtok", "max_output_tokens"],
-            "entitlements": ["models", "routes", "max_prompt_bytes", "max_tokens", "max_chain_depth", "runaway"],
+            "models[]": ["name", "input_usd_per_mtok", "output_usd_per_mtok", "max_output_tokens",
+                     "cached_input_usd_per_mtok", "apis", "max_part_tokens", "context_window_tokens"],
+            "entitlements": ["models", "routes", "passthrough", "max_prompt_bytes", "max_tokens", "max_chain_depth", "runaway"],
             "runaway": ["factor", "window", "baseline", "min_rate", "action"],
         ]
         guard let top = (try? Yams.load(yaml: yaml)) as? [String: Any] else { return } // CoordinatorConfig reported it
@@ -172,35 +201,54 @@ public struct GatewayConfig: Sendable {
     }
 }
 
-/// A model's price and output cap. Prices are in US dollars per million tokens, which is
-/// exactly micro-dollars per token; kept as thousandths of a micro-dollar so that cheap
-/// models (0.15 $/Mtok) are exact integers.
+/// A model's price, output cap, the API shapes it serves and what one non-text part may cost.
+/// Prices are in US dollars per million tokens, which is exactly micro-dollars per token;
+/// kept as thousandths of a micro-dollar so that cheap models (0.15 $/Mtok) are exact integers.
 public struct ModelPrice: Hashable, Sendable {
+    /// The API shapes a model is called through.
+    public enum API: String, CaseIterable, Hashable, Sendable { case openai, anthropic }
+    /// Non-text request parts, by what bounds their cost.
+    public enum Part: String, CaseIterable, Hashable, Sendable { case image, audio, file }
+
     public var name: String
-    /// Milli-micro-dollars (nano-dollars) per input and output token.
+    /// Milli-micro-dollars (nano-dollars) per input, cached input and output token.
     public var inputNanoPerToken: Int64
+    public var cachedInputNanoPerToken: Int64
     public var outputNanoPerToken: Int64
     /// The output bound when a request names no `max_tokens`.
     public var maxOutputTokens: Int64
+    public var apis: Set<API> = Set(API.allCases)
+    /// The most input tokens one part of each kind may cost; a kind not listed is refused.
+    public var maxPartTokens: [Part: Int64] = [:]
+    /// Input a stored conversation may add (Responses `previous_response_id`/`conversation`);
+    /// nil: such requests are refused.
+    public var contextWindowTokens: Int64?
 
     public init(name: String, inputUSDPerMTok: Double, outputUSDPerMTok: Double, maxOutputTokens: Int64,
-                field: String = "model") throws(AllotError) {
-        guard inputUSDPerMTok >= 0, outputUSDPerMTok >= 0, inputUSDPerMTok < 1e6, outputUSDPerMTok < 1e6 else {
-            throw AllotError(.invalidSettings, "\(field): prices must be between 0 and 1000000 USD per million tokens")
+                cachedInputUSDPerMTok: Double? = nil, field: String = "model") throws(AllotError) {
+        for (key, v) in [("input_usd_per_mtok", inputUSDPerMTok), ("output_usd_per_mtok", outputUSDPerMTok),
+                         ("cached_input_usd_per_mtok", cachedInputUSDPerMTok ?? 0)] where !(v >= 0 && v < 1e6) {
+            throw AllotError(.invalidSettings, "\(field).\(key): prices must be between 0 and 1000000 USD per million tokens (got \(v))")
         }
         guard maxOutputTokens > 0 else {
             throw AllotError(.invalidSettings, "\(field).max_output_tokens must be positive (got \(maxOutputTokens))")
         }
         self.name = name
         inputNanoPerToken = Int64((inputUSDPerMTok * 1000).rounded())
+        cachedInputNanoPerToken = Int64(((cachedInputUSDPerMTok ?? inputUSDPerMTok) * 1000).rounded())
         outputNanoPerToken = Int64((outputUSDPerMTok * 1000).rounded())
         self.maxOutputTokens = maxOutputTokens
     }
 
-    /// Micro-dollars for these token counts, rounded up (a bound must never be short).
-    public func microDollars(input: Int64, output: Int64) -> Int64 {
-        let nano = input.multipliedReportingOverflow(by: inputNanoPerToken).partialValue
-            &+ output.multipliedReportingOverflow(by: outputNanoPerToken).partialValue
-        return (nano + 999) / 1000
+    /// Micro-dollars for these token counts, rounded up (a bound must never be short);
+    /// saturates at Int64.max (a budget then refuses it) instead of wrapping. `cached`
+    /// input tokens (part of `input`) are priced at the cached rate.
+    public func microDollars(input: Int64, output: Int64, cached: Int64 = 0) -> Int64 {
+        let c = min(max(0, cached), max(0, input))
+        let nano = Checked.sum(Checked.product(max(0, input) - c, inputNanoPerToken),
+                               Checked.product(c, cachedInputNanoPerToken),
+                               Checked.product(max(0, output), outputNanoPerToken))
+        return nano == .max ? .max : (nano + 999) / 1000
     }
 }
+

@@ -128,15 +128,14 @@ final class Sidecar: Service, Sendable {
     }
 
     static func count(_ v: Any?) -> Int64? {
-        guard let n = v as? NSNumber, n.doubleValue >= 0, n.doubleValue == n.doubleValue.rounded() else { return nil }
-        return n.int64Value
+        Usage.count(v) // checked: a huge, negative, fractional or boolean value is nil, never a trap
     }
 
     /// `{"route": "chat", "model": "...", "input_tokens": N, "output_tokens": M}`: the bound to reserve.
     static func plan(_ json: [String: Any], core: GatewayCore, entry: ConsumerDirectory.Entry) throws(GatewayError) -> RequestPlan {
         let routeName = json["route"] as? String ?? "chat"
         guard let route = Route(rawValue: routeName) else {
-            throw .badRequest("unknown_route", "route must be chat, completions, embeddings or other (got '\(routeName)')")
+            throw .badRequest("unknown_route", "route must be one of \(Route.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(routeName)')")
         }
         try core.checkEntitlements(entry, route: route, chainDepth: (json["chain_depth"] as? NSNumber).map { "\($0)" })
         guard let input = count(json["input_tokens"] ?? 0), let output = count(json["output_tokens"] ?? 0) else {

@@ -58,7 +58,8 @@ public final class GatewayService: Service, Sendable {
         // connections for long streams.
         http.connectionPool.retryConnectionEstablishment = false
         http.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 512
-        http.decompression = .disabled
+        // An upstream that compresses anyway (we ask for identity) is decompressed: usage must be read.
+        http.decompression = .enabled(limit: .size(256 << 20))
         httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
         self.logger = logger
         self.onListening = onListening

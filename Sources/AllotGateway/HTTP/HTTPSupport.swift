@@ -30,8 +30,8 @@ enum HTTPSupport {
         return Response(status: .init(code: status), headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 
-    static func error(_ e: GatewayError, headers extra: [(String, String)] = []) -> Response {
-        bytes(e.status, e.body, contentType: "application/json", headers: extra)
+    static func error(_ e: GatewayError, headers extra: [(String, String)] = [], anthropic: Bool = false) -> Response {
+        bytes(e.status, anthropic ? e.anthropicBody : e.body, contentType: "application/json", headers: extra)
     }
 
     static func add(_ pairs: [(String, String)], to headers: inout HTTPFields) {

@@ -17,11 +17,36 @@ struct ProxyResponder: Sendable {
     var config: GatewayConfig { core.config }
 
     func respond(_ request: Request) async -> Response {
-        let path = request.uri.path
-        let route = Route(path: path)
+        // A path that is not canonical is refused before anything else: spelled another way
+        // it could mean one route here and another upstream.
+        let target = request.uri.string
+        let matched = RouteTable.standard.match(method: request.method.rawValue, target: target)
+        let anthropic = matched == .route(.messages)
+        if matched == .nonCanonical {
+            core.metrics.rejected("non_canonical_path")
+            return HTTPSupport.error(.badRequest("non_canonical_path",
+                                                 "the path is not canonical (empty, '.' or '..' segments, ';', percent-encoding, a trailing '/' or the wrong case)"))
+        }
         let entry: ConsumerDirectory.Entry
-        do { entry = try core.authenticate(authorization: request.headers[.authorization]) } catch {
-            return HTTPSupport.error(error)
+        do {
+            // Anthropic's clients send their key as `x-api-key`.
+            let key = request.headers[.authorization] ?? (anthropic ? HTTPSupport.header(request, "x-api-key").map { "Bearer " + $0 } : nil)
+            entry = try core.authenticate(authorization: key)
+        } catch {
+            return HTTPSupport.error(error, anthropic: anthropic)
+        }
+        let route: Route
+        switch matched {
+        case .route(let r): route = r
+        default:
+            let path = target.prefix { $0 != "?" && $0 != "#" }
+            guard core.entitlements(for: entry).passThrough.contains(where: { $0.covers(method: request.method.rawValue, path: path) }) else {
+                let e = GatewayError(404, type: "invalid_request_error", code: "unknown_url",
+                                     "no route for \(request.method.rawValue) \(path) (not in the route table nor in tier \(entry.consumer.tier)'s passthrough)")
+                core.record(entry, plan: nil, route: .other, decision: "reject", error: e)
+                return HTTPSupport.error(e)
+            }
+            route = .other
         }
         let plan: RequestPlan
         do {
@@ -31,12 +56,14 @@ struct ProxyResponder: Sendable {
                                         entitlements: core.entitlements(for: entry), tier: entry.consumer.tier)
         } catch {
             core.record(entry, plan: nil, route: route, decision: "reject", error: error)
-            return HTTPSupport.error(error)
+            return HTTPSupport.error(error, anthropic: anthropic)
         }
         let admission: Admission
         switch await core.admit(entry, plan: plan) {
         case .success(let a): admission = a
-        case .failure(let e): return HTTPSupport.error(e, headers: core.headers(for: entry, plan: plan, error: e))
+        case .failure(let e):
+            return HTTPSupport.error(e, headers: Self.shaped(core.headers(for: entry, plan: plan, error: e), anthropic: anthropic),
+                                     anthropic: anthropic)
         }
         return await forward(request, plan: plan, admission: admission)
     }
@@ -47,10 +74,19 @@ struct ProxyResponder: Sendable {
         // The upstream URL may carry a base path (`http://host/openai`); the request path follows it.
         var upstream = HTTPClientRequest(url: target + request.uri.path + (request.uri.query.map { "?" + $0 } ?? ""))
         upstream.method = HTTPMethod(rawValue: request.method.rawValue)
-        for field in request.headers where !HTTPSupport.hopByHop.contains(field.name.canonicalName) && field.name != .authorization {
+        for field in request.headers where !Self.notForwarded.contains(field.name.canonicalName) {
             upstream.headers.add(name: field.name.rawName, value: field.value)
         }
-        if let upstreamKey { upstream.headers.add(name: "authorization", value: "Bearer \(upstreamKey)") }
+        if let upstreamKey {
+            if plan.route.isAnthropic {
+                upstream.headers.add(name: "x-api-key", value: upstreamKey)
+            } else {
+                upstream.headers.add(name: "authorization", value: "Bearer \(upstreamKey)")
+            }
+        }
+        // Usage must be readable: ask for an uncompressed answer (a compressed one is
+        // decompressed by the client all the same).
+        upstream.headers.add(name: "accept-encoding", value: "identity")
         upstream.body = .bytes(ByteBuffer(bytes: plan.body))
         let sent = ContinuousClock.now
         let response: HTTPClientResponse
@@ -61,22 +97,26 @@ struct ProxyResponder: Sendable {
             core.metrics.upstreamError(timeout ? "timeout" : "unreachable")
             let status = timeout ? 504 : 502
             admission.settle(.upstreamFailed(status: status))
+            // The upstream's address and the error's text stay in the logs and metrics.
             let e = GatewayError(status, type: "server_error", code: timeout ? "upstream_timeout" : "upstream_unreachable",
-                                 timeout ? "the upstream did not answer within \(config.upstreamTimeout); nothing was charged"
-                                         : "the upstream \(config.upstream.absoluteString) could not be reached (\(error)); nothing was charged")
-            return HTTPSupport.error(e, headers: admission.headers)
+                                 timeout ? "the upstream did not answer in time; nothing was charged"
+                                         : "the upstream could not be reached; nothing was charged")
+            return HTTPSupport.error(e, headers: Self.shaped(admission.headers, anthropic: plan.route.isAnthropic),
+                                     anthropic: plan.route.isAnthropic)
         }
         let status = Int(response.status.code)
         var headers = HTTPFields()
-        for h in response.headers where !HTTPSupport.hopByHop.contains(h.name.lowercased()) {
+        for h in response.headers where Self.returned(h.name.lowercased()) {
             if let name = HTTPField.Name(h.name) { headers.append(HTTPField(name: name, value: h.value)) }
         }
-        HTTPSupport.add(admission.headers, to: &headers)
+        HTTPSupport.add(Self.shaped(admission.headers, anthropic: plan.route.isAnthropic), to: &headers)
         let streaming = plan.stream || (response.headers.first(name: "content-type") ?? "").contains("text/event-stream")
-        let length = response.headers.first(name: "content-length").flatMap(Int.init)
+        // A body the client decompressed has another length than the upstream announced.
+        let encoded = response.headers.contains(name: "content-encoding")
+        let length = encoded ? nil : response.headers.first(name: "content-length").flatMap(Int.init)
         let metrics = core.metrics
         let body = ResponseBody(contentLength: length) { writer in
-            var scanner = UsageScanner(streaming: streaming)
+            var scanner = UsageScanner(streaming: streaming, api: plan.route.isAnthropic ? .anthropic : .openai)
             var first = true
             do {
                 for try await chunk in response.body {
@@ -103,6 +143,32 @@ struct ProxyResponder: Sendable {
             }
         }
         return Response(status: .init(code: status), headers: headers, body: body)
+    }
+
+    /// Client headers the upstream never sees: hop-by-hop ones, the client's credentials
+    /// (the operator's key replaces them), its organisation and project (they would bill
+    /// another account), cookies, and its encoding wishes (usage must be readable).
+    static let notForwarded: Set<String> = HTTPSupport.hopByHop.union([
+        "authorization", "x-api-key", "openai-organization", "openai-project", "cookie", "accept-encoding",
+    ])
+
+    /// Upstream response headers passed to the client: not hop-by-hop, not the upstream's own
+    /// rate-limit headers (ours replace them), no cookies, no encoding (the body was decoded).
+    static func returned(_ name: String) -> Bool {
+        !HTTPSupport.hopByHop.contains(name) && !name.hasPrefix("x-ratelimit-") && !name.hasPrefix("anthropic-ratelimit-")
+            && name != "set-cookie" && name != "content-encoding" && name != "retry-after"
+    }
+
+    /// Our rate-limit headers in the route's dialect: `anthropic-ratelimit-*` on Messages.
+    static func shaped(_ pairs: [(String, String)], anthropic: Bool) -> [(String, String)] {
+        guard anthropic else { return pairs }
+        return pairs.compactMap { k, v in
+            let parts = k.lowercased().split(separator: "-")
+            guard parts.count == 4, parts[0] == "x", parts[1] == "ratelimit" else { return (k, v) }
+            // x-ratelimit-{limit,remaining}-{requests,tokens} → anthropic-ratelimit-{requests,tokens}-{limit,remaining}
+            guard parts[2] != "reset" else { return nil }
+            return ("anthropic-ratelimit-\(parts[3])-\(parts[2])", v)
+        }
     }
 
     static func isTimeout(_ error: any Error) -> Bool {

@@ -31,4 +31,23 @@ public struct GatewayError: Error, Hashable, Sendable, CustomStringConvertible {
         if let budget { error["budget"] = budget }
         return (try? JSONSerialization.data(withJSONObject: ["error": error], options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
     }
+
+    /// The same refusal in Anthropic's format: `{"type": "error", "error": {"type", "message"}}`
+    /// (with our `code` and `budget` alongside).
+    public var anthropicBody: Data {
+        let type = switch status {
+        case 400: "invalid_request_error"
+        case 401: "authentication_error"
+        case 403: "permission_error"
+        case 404: "not_found_error"
+        case 413: "request_too_large"
+        case 429: "rate_limit_error"
+        case 503: "overloaded_error"
+        default: "api_error"
+        }
+        var error: [String: Any] = ["type": type, "message": message, "code": code]
+        if let budget { error["budget"] = budget }
+        return (try? JSONSerialization.data(withJSONObject: ["type": "error", "error": error],
+                                            options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    }
 }

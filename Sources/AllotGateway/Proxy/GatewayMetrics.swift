@@ -44,6 +44,11 @@ public final class GatewayMetrics: Sendable {
         counter("allot_gateway_runaway_flags_total", "Times a consumer was flagged as a runaway (rate above its own baseline)", [("consumer", consumer), ("tier", tier)]).increment()
     }
 
+    /// Requests refused before a consumer is known (a non-canonical path).
+    public func rejected(_ code: String) {
+        counter("allot_gateway_rejected_total", "Requests refused before authentication, by reason", [("code", code)]).increment()
+    }
+
     public func upstreamError(_ kind: String) {
         counter("allot_gateway_upstream_errors_total", "Upstream calls that failed: refused, timeout, cut", [("kind", kind)]).increment()
     }

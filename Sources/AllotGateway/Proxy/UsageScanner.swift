@@ -1,21 +1,51 @@
+import AllotCore
 import Foundation
 
 /// Token counts an upstream reported.
 public struct Usage: Hashable, Sendable {
+    /// Every input token, cached ones included.
     public var input: Int64
     public var output: Int64
-    public init(input: Int64, output: Int64) {
+    /// Input tokens served from the upstream's prompt cache (priced at the cached rate).
+    public var cached: Int64
+    public init(input: Int64, output: Int64, cached: Int64 = 0) {
         self.input = input
         self.output = output
+        self.cached = cached
     }
 
-    /// Reads `usage` from a response object (`prompt_tokens`, `completion_tokens`; for
-    /// embeddings `prompt_tokens` alone). Nil when absent or malformed.
-    static func from(json object: Any) -> Usage? {
-        guard let o = object as? [String: Any], let u = o["usage"] as? [String: Any],
-              let p = (u["prompt_tokens"] as? NSNumber)?.int64Value, p >= 0 else { return nil }
-        let c = (u["completion_tokens"] as? NSNumber)?.int64Value ?? 0
-        return c >= 0 ? Usage(input: p, output: c) : nil
+    /// A count from an upstream: a non-negative integer, nil otherwise.
+    static func count(_ v: Any?) -> Int64? {
+        guard let v, !RequestPlan.isBoolean(v), let n = v as? NSNumber, case let d = n.doubleValue,
+              d >= 0, d < 9.2e18, d == d.rounded() else { return nil }
+        return Int64(d)
+    }
+
+    /// Reads a `usage` object in any of the shapes: Chat Completions, Completions and
+    /// Embeddings (`prompt_tokens`, `completion_tokens`, `prompt_tokens_details.cached_tokens`),
+    /// Responses (`input_tokens`, `output_tokens`, `input_tokens_details.cached_tokens`),
+    /// Anthropic Messages (`input_tokens` without the cache, `cache_creation_input_tokens`,
+    /// `cache_read_input_tokens`, `output_tokens`). Nil when absent or malformed.
+    static func from(usage u: [String: Any], anthropic: Bool) -> Usage? {
+        if let p = count(u["prompt_tokens"]) {
+            guard let c = u["completion_tokens"] == nil ? 0 : count(u["completion_tokens"]) else { return nil }
+            let cached = count((u["prompt_tokens_details"] as? [String: Any])?["cached_tokens"]) ?? 0
+            return Usage(input: p, output: c, cached: min(cached, p))
+        }
+        guard let i = count(u["input_tokens"]), let o = u["output_tokens"] == nil ? 0 : count(u["output_tokens"]) else { return nil }
+        if anthropic {
+            let created = count(u["cache_creation_input_tokens"]) ?? 0
+            let read = count(u["cache_read_input_tokens"]) ?? 0
+            return Usage(input: Checked.sum(i, created, read), output: o, cached: read)
+        }
+        let cached = count((u["input_tokens_details"] as? [String: Any])?["cached_tokens"]) ?? 0
+        return Usage(input: i, output: o, cached: min(cached, i))
+    }
+
+    /// Reads `usage` from a whole response object. Nil when absent or malformed.
+    static func from(json object: Any, anthropic: Bool = false) -> Usage? {
+        guard let o = object as? [String: Any], let u = o["usage"] as? [String: Any] else { return nil }
+        return from(usage: u, anthropic: anthropic)
     }
 }
 
@@ -24,6 +54,7 @@ public struct Usage: Hashable, Sendable {
 /// `data: {...}` event that carries it in a server-sent-event stream.
 public struct UsageScanner: Sendable {
     public let streaming: Bool
+    public let api: ModelPrice.API
     /// A plain response larger than this is not kept for parsing (it still streams through).
     public let maxKeptBytes: Int
     private var kept = Data()
@@ -33,8 +64,13 @@ public struct UsageScanner: Sendable {
     /// A stream's `data: [DONE]` was seen.
     public private(set) var sawDone = false
 
-    public init(streaming: Bool, maxKeptBytes: Int = 4 << 20) {
+    /// Anthropic streams: the input from `message_start`, the cumulative output from the
+    /// latest `message_delta` (usage is complete only once a delta came).
+    private var anthropicStart: Usage?
+
+    public init(streaming: Bool, api: ModelPrice.API = .openai, maxKeptBytes: Int = 4 << 20) {
         self.streaming = streaming
+        self.api = api
         self.maxKeptBytes = maxKeptBytes
     }
 
@@ -60,7 +96,7 @@ public struct UsageScanner: Sendable {
         if streaming {
             if !line.isEmpty { event(line); line = Data() }
         } else if !overflow, let object = try? JSONSerialization.jsonObject(with: kept) {
-            usage = Usage.from(json: object)
+            usage = Usage.from(json: object, anthropic: api == .anthropic)
         }
     }
 
@@ -73,7 +109,30 @@ public struct UsageScanner: Sendable {
         if payload.elementsEqual("[DONE]".utf8) { sawDone = true; return }
         // Only the event that reports usage is worth decoding.
         guard payload.count > 8, payload.firstRange(of: Data("\"usage\"".utf8)) != nil,
-              let object = try? JSONSerialization.jsonObject(with: Data(payload)), let u = Usage.from(json: object) else { return }
-        usage = u
+              let object = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any] else { return }
+        switch object["type"] as? String {
+        case "message_start" where api == .anthropic:
+            // Input (and cache) counts; the output so far is not final.
+            if let u = (object["message"] as? [String: Any])?["usage"] as? [String: Any] {
+                anthropicStart = Usage.from(usage: u, anthropic: true)
+            }
+        case "message_delta" where api == .anthropic:
+            guard let u = object["usage"] as? [String: Any], let out = Usage.count(u["output_tokens"]) else { return }
+            var total = anthropicStart ?? Usage(input: 0, output: 0)
+            // Newer deltas repeat the input counts; take them when present.
+            if u["input_tokens"] != nil, let full = Usage.from(usage: u, anthropic: true) { total.input = full.input; total.cached = full.cached }
+            total.output = out
+            // Without a `message_start` the input is unknown: no usage (the bound is charged).
+            if anthropicStart != nil || u["input_tokens"] != nil { usage = total }
+        case "response.completed", "response.incomplete", "response.failed":
+            // Responses streams: usage sits in the terminal event's `response`.
+            if let u = (object["response"] as? [String: Any])?["usage"] as? [String: Any], let parsed = Usage.from(usage: u, anthropic: false) {
+                usage = parsed
+            }
+        case let t? where t.hasPrefix("response.") || t.hasPrefix("message_"):
+            return // `response.created` and the like carry no final usage
+        default:
+            if let u = Usage.from(json: object, anthropic: api == .anthropic) { usage = u }
+        }
     }
 }

@@ -1,0 +1,193 @@
+import AllotCore
+import AllotGateway
+import Foundation
+import Testing
+
+/// The gateway against an upstream it did not write: recorded-shape answers of the real APIs
+/// (`Fixtures/`), replayed whatever the request asked. For each, the reserved bound is at least
+/// the reported usage, the charge is the reported usage, and ledger = audit to the token.
+@Suite("Gateway against recorded API shapes", .serialized)
+struct FixtureTests {
+    static let keyEnv = "ALLOT_FIXTURE_TEST_UPSTREAM_KEY"
+
+    /// One gateway (or `nodes`) in front of a fresh `FixtureUpstream`.
+    func start(nodes: Int = 1) async throws -> (LocalFleet, FixtureUpstream) {
+        setenv(Self.keyEnv, "sk-operator-key", 1)
+        let upstream = FixtureUpstream()
+        let port = try await upstream.start()
+        let (config, consumers) = try testConfig { c in
+            c.upstream = URL(string: "http://127.0.0.1:\(port)")!
+            c.upstreamKeyEnv = Self.keyEnv
+            c.models["large"]!.maxPartTokens = [.image: 1_600]
+        }
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: nodes, mock: nil)
+        return (fleet, upstream)
+    }
+
+    static let system = String(repeating: "You are a careful assistant for a fleet of gateways. ", count: 30)
+    static func json(_ o: [String: Any]) -> String {
+        String(decoding: try! JSONSerialization.data(withJSONObject: o, options: .sortedKeys), as: UTF8.self)
+    }
+    static var user: [[String: Any]] { [["role": "user", "content": "Say hello to the fleet."]] }
+    static var image: [String: Any] { ["type": "image_url", "image_url": ["url": "https://example.com/harbour.png", "detail": "high"]] }
+
+    /// (fixture, path, body, usage the fixture reports)
+    static let cases: [(String, String, String, Int64)] = [
+        ("chat_n4.json", "/v1/chat/completions", json(["model": "large", "messages": user, "max_tokens": 100, "n": 4]), 231),
+        ("chat_images.json", "/v1/chat/completions",
+         json(["model": "large", "max_tokens": 100, "messages": [["role": "user", "content": [["type": "text", "text": "What is in these?"], image, image, image]]]]), 2_345),
+        ("chat_reasoning_cached.json", "/v1/chat/completions",
+         json(["model": "large", "max_completion_tokens": 2_000, "messages": [["role": "system", "content": system], ["role": "user", "content": "6 × 7?"]]]), 2_608),
+        ("chat_tools_stream.sse", "/v1/chat/completions",
+         json(["model": "large", "max_tokens": 100, "stream": true, "messages": user,
+               "tools": [["type": "function", "function": ["name": "get_weather", "parameters": ["type": "object", "properties": ["location": ["type": "string"]]]]]]]), 99),
+        ("responses.json", "/v1/responses", json(["model": "large", "instructions": system, "input": "What do we share?", "max_output_tokens": 600]), 780),
+        ("responses_stream.sse", "/v1/responses", json(["model": "large", "input": "Say hello to the fleet.", "max_output_tokens": 100, "stream": true]), 48),
+        ("messages.json", "/v1/messages", json(["model": "large", "system": system, "max_tokens": 100, "messages": user]), 1_223),
+        ("messages_stream.sse", "/v1/messages", json(["model": "large", "system": system, "max_tokens": 100, "messages": user, "stream": true]), 1_228),
+        ("embeddings.json", "/v1/embeddings", json(["model": "small", "input": "Say hello to the fleet."]), 8),
+    ]
+
+    @Test("every recorded shape: bound ≥ usage, charged = usage, ledger = audit; header hygiene both ways")
+    func recordedShapes() async throws {
+        let (fleet, upstream) = try await start()
+        for (fixture, path, body, usage) in Self.cases {
+            // Anthropic's clients authenticate with x-api-key; the OpenAI ones with Bearer.
+            let anthropic = path == "/v1/messages"
+            var headers = [("x-fixture", fixture), ("openai-organization", "org-client"), ("openai-project", "proj-client"),
+                           ("cookie", "session=client"), ("accept-encoding", "gzip, br")]
+            if anthropic { headers.append(("x-api-key", "sk-pro-1")) }
+            let r = try await call(port: fleet.proxyPorts[0], path: path, key: anthropic ? nil : "sk-pro-1", body: body, headers: headers)
+            #expect(r.status == 200, "\(fixture): \(r.status) \(r.body)")
+            // To the client: our rate-limit headers only, no upstream cookie.
+            #expect(r.headers["set-cookie"] == nil, "\(fixture)")
+            #expect(r.headers["x-ratelimit-remaining-tokens"] != "149984", "\(fixture)")
+            #expect(r.headers["anthropic-ratelimit-tokens-remaining"] != "79000", "\(fixture)")
+            if anthropic {
+                #expect(r.headers["anthropic-ratelimit-tokens-remaining"] != nil && r.headers["x-ratelimit-remaining-tokens"] == nil)
+            } else {
+                #expect(r.headers["x-ratelimit-remaining-tokens"] != nil, "\(fixture)")
+            }
+        }
+        // To the upstream: the operator's key only, identity encoding, none of the client's
+        // organisation, project, cookie or key.
+        let arrivals = upstream.received
+        #expect(arrivals.count == Self.cases.count)
+        for a in arrivals {
+            #expect(a.headers["openai-organization"] == nil && a.headers["openai-project"] == nil && a.headers["cookie"] == nil)
+            #expect(a.headers["accept-encoding"] == "identity")
+            if a.target == "/v1/messages" {
+                #expect(a.headers["x-api-key"] == "sk-operator-key" && a.headers["authorization"] == nil)
+            } else {
+                #expect(a.headers["authorization"] == "Bearer sk-operator-key" && a.headers["x-api-key"] == nil)
+            }
+        }
+        await fleet.stop()
+        upstream.stop()
+        let records = try auditRecords(fleet).filter { $0.decision == "admit" }
+        #expect(records.count == Self.cases.count)
+        for (record, c) in zip(records, Self.cases) {
+            #expect(record.settlement == "usage", "\(c.0)")
+            #expect(record.inputTokens + record.outputTokens == c.3, "\(c.0): charged \(record.inputTokens + record.outputTokens)")
+            #expect(record.reserved >= c.3, "\(c.0): bound \(record.reserved) < usage \(c.3)")
+            #expect(record.overBound == nil)
+        }
+        let ledger = try #require(fleet.coordinator.allocatorStatus("pro.month/consumer=p1"))
+        #expect(ledger.consumed == records.reduce(0) { $0 + $1.inputTokens + $1.outputTokens })
+        // Cached input is priced at the model's cached rate (the test config sets none: the input rate).
+        #expect(records[2].cachedTokens == 1_280)
+    }
+
+    @Test("a gzip-compressed answer settles to its exact usage")
+    func gzip() async throws {
+        let (fleet, upstream) = try await start()
+        for (fixture, path, body, usage) in [Self.cases[0], Self.cases[5]] {
+            let r = try await call(port: fleet.proxyPorts[0], path: path, key: "sk-pro-1", body: body,
+                                   headers: [("x-fixture", fixture), ("x-fixture-gzip", "1")])
+            #expect(r.status == 200 && r.headers["content-encoding"] == nil, "\(fixture): \(r.status) \(r.headers)")
+            #expect(r.body.contains("\"usage\""), "\(fixture): the client gets the decoded body")
+            _ = usage
+        }
+        await fleet.stop()
+        upstream.stop()
+        let records = try auditRecords(fleet).filter { $0.decision == "admit" }
+        #expect(records.map(\.settlement) == ["usage", "usage"])
+        #expect(records.map { $0.inputTokens + $0.outputTokens } == [231, 48])
+    }
+
+    @Test("non-canonical paths get 400 and unconfigured routes 404, and none reaches the upstream")
+    func deniedByDefault() async throws {
+        let (fleet, upstream) = try await start()
+        let port = fleet.proxyPorts[0]
+        for path in RoutesAndBoundsTests.variants where !path.isEmpty {
+            let status = try await rawStatus(port: port, "POST \(path) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-pro-1\r\n"
+                + "Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            #expect(status == 400, "\(path): \(status)")
+        }
+        for (method, path) in [("POST", "/v1/files"), ("GET", "/v1/batches"), ("POST", "/v1/fine_tuning/jobs"),
+                               ("GET", "/v1/organization/usage/completions"), ("DELETE", "/v1/chat/completions"), ("GET", "/v1/chat/completions")] {
+            let status = try await rawStatus(port: port, "\(method) \(path) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-pro-1\r\n"
+                + "Content-Length: 0\r\nConnection: close\r\n\r\n")
+            #expect(status == 404, "\(method) \(path): \(status)")
+        }
+        #expect(upstream.received.isEmpty, "\(upstream.received.map { "\($0.method) \($0.target)" })")
+        await fleet.stop()
+        upstream.stop()
+    }
+
+    @Test("a tier's passthrough pairs reach the upstream, charged one request")
+    func passThrough() async throws {
+        setenv(Self.keyEnv, "sk-operator-key", 1)
+        let upstream = FixtureUpstream()
+        let uport = try await upstream.start()
+        let (config, consumers) = try testConfig { c in
+            c.upstream = URL(string: "http://127.0.0.1:\(uport)")!
+            c.entitlements["pro"]!.passThrough = [try! PassThrough("GET /v1/files", field: "t")]
+        }
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 1, mock: nil)
+        let ok = try await call(port: fleet.proxyPorts[0], path: "/v1/files/file-abc", method: .GET, key: "sk-pro-1", body: nil)
+        #expect(ok.status == 200)
+        let other = try await call(port: fleet.proxyPorts[0], path: "/v1/files", method: .POST, key: "sk-pro-1", body: "{}")
+        #expect(other.status == 404)
+        let free = try await call(port: fleet.proxyPorts[0], path: "/v1/files", method: .GET, key: "sk-free-1", body: nil)
+        #expect(free.status == 404)
+        #expect(upstream.received.map(\.target) == ["/v1/files/file-abc"])
+        await fleet.stop()
+        upstream.stop()
+        let route = try #require(fleet.coordinator.allocatorStatus("pro.per-route/consumer=p1,route=other"))
+        #expect(route.consumed == 1)
+    }
+
+    @Test("zero-cost routes answer 200 for a consumer idle longer than a lease TTL")
+    func zeroCostIdle() async throws {
+        let (fleet, upstream) = try await start()
+        // p2 never sent a token request: no token lease on this node, and none is asked for
+        // a zero amount. Model listing and a stored response still go through.
+        for path in ["/v1/models", "/v1/models/large", "/v1/responses/resp_67ccd3a9da748190"] {
+            let r = try await call(port: fleet.proxyPorts[0], path: path, method: .GET, key: "sk-pro-2", body: nil,
+                                   headers: [("x-fixture", "models.json")])
+            #expect(r.status == 200, "\(path): \(r.status) \(r.body)")
+        }
+        await fleet.stop()
+        upstream.stop()
+    }
+
+    @Test("an upstream that reports more than the bound is charged in full, flagged, and ledger = audit")
+    func overBound() async throws {
+        let (fleet, upstream) = try await start()
+        // A short text request whose upstream reports three images' worth of input.
+        let body = Self.json(["model": "large", "max_tokens": 20, "messages": Self.user])
+        let r = try await call(port: fleet.proxyPorts[0], key: "sk-pro-1", body: body, headers: [("x-fixture", "chat_images.json")])
+        #expect(r.status == 200)
+        let metrics = try await call(port: fleet.adminPorts[0], path: "/metrics", method: .GET, key: nil, body: nil)
+        #expect(metrics.body.contains("allot_gateway_settled_above_bound_total"))
+        await fleet.stop()
+        upstream.stop()
+        let records = try auditRecords(fleet).filter { $0.decision == "admit" }
+        #expect(records.count == 1)
+        #expect(records.first?.overBound == true)
+        #expect(records.first.map { $0.inputTokens + $0.outputTokens } == 2_345)
+        let ledger = try #require(fleet.coordinator.allocatorStatus("pro.month/consumer=p1"))
+        #expect(ledger.consumed == 2_345, "ledger \(ledger.consumed) vs audit 2,345")
+    }
+}
