@@ -118,13 +118,10 @@ struct ProxyResponder: Sendable {
         let body = ResponseBody(contentLength: length) { writer in
             var scanner = UsageScanner(streaming: streaming, api: plan.route.isAnthropic ? .anthropic : .openai)
             var first = true
-            do {
-                for try await chunk in response.body {
-                    if first && streaming { metrics.streamFirstByte(ContinuousClock.now - sent) }
-                    first = false
-                    scanner.consume(chunk.readableBytesView)
-                    try await writer.write(chunk)
-                }
+            var passed = 0
+            // Settled before the client has the whole answer: a client that saw the end
+            // (with a content-length, before `finish`) never finds its reservation in flight.
+            let settle = { (scanner: inout UsageScanner) in
                 scanner.finish()
                 metrics.upstream(latency: ContinuousClock.now - sent)
                 if let usage = scanner.usage {
@@ -134,6 +131,17 @@ struct ProxyResponder: Sendable {
                 } else {
                     admission.settle(.incomplete(status: status))
                 }
+            }
+            do {
+                for try await chunk in response.body {
+                    if first && streaming { metrics.streamFirstByte(ContinuousClock.now - sent) }
+                    first = false
+                    scanner.consume(chunk.readableBytesView)
+                    passed += chunk.readableBytes
+                    if let length, passed >= length { settle(&scanner) }
+                    try await writer.write(chunk)
+                }
+                if length == nil || passed < length! { settle(&scanner) }
                 try await writer.finish(nil)
             } catch {
                 // The upstream cut the body, went silent, or the client went away.
