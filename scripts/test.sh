@@ -6,6 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/test-postgres.sh
 export ALLOT_REQUIRE_POSTGRES=1
+# The official OpenAI and Anthropic Python SDKs, pinned, in a throwaway venv for SDKTests
+# (skipped, saying so, when pip cannot install them).
+if [ -z "${ALLOT_SDK_PYTHON:-}" ]; then
+  venv=.build/sdk-venv
+  if "$venv/bin/python" -c "import openai, anthropic" 2>/dev/null \
+     || { python3 -m venv "$venv" && "$venv/bin/pip" install -q openai==3.57.0 anthropic==2.16.0; }; then
+    export ALLOT_SDK_PYTHON="$PWD/$venv/bin/python"
+  else
+    echo "test.sh: could not install the openai/anthropic SDKs from PyPI; SDKTests will be skipped" >&2
+  fi
+fi
 swift test --no-parallel "$@"
 # Step 4, must-show 4: a partition between network namespaces (skipped, saying so, on a
 # machine without root or iproute2).
