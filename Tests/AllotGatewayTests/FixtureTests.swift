@@ -10,12 +10,19 @@ import Testing
 struct FixtureTests {
     static let keyEnv = "ALLOT_FIXTURE_TEST_UPSTREAM_KEY"
 
-    /// One gateway (or `nodes`) in front of a fresh `FixtureUpstream`.
-    func start(nodes: Int = 1) async throws -> (LocalFleet, FixtureUpstream) {
+    /// One gateway (or `nodes`) in front of a fresh `FixtureUpstream`; `month`: the pro
+    /// tier's monthly token quota (tokens/min then high enough never to bind first).
+    func start(nodes: Int = 1, month: Int64? = nil) async throws -> (LocalFleet, FixtureUpstream) {
         setenv(Self.keyEnv, "sk-operator-key", 1)
         let upstream = FixtureUpstream()
         let port = try await upstream.start()
-        let (config, consumers) = try testConfig { c in
+        var yaml = testConfigYAML
+        if let month {
+            yaml = yaml.replacingOccurrences(of: "allowance: 15000,", with: "allowance: \(month),")
+                .replacingOccurrences(of: "{name: tpm, scope: [consumer], unit: tokens, kind: rate, limit: 20000, period: 1m}",
+                                      with: "{name: tpm, scope: [consumer], unit: tokens, kind: rate, limit: 100000000, period: 1m}")
+        }
+        let (config, consumers) = try testConfig(yaml: yaml) { c in
             c.upstream = URL(string: "http://127.0.0.1:\(port)")!
             c.upstreamKeyEnv = Self.keyEnv
             c.models["large"]!.maxPartTokens = [.image: 1_600]
@@ -96,6 +103,53 @@ struct FixtureTests {
         #expect(ledger.consumed == records.reduce(0) { $0 + $1.inputTokens + $1.outputTokens })
         // Cached input is priced at the model's cached rate (the test config sets none: the input rate).
         #expect(records[2].cachedTokens == 1_280)
+    }
+
+    @Test("3 gateways, 32 clients, every shape at once (n = 4, images, CJK, Responses, Messages, streams): the cap holds; ledger = audit = upstream")
+    func adversarialFleet() async throws {
+        let (fleet, upstream) = try await start(nodes: 3, month: 150_000)
+        // Dense CJK text: 3 bytes per character, often a token or more each.
+        let cjk = Self.json(["model": "large", "max_tokens": 100, "messages": [["role": "user", "content": String(repeating: "共享配额的网关舰队", count: 40)]]])
+        let cases = Self.cases + [("chat_n4.json", "/v1/chat/completions", cjk, 231)]
+        let deadline = ContinuousClock.now + .seconds(30)
+        let statuses = try await withThrowingTaskGroup(of: [Int].self) { group in
+            for client in 0..<32 {
+                group.addTask {
+                    var out: [Int] = []
+                    var refusals = 0
+                    // Bounded in count and time; stops once the quota refuses it three times running.
+                    for i in 0..<60 where refusals < 3 && ContinuousClock.now < deadline {
+                        let (fixture, path, body, _) = cases[(client + i) % cases.count]
+                        let anthropic = path == "/v1/messages"
+                        var headers = [("x-fixture", fixture)]
+                        if anthropic { headers.append(("x-api-key", "sk-pro-1")) }
+                        let r = try await call(port: fleet.proxyPorts[client % 3], path: path, key: anthropic ? nil : "sk-pro-1",
+                                               body: body, headers: headers)
+                        out.append(r.status)
+                        refusals = r.status == 429 ? refusals + 1 : 0
+                    }
+                    return out
+                }
+            }
+            var all: [Int] = []
+            for try await s in group { all += s }
+            return all
+        }
+        // What the upstream reported, summed over what reached it.
+        let usage = Dictionary(cases.map { ($0.0, $0.3) }, uniquingKeysWith: { a, _ in a })
+        let reported = upstream.received.reduce(Int64(0)) { $0 + (usage[$1.headers["x-fixture"] ?? ""] ?? 0) }
+        await fleet.stop()
+        upstream.stop()
+        #expect(Set(statuses).isSubset(of: [200, 429]), "\(Dictionary(grouping: statuses, by: { $0 }).mapValues(\.count))")
+        #expect(statuses.contains(429), "the quota was never reached")
+        let records = try auditRecords(fleet).filter { $0.decision == "admit" }
+        let audited = records.reduce(Int64(0)) { $0 + $1.inputTokens + $1.outputTokens }
+        let ledger = try #require(fleet.coordinator.allocatorStatus("pro.month/consumer=p1"))
+        #expect(audited <= 150_000, "the fleet settled \(audited) of 150,000")
+        #expect(ledger.consumed == audited, "ledger \(ledger.consumed) vs audit \(audited)")
+        #expect(reported == audited, "upstream \(reported) vs audit \(audited)")
+        #expect(records.allSatisfy { $0.settlement == "usage" && $0.overBound == nil })
+        #expect(records.count == upstream.received.count)
     }
 
     @Test("a gzip-compressed answer settles to its exact usage")

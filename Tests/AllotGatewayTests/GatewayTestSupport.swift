@@ -50,8 +50,8 @@ func testConsumersYAML() -> String {
     }.joined()
 }
 
-func testConfig(_ edit: (inout GatewayConfig) -> Void = { _ in }) throws -> (GatewayConfig, ConsumerDirectory) {
-    var c = try GatewayConfig(yaml: testConfigYAML)
+func testConfig(yaml: String = testConfigYAML, _ edit: (inout GatewayConfig) -> Void = { _ in }) throws -> (GatewayConfig, ConsumerDirectory) {
+    var c = try GatewayConfig(yaml: yaml)
     edit(&c)
     let d = try ConsumerDirectory(yaml: testConsumersYAML(), tiers: Set(c.shared.tiers.map(\.name)))
     return (c, d)
