@@ -48,15 +48,24 @@ struct EndToEndTests {
         #expect(r.status == 200)
         #expect(r.headers["content-type"]?.contains("text/event-stream") == true)
         #expect(r.body.contains("data: [DONE]"))
-        #expect(r.body.contains("\"completion_tokens\":123"), "the gateway asked for usage in the stream (include_usage)")
+        // The gateway asked for usage (include_usage) and settles from it, but the client
+        // did not ask: it never sees the chunk.
+        #expect(!r.body.contains("\"usage\""), "the added usage chunk reached the client")
+        #expect(r.body.components(separatedBy: "data: ").count == 10, "8 deltas and [DONE], whole")
         #expect(r.headers["x-ratelimit-limit-tokens"] == "20000")
+        // A client that asked for it gets it.
+        let asked = body.replacingOccurrences(of: "\"stream\":true", with: "\"stream\":true,\"stream_options\":{\"include_usage\":true}")
+        let r2 = try await call(port: fleet.proxyPorts[0], key: "sk-pro-1", body: asked, headers: [("x-mock-completion-tokens", "7")])
+        #expect(r2.body.contains("\"completion_tokens\":7"))
         await fleet.stop()
-        let rec = try #require(try auditRecords(fleet).first { $0.consumer == "p1" })
+        let recs = try auditRecords(fleet).filter { $0.consumer == "p1" }
+        let rec = try #require(recs.first)
         #expect(rec.settlement == "usage" && rec.outputTokens == 123)
+        #expect(recs.count == 2 && recs[1].settlement == "usage" && recs[1].outputTokens == 7)
         // The mock counts the forwarded body, which gained stream_options.
         #expect(rec.inputTokens > 0 && rec.inputTokens <= Int64(body.utf8.count))
         let month = try #require(fleet.coordinator.allocatorStatus("pro.month/consumer=p1"))
-        #expect(month.consumed == rec.inputTokens + 123)
+        #expect(month.consumed == recs.reduce(0) { $0 + $1.inputTokens + $1.outputTokens })
     }
 
     @Test("429 exactly when the requests budget is spent, naming the budget, with Retry-After")

@@ -206,4 +206,22 @@ struct RoutesAndBoundsTests {
         bad.finish()
         #expect(bad.usage == nil)
     }
+
+    @Test("the usage chunk the gateway added is cut out of the stream, whole events only, however it is split")
+    func addedUsageFilter() throws {
+        let data = try FixtureUpstream.fixture("chat_tools_stream.sse")
+        let text = String(decoding: data, as: UTF8.self)
+        let expected = text.components(separatedBy: "\n\n").filter { !$0.contains("\"choices\":[]") }.joined(separator: "\n\n")
+        for size in [1, 7, 64, data.count] {
+            var f = AddedUsageFilter()
+            var out: [UInt8] = []
+            var i = 0
+            while i < data.count {
+                out += f.pass(data[i..<min(i + size, data.count)])
+                i += size
+            }
+            out += f.finish()
+            #expect(String(decoding: out, as: UTF8.self) == expected, "chunks of \(size)")
+        }
+    }
 }

@@ -113,12 +113,14 @@ struct ProxyResponder: Sendable {
         let streaming = plan.stream || (response.headers.first(name: "content-type") ?? "").contains("text/event-stream")
         // A body the client decompressed has another length than the upstream announced.
         let encoded = response.headers.contains(name: "content-encoding")
-        let length = encoded ? nil : response.headers.first(name: "content-length").flatMap(Int.init)
+        let length = encoded || plan.addedUsage ? nil : response.headers.first(name: "content-length").flatMap(Int.init)
         let metrics = core.metrics
         let body = ResponseBody(contentLength: length) { writer in
             var scanner = UsageScanner(streaming: streaming, api: plan.route.isAnthropic ? .anthropic : .openai)
             var first = true
             var passed = 0
+            // The usage chunk the gateway asked for is not the client's to see.
+            var filter = plan.addedUsage && streaming && status < 400 ? AddedUsageFilter() : nil
             // Settled before the client has the whole answer: a client that saw the end
             // (with a content-length, before `finish`) never finds its reservation in flight.
             let settle = { (scanner: inout UsageScanner) in
@@ -139,9 +141,19 @@ struct ProxyResponder: Sendable {
                     scanner.consume(chunk.readableBytesView)
                     passed += chunk.readableBytes
                     if let length, passed >= length { settle(&scanner) }
-                    try await writer.write(chunk)
+                    if var f = filter {
+                        let kept = f.pass(chunk.readableBytesView)
+                        filter = f
+                        if !kept.isEmpty { try await writer.write(ByteBuffer(bytes: kept)) }
+                    } else {
+                        try await writer.write(chunk)
+                    }
                 }
                 if length == nil || passed < length! { settle(&scanner) }
+                if var f = filter {
+                    let rest = f.finish()
+                    if !rest.isEmpty { try await writer.write(ByteBuffer(bytes: rest)) }
+                }
                 try await writer.finish(nil)
             } catch {
                 // The upstream cut the body, went silent, or the client went away.

@@ -136,3 +136,54 @@ public struct UsageScanner: Sendable {
         }
     }
 }
+
+/// Removes, from a Chat Completions or Completions stream, the usage chunk (`choices: []`)
+/// that the gateway asked for on behalf of a client that did not: that client's parser may
+/// not expect a chunk without choices. Events pass through whole, as soon as they are complete.
+public struct AddedUsageFilter: Sendable {
+    private var pending: [UInt8] = []
+
+    public init() {}
+
+    /// The complete events of `chunk` (and of what came before it) minus the usage chunk.
+    public mutating func pass(_ chunk: some Collection<UInt8>) -> [UInt8] {
+        pending.append(contentsOf: chunk)
+        var out: [UInt8] = []
+        var start = 0
+        var i = 0
+        // Events end at a blank line ("\n\n"; "\r\n\r\n" ends with "\n\r\n").
+        while i + 1 < pending.count {
+            if pending[i] == UInt8(ascii: "\n") && (pending[i + 1] == UInt8(ascii: "\n")
+                || pending[i + 1] == UInt8(ascii: "\r") && i + 2 < pending.count && pending[i + 2] == UInt8(ascii: "\n")) {
+                let end = pending[i + 1] == UInt8(ascii: "\n") ? i + 2 : i + 3
+                let event = pending[start..<end]
+                if !Self.isAddedUsage(event) { out.append(contentsOf: event) }
+                start = end
+                i = end
+            } else {
+                i += 1
+            }
+        }
+        pending.removeFirst(start)
+        return out
+    }
+
+    /// Whatever is left at the end of the stream (an unterminated last event).
+    public mutating func finish() -> [UInt8] {
+        defer { pending = [] }
+        return Self.isAddedUsage(pending[...]) ? [] : pending
+    }
+
+    static func isAddedUsage(_ event: ArraySlice<UInt8>) -> Bool {
+        guard event.count > 16, event.firstRange(of: Array("\"usage\"".utf8)) != nil else { return false }
+        for line in event.split(separator: UInt8(ascii: "\n")) {
+            var l = line
+            if l.last == UInt8(ascii: "\r") { l = l.dropLast() }
+            guard l.starts(with: "data:".utf8) else { continue }
+            let payload = l.dropFirst(5)
+            guard let o = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any] else { return false }
+            return (o["choices"] as? [Any])?.isEmpty == true && o["usage"] is [String: Any]
+        }
+        return false
+    }
+}
