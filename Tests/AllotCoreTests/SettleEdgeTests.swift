@@ -59,4 +59,52 @@ struct SettleEdgeTests {
         #expect(alloc.status("q")!.consumed + debt == 5_000)
         #expect(alloc.status("q")!.consumed <= 1_000)
     }
+
+    @Test("a request reserved at zero that cost something after all is owed, asked for and counted once")
+    func zeroReservedThenCharged() throws {
+        let q = quotaBudget("q", allowance: 100_000)
+        var alloc = try Allocator(budgets: [q], now: at(0))
+        var e = try Enforcer(settings: EnforcerSettings(node: "n"))
+        let set = try BudgetSet([e.register(q)])
+        guard case .admitted(let r) = e.reserve(Cost(requests: 1), on: set, now: at(0)) else {
+            Issue.record("a zero charge was refused")
+            return
+        }
+        e.settle(r, actual: .tokens(900), now: at(0.01))
+        for ms in stride(from: 20, through: 2_000, by: 10) {
+            let now = at(Double(ms) / 1_000)
+            for m in e.poll(now: now) {
+                switch m {
+                case .acquire(let req): if case .granted(let g) = alloc.acquire(req, now: now) { _ = e.receive(g, now: now) }
+                case .release(let rel): _ = alloc.release(rel, now: now)
+                }
+            }
+        }
+        for m in e.shutdown(now: at(3)) { if case .release(let rel) = m { _ = alloc.release(rel, now: at(3)) } }
+        #expect(e.status(set[0]).debt == 0)
+        #expect(alloc.status("q")?.consumed == 900)
+    }
+
+    @Test("two slices of one set that both run short are taken one after the other, never given back in turn")
+    func orderedAcquisition() throws {
+        let a = quotaBudget("a", allowance: 1_000_000), b = quotaBudget("b", allowance: 1_000_000)
+        var alloc = try Allocator(budgets: [a, b], now: at(0))
+        var e = try Enforcer(settings: EnforcerSettings(node: "n"))
+        let set = try BudgetSet([e.register(a), e.register(b)])
+        var admitted = 0
+        // Small requests size the slices small; then one much larger request needs both to grow.
+        for ms in stride(from: 0, through: 3_000, by: 10) {
+            let now = at(Double(ms) / 1_000)
+            let cost: Int64 = ms >= 1_000 ? 50_000 : 10
+            if e.reserve(.tokens(cost), on: set, now: now).isAdmitted && cost > 10 { admitted += 1 }
+            for m in e.poll(now: now) {
+                switch m {
+                case .acquire(let req): if case .granted(let g) = alloc.acquire(req, now: now) { _ = e.receive(g, now: now) }
+                case .release(let rel): _ = alloc.release(rel, now: now)
+                }
+            }
+            #expect(alloc.checkInvariants() == nil)
+        }
+        #expect(admitted > 0, "the large requests were never admitted")
+    }
 }

@@ -222,8 +222,15 @@ struct FixtureTests {
                                    headers: [("x-fixture", "models.json")])
             #expect(r.status == 200, "\(path): \(r.status) \(r.body)")
         }
+        // A stored response fetched again reports the usage it was charged for when made: not again.
+        let stored = try await call(port: fleet.proxyPorts[0], path: "/v1/responses/resp_67ccd3a9da748190", method: .GET,
+                                    key: "sk-pro-2", body: nil, headers: [("x-fixture", "responses.json")])
+        #expect(stored.status == 200 && stored.body.contains("\"usage\""))
         await fleet.stop()
         upstream.stop()
+        let tokens = try auditRecords(fleet).filter { $0.decision == "admit" }.map { $0.inputTokens + $0.outputTokens }
+        #expect(tokens == [0, 0, 0, 0])
+        #expect(fleet.coordinator.allocatorStatus("pro.month/consumer=p2")?.consumed ?? 0 == 0)
     }
 
     @Test("an upstream that reports more than the bound is charged in full, flagged, and ledger = audit")

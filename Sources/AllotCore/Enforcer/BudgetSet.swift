@@ -55,7 +55,8 @@ public struct Reservation: Sendable {
 /// The answer to `reserve`/`admit`.
 public enum Decision: Sendable {
     case admitted(Reservation)
-    /// Denied by this budget (the first one in the set that could not pay); nothing was taken.
+    /// Denied; nothing was taken. The budget the request waits for (the one being asked for):
+    /// docs/design.md, "Requests charged to several budgets".
     case denied(by: BudgetHandle)
 
     @inlinable

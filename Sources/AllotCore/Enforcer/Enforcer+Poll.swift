@@ -43,12 +43,11 @@ extension Enforcer {
         }
         // Held back (requests wait for another budget of their set) and nothing admitted
         // lately: what the slice holds is of no use here and may be what the nodes holding
-        // that other budget wait for. Give it all back and ask for nothing; the lease stays
-        // (and is reported if the budget's owner changes).
-        if !s.isRate && hasLease && !s.reportOwner && now - s.heldBackAt < settings.refreshInterval
-            && s.admitted.recentRate(now: now) == 0 {
-            s.needsRefill = false
-            guard s.available > 0 else { return nil }
+        // that other budget wait for. Give it all back and ask for nothing more; the lease
+        // stays, and is still renewed and reported if the budget's owner changes.
+        let heldBack = !s.isRate && hasLease && now - s.heldBackAt < settings.refreshInterval
+            && s.admitted.recentRate(now: now) == 0
+        if heldBack && s.available > 0 && !s.reportOwner {
             s.released += s.available
             s.available = 0
             return .release(ReleaseRequest(node: settings.node, budget: specs[i].id, leaseID: s.leaseID,
@@ -114,6 +113,7 @@ extension Enforcer {
                 s.rate = min(s.rate, 2 * (recent * s.periodNs / 1_000_000_000) + 1)
             }
         }
+        if heldBack { need = false }
         if need || renew {
             s.needsRefill = false
             s.needsAck = false

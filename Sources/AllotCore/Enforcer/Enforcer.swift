@@ -57,6 +57,11 @@ public struct Enforcer: Sendable {
         take(cost, on: set, now: now, hold: true)
     }
 
+    /// The order in which a request waits for the budgets of its set: rate budgets first,
+    /// then the set's order (the same on every node).
+    @inlinable
+    func rank(_ isRate: Bool, _ i: Int) -> Int { (isRate ? 0 : BudgetSet.capacity) + i }
+
     /// Checks and takes, then either holds the units until `settle` (`hold`) or spends them
     /// at once (`admit`: the same books as reserve + settle, in one pass).
     @inlinable
@@ -76,7 +81,7 @@ public struct Enforcer: Sendable {
                 guard slices[idx].spendable < amount else { continue }
                 if denied < 0 { denied = i }
                 // Rate budgets first (they refill by themselves), then the set's order.
-                if waitOn < 0 || slices[idx].isRate && !slices[Int(set.handles[waitOn])].isRate { waitOn = i }
+                if waitOn < 0 || rank(slices[idx].isRate, i) < rank(slices[Int(set.handles[waitOn])].isRate, waitOn) { waitOn = i }
             } else {
                 var short = false
                 switch slices[idx].mode {
@@ -103,6 +108,10 @@ public struct Enforcer: Sendable {
             // tokens/min kept the monthly quota that the others, waiting for the monthly quota
             // while holding tokens/min, needed (FleetCapTests, docs/design.md "Requests
             // charged to several budgets"). One fixed order (rate budgets first) breaks it.
+            // Only budgets after the awaited one in that order are held back: those before it
+            // are kept (ordered acquisition: two slices that both run short are taken one
+            // after the other, never given back in turn).
+            let waitRank = waitOn < 0 ? 0 : rank(slices[Int(set.handles[waitOn])].isRate, waitOn)
             for i in 0..<set.count where r.amounts[i] > 0 {
                 let idx = Int(set.handles[i])
                 slices[idx].demand.record(r.amounts[i], now: now)
@@ -110,11 +119,12 @@ public struct Enforcer: Sendable {
                     slices[idx].heldBackAt = LocalSlice.notHeldBack
                     slices[idx].needsRefill = true
                     _wantsPoll = true
-                } else if waitOn >= 0 && now < slices[idx].expiresAt {
+                } else if waitOn >= 0 && now < slices[idx].expiresAt && rank(slices[idx].isRate, i) > waitRank {
                     slices[idx].heldBackAt = now
                 }
             }
-            return .denied(by: set[denied])
+            // Named: the budget the request waits for (the one being asked for).
+            return .denied(by: set[waitOn >= 0 ? waitOn : denied])
         }
         for i in 0..<set.count {
             let idx = Int(set.handles[i])
@@ -173,10 +183,21 @@ public struct Enforcer: Sendable {
             let idx = Int(r.budgets.handles[i])
             let reserved = r.amounts[i]
             let spent = slices[idx].isConcurrency ? 0 : slices[idx].amount(for: actual)
+            if reserved == 0 {
+                // Nothing was taken (a zero charge): whatever the request cost after all is
+                // owed, and asked for, so the next grant repays it and the ledger counts it.
+                if spent > 0 {
+                    slices[idx].debt = Checked.sum(slices[idx].debt, spent)
+                    slices[idx].demand.record(spent, now: now)
+                    slices[idx].needsRefill = true
+                    _wantsPoll = true
+                }
+                continue
+            }
             if r.fromFailMode[i] {
                 switch slices[idx].mode {
-                case .open: slices[idx].debt = max(0, slices[idx].debt + spent - reserved)
-                case .staticAllowance: slices[idx].staticUsed = max(0, slices[idx].staticUsed + spent - reserved)
+                case .open: slices[idx].debt = max(0, Checked.sum(slices[idx].debt, spent, -reserved))
+                case .staticAllowance: slices[idx].staticUsed = max(0, Checked.sum(slices[idx].staticUsed, spent, -reserved))
                 case .closed: break
                 }
                 continue
@@ -195,11 +216,11 @@ public struct Enforcer: Sendable {
                 // The upstream used more than the bound: pay from the slice, owe the rest
                 // (reported as consumed when a later grant repays it, never before: the
                 // coordinator would count it against a lease that never held it).
-                let extra = spent - reserved
+                let extra = Checked.sum(spent, -reserved)
                 let paid = min(extra, max(0, slices[idx].spendable))
                 slices[idx].charge(paid)
                 slices[idx].consumed += reserved + paid
-                slices[idx].debt += extra - paid
+                slices[idx].debt = Checked.sum(slices[idx].debt, extra - paid)
             }
         }
     }

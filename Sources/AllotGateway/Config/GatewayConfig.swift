@@ -248,7 +248,7 @@ public struct ModelPrice: Hashable, Sendable {
         let nano = Checked.sum(Checked.product(max(0, input) - c, inputNanoPerToken),
                                Checked.product(c, cachedInputNanoPerToken),
                                Checked.product(max(0, output), outputNanoPerToken))
-        return nano == .max ? .max : (nano + 999) / 1000
+        return nano > .max - 999 ? .max : (nano + 999) / 1000
     }
 }
 

@@ -123,10 +123,15 @@ struct ProxyResponder: Sendable {
             var filter = plan.addedUsage && streaming && status < 400 ? AddedUsageFilter() : nil
             // Settled before the client has the whole answer: a client that saw the end
             // (with a content-length, before `finish`) never finds its reservation in flight.
-            let settle = { (scanner: inout UsageScanner) in
+            var settled = false
+            let settle = { (scanner: inout UsageScanner, settled: inout Bool) in
+                guard !settled else { return }
+                settled = true
                 scanner.finish()
                 metrics.upstream(latency: ContinuousClock.now - sent)
-                if let usage = scanner.usage {
+                // Usage counts only on model routes: a stored response fetched again (`retrieve`)
+                // or a passed-through answer reports usage that was charged when it was made.
+                if plan.route.isModelRoute, let usage = scanner.usage {
                     admission.settle(.usage(usage, status: status))
                 } else if status >= 400 {
                     admission.settle(.upstreamError(status: status))
@@ -140,7 +145,7 @@ struct ProxyResponder: Sendable {
                     first = false
                     scanner.consume(chunk.readableBytesView)
                     passed += chunk.readableBytes
-                    if let length, passed >= length { settle(&scanner) }
+                    if let length, passed >= length { settle(&scanner, &settled) }
                     if var f = filter {
                         let kept = f.pass(chunk.readableBytesView)
                         filter = f
@@ -149,7 +154,7 @@ struct ProxyResponder: Sendable {
                         try await writer.write(chunk)
                     }
                 }
-                if length == nil || passed < length! { settle(&scanner) }
+                settle(&scanner, &settled)
                 if var f = filter {
                     let rest = f.finish()
                     if !rest.isEmpty { try await writer.write(ByteBuffer(bytes: rest)) }
@@ -169,14 +174,15 @@ struct ProxyResponder: Sendable {
     /// (the operator's key replaces them), its organisation and project (they would bill
     /// another account), cookies, and its encoding wishes (usage must be readable).
     static let notForwarded: Set<String> = HTTPSupport.hopByHop.union([
-        "authorization", "x-api-key", "openai-organization", "openai-project", "cookie", "accept-encoding",
+        "authorization", "x-api-key", "api-key", "openai-organization", "openai-project", "cookie", "accept-encoding",
     ])
 
     /// Upstream response headers passed to the client: not hop-by-hop, not the upstream's own
     /// rate-limit headers (ours replace them), no cookies, no encoding (the body was decoded).
     static func returned(_ name: String) -> Bool {
         !HTTPSupport.hopByHop.contains(name) && !name.hasPrefix("x-ratelimit-") && !name.hasPrefix("anthropic-ratelimit-")
-            && name != "set-cookie" && name != "content-encoding" && name != "retry-after"
+            && !["set-cookie", "content-encoding", "retry-after", "retry-after-ms", "openai-organization", "openai-project",
+                 "anthropic-organization-id"].contains(name)
     }
 
     /// Our rate-limit headers in the route's dialect: `anthropic-ratelimit-*` on Messages.

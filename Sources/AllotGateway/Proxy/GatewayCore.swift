@@ -273,10 +273,10 @@ public final class GatewayCore: Sendable {
         metrics.inflight(-1)
         let entry = a.entry
         metrics.settled(consumer: entry.consumer.id, tier: entry.consumer.tier, model: plan.model,
-                        input: input, output: output, reserved: plan.inputBound + plan.outputBound)
+                        input: input, output: output, reserved: Checked.sum(plan.inputBound, plan.outputBound))
         appendAudit(AuditRecord(time: Self.rfc3339(now), node: node, consumer: entry.consumer.id, keyID: entry.keyID,
                                 tier: entry.consumer.tier, route: plan.route.rawValue, model: plan.model,
-                                reserved: plan.inputBound + plan.outputBound, inputTokens: input, outputTokens: output,
+                                reserved: Checked.sum(plan.inputBound, plan.outputBound), inputTokens: input, outputTokens: output,
                                 costMicroDollars: actual.microDollars, upstreamStatus: status,
                                 latencyMs: (now - a.started).nanoseconds / 1_000_000, decision: "admit", budget: nil,
                                 runaway: a.runaway, settlement: settlement,

@@ -1,3 +1,4 @@
+import AllotCore
 import Prometheus
 
 /// The gateway's `/metrics`: requests and tokens by consumer, tier, model and decision;
@@ -28,7 +29,7 @@ public final class GatewayMetrics: Sendable {
         for (direction, n) in [("input", input), ("output", output)] where n > 0 {
             counter("allot_gateway_tokens_total", "Tokens settled, by consumer, tier, model and direction", [("consumer", consumer), ("tier", tier), ("model", m), ("direction", direction)]).increment(by: n)
         }
-        let error = reserved - (input + output)
+        let error = Checked.sum(reserved, -Checked.sum(input, output))
         counter("allot_gateway_reservation_error_tokens_total", "Tokens reserved but not used (reserved - settled), refunded at settlement", [("tier", tier), ("model", m)])
             .increment(by: max(0, error))
         if error < 0 {

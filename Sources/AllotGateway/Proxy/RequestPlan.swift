@@ -99,6 +99,11 @@ public struct RequestPlan: Hashable, Sendable {
                                budget: "entitlement.max_tokens")
         }
         var choices: Int64 = 1
+        if route == .completions, let prompts = json["prompt"] as? [Any], prompts.first is String || prompts.first is [Any] {
+            // A list of prompts: each gets its own choices.
+            choices = Int64(prompts.count)
+        }
+        var perPrompt: Int64 = 1
         for key in ["n", "best_of"] {
             guard let n = try positiveInteger(json, key) else { continue }
             guard route == .chat || route == .completions else {
@@ -106,9 +111,9 @@ public struct RequestPlan: Hashable, Sendable {
             }
             guard n <= maxChoices else { throw .badRequest("invalid_\(key)", "\(key) is \(n); at most \(maxChoices)") }
             // best_of generates that many completions upstream and returns n of them.
-            choices = max(choices, n)
+            perPrompt = max(perPrompt, n)
         }
-        outputBound = Checked.product(outputBound, choices)
+        outputBound = Checked.product(outputBound, Checked.product(max(1, choices), perPrompt))
 
         let stream = json["stream"] as? Bool ?? false
         var forward = body
@@ -151,7 +156,7 @@ public struct RequestPlan: Hashable, Sendable {
     static let textParts: Set<String> = [
         "text", "input_text", "output_text", "refusal", "summary_text", "reasoning_text",
         "tool_use", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output",
-        "thinking", "redacted_thinking", "reasoning", "message",
+        "thinking", "redacted_thinking", "reasoning", "message", "tool_result",
     ]
     /// Non-text part types, by the model's `max_part_tokens` kind that bounds them.
     static let boundedParts: [String: ModelPrice.Part] = [
@@ -167,14 +172,21 @@ public struct RequestPlan: Hashable, Sendable {
         var items: [Any] = []
         switch route {
         case .chat, .messages:
-            for m in json["messages"] as? [Any] ?? [] { if let c = (m as? [String: Any])?["content"] { items.append(c) } }
+            for m in json["messages"] as? [Any] ?? [] {
+                guard let m = m as? [String: Any] else { continue }
+                // A previous audio answer brought back by id is input the body does not carry.
+                if let a = m["audio"], !(a is NSNull) {
+                    throw .badRequest("unsupported_part_type", "messages carrying audio from an earlier answer (audio.id) cannot be bounded")
+                }
+                if let c = m["content"] { items.append(c) }
+            }
             if route == .messages, let system = json["system"] { items.append(system) }
         case .responses:
             if let input = json["input"] { items.append(input) }
         default:
             return 0
         }
-        var depth = 0
+        var walked = 0
         while let next = items.popLast() {
             guard let parts = next as? [Any] else { continue } // a plain string: text
             for part in parts {
@@ -182,11 +194,17 @@ public struct RequestPlan: Hashable, Sendable {
                 // Responses shorthand `{role, content}` and `type: message` items, and tool
                 // results, carry parts of their own.
                 if let inner = p["content"], p["type"] == nil || p["type"] as? String == "message" || p["type"] as? String == "tool_result" {
-                    depth += 1
-                    guard depth < 10_000 else { throw .badRequest("invalid_json", "the request nests content too deeply") }
+                    walked += 1
+                    guard walked < 1_000_000 else { throw .badRequest("invalid_json", "the request has too many content parts") }
                     items.append(inner)
                     continue
                 }
+                // Tool outputs given as parts (Responses) may carry images and files.
+                if let output = p["output"] as? [Any] {
+                    walked += 1
+                    items.append(output)
+                }
+
                 guard let type = p["type"] as? String else {
                     throw .badRequest("invalid_part", "a content part has no type")
                 }
@@ -224,6 +242,9 @@ public struct RequestPlan: Hashable, Sendable {
                 }
                 extra = max(extra, window)
             }
+        }
+        for key in ["mcp_servers", "web_search_options"] where json[key] != nil && !(json[key] is NSNull) {
+            throw .badRequest("unsupported_tool", "\(key) adds work billed outside the request's bound")
         }
         for tool in json["tools"] as? [Any] ?? [] {
             let type = (tool as? [String: Any])?["type"] as? String
