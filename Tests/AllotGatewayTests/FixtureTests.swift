@@ -242,6 +242,13 @@ struct FixtureTests {
         #expect(r.status == 200)
         let metrics = try await call(port: fleet.adminPorts[0], path: "/metrics", method: .GET, key: nil, body: nil)
         #expect(metrics.body.contains("allot_gateway_settled_above_bound_total"))
+        // What the slice could not pay is a debt the node asks for at once; the ledger counts
+        // it when the grant repays it (bounded wait: 3 s).
+        let gw = try #require(fleet.gateways.first)
+        let debt = { gw.core.enforcer.withEnforcer { e in e.handle(for: "pro.month/consumer=p1").map { e.status($0).debt } ?? 0 } }
+        let until = ContinuousClock.now + .seconds(3)
+        while debt() > 0 && ContinuousClock.now < until { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(debt() == 0, "the overrun was not repaid")
         await fleet.stop()
         upstream.stop()
         let records = try auditRecords(fleet).filter { $0.decision == "admit" }
