@@ -35,6 +35,35 @@ struct RoutesAndBoundsTests {
         }
     }
 
+    @Test("gateway.routes replaces the table: only the listed (method, path) pairs are forwarded")
+    func configuredRoutes() throws {
+        let base = "tiers: [{name: t, templates: [{name: rpm, scope: [consumer], unit: requests, kind: rate, limit: 10, period: 1s}]}]\n"
+        let c = try GatewayConfig(yaml: base + """
+            gateway:
+              routes:
+                - {method: POST, path: /openai/deployments/*/chat/completions, route: chat}
+                - {method: GET, path: /v1/models, route: models}
+            """)
+        #expect(c.routes.match(method: "POST", target: "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21") == .route(.chat))
+        #expect(c.routes.match(method: "GET", target: "/v1/models") == .route(.models))
+        #expect(c.routes.match(method: "POST", target: "/v1/chat/completions") == .unknown)
+        #expect(c.routes.match(method: "POST", target: "/openai/deployments/a/b/chat/completions") == .unknown)
+        #expect(c.routes.match(method: "POST", target: "/openai/deployments/../chat/completions") == .nonCanonical)
+        #expect(try GatewayConfig(yaml: base).routes == RouteTable.standard)
+        let bad = [
+            "{method: FETCH, path: /v1/x, route: chat}", "{method: POST, path: /v1/x/, route: chat}",
+            "{method: POST, path: v1/x, route: chat}", "{method: POST, path: /v1/x*, route: chat}",
+            "{method: POST, path: /v1/x, route: other}", "{method: POST, path: /v1/x, route: nope}",
+            "{method: POST, path: /v1/x}", "{method: POST, path: /v1/x, route: chat, model: m}",
+            "{method: POST, path: /v1/%2e, route: chat}",
+        ]
+        for entry in bad {
+            #expect(throws: AllotError.self, "\(entry)") { try GatewayConfig(yaml: base + "gateway: {routes: [\(entry)]}") }
+        }
+        let twice = "gateway: {routes: [{method: POST, path: /v1/x, route: chat}, {method: POST, path: /v1/x, route: embeddings}]}"
+        #expect(throws: AllotError.self) { try GatewayConfig(yaml: base + twice) }
+    }
+
     @Test("a tier's passthrough pairs cover whole segments only")
     func passThrough() throws {
         let p = try PassThrough("GET /v1/files", field: "t")

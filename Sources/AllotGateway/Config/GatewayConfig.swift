@@ -42,6 +42,9 @@ public struct GatewayConfig: Sendable {
     public var shared: CoordinatorConfig
     public var models: [String: ModelPrice] = [:]
     public var entitlements: [String: Entitlements] = [:]
+    /// Which (method, path) is forwarded as which route (`gateway.routes`); OpenAI's and
+    /// Anthropic's paths unless the file lists its own. Deny by default either way.
+    public var routes = RouteTable.standard
 
     public init(shared: CoordinatorConfig) { self.shared = shared }
 
@@ -99,6 +102,21 @@ public struct GatewayConfig: Sendable {
             if let v = g.chain_depth_header { chainDepthHeader = v.lowercased() }
             if let v = g.sidecar_reservation_ttl {
                 sidecarReservationTTL = try CoordinatorConfig.duration(v, field: "gateway.sidecar_reservation_ttl")
+            }
+            if let list = g.routes {
+                var entries: [RouteTable.Entry] = []
+                for (i, r) in list.enumerated() {
+                    let field = "gateway.routes[\(i)]"
+                    guard let m = r.method, let p = r.path, let n = r.route else {
+                        throw AllotError(.invalidSettings, "\(field) needs method, path and route")
+                    }
+                    let e = try RouteTable.Entry(method: m, path: p, route: n, field: field)
+                    guard !entries.contains(where: { $0.method == e.method && $0.pattern == e.pattern }) else {
+                        throw AllotError(.invalidSettings, "\(field): \(m) \(p) is listed twice")
+                    }
+                    entries.append(e)
+                }
+                routes = RouteTable(entries: entries)
             }
         }
         for (i, m) in (raw.models ?? []).enumerated() {
@@ -159,8 +177,9 @@ public struct GatewayConfig: Sendable {
             var upstream_key_env: String?; var upstream_timeout: String?; var upstream_idle_timeout: String?
             var max_body_bytes: Int?; var consumers: String?; var audit_dir: String?; var audit_max_bytes: Int?
             var coordinator: String?; var admission_wait: String?; var chain_depth_header: String?
-            var sidecar_reservation_ttl: String?
+            var sidecar_reservation_ttl: String?; var routes: [RouteEntry]?
         }
+        struct RouteEntry: Decodable { var method: String?; var path: String?; var route: String? }
         struct Model: Decodable {
             var name: String?; var input_usd_per_mtok: Double?; var output_usd_per_mtok: Double?; var max_output_tokens: Int64?
             var cached_input_usd_per_mtok: Double?; var apis: [String]?; var max_part_tokens: [String: Int64]?
@@ -176,7 +195,8 @@ public struct GatewayConfig: Sendable {
         let known: [String: Set<String>] = [
             "gateway": ["name", "listen", "admin", "upstream", "upstream_key_env", "upstream_timeout", "upstream_idle_timeout",
                         "max_body_bytes", "consumers", "audit_dir", "audit_max_bytes", "coordinator", "admission_wait",
-                        "chain_depth_header", "sidecar_reservation_ttl"],
+                        "chain_depth_header", "sidecar_reservation_ttl", "routes"],
+            "routes[]": ["method", "path", "route"],
             "models[]": ["name", "input_usd_per_mtok", "output_usd_per_mtok", "max_output_tokens",
                      "cached_input_usd_per_mtok", "apis", "max_part_tokens", "context_window_tokens"],
             "entitlements": ["models", "routes", "passthrough", "max_prompt_bytes", "max_tokens", "max_chain_depth", "runaway"],
@@ -192,6 +212,9 @@ public struct GatewayConfig: Sendable {
             }
         }
         try check(top["gateway"], "gateway", "gateway")
+        for (i, r) in (((top["gateway"] as? [String: Any])?["routes"]) as? [Any] ?? []).enumerated() {
+            try check(r, "routes[]", "gateway.routes[\(i)]")
+        }
         for (i, m) in (top["models"] as? [Any] ?? []).enumerated() { try check(m, "models[]", "models[\(i)]") }
         for (i, t) in (top["tiers"] as? [Any] ?? []).enumerated() {
             let e = (t as? [String: Any])?["entitlements"]

@@ -30,9 +30,39 @@ public struct RouteTable: Hashable, Sendable {
         /// Segments; `*` matches one id segment (`[A-Za-z0-9._:-]`, not `.` or `..`).
         public var pattern: [String]
         public var route: Route
+
+        public init(method: String, pattern: [String], route: Route) {
+            self.method = method
+            self.pattern = pattern
+            self.route = route
+        }
+
+        /// One entry of `gateway.routes` (`{method: POST, path: /v1/chat/completions, route: chat}`):
+        /// the path canonical, `*` only as a whole segment, the route one that spends tokens or
+        /// none (`other` is what a tier's `passthrough` gives, not a table entry).
+        public init(method: String, path: String, route name: String, field: String) throws(AllotError) {
+            guard RouteTable.methods.contains(method) else {
+                throw AllotError(.invalidSettings, "\(field).method: '\(method)' is not one of \(RouteTable.methods.joined(separator: ", "))")
+            }
+            guard let route = Route(rawValue: name), route != .other else {
+                let known = Route.allCases.filter { $0 != .other }.map(\.rawValue).joined(separator: ", ")
+                throw AllotError(.invalidSettings, "\(field).route: unknown route '\(name)'; use one of \(known)")
+            }
+            // `*` stands for one id segment; the rest must be a canonical path.
+            let probe = path.split(separator: "/", omittingEmptySubsequences: false).map { $0 == "*" ? "id" : $0 }.joined(separator: "/")
+            guard RouteTable.canonicalSegments(Substring(probe)) != nil,
+                  !path.split(separator: "/").contains(where: { $0.contains("*") && $0 != "*" }) else {
+                throw AllotError(.invalidSettings, "\(field).path: '\(path)' is not a canonical path ('/'-separated segments of [A-Za-z0-9._:~-], '*' for one id segment)")
+            }
+            self.init(method: method, pattern: path.dropFirst().split(separator: "/").map(String.init), route: route)
+        }
     }
 
     public var entries: [Entry]
+
+    public init(entries: [Entry]) { self.entries = entries }
+
+    static let methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
     /// OpenAI's and Anthropic's paths.
     public static let standard = RouteTable(entries: [
@@ -104,7 +134,7 @@ public struct PassThrough: Hashable, Sendable {
 
     public init(_ text: String, field: String) throws(AllotError) {
         let parts = text.split(separator: " ", omittingEmptySubsequences: true)
-        guard parts.count == 2, ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(String(parts[0])),
+        guard parts.count == 2, RouteTable.methods.contains(String(parts[0])),
               let segments = RouteTable.canonicalSegments(parts[1]), !segments.isEmpty else {
             throw AllotError(.invalidSettings, "\(field): '\(text)' is not 'METHOD /canonical/path/prefix' (e.g. 'GET /v1/files')")
         }

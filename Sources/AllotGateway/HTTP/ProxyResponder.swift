@@ -20,7 +20,7 @@ struct ProxyResponder: Sendable {
         // A path that is not canonical is refused before anything else: spelled another way
         // it could mean one route here and another upstream.
         let target = request.uri.string
-        let matched = RouteTable.standard.match(method: request.method.rawValue, target: target)
+        let matched = config.routes.match(method: request.method.rawValue, target: target)
         let anthropic = matched == .route(.messages)
         if matched == .nonCanonical {
             core.metrics.rejected("non_canonical_path")
