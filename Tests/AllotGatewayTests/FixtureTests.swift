@@ -72,6 +72,7 @@ struct FixtureTests {
             #expect(r.headers["anthropic-ratelimit-tokens-remaining"] != "79000", "\(fixture)")
             if anthropic {
                 #expect(r.headers["anthropic-ratelimit-tokens-remaining"] != nil && r.headers["x-ratelimit-remaining-tokens"] == nil)
+                #expect(r.headers["anthropic-ratelimit-tokens-reset"]?.hasSuffix("Z") == true, "\(fixture)")
             } else {
                 #expect(r.headers["x-ratelimit-remaining-tokens"] != nil, "\(fixture)")
             }

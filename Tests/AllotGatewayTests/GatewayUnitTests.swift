@@ -99,6 +99,18 @@ struct GatewayUnitTests {
         #expect(h["x-ratelimit-limit-requests"] == "60" && h["x-ratelimit-remaining-requests"] == "30")
         #expect(h["x-ratelimit-reset-requests"] == "30s" && h["x-ratelimit-limit-tokens"] == "1000")
         #expect(RateLimitHeaders.openAIDuration(seconds: 3725) == "1h2m5s")
+        // Anthropic's route: its own names, the reset as an RFC 3339 time rounded up.
+        let t = Instant(nanoseconds: 1_796_296_632 * 1_000_000_000)
+        let a = Dictionary(uniqueKeysWithValues: RateLimitHeaders.make([BudgetStanding(spec: rpm, remaining: 30),
+                                                                         BudgetStanding(spec: tpm, remaining: 1000)], now: t, anthropic: true))
+        #expect(a["anthropic-ratelimit-requests-limit"] == "60" && a["anthropic-ratelimit-requests-remaining"] == "30")
+        #expect(a["anthropic-ratelimit-requests-reset"] == "2026-12-03T11:17:42Z")
+        #expect(a["anthropic-ratelimit-tokens-reset"] == "2026-12-03T11:17:13Z" && a["anthropic-ratelimit-tokens-limit"] == "1000")
+        #expect(!a.keys.contains { $0.hasPrefix("x-ratelimit") } && a["RateLimit"] != nil)
+        for (secs, text) in [(Int64(0), "1970-01-01T00:00:00Z"), (951_782_400, "2000-02-29T00:00:00Z"), (4_102_444_799, "2099-12-31T23:59:59Z")] {
+            #expect(RateLimitHeaders.rfc3339(Instant(nanoseconds: secs * 1_000_000_000)) == text)
+        }
+        #expect(RateLimitHeaders.rfc3339(Instant(nanoseconds: 1)) == "1970-01-01T00:00:01Z")
         #expect(BudgetStanding(spec: tpm, remaining: 0).secondsUntil(500, now: .zero) == 30)
     }
 

@@ -62,7 +62,7 @@ struct ProxyResponder: Sendable {
         switch await core.admit(entry, plan: plan) {
         case .success(let a): admission = a
         case .failure(let e):
-            return HTTPSupport.error(e, headers: Self.shaped(core.headers(for: entry, plan: plan, error: e), anthropic: anthropic),
+            return HTTPSupport.error(e, headers: core.headers(for: entry, plan: plan, error: e),
                                      anthropic: anthropic)
         }
         return await forward(request, plan: plan, admission: admission)
@@ -101,7 +101,7 @@ struct ProxyResponder: Sendable {
             let e = GatewayError(status, type: "server_error", code: timeout ? "upstream_timeout" : "upstream_unreachable",
                                  timeout ? "the upstream did not answer in time; nothing was charged"
                                          : "the upstream could not be reached; nothing was charged")
-            return HTTPSupport.error(e, headers: Self.shaped(admission.headers, anthropic: plan.route.isAnthropic),
+            return HTTPSupport.error(e, headers: admission.headers,
                                      anthropic: plan.route.isAnthropic)
         }
         let status = Int(response.status.code)
@@ -109,7 +109,7 @@ struct ProxyResponder: Sendable {
         for h in response.headers where Self.returned(h.name.lowercased()) {
             if let name = HTTPField.Name(h.name) { headers.append(HTTPField(name: name, value: h.value)) }
         }
-        HTTPSupport.add(Self.shaped(admission.headers, anthropic: plan.route.isAnthropic), to: &headers)
+        HTTPSupport.add(admission.headers, to: &headers)
         let streaming = plan.stream || (response.headers.first(name: "content-type") ?? "").contains("text/event-stream")
         // A body the client decompressed has another length than the upstream announced.
         let encoded = response.headers.contains(name: "content-encoding")
@@ -183,18 +183,6 @@ struct ProxyResponder: Sendable {
         !HTTPSupport.hopByHop.contains(name) && !name.hasPrefix("x-ratelimit-") && !name.hasPrefix("anthropic-ratelimit-")
             && !["set-cookie", "content-encoding", "retry-after", "retry-after-ms", "openai-organization", "openai-project",
                  "anthropic-organization-id"].contains(name)
-    }
-
-    /// Our rate-limit headers in the route's dialect: `anthropic-ratelimit-*` on Messages.
-    static func shaped(_ pairs: [(String, String)], anthropic: Bool) -> [(String, String)] {
-        guard anthropic else { return pairs }
-        return pairs.compactMap { k, v in
-            let parts = k.lowercased().split(separator: "-")
-            guard parts.count == 4, parts[0] == "x", parts[1] == "ratelimit" else { return (k, v) }
-            // x-ratelimit-{limit,remaining}-{requests,tokens} → anthropic-ratelimit-{requests,tokens}-{limit,remaining}
-            guard parts[2] != "reset" else { return nil }
-            return ("anthropic-ratelimit-\(parts[3])-\(parts[2])", v)
-        }
     }
 
     static func isTimeout(_ error: any Error) -> Bool {

@@ -224,7 +224,7 @@ public final class GatewayCore: Sendable {
     public func headers(for entry: ConsumerDirectory.Entry, plan: RequestPlan, error: GatewayError) -> [(String, String)] {
         var out: [(String, String)] = []
         if error.status == 429 || error.status == 503, let r = try? resolve(entry, route: plan.route, model: plan.model) {
-            out = RateLimitHeaders.make(standings(r), now: clock())
+            out = RateLimitHeaders.make(standings(r), now: clock(), anthropic: plan.route.isAnthropic)
         }
         if let s = error.retryAfterSeconds { out.append(("Retry-After", "\(s)")) }
         return out
@@ -355,7 +355,8 @@ public final class Admission: Sendable {
         self.started = started
     }
 
-    public var headers: [(String, String)] { RateLimitHeaders.make(standings, now: core.now()) }
+    /// In the route's dialect: `anthropic-ratelimit-*` on Messages, `x-ratelimit-*` elsewhere.
+    public var headers: [(String, String)] { RateLimitHeaders.make(standings, now: core.now(), anthropic: plan.route.isAnthropic) }
 
     /// Settles (only the first call counts).
     public func settle(_ outcome: GatewayCore.Outcome) {

@@ -60,9 +60,11 @@ extension Duration {
 
 /// The rate-limit headers every response carries: the IETF `RateLimit-Policy` / `RateLimit`
 /// pair (one item per rate or quota budget) and OpenAI's `x-ratelimit-*-requests` and
-/// `x-ratelimit-*-tokens` (from the first rate budget counting requests, and tokens).
+/// `x-ratelimit-*-tokens` (from the first rate budget counting requests, and tokens), or on
+/// Anthropic's route its `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` with
+/// the reset as an RFC 3339 time, as Anthropic's SDKs read it.
 public enum RateLimitHeaders {
-    public static func make(_ standings: [BudgetStanding], now: Instant) -> [(String, String)] {
+    public static func make(_ standings: [BudgetStanding], now: Instant, anthropic: Bool = false) -> [(String, String)] {
         var out: [(String, String)] = []
         var policy: [String] = [], state: [String] = []
         for s in standings {
@@ -80,11 +82,37 @@ public enum RateLimitHeaders {
         }
         for (suffix, units) in [("requests", Set([Unit.requests])), ("tokens", Set([.tokens, .inputTokens, .outputTokens]))] {
             guard let s = pick(units), let q = s.quota(now: now) else { continue }
-            out.append(("x-ratelimit-limit-\(suffix)", "\(q.limit)"))
-            out.append(("x-ratelimit-remaining-\(suffix)", "\(max(0, s.remaining))"))
-            out.append(("x-ratelimit-reset-\(suffix)", openAIDuration(seconds: s.resetSeconds(now: now))))
+            let reset = s.resetSeconds(now: now)
+            if anthropic {
+                out.append(("anthropic-ratelimit-\(suffix)-limit", "\(q.limit)"))
+                out.append(("anthropic-ratelimit-\(suffix)-remaining", "\(max(0, s.remaining))"))
+                out.append(("anthropic-ratelimit-\(suffix)-reset", rfc3339(now + .seconds(reset))))
+            } else {
+                out.append(("x-ratelimit-limit-\(suffix)", "\(q.limit)"))
+                out.append(("x-ratelimit-remaining-\(suffix)", "\(max(0, s.remaining))"))
+                out.append(("x-ratelimit-reset-\(suffix)", openAIDuration(seconds: reset)))
+            }
         }
         return out
+    }
+
+    /// `2026-12-03T10:17:12Z`: whole seconds, rounded up (a reset must never be early), UTC.
+    public static func rfc3339(_ t: Instant) -> String {
+        let secs = t.nanoseconds / 1_000_000_000 + (t.nanoseconds % 1_000_000_000 > 0 ? 1 : 0)
+        let days = secs >= 0 ? secs / 86_400 : (secs - 86_399) / 86_400
+        let rem = secs - days * 86_400
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+        func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(y)-\(two(m))-\(two(d))T\(two(rem / 3600)):\(two(rem % 3600 / 60)):\(two(rem % 60))Z"
     }
 
     /// OpenAI's reset format: `1s`, `6m0s`, `2h3m0s`.
