@@ -67,6 +67,35 @@ struct GatewayUnitTests {
         #expect(try ModelPrice(name: "c", inputUSDPerMTok: 0.15, outputUSDPerMTok: 0.6, maxOutputTokens: 1).microDollars(input: 1, output: 0) == 1)
     }
 
+    @Test("a plain answer larger than the parse buffer still settles to its usage, read from its tail")
+    func largeAnswerUsage() {
+        // An embeddings answer of 2,048 vectors runs to tens of MiB; its usage is at the end.
+        let vector = "[" + Array(repeating: "-0.0123456789", count: 256).joined(separator: ",") + "]"
+        var body = #"{"object":"list","data":["#
+        for i in 0..<2_048 { body += (i == 0 ? "" : ",") + #"{"object":"embedding","index":\#(i),"embedding":\#(vector)}"# }
+        let decoy = #"{\"usage\":{\"prompt_tokens\":1}}"#
+        body += #"],"model":"e","note":"\#(decoy)","usage":{"prompt_tokens":81920,"total_tokens":81920},"x":"\#(decoy)"}"#
+        let bytes = Array(body.utf8)
+        #expect(bytes.count > 4 << 20)
+        for step in [1_000, 65_536, 1 << 20] {
+            var s = UsageScanner(streaming: false)
+            var i = 0
+            while i < bytes.count { s.consume(bytes[i..<min(bytes.count, i + step)]); i += step }
+            s.finish()
+            #expect(s.usage == Usage(input: 81_920, output: 0), "chunks of \(step)")
+        }
+        // No usage object in the tail: none (the bound is charged), never a guess.
+        var none = UsageScanner(streaming: false, maxKeptBytes: 1024)
+        none.consume(Array((#"{"data":""# + String(repeating: "a", count: 5_000) + #"","usage":[1]}"#).utf8))
+        none.finish()
+        #expect(none.usage == nil)
+        var anthropic = UsageScanner(streaming: false, api: .anthropic, maxKeptBytes: 1024)
+        anthropic.consume(Array((#"{"content":[{"type":"text","text":""# + String(repeating: "b", count: 5_000)
+            + #""}],"usage":{"input_tokens":10,"cache_read_input_tokens":5,"output_tokens":7}}"#).utf8))
+        anthropic.finish()
+        #expect(anthropic.usage == Usage(input: 15, output: 7, cached: 5))
+    }
+
     @Test("usage is found in a plain body and in the last event of a stream, split anywhere")
     func usage() {
         var plain = UsageScanner(streaming: false)

@@ -252,5 +252,19 @@ struct RoutesAndBoundsTests {
             out += f.finish()
             #expect(String(decoding: out, as: UTF8.self) == expected, "chunks of \(size)")
         }
+        // CRLF line ends, split at every offset of the terminator.
+        let crlf = Array(text.replacingOccurrences(of: "\n", with: "\r\n").utf8)
+        let expectedCRLF = expected.replacingOccurrences(of: "\n", with: "\r\n")
+        for size in [1, 2, 3, 5] {
+            var f = AddedUsageFilter()
+            var out: [UInt8] = []
+            var i = 0
+            while i < crlf.count {
+                out += f.pass(crlf[i..<min(i + size, crlf.count)])
+                i += size
+            }
+            out += f.finish()
+            #expect(String(decoding: out, as: UTF8.self) == expectedCRLF, "CRLF chunks of \(size)")
+        }
     }
 }

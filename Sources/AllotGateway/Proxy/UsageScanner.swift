@@ -55,8 +55,11 @@ public struct Usage: Hashable, Sendable {
 public struct UsageScanner: Sendable {
     public let streaming: Bool
     public let api: ModelPrice.API
-    /// A plain response larger than this is not kept for parsing (it still streams through).
+    /// A plain response larger than this is not kept whole for parsing (it still streams
+    /// through); its usage is then read from the last `tailBytes` (the APIs put `usage` at
+    /// the end: a 2,048-input embeddings answer runs to tens of MiB).
     public let maxKeptBytes: Int
+    static let tailBytes = 64 << 10
     private var kept = Data()
     private var overflow = false
     private var line = Data()
@@ -76,9 +79,11 @@ public struct UsageScanner: Sendable {
 
     public mutating func consume(_ chunk: some Collection<UInt8>) {
         if !streaming {
-            guard !overflow else { return }
-            if kept.count + chunk.count > maxKeptBytes { overflow = true; kept = Data(); return }
             kept.append(contentsOf: chunk)
+            if kept.count > maxKeptBytes || overflow && kept.count > 2 * Self.tailBytes {
+                overflow = true
+                kept.removeFirst(max(0, kept.count - Self.tailBytes))
+            }
             return
         }
         for b in chunk {
@@ -97,7 +102,40 @@ public struct UsageScanner: Sendable {
             if !line.isEmpty { event(line); line = Data() }
         } else if !overflow, let object = try? JSONSerialization.jsonObject(with: kept) {
             usage = Usage.from(json: object, anthropic: api == .anthropic)
+        } else if overflow {
+            usage = Self.lastUsage(in: kept, anthropic: api == .anthropic)
         }
+    }
+
+    /// The last `"usage": {…}` object in `tail` that reads as usage. A `"usage"` inside a JSON
+    /// string is escaped (`\"usage\"`), so only a key can match; the answers' own `usage` is
+    /// their last one.
+    static func lastUsage(in tail: Data, anthropic: Bool) -> Usage? {
+        let bytes = [UInt8](tail)
+        let key = Array("\"usage\"".utf8)
+        var end = bytes.count
+        while let r = bytes[..<end].lastRange(of: key) {
+            end = r.lowerBound
+            guard r.lowerBound == 0 || bytes[r.lowerBound - 1] != UInt8(ascii: "\\") else { continue }
+            var i = r.upperBound
+            while i < bytes.count, [UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t"), UInt8(ascii: ":")].contains(bytes[i]) { i += 1 }
+            guard i < bytes.count, bytes[i] == UInt8(ascii: "{") else { continue }
+            // The object's extent: braces balanced outside strings.
+            var depth = 0, inString = false, escaped = false, j = i
+            while j < bytes.count {
+                let b = bytes[j]
+                if inString {
+                    if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+                } else if b == UInt8(ascii: "\"") { inString = true
+                } else if b == UInt8(ascii: "{") { depth += 1
+                } else if b == UInt8(ascii: "}") { depth -= 1; if depth == 0 { break } }
+                j += 1
+            }
+            guard j < bytes.count, let o = try? JSONSerialization.jsonObject(with: Data(bytes[i...j])) as? [String: Any],
+                  let u = Usage.from(usage: o, anthropic: anthropic) else { continue }
+            return u
+        }
+        return nil
     }
 
     private mutating func event(_ raw: Data) {
@@ -142,6 +180,9 @@ public struct UsageScanner: Sendable {
 /// not expect a chunk without choices. Events pass through whole, as soon as they are complete.
 public struct AddedUsageFilter: Sendable {
     private var pending: [UInt8] = []
+    /// Where the search for the end of the pending event resumes (an event split into many
+    /// chunks is scanned once, not once per chunk).
+    private var scanned = 0
 
     public init() {}
 
@@ -150,7 +191,7 @@ public struct AddedUsageFilter: Sendable {
         pending.append(contentsOf: chunk)
         var out: [UInt8] = []
         var start = 0
-        var i = 0
+        var i = max(0, scanned - 2)
         // Events end at a blank line ("\n\n"; "\r\n\r\n" ends with "\n\r\n").
         while i + 1 < pending.count {
             if pending[i] == UInt8(ascii: "\n") && (pending[i + 1] == UInt8(ascii: "\n")
@@ -165,12 +206,13 @@ public struct AddedUsageFilter: Sendable {
             }
         }
         pending.removeFirst(start)
+        scanned = pending.count
         return out
     }
 
     /// Whatever is left at the end of the stream (an unterminated last event).
     public mutating func finish() -> [UInt8] {
-        defer { pending = [] }
+        defer { pending = []; scanned = 0 }
         return Self.isAddedUsage(pending[...]) ? [] : pending
     }
 
