@@ -12,7 +12,7 @@ struct FixtureTests {
 
     /// One gateway (or `nodes`) in front of a fresh `FixtureUpstream`; `month`: the pro
     /// tier's monthly token quota (tokens/min then high enough never to bind first).
-    func start(nodes: Int = 1, month: Int64? = nil) async throws -> (LocalFleet, FixtureUpstream) {
+    func start(nodes: Int = 1, month: Int64? = nil, retrieve: Bool = false) async throws -> (LocalFleet, FixtureUpstream) {
         setenv(Self.keyEnv, "sk-operator-key", 1)
         let upstream = FixtureUpstream()
         let port = try await upstream.start()
@@ -26,6 +26,7 @@ struct FixtureTests {
             c.upstream = URL(string: "http://127.0.0.1:\(port)")!
             c.upstreamKeyEnv = Self.keyEnv
             c.models["large"]!.maxPartTokens = [.image: 1_600]
+            if retrieve { c.entitlements["pro"]!.routes.insert(.retrieve) }
         }
         let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: nodes, mock: nil)
         return (fleet, upstream)
@@ -215,7 +216,16 @@ struct FixtureTests {
 
     @Test("zero-cost routes answer 200 for a consumer idle longer than a lease TTL")
     func zeroCostIdle() async throws {
-        let (fleet, upstream) = try await start()
+        // Off by default (stored responses are shared by every consumer behind the operator's
+        // key): a tier that lists no routes may not fetch them.
+        let (closed, closedUpstream) = try await start()
+        let refused = try await call(port: closed.proxyPorts[0], path: "/v1/responses/resp_67ccd3a9da748190", method: .GET,
+                                     key: "sk-pro-2", body: nil, headers: [("x-fixture", "responses.json")])
+        #expect(refused.status == 403 && refused.body.contains("retrieve"), "\(refused.status) \(refused.body)")
+        #expect(closedUpstream.received.isEmpty)
+        await closed.stop()
+        closedUpstream.stop()
+        let (fleet, upstream) = try await start(retrieve: true)
         // p2 never sent a token request: no token lease on this node, and none is asked for
         // a zero amount. Model listing and a stored response still go through.
         for path in ["/v1/models", "/v1/models/large", "/v1/responses/resp_67ccd3a9da748190"] {

@@ -6,6 +6,9 @@ public struct Entitlements: Hashable, Sendable {
     /// Models this tier may call; nil = every configured model.
     public var models: Set<String>?
     public var routes: Set<Route>
+    /// Every route but `retrieve` when a tier lists none: stored responses live under the
+    /// operator's upstream key, shared by every consumer, so fetching one by id is opt-in.
+    public static let defaultRoutes = Set(Route.allCases).subtracting([.retrieve])
     /// Paths outside the route table this tier may reach, charged one request each.
     public var passThrough: [PassThrough] = []
     public var maxPromptBytes: Int64?
@@ -13,7 +16,7 @@ public struct Entitlements: Hashable, Sendable {
     public var maxChainDepth: Int?
     public var runaway: RunawayPolicy
 
-    public init(models: Set<String>? = nil, routes: Set<Route> = Set(Route.allCases), maxPromptBytes: Int64? = nil,
+    public init(models: Set<String>? = nil, routes: Set<Route> = Entitlements.defaultRoutes, maxPromptBytes: Int64? = nil,
                 maxTokens: Int64? = nil, maxChainDepth: Int? = nil, runaway: RunawayPolicy = RunawayPolicy()) {
         self.models = models
         self.routes = routes
