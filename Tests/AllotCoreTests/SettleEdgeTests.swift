@@ -60,6 +60,40 @@ struct SettleEdgeTests {
         #expect(alloc.status("q")!.consumed <= 1_000)
     }
 
+    @Test("while a node is in debt, what another request gives back repays the debt before anything is admitted")
+    func refundRepaysDebt() throws {
+        let q = quotaBudget("q", allowance: 1_000)
+        var alloc = try Allocator(budgets: [q], now: at(0))
+        var e = try Enforcer(settings: EnforcerSettings(node: "n"))
+        let set = try BudgetSet([e.register(q)])
+        func exchange(_ now: Instant) {
+            for m in e.poll(now: now) {
+                switch m {
+                case .acquire(let req): if case .granted(let g) = alloc.acquire(req, now: now) { _ = e.receive(g, now: now) }
+                case .release(let rel): _ = alloc.release(rel, now: now)
+                }
+            }
+        }
+        _ = e.reserve(.tokens(100), on: set, now: at(0))
+        exchange(at(0))
+        guard case .admitted(let a) = e.reserve(.tokens(100), on: set, now: at(0.01)),
+              case .admitted(let b) = e.reserve(.tokens(100), on: set, now: at(0.01)) else {
+            Issue.record("not admitted")
+            return
+        }
+        e.settle(a, actual: .tokens(5_000), now: at(0.02)) // far above its bound: the node owes
+        #expect(e.status(set[0]).debt > 0)
+        let owed = e.status(set[0]).debt
+        e.settle(b, actual: .tokens(10), now: at(0.03))     // 90 given back: to the debt
+        #expect(e.status(set[0]).debt == owed - 90)
+        #expect(!e.reserve(.tokens(1), on: set, now: at(0.04)).isAdmitted, "admitted while in debt")
+        for ms in stride(from: 50, through: 3_000, by: 10) { exchange(at(Double(ms) / 1_000)) }
+        for m in e.shutdown(now: at(3)) { if case .release(let rel) = m { _ = alloc.release(rel, now: at(3)) } }
+        #expect(alloc.checkInvariants() == nil)
+        #expect(alloc.status("q")!.consumed + e.status(set[0]).debt == 5_010)
+        #expect(alloc.status("q")!.consumed <= 1_000)
+    }
+
     @Test("a request reserved at zero that cost something after all is owed, asked for and counted once")
     func zeroReservedThenCharged() throws {
         let q = quotaBudget("q", allowance: 100_000)

@@ -205,8 +205,11 @@ public struct Enforcer: Sendable {
             guard r.leases[i] == slices[idx].leaseID else { continue }
             slices[idx].reserved -= reserved
             if spent <= reserved {
-                slices[idx].consumed += spent
-                slices[idx].available += reserved - spent
+                // What comes back repays a debt first: a node that owes admits nothing more.
+                let repaid = min(slices[idx].debt, reserved - spent)
+                slices[idx].debt -= repaid
+                slices[idx].consumed += spent + repaid
+                slices[idx].available += reserved - spent - repaid
                 if slices[idx].isRate {
                     // A refund never lifts a local bucket above its capacity.
                     slices[idx].available = min(slices[idx].available,
