@@ -63,12 +63,13 @@ struct FixtureTests {
             // Anthropic's clients authenticate with x-api-key; the OpenAI ones with Bearer.
             let anthropic = path == "/v1/messages"
             var headers = [("x-fixture", fixture), ("openai-organization", "org-client"), ("openai-project", "proj-client"),
-                           ("cookie", "session=client"), ("accept-encoding", "gzip, br")]
+                           ("cookie", "session=client"), ("accept-encoding", "gzip, br"),
+                           ("connection", "keep-alive, X-Client-Hop"), ("x-client-hop", "1")]
             if anthropic { headers.append(("x-api-key", "sk-pro-1")) }
             let r = try await call(port: fleet.proxyPorts[0], path: path, key: anthropic ? nil : "sk-pro-1", body: body, headers: headers)
             #expect(r.status == 200, "\(fixture): \(r.status) \(r.body)")
             // To the client: our rate-limit headers only, no upstream cookie.
-            #expect(r.headers["set-cookie"] == nil, "\(fixture)")
+            #expect(r.headers["set-cookie"] == nil && r.headers["x-upstream-hop"] == nil, "\(fixture)")
             #expect(r.headers["x-ratelimit-remaining-tokens"] != "149984", "\(fixture)")
             #expect(r.headers["anthropic-ratelimit-tokens-remaining"] != "79000", "\(fixture)")
             if anthropic {
@@ -84,6 +85,7 @@ struct FixtureTests {
         #expect(arrivals.count == Self.cases.count)
         for a in arrivals {
             #expect(a.headers["openai-organization"] == nil && a.headers["openai-project"] == nil && a.headers["cookie"] == nil)
+            #expect(a.headers["x-client-hop"] == nil, "a header the client's Connection names is hop-by-hop")
             #expect(a.headers["accept-encoding"] == "identity")
             if a.target == "/v1/messages" {
                 #expect(a.headers["x-api-key"] == "sk-operator-key" && a.headers["authorization"] == nil)

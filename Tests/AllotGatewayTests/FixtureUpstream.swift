@@ -55,7 +55,7 @@ final class FixtureUpstream: Sendable {
         fields[.contentType] = name.hasSuffix(".sse") ? "text/event-stream" : "application/json"
         for (k, v) in [("x-ratelimit-remaining-tokens", "149984"), ("x-ratelimit-limit-requests", "10000"),
                        ("anthropic-ratelimit-tokens-remaining", "79000"), ("set-cookie", "__cf_bm=upstream; path=/"),
-                       ("openai-processing-ms", "190")] {
+                       ("openai-processing-ms", "190"), ("connection", "x-upstream-hop"), ("x-upstream-hop", "1")] {
             fields.append(HTTPField(name: HTTPField.Name(k)!, value: v))
         }
         if headers["x-fixture-gzip"] == "1" {

@@ -9,6 +9,11 @@ enum HTTPSupport {
     static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                                         "trailer", "transfer-encoding", "upgrade", "host", "content-length"]
 
+    /// The headers a message's `Connection` values name: hop-by-hop too (RFC 9110 §7.6.1).
+    static func nominated(_ connection: some Sequence<String>) -> Set<String> {
+        Set(connection.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+    }
+
     /// A plain HTTP/1.1 listener answering every request with `respond`; `onBound` gets the
     /// port once it listens (port 0 picks a free one).
     static func listener(host: String, port: Int, logger: Logger, respond: @escaping @Sendable (Request) async -> Response,

@@ -74,7 +74,8 @@ struct ProxyResponder: Sendable {
         // The upstream URL may carry a base path (`http://host/openai`); the request path follows it.
         var upstream = HTTPClientRequest(url: target + request.uri.path + (request.uri.query.map { "?" + $0 } ?? ""))
         upstream.method = HTTPMethod(rawValue: request.method.rawValue)
-        for field in request.headers where !Self.notForwarded.contains(field.name.canonicalName) {
+        let nominated = HTTPSupport.nominated(request.headers[values: .connection])
+        for field in request.headers where !Self.notForwarded.contains(field.name.canonicalName) && !nominated.contains(field.name.canonicalName) {
             upstream.headers.add(name: field.name.rawName, value: field.value)
         }
         if let upstreamKey {
@@ -106,7 +107,8 @@ struct ProxyResponder: Sendable {
         }
         let status = Int(response.status.code)
         var headers = HTTPFields()
-        for h in response.headers where Self.returned(h.name.lowercased()) {
+        let upstreamNominated = HTTPSupport.nominated(response.headers["connection"])
+        for h in response.headers where Self.returned(h.name.lowercased()) && !upstreamNominated.contains(h.name.lowercased()) {
             if let name = HTTPField.Name(h.name) { headers.append(HTTPField(name: name, value: h.value)) }
         }
         HTTPSupport.add(admission.headers, to: &headers)
