@@ -31,11 +31,14 @@ public struct AuditRecord: Codable, Hashable, Sendable {
     public var overBound: Bool?
     /// Input tokens the upstream served from its prompt cache (absent when none).
     public var cachedTokens: Int64?
+    /// Input tokens written to the upstream's prompt cache (Anthropic; absent when none).
+    public var cacheWriteTokens: Int64?
 
     public init(time: String, node: String, consumer: String, keyID: String, tier: String, route: String,
                 model: String?, reserved: Int64, inputTokens: Int64, outputTokens: Int64, costMicroDollars: Int64,
                 upstreamStatus: Int?, latencyMs: Int64, decision: String, budget: String?, runaway: Bool,
-                settlement: String? = nil, overBound: Bool? = nil, cachedTokens: Int64? = nil) {
+                settlement: String? = nil, overBound: Bool? = nil, cachedTokens: Int64? = nil,
+                cacheWriteTokens: Int64? = nil) {
         self.time = time
         self.node = node
         self.consumer = consumer
@@ -55,6 +58,7 @@ public struct AuditRecord: Codable, Hashable, Sendable {
         self.settlement = settlement
         self.overBound = overBound
         self.cachedTokens = cachedTokens
+        self.cacheWriteTokens = cacheWriteTokens
     }
 
     enum CodingKeys: String, CodingKey {
@@ -67,5 +71,6 @@ public struct AuditRecord: Codable, Hashable, Sendable {
         case latencyMs = "latency_ms"
         case overBound = "over_bound"
         case cachedTokens = "cached_tokens"
+        case cacheWriteTokens = "cache_write_tokens"
     }
 }

@@ -182,7 +182,7 @@ struct RoutesAndBoundsTests {
         #expect(refusal(.chat, ["model": "claude", "messages": [["role": "user", "content": "hi"]]]) == "model_api_mismatch")
     }
 
-    @Test("money bounds saturate instead of wrapping, and cached input is priced at its own rate")
+    @Test("money bounds saturate instead of wrapping; cache reads and writes are priced at their own rates")
     func pricing() throws {
         let gpt = Self.models["gpt"]!
         #expect(gpt.microDollars(input: .max, output: .max) == .max)
@@ -190,6 +190,24 @@ struct RoutesAndBoundsTests {
         #expect(gpt.microDollars(input: 1_000, output: 0, cached: 1_000) == 1_250)
         #expect(gpt.microDollars(input: 1_000, output: 0, cached: 5_000) == 1_250) // never more cached than input
         #expect(Checked.sum(.max, 1) == .max && Checked.product(.min, 2) == .min && Checked.product(-3, .max) == .min)
+        // Anthropic's cache: reads at 0.1×, 5-minute writes at 1.25×, 1-hour writes at 2× the input price.
+        let claude = try ModelPrice(name: "claude", inputUSDPerMTok: 3, outputUSDPerMTok: 15, maxOutputTokens: 64_000,
+                                    cachedInputUSDPerMTok: 0.3, cacheWriteUSDPerMTok: 3.75, cacheWriteHourUSDPerMTok: 6)
+        let u = try #require(Usage.from(usage: ["input_tokens": 100, "cache_read_input_tokens": 1_000, "cache_creation_input_tokens": 3_000,
+                                                "cache_creation": ["ephemeral_5m_input_tokens": 2_000, "ephemeral_1h_input_tokens": 1_000],
+                                                "output_tokens": 10], anthropic: true))
+        #expect(u == Usage(input: 4_100, output: 10, cached: 1_000, cacheWrite: 3_000, cacheWriteHour: 1_000))
+        // 100 × 3 + 1,000 × 0.3 + 2,000 × 3.75 + 1,000 × 6 + 10 × 15 = 14,250 micro-dollars
+        #expect(claude.microDollars(u) == 14_250)
+        // The bound prices every input token at the dearest rate: never short of what the cache does.
+        #expect(claude.boundMicroDollars(input: 4_100, output: 10) == 4_100 * 6 + 150)
+        #expect(claude.boundMicroDollars(input: .max, output: 1) == .max)
+        // Adversarial counts: more written or for an hour than there is input is capped.
+        #expect(claude.microDollars(Usage(input: 10, output: 0, cached: 5, cacheWrite: .max, cacheWriteHour: .max)) == 2 + 30)
+        #expect(try ModelPrice(name: "x", inputUSDPerMTok: 1, outputUSDPerMTok: 1, maxOutputTokens: 1).cacheWriteHourNanoPerToken == 1_000)
+        #expect(throws: AllotError.self) {
+            try ModelPrice(name: "x", inputUSDPerMTok: 1, outputUSDPerMTok: 1, maxOutputTokens: 1, cacheWriteUSDPerMTok: -1)
+        }
     }
 
     // MARK: usage, every shape
@@ -201,7 +219,7 @@ struct RoutesAndBoundsTests {
         ("chat_tools_stream.sse", .openai, true, Usage(input: 82, output: 17)),
         ("responses.json", .openai, false, Usage(input: 328, output: 452, cached: 256)),
         ("responses_stream.sse", .openai, true, Usage(input: 37, output: 11)),
-        ("messages.json", .anthropic, false, Usage(input: 21 + 1_188, output: 14)),
+        ("messages.json", .anthropic, false, Usage(input: 21 + 1_188, output: 14, cacheWrite: 1_188)),
         ("messages_stream.sse", .anthropic, true, Usage(input: 25 + 1_188, output: 15, cached: 1_188)),
         ("embeddings.json", .openai, false, Usage(input: 8, output: 0)),
     ]

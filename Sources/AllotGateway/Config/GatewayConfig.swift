@@ -125,7 +125,9 @@ public struct GatewayConfig: Sendable {
             guard models[n] == nil else { throw AllotError(.invalidSettings, "\(field).name: model '\(n)' is defined twice") }
             var price = try ModelPrice(name: n, inputUSDPerMTok: m.input_usd_per_mtok ?? 0, outputUSDPerMTok: m.output_usd_per_mtok ?? 0,
                                        maxOutputTokens: m.max_output_tokens ?? 4096,
-                                       cachedInputUSDPerMTok: m.cached_input_usd_per_mtok, field: field)
+                                       cachedInputUSDPerMTok: m.cached_input_usd_per_mtok,
+                                       cacheWriteUSDPerMTok: m.cache_write_usd_per_mtok,
+                                       cacheWriteHourUSDPerMTok: m.cache_write_1h_usd_per_mtok, field: field)
             if let list = m.apis {
                 price.apis = []
                 for a in list {
@@ -183,7 +185,7 @@ public struct GatewayConfig: Sendable {
         struct Model: Decodable {
             var name: String?; var input_usd_per_mtok: Double?; var output_usd_per_mtok: Double?; var max_output_tokens: Int64?
             var cached_input_usd_per_mtok: Double?; var apis: [String]?; var max_part_tokens: [String: Int64]?
-            var context_window_tokens: Int64?
+            var context_window_tokens: Int64?; var cache_write_usd_per_mtok: Double?; var cache_write_1h_usd_per_mtok: Double?
         }
         struct Tier: Decodable { var name: String?; var entitlements: Entitlements.File? }
         var gateway: Gateway?
@@ -198,7 +200,8 @@ public struct GatewayConfig: Sendable {
                         "chain_depth_header", "sidecar_reservation_ttl", "routes"],
             "routes[]": ["method", "path", "route"],
             "models[]": ["name", "input_usd_per_mtok", "output_usd_per_mtok", "max_output_tokens",
-                     "cached_input_usd_per_mtok", "apis", "max_part_tokens", "context_window_tokens"],
+                     "cached_input_usd_per_mtok", "apis", "max_part_tokens", "context_window_tokens",
+                     "cache_write_usd_per_mtok", "cache_write_1h_usd_per_mtok"],
             "entitlements": ["models", "routes", "passthrough", "max_prompt_bytes", "max_tokens", "max_chain_depth", "runaway"],
             "runaway": ["factor", "window", "baseline", "min_rate", "action"],
         ]
@@ -238,6 +241,9 @@ public struct ModelPrice: Hashable, Sendable {
     public var inputNanoPerToken: Int64
     public var cachedInputNanoPerToken: Int64
     public var outputNanoPerToken: Int64
+    /// Anthropic's prompt-cache writes (`cache_creation_input_tokens`): 5-minute and 1-hour.
+    public var cacheWriteNanoPerToken: Int64
+    public var cacheWriteHourNanoPerToken: Int64
     /// The output bound when a request names no `max_tokens`.
     public var maxOutputTokens: Int64
     public var apis: Set<API> = Set(API.allCases)
@@ -248,9 +254,12 @@ public struct ModelPrice: Hashable, Sendable {
     public var contextWindowTokens: Int64?
 
     public init(name: String, inputUSDPerMTok: Double, outputUSDPerMTok: Double, maxOutputTokens: Int64,
-                cachedInputUSDPerMTok: Double? = nil, field: String = "model") throws(AllotError) {
+                cachedInputUSDPerMTok: Double? = nil, cacheWriteUSDPerMTok: Double? = nil,
+                cacheWriteHourUSDPerMTok: Double? = nil, field: String = "model") throws(AllotError) {
         for (key, v) in [("input_usd_per_mtok", inputUSDPerMTok), ("output_usd_per_mtok", outputUSDPerMTok),
-                         ("cached_input_usd_per_mtok", cachedInputUSDPerMTok ?? 0)] where !(v >= 0 && v < 1e6) {
+                         ("cached_input_usd_per_mtok", cachedInputUSDPerMTok ?? 0),
+                         ("cache_write_usd_per_mtok", cacheWriteUSDPerMTok ?? 0),
+                         ("cache_write_1h_usd_per_mtok", cacheWriteHourUSDPerMTok ?? 0)] where !(v >= 0 && v < 1e6) {
             throw AllotError(.invalidSettings, "\(field).\(key): prices must be between 0 and 1000000 USD per million tokens (got \(v))")
         }
         guard maxOutputTokens > 0 else {
@@ -260,18 +269,37 @@ public struct ModelPrice: Hashable, Sendable {
         inputNanoPerToken = Int64((inputUSDPerMTok * 1000).rounded())
         cachedInputNanoPerToken = Int64(((cachedInputUSDPerMTok ?? inputUSDPerMTok) * 1000).rounded())
         outputNanoPerToken = Int64((outputUSDPerMTok * 1000).rounded())
+        cacheWriteNanoPerToken = Int64(((cacheWriteUSDPerMTok ?? inputUSDPerMTok) * 1000).rounded())
+        cacheWriteHourNanoPerToken = Int64(((cacheWriteHourUSDPerMTok ?? cacheWriteUSDPerMTok ?? inputUSDPerMTok) * 1000).rounded())
         self.maxOutputTokens = maxOutputTokens
     }
 
-    /// Micro-dollars for these token counts, rounded up (a bound must never be short);
-    /// saturates at Int64.max (a budget then refuses it) instead of wrapping. `cached`
-    /// input tokens (part of `input`) are priced at the cached rate.
-    public func microDollars(input: Int64, output: Int64, cached: Int64 = 0) -> Int64 {
-        let c = min(max(0, cached), max(0, input))
-        let nano = Checked.sum(Checked.product(max(0, input) - c, inputNanoPerToken),
-                               Checked.product(c, cachedInputNanoPerToken),
-                               Checked.product(max(0, output), outputNanoPerToken))
-        return nano > .max - 999 ? .max : (nano + 999) / 1000
+    /// Micro-dollars for what an upstream reported, rounded up; saturates at Int64.max (a
+    /// budget then refuses it) instead of wrapping. Input tokens read from the cache, and
+    /// written to it, are priced at their own rates.
+    public func microDollars(_ u: Usage) -> Int64 {
+        let input = max(0, u.input)
+        let cached = min(max(0, u.cached), input)
+        let written = min(max(0, u.cacheWrite), input - cached)
+        let hour = min(max(0, u.cacheWriteHour), written)
+        return Self.rounded(Checked.sum(Checked.product(input - cached - written, inputNanoPerToken),
+                                        Checked.product(cached, cachedInputNanoPerToken),
+                                        Checked.product(written - hour, cacheWriteNanoPerToken),
+                                        Checked.product(hour, cacheWriteHourNanoPerToken),
+                                        Checked.product(max(0, u.output), outputNanoPerToken)))
     }
+
+    public func microDollars(input: Int64, output: Int64, cached: Int64 = 0) -> Int64 {
+        microDollars(Usage(input: input, output: output, cached: cached))
+    }
+
+    /// The most `input` and `output` tokens can cost, whatever the cache does with them: every
+    /// input token at the dearest input rate.
+    public func boundMicroDollars(input: Int64, output: Int64) -> Int64 {
+        let dearest = max(inputNanoPerToken, cachedInputNanoPerToken, cacheWriteNanoPerToken, cacheWriteHourNanoPerToken)
+        return Self.rounded(Checked.sum(Checked.product(max(0, input), dearest), Checked.product(max(0, output), outputNanoPerToken)))
+    }
+
+    private static func rounded(_ nano: Int64) -> Int64 { nano > .max - 999 ? .max : (nano + 999) / 1000 }
 }
 

@@ -157,7 +157,7 @@ final class Sidecar: Service, Sendable {
                                    "output_tokens \(output) is above tier \(entry.consumer.tier)'s ceiling of \(max)", budget: "entitlement.max_tokens")
             }
             model = m
-            micro = price.microDollars(input: input, output: output)
+            micro = price.boundMicroDollars(input: input, output: output)
         }
         return RequestPlan(route: route, model: model, stream: false, inputBound: input, outputBound: output, costBound: micro, body: Data())
     }

@@ -248,13 +248,13 @@ public final class GatewayCore: Sendable {
     func settle(_ a: Admission, outcome: Outcome) {
         let plan = a.plan
         let actual: Cost, status: Int?, settlement: String
-        var input: Int64 = 0, output: Int64 = 0, cached: Int64 = 0
+        var input: Int64 = 0, output: Int64 = 0, cached: Int64 = 0, cacheWrite: Int64 = 0
         switch outcome {
         case .usage(let u, let s):
-            input = u.input; output = u.output; cached = u.cached; status = s; settlement = "usage"
+            input = u.input; output = u.output; cached = u.cached; cacheWrite = u.cacheWrite; status = s; settlement = "usage"
             // Charged in full, above the bound too: the upstream spent it (debt on the slice).
             actual = Cost(requests: 1, tokens: Checked.sum(input, output), inputTokens: input, outputTokens: output,
-                          microDollars: plan.model.flatMap { config.models[$0] }?.microDollars(input: input, output: output, cached: cached) ?? 0)
+                          microDollars: plan.model.flatMap { config.models[$0] }?.microDollars(u) ?? 0)
         case .upstreamFailed(let s):
             status = s; settlement = "refund"
             actual = Cost(requests: 0)
@@ -281,7 +281,7 @@ public final class GatewayCore: Sendable {
                                 latencyMs: (now - a.started).nanoseconds / 1_000_000, decision: "admit", budget: nil,
                                 runaway: a.runaway, settlement: settlement,
                                 overBound: Checked.sum(input, output) > Checked.sum(plan.inputBound, plan.outputBound) ? true : nil,
-                                cachedTokens: cached > 0 ? cached : nil))
+                                cachedTokens: cached > 0 ? cached : nil, cacheWriteTokens: cacheWrite > 0 ? cacheWrite : nil))
     }
 
     /// Audits and counts a request refused before or at admission.

@@ -129,7 +129,7 @@ public struct RequestPlan: Hashable, Sendable {
             }
         }
         return RequestPlan(route: route, model: model, stream: stream, inputBound: inputBound, outputBound: outputBound,
-                           costBound: price.microDollars(input: inputBound, output: outputBound), body: forward,
+                           costBound: price.boundMicroDollars(input: inputBound, output: outputBound), body: forward,
                            addedUsage: added)
     }
 

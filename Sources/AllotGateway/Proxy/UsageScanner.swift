@@ -8,10 +8,16 @@ public struct Usage: Hashable, Sendable {
     public var output: Int64
     /// Input tokens served from the upstream's prompt cache (priced at the cached rate).
     public var cached: Int64
-    public init(input: Int64, output: Int64, cached: Int64 = 0) {
+    /// Input tokens written to Anthropic's prompt cache (priced at the cache-write rate), and
+    /// of those the ones written for an hour (`cache_creation.ephemeral_1h_input_tokens`).
+    public var cacheWrite: Int64
+    public var cacheWriteHour: Int64
+    public init(input: Int64, output: Int64, cached: Int64 = 0, cacheWrite: Int64 = 0, cacheWriteHour: Int64 = 0) {
         self.input = input
         self.output = output
         self.cached = cached
+        self.cacheWrite = cacheWrite
+        self.cacheWriteHour = cacheWriteHour
     }
 
     /// A count from an upstream: a non-negative integer, nil otherwise.
@@ -36,7 +42,9 @@ public struct Usage: Hashable, Sendable {
         if anthropic {
             let created = count(u["cache_creation_input_tokens"]) ?? 0
             let read = count(u["cache_read_input_tokens"]) ?? 0
-            return Usage(input: Checked.sum(i, created, read), output: o, cached: read)
+            let hour = count((u["cache_creation"] as? [String: Any])?["ephemeral_1h_input_tokens"]) ?? 0
+            return Usage(input: Checked.sum(i, created, read), output: o, cached: read, cacheWrite: created,
+                         cacheWriteHour: min(hour, created))
         }
         let cached = count((u["input_tokens_details"] as? [String: Any])?["cached_tokens"]) ?? 0
         return Usage(input: i, output: o, cached: min(cached, i))
@@ -158,7 +166,10 @@ public struct UsageScanner: Sendable {
             guard let u = object["usage"] as? [String: Any], let out = Usage.count(u["output_tokens"]) else { return }
             var total = anthropicStart ?? Usage(input: 0, output: 0)
             // Newer deltas repeat the input counts; take them when present.
-            if u["input_tokens"] != nil, let full = Usage.from(usage: u, anthropic: true) { total.input = full.input; total.cached = full.cached }
+            if u["input_tokens"] != nil, let full = Usage.from(usage: u, anthropic: true) {
+                total.input = full.input; total.cached = full.cached
+                total.cacheWrite = full.cacheWrite; total.cacheWriteHour = full.cacheWriteHour
+            }
             total.output = out
             // Without a `message_start` the input is unknown: no usage (the bound is charged).
             if anthropicStart != nil || u["input_tokens"] != nil { usage = total }
