@@ -2,6 +2,16 @@ import Testing
 @testable import AllotCore
 
 /// Charges of zero and charges above the reservation (virtual time, real machines).
+/// One round of a node talking to its coordinator, answered at once.
+private func exchange(_ e: inout Enforcer, _ alloc: inout Allocator, _ now: Instant) {
+    for m in e.poll(now: now) {
+        switch m {
+        case .acquire(let req): if case .granted(let g) = alloc.acquire(req, now: now) { _ = e.receive(g, now: now) }
+        case .release(let rel): _ = alloc.release(rel, now: now)
+        }
+    }
+}
+
 @Suite("Zero charges and charges above the bound")
 struct SettleEdgeTests {
     @Test("a zero charge needs no lease and is never refused by a closed budget")
@@ -25,22 +35,14 @@ struct SettleEdgeTests {
         var alloc = try Allocator(budgets: [q], now: at(0))
         var e = try Enforcer(settings: EnforcerSettings(node: "n"))
         let set = try BudgetSet([e.register(q)])
-        func exchange(_ now: Instant) {
-            for m in e.poll(now: now) {
-                switch m {
-                case .acquire(let req): if case .granted(let g) = alloc.acquire(req, now: now) { _ = e.receive(g, now: now) }
-                case .release(let rel): _ = alloc.release(rel, now: now)
-                }
-            }
-        }
         _ = e.reserve(.tokens(100), on: set, now: at(0))
-        exchange(at(0))
+        exchange(&e, &alloc, at(0))
         guard case .admitted(let r) = e.reserve(.tokens(100), on: set, now: at(0.01)) else {
             Issue.record("not admitted")
             return (alloc, 0)
         }
         e.settle(r, actual: .tokens(used), now: at(0.02))
-        for ms in stride(from: 30, through: 3_000, by: 10) { exchange(at(Double(ms) / 1_000)) }
+        for ms in stride(from: 30, through: 3_000, by: 10) { exchange(&e, &alloc, at(Double(ms) / 1_000)) }
         for m in e.shutdown(now: at(3)) { if case .release(let rel) = m { _ = alloc.release(rel, now: at(3)) } }
         #expect(alloc.checkInvariants() == nil)
         return (alloc, e.status(set[0]).debt)
@@ -66,16 +68,8 @@ struct SettleEdgeTests {
         var alloc = try Allocator(budgets: [q], now: at(0))
         var e = try Enforcer(settings: EnforcerSettings(node: "n"))
         let set = try BudgetSet([e.register(q)])
-        func exchange(_ now: Instant) {
-            for m in e.poll(now: now) {
-                switch m {
-                case .acquire(let req): if case .granted(let g) = alloc.acquire(req, now: now) { _ = e.receive(g, now: now) }
-                case .release(let rel): _ = alloc.release(rel, now: now)
-                }
-            }
-        }
         _ = e.reserve(.tokens(100), on: set, now: at(0))
-        exchange(at(0))
+        exchange(&e, &alloc, at(0))
         guard case .admitted(let a) = e.reserve(.tokens(100), on: set, now: at(0.01)),
               case .admitted(let b) = e.reserve(.tokens(100), on: set, now: at(0.01)) else {
             Issue.record("not admitted")
@@ -87,7 +81,7 @@ struct SettleEdgeTests {
         e.settle(b, actual: .tokens(10), now: at(0.03))     // 90 given back: to the debt
         #expect(e.status(set[0]).debt == owed - 90)
         #expect(!e.reserve(.tokens(1), on: set, now: at(0.04)).isAdmitted, "admitted while in debt")
-        for ms in stride(from: 50, through: 3_000, by: 10) { exchange(at(Double(ms) / 1_000)) }
+        for ms in stride(from: 50, through: 3_000, by: 10) { exchange(&e, &alloc, at(Double(ms) / 1_000)) }
         for m in e.shutdown(now: at(3)) { if case .release(let rel) = m { _ = alloc.release(rel, now: at(3)) } }
         #expect(alloc.checkInvariants() == nil)
         #expect(alloc.status("q")!.consumed + e.status(set[0]).debt == 5_010)
@@ -105,15 +99,7 @@ struct SettleEdgeTests {
             return
         }
         e.settle(r, actual: .tokens(900), now: at(0.01))
-        for ms in stride(from: 20, through: 2_000, by: 10) {
-            let now = at(Double(ms) / 1_000)
-            for m in e.poll(now: now) {
-                switch m {
-                case .acquire(let req): if case .granted(let g) = alloc.acquire(req, now: now) { _ = e.receive(g, now: now) }
-                case .release(let rel): _ = alloc.release(rel, now: now)
-                }
-            }
-        }
+        for ms in stride(from: 20, through: 2_000, by: 10) { exchange(&e, &alloc, at(Double(ms) / 1_000)) }
         for m in e.shutdown(now: at(3)) { if case .release(let rel) = m { _ = alloc.release(rel, now: at(3)) } }
         #expect(e.status(set[0]).debt == 0)
         #expect(alloc.status("q")?.consumed == 900)

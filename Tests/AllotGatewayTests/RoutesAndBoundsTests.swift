@@ -259,30 +259,20 @@ struct RoutesAndBoundsTests {
         let data = try FixtureUpstream.fixture("chat_tools_stream.sse")
         let text = String(decoding: data, as: UTF8.self)
         let expected = text.components(separatedBy: "\n\n").filter { !$0.contains("\"choices\":[]") }.joined(separator: "\n\n")
-        for size in [1, 7, 64, data.count] {
+        func filtered(_ bytes: [UInt8], chunks size: Int) -> String {
             var f = AddedUsageFilter()
             var out: [UInt8] = []
-            var i = 0
-            while i < data.count {
-                out += f.pass(data[i..<min(i + size, data.count)])
-                i += size
-            }
-            out += f.finish()
-            #expect(String(decoding: out, as: UTF8.self) == expected, "chunks of \(size)")
+            for i in stride(from: 0, to: bytes.count, by: size) { out += f.pass(bytes[i..<min(i + size, bytes.count)]) }
+            return String(decoding: out + f.finish(), as: UTF8.self)
+        }
+        for size in [1, 7, 64, data.count] {
+            #expect(filtered(Array(data), chunks: size) == expected, "chunks of \(size)")
         }
         // CRLF line ends, split at every offset of the terminator.
         let crlf = Array(text.replacingOccurrences(of: "\n", with: "\r\n").utf8)
         let expectedCRLF = expected.replacingOccurrences(of: "\n", with: "\r\n")
         for size in [1, 2, 3, 5] {
-            var f = AddedUsageFilter()
-            var out: [UInt8] = []
-            var i = 0
-            while i < crlf.count {
-                out += f.pass(crlf[i..<min(i + size, crlf.count)])
-                i += size
-            }
-            out += f.finish()
-            #expect(String(decoding: out, as: UTF8.self) == expectedCRLF, "CRLF chunks of \(size)")
+            #expect(filtered(crlf, chunks: size) == expectedCRLF, "CRLF chunks of \(size)")
         }
     }
 }
