@@ -60,6 +60,10 @@ public final class AdminServer: Sendable {
         for (reason, n) in c.frameErrors.sorted(by: { $0.key < $1.key }) {
             registry.makeCounter(descriptor: .init(metricName: "allot_frame_errors_total", unitName: "", helpText: "Unreadable frames"), labels: [("reason", reason)]).increment(by: n)
         }
+        for (reason, n) in c.closedByLimit.sorted(by: { $0.key < $1.key }) {
+            registry.makeCounter(descriptor: .init(metricName: "allot_connections_closed_total", unitName: "", helpText: "Connections closed by a limit: handshake, hello or idle timeout, connection caps, refused frames, a frame that could not be sent"), labels: [("reason", reason)]).increment(by: n)
+        }
+        registry.makeCounter(descriptor: .init(metricName: "allot_backpressure_pauses_total", unitName: "", helpText: "Times reading from a peer stopped because its unsent replies passed the write watermark")).increment(by: c.backpressurePauses)
         registry.makeCounter(descriptor: .init(metricName: "allot_redirects_total", unitName: "", helpText: "Acquires for budgets another coordinator owns, answered with the owner")).increment(by: c.redirects)
         registry.makeCounter(descriptor: .init(metricName: "allot_ownership_gained_total", unitName: "", helpText: "Budgets taken over (learning mode, new epoch)")).increment(by: c.ownershipGained)
         registry.makeCounter(descriptor: .init(metricName: "allot_ownership_lost_total", unitName: "", helpText: "Budgets handed to another coordinator")).increment(by: c.ownershipLost)
@@ -78,8 +82,8 @@ public final class AdminServer: Sendable {
         if core.settings.member != nil {
             registry.makeGauge(descriptor: .init(metricName: "allot_cluster_members", unitName: "", helpText: "Live coordinators in this one's view")).set(Int64(core.members.list.count))
         }
-        if case .statusResponse(let s) = core.status().body {
-            for b in s.budgets {
+        do {
+            for b in core.budgetStatuses() {
                 let labels = [("budget", b.budget)]
                 registry.makeGauge(descriptor: .init(metricName: "allot_budget_outstanding", unitName: "", helpText: "Units (or capacity) out on leases"), labels: labels).set(b.outstanding)
                 registry.makeGauge(descriptor: .init(metricName: "allot_budget_pool", unitName: "", helpText: "Units free at the coordinator"), labels: labels).set(b.pool)

@@ -138,7 +138,12 @@ public struct CoordinatorConfig: Sendable {
                 }
                 core.maxFrameBytes = v
             }
-            if let v = l.max_items_per_frame { core.session.maxItemsPerFrame = v }
+            if let v = l.max_items_per_frame {
+                guard v >= 1 && v <= 1 << 16 else {
+                    throw AllotError(.invalidSettings, "limits.max_items_per_frame must be between 1 and 65536 (got \(v))")
+                }
+                core.session.maxItemsPerFrame = v
+            }
             if let v = l.items_per_second {
                 guard v > 0 else { throw AllotError(.invalidSettings, "limits.items_per_second must be positive (got \(v))") }
                 core.session.itemsPerSecond = v

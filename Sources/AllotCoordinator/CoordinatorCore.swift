@@ -24,6 +24,7 @@ public final class CoordinatorCore: Sendable {
         public var name = "coordinator"
         public var allocator = AllocatorSettings()
         public var session = Session.Limits()
+        public var listener = ListenerLimits()
         public var maxFrameBytes = WireProtocol.defaultMaxFrameBytes
         /// Tiers whose templates become budgets the first time a node asks for
         /// `tier.template/key`; at most `maxTierBudgets` of them.
@@ -52,6 +53,10 @@ public final class CoordinatorCore: Sendable {
         public var rejected: [String: Int64] = [:]
         public var handshakeFailures: [String: Int64] = [:]
         public var frameErrors: [String: Int64] = [:]
+        /// Connections closed by a limit (handshake/hello/idle timeout, caps, refusals, a
+        /// frame this side could not send), by reason; and reading paused for backpressure.
+        public var closedByLimit: [String: Int64] = [:]
+        public var backpressurePauses: Int64 = 0
         public var overclaims: Int64 = 0
         public var redirects: Int64 = 0
         public var ownershipGained: Int64 = 0
@@ -124,6 +129,8 @@ public final class CoordinatorCore: Sendable {
 
     public let settings: Settings
     public let ledger: LedgerWriter?
+    /// Rate limit on warnings about peers' frames (a flood must not become a flood of logs).
+    public let warnings = WarningLimiter()
     private let catalog: TierCatalog
     private let configured: [BudgetID: BudgetSpec]
     private let state: Mutex<State>
@@ -165,11 +172,16 @@ public final class CoordinatorCore: Sendable {
 
     // MARK: connections
 
-    /// A peer finished its hello. Returns the connection id and the hello answer.
+    /// A peer finished its hello. Returns the connection id and the hello answer, or nil when
+    /// the identity already has `maxConnectionsPerIdentity` connections open.
     /// A node's `incarnation` (its life, 0 when not given): a new life of a node seen before
     /// is started afresh (`Allocator.hello`), its previous life's leases run out as they are.
-    public func connected(_ identity: PeerIdentity, incarnation: UInt64 = 0, sink: any FrameSink) -> (UInt64, Allot_V1_Frame) {
-        let (id, members) = state.withLock { s in
+    public func connected(_ identity: PeerIdentity, incarnation: UInt64 = 0, sink: any FrameSink) -> (UInt64, Allot_V1_Frame)? {
+        let admitted = state.withLock { s -> (UInt64, Allot_V1_Frame?)? in
+            guard s.connections.values.lazy.filter({ $0.identity.uri == identity.uri }).count < settings.listener.maxConnectionsPerIdentity else {
+                s.counters.closedByLimit["per_identity_cap", default: 0] += 1
+                return nil
+            }
             let id = s.nextConnection
             s.nextConnection += 1
             s.connections[id] = Connection(id: id, identity: identity, sink: sink)
@@ -184,6 +196,7 @@ public final class CoordinatorCore: Sendable {
             }
             return (id, identity.role == .node && !s.members.isEmpty ? Allot_V1_Frame.members(s.members, version: s.membersVersion) : nil)
         }
+        guard let (id, members) = admitted else { return nil }
         if let members {
             // After the hello answer, which the caller writes first on this connection's loop.
             sink.send(members)
@@ -215,7 +228,7 @@ public final class CoordinatorCore: Sendable {
 
     /// Serves a batch of acquires from `node`; offers and recalls for other nodes are pushed.
     /// Grants on durable budgets leave later, once the ledger has their record.
-    public func acquire(_ items: [Allot_V1_Acquire], from node: NodeID, now: Instant) -> Allot_V1_Frame {
+    public func acquire(_ items: [Allot_V1_Acquire], from node: NodeID, now: Instant) -> [Allot_V1_Frame] {
         let (grants, pushes, journal, held) = state.withLock { s in
             var out: [Allot_V1_Grant] = []
             var held: [HeldGrant] = []
@@ -278,11 +291,16 @@ public final class CoordinatorCore: Sendable {
                     s.counters.rejected["unknown_budget", default: 0] += 1
                 }
             }
-            return (out, Self.collectPushes(&s), s.allocator.takeJournal(), held)
+            return (out, collectPushes(&s), s.allocator.takeJournal(), held)
         }
         for (sink, frame) in pushes { sink.send(frame) }
         write(journal, held: held)
-        return .grants(grants)
+        return frames(grants)
+    }
+
+    /// Grants in frames within this coordinator's limits (none when there are none).
+    func frames(_ grants: [Allot_V1_Grant], push: Bool = false) -> [Allot_V1_Frame] {
+        Allot_V1_Frame.grants(grants, push: push, maxItems: settings.session.maxItemsPerFrame, maxBytes: settings.maxFrameBytes)
     }
 
     /// The owner of `budget` in the current view (nil when standalone).
@@ -414,7 +432,7 @@ public final class CoordinatorCore: Sendable {
             var sends: [(any FrameSink, Allot_V1_Frame)] = []
             for (node, grants) in byNode {
                 guard let id = s.nodeConnection[node], let c = s.connections[id] else { continue }
-                sends.append((c.sink, .grants(grants)))
+                for f in frames(grants) { sends.append((c.sink, f)) }
             }
             // Releases and reports are facts: keep them for the next write when this one failed.
             let retry = accepted == nil ? journal.compactMap { c -> LedgerChange? in
@@ -633,7 +651,7 @@ public final class CoordinatorCore: Sendable {
                 case .unknownBudget: s.counters.rejected["unknown_budget", default: 0] += 1
                 }
             }
-            return (Self.collectPushes(&s), s.allocator.takeJournal())
+            return (collectPushes(&s), s.allocator.takeJournal())
         }
         for (sink, frame) in pushes { sink.send(frame) }
         write(journal, held: [])
@@ -643,13 +661,13 @@ public final class CoordinatorCore: Sendable {
     public func tick(now: Instant) {
         let (pushes, journal) = state.withLock { s -> ([(any FrameSink, Allot_V1_Frame)], [LedgerChange]) in
             _ = s.allocator.tick(now: now)
-            return (Self.collectPushes(&s), s.allocator.takeJournal())
+            return (collectPushes(&s), s.allocator.takeJournal())
         }
         for (sink, frame) in pushes { sink.send(frame) }
         write(journal, held: [])
     }
 
-    private static func collectPushes(_ s: inout State) -> [(any FrameSink, Allot_V1_Frame)] {
+    private func collectPushes(_ s: inout State) -> [(any FrameSink, Allot_V1_Frame)] {
         let pushes = s.allocator.takePushes()
         guard !pushes.isEmpty else { return [] }
         var byNode: [NodeID: [Allot_V1_Grant]] = [:]
@@ -658,36 +676,50 @@ public final class CoordinatorCore: Sendable {
         for (node, grants) in byNode {
             guard let id = s.nodeConnection[node], let c = s.connections[id] else { continue }
             s.counters.pushes += Int64(grants.count)
-            out.append((c.sink, .grants(grants, push: true)))
+            for f in frames(grants, push: true) { out.append((c.sink, f)) }
         }
         return out
     }
 
     // MARK: observability
 
-    public func status() -> Allot_V1_Frame {
+    /// One page of the status: the budgets whose id sorts after `after`, as many as one frame
+    /// holds; `next` names the last one when more follow.
+    public func status(after: String = "") -> Allot_V1_Frame {
         state.withLock { s in
             var r = Allot_V1_StatusResponse()
             r.coordinatorName = settings.name
-            r.connectedNodes = UInt32(s.nodeConnection.count)
-            for id in s.allocator.budgetIDs {
-                guard let st = s.allocator.status(id) else { continue }
-                var b = Allot_V1_BudgetStatus()
-                b.budget = id.rawValue
-                b.kind = st.kind.name
-                b.limit = st.kind.ceiling
-                b.pool = st.pool
-                b.outstanding = st.outstanding
-                b.consumed = st.consumed
-                b.holders = UInt32(st.holders)
-                b.committedRate = st.committedRate
-                b.expiredSpent = st.expiredSpent
-                r.budgets.append(b)
-            }
+            r.connectedNodes = UInt32(clamping: s.nodeConnection.count)
+            let ids = s.allocator.budgetIDs.filter { $0.rawValue > after }.sorted()
+            let page = WireProtocol.pages(ids, maxItems: settings.session.maxItemsPerFrame, maxBytes: settings.maxFrameBytes) {
+                $0.rawValue.utf8.count + 16
+            }.first ?? []
+            if page.count < ids.count, let last = page.last { r.next = last.rawValue }
+            r.budgets = page.compactMap { Self.budgetStatus($0, s) }
             var f = Allot_V1_Frame()
             f.statusResponse = r
             return f
         }
+    }
+
+    /// Every budget's status at once (for `/metrics`, which is not bound by a frame's size).
+    public func budgetStatuses() -> [Allot_V1_BudgetStatus] {
+        state.withLock { s in s.allocator.budgetIDs.sorted().compactMap { Self.budgetStatus($0, s) } }
+    }
+
+    private static func budgetStatus(_ id: BudgetID, _ s: State) -> Allot_V1_BudgetStatus? {
+        guard let st = s.allocator.status(id) else { return nil }
+        var b = Allot_V1_BudgetStatus()
+        b.budget = id.rawValue
+        b.kind = st.kind.name
+        b.limit = st.kind.ceiling
+        b.pool = st.pool
+        b.outstanding = st.outstanding
+        b.consumed = st.consumed
+        b.holders = UInt32(clamping: st.holders)
+        b.committedRate = st.committedRate
+        b.expiredSpent = st.expiredSpent
+        return b
     }
 
     public func allocatorStatus(_ budget: BudgetID) -> Allocator.Status? {
@@ -699,6 +731,8 @@ public final class CoordinatorCore: Sendable {
     public func count(frame kind: String) { state.withLock { $0.counters.framesIn[kind, default: 0] += 1 } }
     public func count(rejected reason: String) { state.withLock { $0.counters.rejected[reason, default: 0] += 1 } }
     public func count(handshakeFailure reason: String) { state.withLock { $0.counters.handshakeFailures[reason, default: 0] += 1 } }
+    public func count(closedBy reason: String) { state.withLock { $0.counters.closedByLimit[reason, default: 0] += 1 } }
+    public func count(backpressure: Void) { state.withLock { $0.counters.backpressurePauses += 1 } }
     public func count(frameError reason: String) { state.withLock { $0.counters.frameErrors[reason, default: 0] += 1 } }
 
     /// Hands whatever the allocator journaled since the last event to the ledger.

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import Synchronization
 
 /// Serves the lease protocol over mutual TLS. A thin shell: TLS and framing from NIO, the
@@ -16,6 +17,7 @@ public final class CoordinatorServer: Sendable {
     private let logger: Logger
     private let channel = Mutex<(any Channel)?>(nil)
     private let ticker = Mutex<RepeatedTask?>(nil)
+    private let open = OpenConnections()
 
     public init(core: CoordinatorCore, tls: TLSMaterialStore, group: any EventLoopGroup, logger: Logger) {
         self.core = core
@@ -28,18 +30,23 @@ public final class CoordinatorServer: Sendable {
     @discardableResult
     public func start(host: String, port: Int) async throws -> SocketAddress {
         let core = self.core, tls = self.tls, logger = self.logger
-        let maxFrame = core.settings.maxFrameBytes
+        let maxFrame = core.settings.maxFrameBytes, maxItems = core.settings.session.maxItemsPerFrame
+        let limits = core.settings.listener
+        let open = self.open
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: limits.writeLowWatermark, high: limits.writeHighWatermark))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let ops = channel.pipeline.syncOperations
                     try ops.addHandler(NIOSSLServerHandler(context: tls.current.serverContext))
-                    try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrame)))
+                    try ops.addHandler(IdleStateHandler(readTimeout: .nanoseconds(limits.idleTimeout.nanoseconds)))
+                    try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrame, maxItems: maxItems)))
                     try ops.addHandler(MessageToByteHandler(FrameEncoder(maxFrameBytes: maxFrame)))
-                    try ops.addHandler(CoordinatorConnectionHandler(core: core, trustDomain: tls.current.identity.trustDomain, logger: logger))
+                    try ops.addHandler(CoordinatorConnectionHandler(core: core, trustDomain: tls.current.identity.trustDomain,
+                                                                    open: open, logger: logger))
                 }
             }
         let ch = try await bootstrap.bind(host: host, port: port).get()
@@ -51,6 +58,9 @@ public final class CoordinatorServer: Sendable {
         logger.info("coordinator listening", metadata: ["allot.address": "\(ch.localAddress!)"])
         return ch.localAddress!
     }
+
+    /// Connections open now (TLS handshakes included).
+    public var openConnections: Int { open.count.load(ordering: .relaxed) }
 
     /// Stops accepting, tells every peer, closes.
     public func shutdown() async throws {
@@ -72,24 +82,92 @@ struct ChannelSink: FrameSink {
     func close() { channel.close(promise: nil) }
 }
 
+/// How many connections the listener has open (handshakes included).
+final class OpenConnections: Sendable {
+    let count = Atomic<Int>(0)
+}
+
 /// One connection: identity from the certificate at the first frame, then one `Session`.
+/// Deadlines close it when the TLS handshake or the hello does not come in time, or when the
+/// peer goes silent; once a frame could not be written it is closed and nothing more is written.
 final class CoordinatorConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = Allot_V1_Frame
     typealias OutboundOut = Allot_V1_Frame
 
     private let core: CoordinatorCore
     private let trustDomain: String
+    private let open: OpenConnections
     private var logger: Logger
     private var session: Session?
     private var connectionID: UInt64?
+    private var counted = false
+    /// Set once the connection is being closed: no path writes to it again.
+    private var closing = false
+    private var deadline: Scheduled<Void>?
 
-    init(core: CoordinatorCore, trustDomain: String, logger: Logger) {
+    init(core: CoordinatorCore, trustDomain: String, open: OpenConnections, logger: Logger) {
         self.core = core
         self.trustDomain = trustDomain
+        self.open = open
         self.logger = logger
     }
 
+    private var limits: ListenerLimits { core.settings.listener }
+
+    func channelActive(context: ChannelHandlerContext) {
+        counted = true
+        if open.count.wrappingAdd(1, ordering: .relaxed).newValue > limits.maxConnections {
+            shut(context, "connection_cap", "more than \(limits.maxConnections) connections open")
+        } else {
+            arm(context, after: limits.handshakeTimeout, "handshake_timeout", "no TLS handshake within \(limits.handshakeTimeout)")
+        }
+        context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent, session == nil {
+            arm(context, after: limits.helloTimeout, "hello_timeout", "no hello within \(limits.helloTimeout) of the handshake")
+        } else if let e = event as? IdleStateHandler.IdleStateEvent, e == .read {
+            shut(context, "idle_timeout", "nothing received for \(limits.idleTimeout)")
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Closes the connection unless the next stage is reached first.
+    private func arm(_ context: ChannelHandlerContext, after: Duration, _ reason: String, _ message: String) {
+        deadline?.cancel()
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: .nanoseconds(after.nanoseconds)) {
+            let (handler, context) = loopBound.value
+            handler.shut(context, reason, message)
+        }
+    }
+
+    /// Closes without a word (the peer is silent or the limit is ours), counted by reason.
+    private func shut(_ context: ChannelHandlerContext, _ reason: String, _ message: String) {
+        guard !closing else { return }
+        closing = true
+        deadline?.cancel()
+        core.count(closedBy: reason)
+        warn("closing connection", reason, message)
+        context.close(promise: nil)
+    }
+
+    private func warn(_ text: Logger.Message, _ reason: String, _ message: String) {
+        guard let held = core.warnings.admit(reason, now: WallClock.now()) else { return }
+        logger.warning(text, metadata: ["allot.reason": "\(message)", "allot.held_back": "\(held)"])
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // Replies pile up (a peer that sends but does not read): stop reading until they drain.
+        let writable = context.channel.isWritable
+        if !writable { core.count(backpressure: ()) }
+        context.channel.setOption(.autoRead, value: writable).whenFailure { _ in }
+        context.fireChannelWritabilityChanged()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
         let frame = unwrapInboundIn(data)
         let now = WallClock.now()
         core.count(frame: frame.kind)
@@ -101,66 +179,91 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
                 logger[metadataKey: "allot.peer"] = "\(id.uri)"
             } catch {
                 core.count(rejected: "identity")
-                logger.warning("refusing peer", metadata: ["allot.reason": "\(error)"])
                 reject(context: context, .permissionDenied, "\(error)", closing: true)
                 return
             }
         }
-        let action = session!.frameReceived(frame, now: now)
-        switch action {
+        switch session!.frameReceived(frame, now: now) {
         case .accept(let incarnation):
-            let (id, ack) = core.connected(session!.identity, incarnation: incarnation, sink: ChannelSink(channel: context.channel))
+            guard let (id, ack) = core.connected(session!.identity, incarnation: incarnation, sink: ChannelSink(channel: context.channel)) else {
+                reject(context: context, .rateLimited, "\(session!.identity.uri) already has \(limits.maxConnectionsPerIdentity) connections open", closing: true)
+                return
+            }
+            deadline?.cancel()
             connectionID = id
             logger.debug("peer connected")
             context.writeAndFlush(wrapOutboundOut(ack), promise: nil)
         case .acquire(let items):
-            let grants = core.acquire(items, from: NodeID(session!.identity.name), now: now)
-            context.writeAndFlush(wrapOutboundOut(grants), promise: nil)
+            let frames = core.acquire(items, from: NodeID(session!.identity.name), now: now)
+            for f in frames { context.write(wrapOutboundOut(f), promise: nil) }
+            context.flush()
         case .release(let items):
             core.release(items, from: NodeID(session!.identity.name), now: now)
         case .heartbeat(let h):
             context.writeAndFlush(wrapOutboundOut(.heartbeat(h.sequence, reply: true)), promise: nil)
-        case .status:
-            context.writeAndFlush(wrapOutboundOut(core.status()), promise: nil)
+        case .status(let after):
+            context.writeAndFlush(wrapOutboundOut(core.status(after: after)), promise: nil)
         case .gossip(let g):
             if let e = core.gossip(g, from: session!.identity) { context.writeAndFlush(wrapOutboundOut(e), promise: nil) }
         case .reject(let code, let message, let closing):
             core.count(rejected: Self.reason(code))
-            logger.warning("rejected frame", metadata: ["allot.reason": "\(message)"])
             reject(context: context, code, message, closing: closing)
         case .ignore:
             break
         }
     }
 
+    /// Answers with an error frame (rate-limited warning, counted); closes after it if `closing`.
     private func reject(context: ChannelHandlerContext, _ code: Allot_V1_Error.Code, _ message: String, closing: Bool) {
+        guard !self.closing else { return }
+        warn(closing ? "refusing peer" : "rejected frame", Self.reason(code), message)
         let f = context.writeAndFlush(wrapOutboundOut(.error(code, message, closing: closing)))
         if closing {
+            self.closing = true
+            deadline?.cancel()
             session?.close()
+            if code != .permissionDenied && code != .shuttingDown { core.count(closedBy: Self.reason(code)) }
             let channel = context.channel
             f.whenComplete { _ in channel.close(promise: nil) }
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if closing {
+            context.close(promise: nil)
+            return
+        }
         if let w = error as? WireError {
             core.count(frameError: w.code.description)
-            logger.warning("bad frame", metadata: ["allot.reason": "\(w)"])
-            let code: Allot_V1_Error.Code = w.code == .frameTooLarge ? .frameTooLarge : .malformedFrame
+            if w.code == .unsendable {
+                // A frame of ours could not be encoded: writing an error about it would only fail
+                // again. Close this one connection with the reason in the log.
+                shut(context, "unsendable", w.message)
+                return
+            }
+            let code: Allot_V1_Error.Code = switch w.code {
+            case .frameTooLarge: .frameTooLarge
+            case .tooManyItems: .tooManyItems
+            default: .malformedFrame
+            }
             reject(context: context, code, w.message, closing: true)
             return
         }
         if session == nil {
             let reason = PeerVerifier.handshakeFailureReason(error)
             core.count(handshakeFailure: reason)
-            logger.info("handshake failed", metadata: ["allot.reason": "\(reason)", "allot.error": "\(error)"])
+            warn("handshake failed", "handshake_" + reason, "\(error)")
         } else {
             logger.debug("connection error", metadata: ["allot.error": "\(error)"])
         }
+        closing = true
         context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        if counted { open.count.wrappingSubtract(1, ordering: .relaxed) }
+        counted = false
         if let id = connectionID { core.disconnected(id) }
         context.fireChannelInactive()
     }

@@ -42,13 +42,16 @@ final class InProcessConnection: LeaseConnection, FrameSink {
             let (action, identity) = session.withLock { ($0.frameReceived(frame, now: now), $0.identity) }
             switch action {
             case .accept(let incarnation):
-                let (id, ack) = core.connected(identity, incarnation: incarnation, sink: self)
+                guard let (id, ack) = core.connected(identity, incarnation: incarnation, sink: self) else {
+                    onFrame(.error(.rateLimited, "too many connections for \(identity.uri)", closing: true))
+                    return
+                }
                 connectionID.withLock { $0 = id }
                 onFrame(ack)
-            case .acquire(let items): onFrame(core.acquire(items, from: NodeID(identity.name), now: now))
+            case .acquire(let items): core.acquire(items, from: NodeID(identity.name), now: now).forEach(onFrame)
             case .release(let items): core.release(items, from: NodeID(identity.name), now: now)
             case .heartbeat(let h): onFrame(.heartbeat(h.sequence, reply: true))
-            case .status: onFrame(core.status())
+            case .status(let after): onFrame(core.status(after: after))
             case .gossip(let g):
                 if let e = core.gossip(g, from: identity) { onFrame(e) }
             case .reject(let code, let message, let closing):

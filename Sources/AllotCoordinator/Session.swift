@@ -21,7 +21,7 @@ public struct Session: Sendable {
         case acquire([Allot_V1_Acquire])
         case release([Allot_V1_Release])
         case heartbeat(Allot_V1_Heartbeat)
-        case status
+        case status(after: String)
         /// A membership message from another coordinator.
         case gossip(Allot_V1_Gossip)
         /// Reply with an error frame; close the connection if `closing`.
@@ -36,11 +36,17 @@ public struct Session: Sendable {
     /// Item budget of this connection (flood bound): a token bucket in items.
     private var itemTokens: Int64
     private var lastRefill: Instant
+    /// Refused frames in the current refusal window (a peer past the limit is disconnected).
+    private var refusals = 0
+    private var refusalWindowStart: Instant
 
     public struct Limits: Sendable {
         public var maxItemsPerFrame = WireProtocol.defaultMaxItemsPerFrame
         /// Acquires + releases per second one connection may send; burst as much again.
         public var itemsPerSecond: Int64 = 20_000
+        /// Refused frames a connection may send within `refusalWindow`; one more closes it.
+        public var maxRefusals = 20
+        public var refusalWindow: Duration = .seconds(10)
         public init() {}
     }
 
@@ -49,9 +55,24 @@ public struct Session: Sendable {
         self.limits = limits
         self.itemTokens = limits.itemsPerSecond
         self.lastRefill = now
+        self.refusalWindowStart = now
     }
 
+    /// What to do with `frame`; a refusal beyond `maxRefusals` in a window closes the connection.
     public mutating func frameReceived(_ frame: Allot_V1_Frame, now: Instant) -> Action {
+        let action = decide(frame, now: now)
+        guard case .reject(let code, let message, false) = action else { return action }
+        if now - refusalWindowStart >= limits.refusalWindow {
+            refusalWindowStart = now
+            refusals = 0
+        }
+        refusals += 1
+        guard refusals > limits.maxRefusals else { return action }
+        state = .closed
+        return .reject(code, "\(message); more than \(limits.maxRefusals) refused frames in \(limits.refusalWindow), closing", closing: true)
+    }
+
+    private mutating func decide(_ frame: Allot_V1_Frame, now: Instant) -> Action {
         switch state {
         case .closed:
             return .ignore
@@ -72,13 +93,13 @@ public struct Session: Sendable {
         switch frame.body {
         case .acquire(let batch):
             guard identity.role == .node else { return deny(frame) }
-            return within(batch.items.count, now: now) ?? .acquire(batch.items)
+            return within(batch.items.count, now: now) ?? named(batch.items.map(\.budget)) ?? .acquire(batch.items)
         case .release(let batch):
             guard identity.role == .node else { return deny(frame) }
-            return within(batch.items.count, now: now) ?? .release(batch.items)
-        case .statusRequest:
+            return within(batch.items.count, now: now) ?? named(batch.items.map(\.budget)) ?? .release(batch.items)
+        case .statusRequest(let r):
             guard identity.role == .admin || identity.role == .coordinator else { return deny(frame) }
-            return .status
+            return named([r.after]) ?? .status(after: r.after)
         case .gossip(let g):
             guard identity.role == .coordinator else {
                 // Only coordinators take part in membership: a node cannot spread rumours.
@@ -103,6 +124,12 @@ public struct Session: Sendable {
         .reject(.permissionDenied, "\(identity.uri) (role \(identity.role.rawValue)) may not send \(frame.kind)", closing: false)
     }
 
+    /// Nil when every budget id is of a length a budget can have.
+    private func named(_ budgets: [String]) -> Action? {
+        guard let long = budgets.first(where: { $0.utf8.count > WireProtocol.maxBudgetIDBytes }) else { return nil }
+        return .reject(.protocolViolation, "a budget id of \(long.utf8.count) bytes; the longest allowed is \(WireProtocol.maxBudgetIDBytes); frame dropped", closing: false)
+    }
+
     /// Nil when the items fit this frame's and this connection's limits.
     private mutating func within(_ items: Int, now: Instant) -> Action? {
         if items > limits.maxItemsPerFrame {
@@ -111,7 +138,7 @@ public struct Session: Sendable {
         let dt = max(0, (now - lastRefill).nanoseconds)
         lastRefill = now
         let cap = 2 * limits.itemsPerSecond
-        itemTokens = min(cap, itemTokens + Int64(Double(dt) / 1e9 * Double(limits.itemsPerSecond)))
+        itemTokens = min(cap, Checked.sum(itemTokens, Int64(min(Double(cap), Double(dt) / 1e9 * Double(limits.itemsPerSecond)))))
         guard itemTokens >= Int64(items) else {
             return .reject(.rateLimited, "more than \(limits.itemsPerSecond) items per second on this connection; frame dropped", closing: false)
         }

@@ -33,7 +33,7 @@ public struct TLSLeaseTransport: LeaseTransport {
                 channel.eventLoop.makeCompletedFuture {
                     let ops = channel.pipeline.syncOperations
                     try ops.addHandler(try NIOSSLClientHandler(context: material.clientContext, serverHostname: nil))
-                    try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrame)))
+                    try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrame, maxItems: 1 << 16)))
                     try ops.addHandler(MessageToByteHandler(FrameEncoder(maxFrameBytes: maxFrame)))
                     try ops.addHandler(LeaseClientHandler(trustDomain: material.identity.trustDomain, onFrame: onFrame, onClose: onClose))
                 }

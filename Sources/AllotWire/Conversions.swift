@@ -146,3 +146,39 @@ extension Allot_V1_Frame {
         }
     }
 }
+
+extension Allot_V1_Frame {
+    /// Grants (or pushes) in as many frames as it takes: at most `maxItems` each, and each
+    /// under `maxBytes` encoded. None when there is nothing to send.
+    public static func grants(_ items: [Allot_V1_Grant], push: Bool = false, maxItems: Int, maxBytes: Int) -> [Allot_V1_Frame] {
+        WireProtocol.pages(items, maxItems: maxItems, maxBytes: maxBytes) { g in
+            g.budget.utf8.count + g.owner.name.utf8.count + g.owner.address.utf8.count
+        }.map { grants(Array($0), push: push) }
+    }
+}
+
+extension WireProtocol {
+    /// Bytes an item's fixed fields take at most, besides its strings (11 varints of up to
+    /// 10 bytes, tags, lengths): the margin `pages` counts per item.
+    public static let itemOverheadBytes = 192
+
+    /// Splits `items` into runs of at most `maxItems` whose estimated encoded size (`strings`
+    /// bytes plus `itemOverheadBytes` each) stays under `maxBytes` less a frame's own margin.
+    /// An item too large for any frame is still a run of its own (the encoder refuses it).
+    public static func pages<T>(_ items: [T], maxItems: Int, maxBytes: Int, strings: (T) -> Int) -> [ArraySlice<T>] {
+        let room = max(1, maxBytes - 1024)
+        var out: [ArraySlice<T>] = []
+        var start = 0, bytes = 0
+        for (i, item) in items.enumerated() {
+            let size = strings(item) + itemOverheadBytes
+            if i > start && (i - start >= maxItems || bytes + size > room) {
+                out.append(items[start..<i])
+                start = i
+                bytes = 0
+            }
+            bytes += size
+        }
+        if start < items.count { out.append(items[start...]) }
+        return out
+    }
+}

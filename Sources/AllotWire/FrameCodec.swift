@@ -7,13 +7,16 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     public typealias InboundOut = Allot_V1_Frame
 
     public let maxFrameBytes: Int
+    /// Entries a repeated field may hold, counted on the bytes before anything is decoded.
+    public let maxItems: Int
 
-    public init(maxFrameBytes: Int = WireProtocol.defaultMaxFrameBytes) {
+    public init(maxFrameBytes: Int = WireProtocol.defaultMaxFrameBytes, maxItems: Int = WireProtocol.defaultMaxItemsPerFrame) {
         self.maxFrameBytes = maxFrameBytes
+        self.maxItems = maxItems
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let frame = try Self.decodeOne(&buffer, maxFrameBytes: maxFrameBytes) else { return .needMoreData }
+        guard let frame = try Self.decodeOne(&buffer, maxFrameBytes: maxFrameBytes, maxItems: maxItems) else { return .needMoreData }
         context.fireChannelRead(wrapInboundOut(frame))
         return .continue
     }
@@ -29,7 +32,7 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     }
 
     /// Decodes one frame from the front of `buffer`, or returns nil when it is incomplete.
-    public static func decodeOne(_ buffer: inout ByteBuffer, maxFrameBytes: Int) throws -> Allot_V1_Frame? {
+    public static func decodeOne(_ buffer: inout ByteBuffer, maxFrameBytes: Int, maxItems: Int = .max) throws -> Allot_V1_Frame? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
         guard length <= maxFrameBytes else {
             throw WireError(.frameTooLarge, "a frame of \(length) bytes exceeds the maximum of \(maxFrameBytes)")
@@ -37,9 +40,12 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
         guard length > 0 else { throw WireError(.emptyFrame, "a frame of 0 bytes") }
         guard buffer.readableBytes >= WireProtocol.lengthPrefixBytes + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: WireProtocol.lengthPrefixBytes)
-        let view = buffer.readSlice(length: Int(length))!
+        let bytes = Array(buffer.readSlice(length: Int(length))!.readableBytesView)
+        if let (field, count) = RepeatedFieldScan.largest(in: bytes), count > maxItems {
+            throw WireError(.tooManyItems, "a frame whose \(field) holds \(count) entries; the maximum is \(maxItems)")
+        }
         do {
-            return try Allot_V1_Frame(serializedBytes: Array(view.readableBytesView))
+            return try Allot_V1_Frame(serializedBytes: bytes)
         } catch {
             throw WireError(.malformedFrame, "\(length) bytes that are not a Frame: \(error)")
         }
@@ -63,9 +69,9 @@ public struct FrameEncoder: MessageToByteEncoder, Sendable {
     public static func encode(_ frame: Allot_V1_Frame, into out: inout ByteBuffer, maxFrameBytes: Int) throws {
         let bytes: [UInt8] = try frame.serializedBytes()
         guard bytes.count <= maxFrameBytes else {
-            throw WireError(.frameTooLarge, "refusing to send a frame of \(bytes.count) bytes (maximum \(maxFrameBytes)); send fewer items per frame")
+            throw WireError(.unsendable, "refusing to send a frame of \(bytes.count) bytes (maximum \(maxFrameBytes)); send fewer items per frame")
         }
-        guard !bytes.isEmpty else { throw WireError(.emptyFrame, "refusing to send an empty frame") }
+        guard !bytes.isEmpty else { throw WireError(.unsendable, "refusing to send an empty frame") }
         out.writeInteger(UInt32(bytes.count))
         out.writeBytes(bytes)
     }

@@ -6,6 +6,8 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
             case emptyFrame = "empty_frame"
             case malformedFrame = "malformed_frame"
             case truncatedFrame = "truncated_frame"
+            case tooManyItems = "too_many_items"
+            case unsendable = "unsendable"
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -17,6 +19,11 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let malformedFrame = Code(.malformedFrame)
         /// The connection ended in the middle of a frame.
         public static let truncatedFrame = Code(.truncatedFrame)
+        /// A repeated field holds more entries than the limit (counted before decoding).
+        public static let tooManyItems = Code(.tooManyItems)
+        /// This side could not encode a frame (above the limit): the connection is closed,
+        /// nothing more is written to it.
+        public static let unsendable = Code(.unsendable)
         public var description: String { base.rawValue }
     }
 
@@ -41,4 +48,6 @@ public enum WireProtocol {
     public static let defaultMaxFrameBytes = 1 << 20
     /// Default limit on acquires, releases or grants in one frame.
     public static let defaultMaxItemsPerFrame = 1024
+    /// Longest budget id (bytes of UTF-8) a frame may carry; longer ones are refused.
+    public static let maxBudgetIDBytes = 512
 }

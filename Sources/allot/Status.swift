@@ -39,29 +39,47 @@ struct Status: AsyncParsableCommand {
         }
     }
 
+    /// Every page of the coordinator's status (pages of at most one frame each).
     static func fetch(_ transport: TLSLeaseTransport) async throws -> Allot_V1_StatusResponse {
         let result = OneShot<Allot_V1_StatusResponse>()
+        let pages = Pages()
         return try await withCheckedThrowingContinuation { continuation in
             result.set(continuation)
             Task {
                 do {
                     let conn = try await transport.connect(onFrame: { frame in
                         switch frame.body {
-                        case .statusResponse(let s): result.resume(.success(s))
+                        case .statusResponse(let s):
+                            let (conn, next) = pages.m.withLock { p -> ((any LeaseConnection)?, Allot_V1_StatusResponse?) in
+                                p.status.coordinatorName = s.coordinatorName
+                                p.status.connectedNodes = s.connectedNodes
+                                p.status.budgets += s.budgets
+                                return (p.connection, s.next.isEmpty ? p.status : nil)
+                            }
+                            if let next { result.resume(.success(next)) } else { conn?.send([Self.request(after: s.next)]) }
                         case .error(let e): result.resume(.failure(ValidationError("coordinator refused: \(e.message)")))
                         default: break
                         }
                     }, onClose: {
                         result.resume(.failure(ValidationError("the coordinator closed the connection")))
                     })
-                    var req = Allot_V1_Frame()
-                    req.statusRequest = Allot_V1_StatusRequest()
-                    conn.send([.hello(name: "status"), req])
+                    pages.m.withLock { $0.connection = conn }
+                    conn.send([.hello(name: "status"), Self.request(after: "")])
                 } catch {
                     result.resume(.failure(ValidationError("cannot reach the coordinator: \(error)")))
                 }
             }
         }
+    }
+
+    final class Pages: Sendable {
+        let m = Mutex<(connection: (any LeaseConnection)?, status: Allot_V1_StatusResponse)>((nil, .init()))
+    }
+
+    static func request(after: String) -> Allot_V1_Frame {
+        var req = Allot_V1_Frame()
+        req.statusRequest.after = after
+        return req
     }
 }
 

@@ -59,7 +59,7 @@ struct ClusterTests {
         item.budget = b.rawValue
         item.want = 10
         let answer = h.core(other)!.acquire([item], from: "n", now: WallClock.now())
-        guard case .grants(let g) = answer.body else {
+        guard case .grants(let g) = answer.first?.body else {
             Issue.record("expected grants")
             await h.stopAll()
             return
@@ -107,7 +107,7 @@ struct ClusterTests {
             item.budget = b.id.rawValue
             item.want = 10
             item.demandRate = 10
-            guard case .grants(let g) = core.acquire([item], from: "n", now: t).body else { return Allot_V1_Grant() }
+            guard case .grants(let g) = core.acquire([item], from: "n", now: t).first?.body else { return Allot_V1_Grant() }
             return g.items[0]
         }
         // Partitioned away from both others: a minority of one.

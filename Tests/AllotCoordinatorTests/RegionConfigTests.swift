@@ -81,7 +81,7 @@ struct RegionConfigTests {
             a.budget = budget
             a.want = 50
             a.demandRate = 40
-            guard case .grants(let b) = core.acquire([a], from: "gw-1", now: t0).body else { return Allot_V1_Grant() }
+            guard case .grants(let b) = core.acquire([a], from: "gw-1", now: t0).first?.body else { return Allot_V1_Grant() }
             return b.items[0]
         }
         // A regional budget is served at once; the tier's global one, created on first use,

@@ -83,7 +83,7 @@ struct ConfigTests {
             a.requestID = id
             a.budget = budget
             a.want = 1000
-            guard case .grants(let g) = core.acquire([a], from: "gw-0", now: WallClock.now()).body else { return Allot_V1_Grant() }
+            guard case .grants(let g) = core.acquire([a], from: "gw-0", now: WallClock.now()).first?.body else { return Allot_V1_Grant() }
             return g.items[0]
         }
         #expect(ask("pro.tpm/consumer=alice", 1).outcome == .granted)

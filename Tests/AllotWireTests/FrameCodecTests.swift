@@ -37,7 +37,7 @@ struct FrameCodecTests {
         #expect { try FrameDecoder.decodeOne(&ok, maxFrameBytes: 1024) } throws: { ($0 as! WireError).code == .frameTooLarge }
         var out = ByteBuffer()
         #expect { try FrameEncoder.encode(.hello(name: String(repeating: "x", count: 2000)), into: &out, maxFrameBytes: 1024) } throws: {
-            ($0 as! WireError).code == .frameTooLarge
+            ($0 as! WireError).code == .unsendable
         }
     }
 

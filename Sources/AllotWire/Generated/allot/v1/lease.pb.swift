@@ -504,11 +504,15 @@ public nonisolated struct Allot_V1_Error: Sendable {
   public init() {}
 }
 
-/// Admin certificates only.
+/// Admin certificates only. Budgets come in pages (ids in byte order), at most
+/// max_items_per_frame per response: ask again with `after` = the last response's `next`.
 public nonisolated struct Allot_V1_StatusRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  /// List budgets whose id sorts after this one ("": from the first).
+  public var after: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -525,6 +529,9 @@ public nonisolated struct Allot_V1_StatusResponse: Sendable {
   public var connectedNodes: UInt32 = 0
 
   public var coordinatorName: String = String()
+
+  /// The id to pass as `after` for the next page; "" when this was the last page.
+  public var next: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1513,18 +1520,29 @@ nonisolated extension Allot_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Allot_V1_StatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}after\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.after) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.after.isEmpty {
+      try visitor.visitSingularStringField(value: self.after, fieldNumber: 1)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Allot_V1_StatusRequest, rhs: Allot_V1_StatusRequest) -> Bool {
+    if lhs.after != rhs.after {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1532,7 +1550,7 @@ nonisolated extension Allot_V1_StatusRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Allot_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}budgets\0\u{3}connected_nodes\0\u{3}coordinator_name\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}budgets\0\u{3}connected_nodes\0\u{3}coordinator_name\0\u{1}next\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1543,6 +1561,7 @@ nonisolated extension Allot_V1_StatusResponse: SwiftProtobuf.Message, SwiftProto
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.budgets) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.connectedNodes) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.coordinatorName) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.next) }()
       default: break
       }
     }
@@ -1558,6 +1577,9 @@ nonisolated extension Allot_V1_StatusResponse: SwiftProtobuf.Message, SwiftProto
     if !self.coordinatorName.isEmpty {
       try visitor.visitSingularStringField(value: self.coordinatorName, fieldNumber: 3)
     }
+    if !self.next.isEmpty {
+      try visitor.visitSingularStringField(value: self.next, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1565,6 +1587,7 @@ nonisolated extension Allot_V1_StatusResponse: SwiftProtobuf.Message, SwiftProto
     if lhs.budgets != rhs.budgets {return false}
     if lhs.connectedNodes != rhs.connectedNodes {return false}
     if lhs.coordinatorName != rhs.coordinatorName {return false}
+    if lhs.next != rhs.next {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
