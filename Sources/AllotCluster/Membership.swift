@@ -249,7 +249,12 @@ public struct Membership: Sendable {
         return Update(member: u.member, incarnation: u.incarnation, state: .suspect)
     }
 
+    /// The highest incarnation a member may announce: lives and refutations count up from 0 one
+    /// at a time, so anything near UInt64.max is a forged rumour (and +1 on it would trap).
+    public static let maxIncarnation: UInt64 = 1 << 40
+
     mutating func apply(_ u: Update, now: Instant) {
+        guard u.incarnation <= Self.maxIncarnation else { return }
         if u.member == me {
             // Rumours of my suspicion, death or departure (a restart after leaving): refute with
             // a higher incarnation — unless I am the one leaving.

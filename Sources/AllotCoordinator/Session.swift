@@ -93,10 +93,12 @@ public struct Session: Sendable {
         switch frame.body {
         case .acquire(let batch):
             guard identity.role == .node else { return deny(frame) }
-            return within(batch.items.count, now: now) ?? named(batch.items.map(\.budget)) ?? .acquire(batch.items)
+            return within(batch.items.count, now: now) ?? named(batch.items.map(\.budget))
+                ?? counted(batch.items.lazy.compactMap(\.outOfRange).first) ?? .acquire(batch.items)
         case .release(let batch):
             guard identity.role == .node else { return deny(frame) }
-            return within(batch.items.count, now: now) ?? named(batch.items.map(\.budget)) ?? .release(batch.items)
+            return within(batch.items.count, now: now) ?? named(batch.items.map(\.budget))
+                ?? counted(batch.items.lazy.compactMap(\.outOfRange).first) ?? .release(batch.items)
         case .statusRequest(let r):
             guard identity.role == .admin || identity.role == .coordinator else { return deny(frame) }
             return named([r.after]) ?? .status(after: r.after)
@@ -122,6 +124,11 @@ public struct Session: Sendable {
 
     private func deny(_ frame: Allot_V1_Frame) -> Action {
         .reject(.permissionDenied, "\(identity.uri) (role \(identity.role.rawValue)) may not send \(frame.kind)", closing: false)
+    }
+
+    /// Nil when every count is within 0...maxUnits (`bad`: the first that is not).
+    private func counted(_ bad: String?) -> Action? {
+        bad.map { .reject(.protocolViolation, "\($0) is outside 0...\(WireProtocol.maxUnits); frame dropped", closing: false) }
     }
 
     /// Nil when every budget id is of a length a budget can have.

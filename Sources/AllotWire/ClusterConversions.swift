@@ -15,9 +15,11 @@ extension MemberID {
 }
 
 extension Membership.Envelope {
-    /// Nil for a gossip frame that does not make sense (no sender or receiver).
+    /// Nil for a gossip frame that does not make sense (no sender or receiver, an update with
+    /// an unknown state or an incarnation above `Membership.maxIncarnation`).
     public init?(wire g: Allot_V1_Gossip) {
-        guard g.hasFrom, g.hasTo, !g.from.name.isEmpty, !g.to.name.isEmpty else { return nil }
+        guard g.hasFrom, g.hasTo, !g.from.name.isEmpty, !g.to.name.isEmpty,
+              !g.updates.contains(where: { $0.incarnation > Membership.maxIncarnation || !$0.hasMember }) else { return nil }
         let message: Membership.Message
         switch g.kind {
         case .ping: message = .ping(seq: g.sequence)

@@ -30,11 +30,40 @@ extension AcquireRequest {
     }
 }
 
+extension Allot_V1_Acquire {
+    /// The first count outside 0...maxUnits, by its field name (nil: all in range).
+    public var outOfRange: String? {
+        WireProtocol.outOfRange([("want", want), ("demand_rate", demandRate), ("consumed", consumed), ("released", released),
+                                 ("holding", holding), ("available", available), ("rate_in_use", rateInUse),
+                                 ("capacity_in_use", capacityInUse)])
+    }
+}
+
+extension Allot_V1_Release {
+    /// The first count outside 0...maxUnits, by its field name (nil: all in range).
+    public var outOfRange: String? { WireProtocol.outOfRange([("consumed", consumed), ("released", released)]) }
+}
+
+extension WireProtocol {
+    static func outOfRange(_ fields: [(String, Int64)]) -> String? {
+        fields.first { !(0...maxUnits).contains($0.1) }.map { "\($0.0) = \($0.1)" }
+    }
+
+    /// `v` within 0...maxUnits.
+    public static func units(_ v: Int64) -> Int64 { Checked.units(v) }
+
+    /// `ns` nanoseconds within 0...`limit`.
+    public static func duration(ns: Int64, limit: Duration) -> Duration { .nanoseconds(min(max(ns, 0), limit.nanoseconds)) }
+}
+
 extension Grant {
+    /// A grant as the coordinator sent it, its counts clamped to 0...maxUnits and its
+    /// durations to their limits (a coordinator's numbers are not trusted blindly either).
     public init(wire g: Allot_V1_Grant) {
         self.init(requestID: g.requestID, budget: BudgetID(g.budget), leaseID: g.leaseID, epoch: g.epoch,
-                  amount: g.amount, ttl: .nanoseconds(g.ttlNs), adopted: g.adopted,
-                  retryAfter: .nanoseconds(g.retryAfterNs), rate: g.rate, capacity: g.capacity, sequence: g.sequence)
+                  amount: WireProtocol.units(g.amount), ttl: WireProtocol.duration(ns: g.ttlNs, limit: WireProtocol.maxLeaseTTL),
+                  adopted: g.adopted, retryAfter: WireProtocol.duration(ns: g.retryAfterNs, limit: WireProtocol.maxRetryAfter),
+                  rate: WireProtocol.units(g.rate), capacity: WireProtocol.units(g.capacity), sequence: g.sequence)
     }
 
     public var wire: Allot_V1_Grant {

@@ -1,3 +1,5 @@
+import AllotCore
+
 /// Why a frame could not be read or written. Stable codes; the message says what to do.
 public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
@@ -48,6 +50,12 @@ public enum WireProtocol {
     public static let defaultMaxFrameBytes = 1 << 20
     /// Default limit on acquires, releases or grants in one frame.
     public static let defaultMaxItemsPerFrame = 1024
+    /// Largest count of units a frame may carry in any field (2^62): any two add up without
+    /// overflow. Acquires and releases beyond it, or below 0, are refused; grants are clamped.
+    public static let maxUnits: Int64 = Checked.maxUnits
+    /// Longest lease a grant may announce, and longest retry-after (clamped on receipt).
+    public static let maxLeaseTTL: Duration = .seconds(86_400)
+    public static let maxRetryAfter: Duration = .seconds(60)
     /// Longest budget id (bytes of UTF-8) a frame may carry; longer ones are refused.
     public static let maxBudgetIDBytes = 512
 }

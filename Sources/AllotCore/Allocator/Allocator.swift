@@ -150,6 +150,7 @@ public struct Allocator: Sendable {
     // MARK: events
 
     public mutating func acquire(_ req: AcquireRequest, now: Instant) -> AcquireOutcome {
+        let req = req.clamped
         guard var acct = accounts[req.budget] else { return .unknownBudget }
         var expired: [(NodeID, Int64)] = []
         acct.advance(to: now, expired: &expired)
@@ -160,6 +161,7 @@ public struct Allocator: Sendable {
     }
 
     public mutating func release(_ req: ReleaseRequest, now: Instant) -> ReleaseOutcome {
+        let req = req.clamped
         guard var acct = accounts[req.budget] else { return .unknownBudget }
         var expired: [(NodeID, Int64)] = []
         acct.advance(to: now, expired: &expired)
@@ -281,8 +283,9 @@ public struct Allocator: Sendable {
     /// `a × b / c` without overflow (saturating).
     static func scale(_ a: Int64, _ b: Int64, _ c: Int64) -> Int64 {
         let p = a.multipliedFullWidth(by: b)
+        guard a > 0, b > 0, c > 0 else { return 0 }
         if p.high >= c / 2 { return .max / 4 }
-        return c.dividingFullWidth(p).quotient
+        return min(.max / 4, c.dividingFullWidth(p).quotient)
     }
 
     // MARK: inspection
@@ -318,7 +321,7 @@ public struct Allocator: Sendable {
     public func demandPerSecond(_ budget: BudgetID, now: Instant) -> Int64 {
         guard let a = accounts[budget] else { return 0 }
         return a.nodes.values.reduce(0) { sum, e in
-            e.lease != nil || now - e.lastSeen < settings.demandMemory ? sum + e.demandRate : sum
+            e.lease != nil || now - e.lastSeen < settings.demandMemory ? Checked.sum(sum, e.demandRate) : sum
         }
     }
 

@@ -38,13 +38,17 @@ extension BudgetAccount {
             var lease = Lease(id: nextLeaseID, expiresAt: now)
             nextLeaseID += 1
             if isRate {
-                lease.rate = max(0, req.rateInUse)
-                lease.capacity = max(0, req.capacityInUse)
+                // Never more than the budget itself allows (a node cannot claim the whole pool).
+                if case .rate(let limit, _, let burst) = spec.kind {
+                    lease.rate = min(max(0, req.rateInUse), limit)
+                    lease.capacity = min(max(0, req.capacityInUse), burst)
+                }
                 commit(&lease, rate: lease.rate, capacity: lease.capacity)
             } else {
                 // A quota's holding is taken out of what the ledger says may still be on
                 // nodes (counted as consumed until then); without a ledger that is everything.
-                let take = spec.kind.isQuota ? min(max(0, req.holding), adoptable) : max(0, req.holding)
+                let take = spec.kind.isQuota ? min(max(0, req.holding), adoptable)
+                                             : min(max(0, req.holding), max(0, spec.kind.ceiling - outstanding))
                 if spec.kind.isQuota {
                     adoptable -= take
                     consumed -= take
@@ -128,9 +132,9 @@ extension BudgetAccount {
         // count against its share of what comes next.
         let held = me.lease.map { min(me.available, $0.unreturned) } ?? 0
         var spendable: Int64 = 0
-        for (id, e) in nodes where id != node { if let l = e.lease { spendable += min(e.available, l.unreturned) } }
+        for (id, e) in nodes where id != node { if let l = e.lease { spendable = Checked.sum(spendable, min(e.available, l.unreturned)) } }
         let (wants, mine) = activeWants(node, now: now, settings: settings) { $0.want }
-        let share = WaterFill.shares(capacity: pool + spendable + held, wants: wants)[mine]
+        let share = WaterFill.shares(capacity: Checked.sum(pool, spendable, held), wants: wants)[mine]
         let target = min(share - held, settings.maxSlice)
         // The node already holds its fair share: nothing now. No back-off: a node whose
         // demand grows must be able to ask again at once (a back-off here caused false denials

@@ -310,7 +310,7 @@ struct BudgetAccount: Sendable {
             let dr = max(0, r - lease.releasedSeen)
             lease.consumedSeen += dc
             lease.releasedSeen += dr
-            consumed += dc
+            consumed = Checked.sum(consumed, dc)
             guard case .rate(_, _, let burst) = spec.kind, !isLearning else { return 0 }
             let own = closing ? lease.committedCapacity : 0
             let back = max(0, min(dr, burst - pool - outstanding + own))
@@ -331,8 +331,8 @@ struct BudgetAccount: Sendable {
 
     /// Sets what a rate lease's node may be enforcing, keeping the totals in step.
     mutating func commit(_ lease: inout Lease, rate: Int64, capacity: Int64) {
-        committedRate += rate - lease.committedRate
-        outstanding += capacity - lease.committedCapacity
+        committedRate = Checked.sum(committedRate, rate, -lease.committedRate)
+        outstanding = Checked.sum(outstanding, capacity, -lease.committedCapacity)
         lease.committedRate = rate
         lease.committedCapacity = capacity
     }

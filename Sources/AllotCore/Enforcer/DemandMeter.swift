@@ -27,9 +27,14 @@ public struct DemandMeter: Sendable {
     @inlinable
     public mutating func record(_ amount: Int64, now: Instant) {
         roll(to: now)
-        buckets[Int(current % 10)] &+= amount
-        _total &+= amount
+        // Each bucket saturates at 2^58 (whatever a peer or an upstream reported): ten of them,
+        // or three times ten, still add up without overflow.
+        let cap = Self.bucketCap, a = min(max(amount, 0), cap)
+        buckets[Int(current % 10)] = min(buckets[Int(current % 10)] + a, cap)
+        _total = Checked.add(_total, a)
     }
+
+    @usableFromInline static let bucketCap: Int64 = 1 << 58
 
     /// Units per second over the last 300 ms only: quick to see a drop.
     public mutating func recentRate(now: Instant) -> Int64 {

@@ -82,9 +82,9 @@ extension Enforcer {
             }
             s.leaseID = g.leaseID
         }
-        s.available += g.amount
+        s.available = Checked.add(s.available, g.amount)
         if s.isRate {
-            s.noRefundLevel += g.amount
+            s.noRefundLevel = Checked.add(s.noRefundLevel, g.amount)
             if g.leaseID == s.leaseID && (g.rate < s.rate || g.capacity < s.capacity) {
                 // Lowered terms stay committed at the coordinator until it sees we applied them.
                 s.needsAck = true

@@ -56,14 +56,14 @@ extension Enforcer {
         let intervalNs = settings.refreshInterval.nanoseconds
         // Enough for one interval at the measured demand, on top of what is reserved in flight
         // (a local bucket asks for two intervals: it must absorb demand's noise on its own).
-        let perInterval = rate * intervalNs / 1_000_000_000
-        var target = max(s.isRate ? 2 * perInterval : perInterval, s.lastCost, 1) + s.reserved
+        let perInterval = Checked.product(rate, intervalNs) / 1_000_000_000
+        var target = Checked.add(max(s.isRate ? 2 * perInterval : perInterval, s.lastCost, 1), s.reserved)
         if s.isConcurrency {
             // Permits: what is in flight now, plus room for its noise (Little's law is already
             // in the in-flight count); denied attempts raise it through `needsRefill` below.
             target = s.reserved + s.reserved / 4 + 1 + (s.needsRefill ? max(1, s.reserved / 4) : 0)
         }
-        let lead = admittedRate * settings.prefetchLead.nanoseconds / 1_000_000_000
+        let lead = Checked.product(admittedRate, settings.prefetchLead.nanoseconds) / 1_000_000_000
         s.watermark = lead
         let low = s.isConcurrency ? s.available == 0 : s.spendable <= lead + s.lastCost
         // Renew before the lease ends; at most every third of the margin, because a quota
@@ -98,8 +98,8 @@ extension Enforcer {
             let grew = hasLease && average > s.reportedDemand + s.reportedDemand / 2 + 1 && (s.needsRefill || low)
             // Demand collapsed (seen over the last 300 ms) and the bucket sits full, so the
             // rate is going to waste: report at once, and give the rate back before asking.
-            let full = 10 * (s.available + s.reserved) >= 9 * s.capacity
-            let dropped = hasLease && s.reportedDemand > 3 * recent + 1 && full
+            let full = Checked.product(10, Checked.add(s.available, s.reserved)) >= Checked.product(9, s.capacity)
+            let dropped = hasLease && s.reportedDemand > Checked.product(3, recent) + 1 && full
             need = ((need || grew || dropped) && gap) || (s.needsAck && hasLease)
             // The steadier average once the lease runs smoothly; the faster estimate when
             // starting, running dry or after a drop.
@@ -110,7 +110,7 @@ extension Enforcer {
             if dropped && need {
                 // Committed at once by the coordinator (the node enforces it from now on), so
                 // the rate can be offered to others in the same step.
-                s.rate = min(s.rate, 2 * (recent * s.periodNs / 1_000_000_000) + 1)
+                s.rate = min(s.rate, 2 * (Checked.product(recent, s.periodNs) / 1_000_000_000) + 1)
             }
         }
         if heldBack { need = false }
@@ -129,7 +129,7 @@ extension Enforcer {
             return .acquire(req)
         }
         // Slices: holding far more than demand needs: return the excess.
-        if !s.isRate && hasLease && s.available > 2 * target + lead && s.available > 0 {
+        if !s.isRate && hasLease && s.available > Checked.sum(target, target, lead) && s.available > 0 {
             let excess = s.available - target
             s.available -= excess
             s.released += excess

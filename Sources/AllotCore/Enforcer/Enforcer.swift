@@ -160,7 +160,7 @@ public struct Enforcer: Sendable {
                 r.fromFailMode[i] = true
                 switch slices[idx].mode {
                 case .closed: preconditionFailure("closed budget admitted without a lease")
-                case .open: if keeps { slices[idx].debt += amount }
+                case .open: if keeps { slices[idx].debt = Checked.add(slices[idx].debt, amount) }
                 case .staticAllowance:
                     let period = now.nanoseconds / settings.leaseTTL.nanoseconds
                     if slices[idx].staticPeriod != period {

@@ -114,8 +114,8 @@ struct LocalSlice: Sendable {
     /// capacity (`available` never above capacity − reserved, nor lifted above what it had
     /// when that is already negative: tokens only ever fill, never erase a charge).
     mutating func deposit(_ amount: Int64) {
-        available = max(min(available, 0), min(available + amount, capacity - reserved))
-        if isRate { noRefundLevel = max(min(noRefundLevel, 0), min(noRefundLevel + amount, capacity)) }
+        available = max(min(available, 0), min(Checked.add(available, amount), capacity - reserved))
+        if isRate { noRefundLevel = max(min(noRefundLevel, 0), min(Checked.add(noRefundLevel, amount), capacity)) }
     }
 
     /// Units leaving the node (given back to the pool, or repaying debt): out of both books.

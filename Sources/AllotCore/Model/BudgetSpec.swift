@@ -35,6 +35,14 @@ public enum BudgetKind: Hashable, Sendable, CustomStringConvertible {
 
     /// Checks limits, bursts and periods; the error names the field.
     public func validate(field: String = "budget") throws(AllotError) {
+        let values: [(String, Int64)] = switch self {
+        case .rate(let limit, _, let burst): [("rate limit", limit), ("burst", burst)]
+        case .quota(let allowance, _): [("quota allowance", allowance)]
+        case .concurrency(let limit): [("concurrency limit", limit)]
+        }
+        for (what, v) in values where v > Checked.maxUnits {
+            throw AllotError(.invalidLimit, "\(field): \(what) must be at most 2^62 = \(Checked.maxUnits) (got \(v))")
+        }
         switch self {
         case .rate(let limit, let period, let burst):
             guard limit > 0 else {

@@ -104,6 +104,22 @@ public struct Grant: Hashable, Sendable {
 
 /// A node's report of cumulative consumption and releases under a lease; with `final` the
 /// node gives up the lease (demand gone, or shutting down). No answer is needed.
+extension AcquireRequest {
+    /// Every count within 0...maxUnits (what the allocator works with, whatever arrived).
+    public var clamped: AcquireRequest {
+        var r = self
+        r.want = Checked.units(want)
+        r.demandRate = Checked.units(demandRate)
+        r.consumed = Checked.units(consumed)
+        r.released = Checked.units(released)
+        r.holding = Checked.units(holding)
+        r.available = Checked.units(available)
+        r.rateInUse = Checked.units(rateInUse)
+        r.capacityInUse = Checked.units(capacityInUse)
+        return r
+    }
+}
+
 public struct ReleaseRequest: Hashable, Sendable {
     public var node: NodeID
     public var budget: BudgetID
@@ -131,5 +147,15 @@ public struct Push: Hashable, Sendable {
     public init(node: NodeID, grant: Grant) {
         self.node = node
         self.grant = grant
+    }
+}
+
+extension ReleaseRequest {
+    /// Both counts within 0...maxUnits.
+    public var clamped: ReleaseRequest {
+        var r = self
+        r.consumed = Checked.units(consumed)
+        r.released = Checked.units(released)
+        return r
     }
 }
