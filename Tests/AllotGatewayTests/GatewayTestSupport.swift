@@ -36,6 +36,7 @@ gateway:
   upstream_idle_timeout: 1s
   admission_wait: 300ms
   max_body_bytes: 8192
+  sidecar_tokens_sha256: [78e7fc8665f29af180d8ac764f6f37a6749840d9bee6998b868fef1e1e3349bb]
 """
 
 /// Consumers and their keys (the file holds only hashes).

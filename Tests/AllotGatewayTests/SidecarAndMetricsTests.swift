@@ -5,13 +5,18 @@ import Testing
 
 @Suite("Gateway sidecar, runaway and metrics", .serialized)
 struct SidecarAndMetricsTests {
+    /// A sidecar call with `token` in its header (the test configuration's by default).
+    func sidecar(_ port: Int, _ path: String, body: String, token: String? = "test-sidecar-token") async throws -> Reply {
+        try await call(port: port, path: path, key: nil, body: body, headers: token.map { [("allot-sidecar-token", $0)] } ?? [])
+    }
+
     @Test("sidecar: /v1/check reserves with the same headers, /v1/settle charges the actual amount; unknown ids are 404")
     func sidecar() async throws {
         let (config, consumers) = try testConfig()
         let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 1, mock: nil)
         let admin = fleet.adminPorts[0]
         let check = #"{"consumer": "p1", "route": "chat", "model": "small", "input_tokens": 900, "output_tokens": 4000}"#
-        let ok = try await call(port: admin, path: "/v1/check", key: nil, body: check)
+        let ok = try await sidecar(admin, "/v1/check", body: check)
         #expect(ok.status == 200)
         #expect(ok.json?["allowed"] as? Bool == true)
         #expect(ok.headers["x-ratelimit-limit-tokens"] == "20000")
@@ -20,7 +25,7 @@ struct SidecarAndMetricsTests {
         var allowed = 1
         var denial: Reply?
         for _ in 0..<3 {
-            let r = try await call(port: admin, path: "/v1/check", key: nil, body: check)
+            let r = try await sidecar(admin, "/v1/check", body: check)
             if r.status == 200 { allowed += 1 } else { denial = r }
         }
         #expect(allowed == 3)
@@ -28,21 +33,57 @@ struct SidecarAndMetricsTests {
         #expect(denial?.json?["budget"] as? String == "pro.month/consumer=p1")
         #expect(denial?.headers["retry-after"] != nil)
         // Settle the first at its actual usage: the refund makes room for one more.
-        let settled = try await call(port: admin, path: "/v1/settle", key: nil,
+        let settled = try await sidecar(admin, "/v1/settle",
                                      body: #"{"reservation_id": "\#(id)", "input_tokens": 800, "output_tokens": 100}"#)
         #expect(settled.status == 200)
-        let again = try await call(port: admin, path: "/v1/check", key: nil, body: #"{"key": "sk-pro-1", "route": "chat", "model": "small", "input_tokens": 900, "output_tokens": 2000}"#)
+        let again = try await sidecar(admin, "/v1/check", body: #"{"key": "sk-pro-1", "route": "chat", "model": "small", "input_tokens": 900, "output_tokens": 2000}"#)
         #expect(again.status == 200)
-        let twice = try await call(port: admin, path: "/v1/settle", key: nil, body: #"{"reservation_id": "\#(id)", "input_tokens": 1, "output_tokens": 1}"#)
+        let twice = try await sidecar(admin, "/v1/settle", body: #"{"reservation_id": "\#(id)", "input_tokens": 1, "output_tokens": 1}"#)
         #expect(twice.status == 404)
-        let bad = try await call(port: admin, path: "/v1/check", key: nil, body: #"{"consumer": "nobody"}"#)
+        let bad = try await sidecar(admin, "/v1/check", body: #"{"consumer": "nobody"}"#)
         #expect(bad.status == 401)
-        let garbage = try await call(port: admin, path: "/v1/settle", key: nil, body: "not json")
+        let garbage = try await sidecar(admin, "/v1/settle", body: "not json")
         #expect(garbage.status == 400)
+        // Without the token, or with another, nothing is reserved or refunded.
+        let anonymous = try await sidecar(admin, "/v1/check", body: check, token: nil)
+        #expect(anonymous.status == 401 && anonymous.errorCode == "sidecar_token_missing")
+        let wrong = try await sidecar(admin, "/v1/settle", body: #"{"reservation_id": "\#(id)", "refund": true}"#, token: "guess")
+        #expect(wrong.status == 401 && wrong.errorCode == "sidecar_token_invalid")
+        // Counts no budget can hold: refused or denied with an answer, never a crash.
+        for n in ["4611686018427387904", "9223372036854775807", "9223372036854775808", "-1", "1e300"] {
+            let huge = try await sidecar(admin, "/v1/check",
+                                      body: #"{"consumer": "p1", "route": "chat", "model": "small", "input_tokens": \#(n), "output_tokens": \#(n)}"#)
+            #expect([400, 429].contains(huge.status), "\(n): \(huge.status) \(huge.body)")
+        }
+        let metrics = try await call(port: admin, path: "/metrics", method: .GET, key: nil, body: nil)
+        #expect(metrics.body.contains(#"allot_gateway_sidecar_refused_total{reason="missing_token"} 1"#))
+        #expect(metrics.body.contains(#"allot_gateway_sidecar_refused_total{reason="wrong_token"} 1"#))
         await fleet.stop()
         // Held reservations are settled at their bound when the node stops (nothing leaks).
         let month = try #require(fleet.coordinator.allocatorStatus("pro.month/consumer=p1"))
         #expect(month.consumed == 900 + 2 * 4900 + 2900)
+    }
+
+    @Test("sidecar: counts at the edge of Int64 on a budget large enough to take them; the node keeps serving")
+    func edgeCounts() async throws {
+        // A quota of 4·10^18 tokens: a request of 10^18 + 10^18 fits its ceiling, so it is not
+        // refused outright; the node measures that demand and sizes its asks from it.
+        let yaml = testConfigYAML.replacingOccurrences(of: "      - {name: tpm, scope: [consumer], unit: tokens, kind: rate, limit: 1000000, period: 1m}",
+                                                       with: "      - {name: huge, scope: [consumer], unit: tokens, kind: quota, allowance: 4000000000000000000, window: month}")
+        let (config, consumers) = try testConfig(yaml: yaml)
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 1, mock: nil)
+        let admin = fleet.adminPorts[0]
+        for n in ["1000000000000000000", "4611686018427387904", "9223372036854775807"] {
+            let r = try await sidecar(admin, "/v1/check", body: #"{"consumer": "a1", "route": "chat", "model": "large", "input_tokens": \#(n), "output_tokens": \#(n)}"#)
+            #expect([200, 400, 429].contains(r.status), "\(n): \(r.status) \(r.body)")
+        }
+        // Two refresh intervals: the node's poll sizes its asks from what it measured.
+        try await Task.sleep(for: .milliseconds(2_200))
+        let after = try await sidecar(admin, "/v1/check", body: #"{"consumer": "a1", "route": "chat", "model": "large", "input_tokens": 10, "output_tokens": 10}"#)
+        #expect(after.status == 200 || after.status == 429, "\(after.status) \(after.body)")
+        let health = try await call(port: admin, path: "/healthz", method: .GET, key: nil, body: nil)
+        #expect(health.status == 200)
+        await fleet.stop()
     }
 
     @Test("a runaway agent is flagged in metrics and the audit trail and throttled by its tier's policy")

@@ -37,6 +37,18 @@ public struct GatewayConfig: Sendable {
     public var chainDepthHeader = "x-allot-chain-depth"
     /// Sidecar reservations not settled within this long are settled at their full amount.
     public var sidecarReservationTTL: Duration = .seconds(300)
+    /// SHA-256 of the tokens that may call the sidecar (`Allot-Sidecar-Token` header); none:
+    /// the sidecar endpoints are off (403). Several allow rotating a token without a gap.
+    public var sidecarTokenHashes: [[UInt8]] = []
+    /// A listener serving only `/metrics`, `/healthz` and `/readyz` (for Prometheus, without
+    /// exposing the sidecar); nil: none (the admin listener serves them too).
+    public var metricsAddress: (host: String, port: Int)?
+    /// Clients of both listeners: the request head must arrive within `clientHeaderTimeout` of
+    /// the connection (of the previous response, when kept alive: `clientIdleTimeout`), the
+    /// body within `clientBodyTimeout` of the head.
+    public var clientHeaderTimeout: Duration = .seconds(10)
+    public var clientBodyTimeout: Duration = .seconds(60)
+    public var clientIdleTimeout: Duration = .seconds(75)
 
     /// The coordinator's view of the same file: tiers (templates), explicit budgets, TLS.
     public var shared: CoordinatorConfig
@@ -100,6 +112,18 @@ public struct GatewayConfig: Sendable {
             }
             if let v = g.admission_wait { admissionWait = try CoordinatorConfig.duration(v, field: "gateway.admission_wait") }
             if let v = g.chain_depth_header { chainDepthHeader = v.lowercased() }
+            if let list = g.sidecar_tokens_sha256 {
+                sidecarTokenHashes = try list.enumerated().map { i, hex throws(AllotError) in
+                    guard let bytes = Hex.decode(hex), bytes.count == 32 else {
+                        throw AllotError(.invalidSettings, "gateway.sidecar_tokens_sha256[\(i)] must be 64 hex digits (the SHA-256 of a token: printf %s TOKEN | sha256sum)")
+                    }
+                    return bytes
+                }
+            }
+            if let v = g.metrics { metricsAddress = try CoordinatorConfig.address(v, field: "gateway.metrics") }
+            if let v = g.client_header_timeout { clientHeaderTimeout = try Self.timeout(v, field: "gateway.client_header_timeout") }
+            if let v = g.client_body_timeout { clientBodyTimeout = try Self.timeout(v, field: "gateway.client_body_timeout") }
+            if let v = g.client_idle_timeout { clientIdleTimeout = try Self.timeout(v, field: "gateway.client_idle_timeout") }
             if let v = g.sidecar_reservation_ttl {
                 sidecarReservationTTL = try CoordinatorConfig.duration(v, field: "gateway.sidecar_reservation_ttl")
             }
@@ -180,6 +204,8 @@ public struct GatewayConfig: Sendable {
             var max_body_bytes: Int?; var consumers: String?; var audit_dir: String?; var audit_max_bytes: Int?
             var coordinator: String?; var admission_wait: String?; var chain_depth_header: String?
             var sidecar_reservation_ttl: String?; var routes: [RouteEntry]?
+            var sidecar_tokens_sha256: [String]?; var metrics: String?
+            var client_header_timeout: String?; var client_body_timeout: String?; var client_idle_timeout: String?
         }
         struct RouteEntry: Decodable { var method: String?; var path: String?; var route: String? }
         struct Model: Decodable {
@@ -193,11 +219,21 @@ public struct GatewayConfig: Sendable {
         var tiers: [Tier]?
     }
 
+    /// A client timeout: at least 100 ms, at most an hour.
+    static func timeout(_ v: String, field: String) throws(AllotError) -> Duration {
+        let d = try CoordinatorConfig.duration(v, field: field)
+        guard d >= .milliseconds(100) && d <= .seconds(3600) else {
+            throw AllotError(.invalidSettings, "\(field) must be between 100ms and 1h (got \(v))")
+        }
+        return d
+    }
+
     static func checkKeys(_ yaml: String) throws(AllotError) {
         let known: [String: Set<String>] = [
             "gateway": ["name", "listen", "admin", "upstream", "upstream_key_env", "upstream_timeout", "upstream_idle_timeout",
                         "max_body_bytes", "consumers", "audit_dir", "audit_max_bytes", "coordinator", "admission_wait",
-                        "chain_depth_header", "sidecar_reservation_ttl", "routes"],
+                        "chain_depth_header", "sidecar_reservation_ttl", "routes", "sidecar_tokens_sha256", "metrics",
+                        "client_header_timeout", "client_body_timeout", "client_idle_timeout"],
             "routes[]": ["method", "path", "route"],
             "models[]": ["name", "input_usd_per_mtok", "output_usd_per_mtok", "max_output_tokens",
                      "cached_input_usd_per_mtok", "apis", "max_part_tokens", "context_window_tokens",

@@ -1,4 +1,5 @@
 import AllotCore
+import Crypto
 import Foundation
 import Hummingbird
 import ServiceLifecycle
@@ -22,12 +23,25 @@ struct AdminResponder: Sendable {
             return ready() ? HTTPSupport.bytes(200, Data("ready\n".utf8), contentType: "text/plain")
                            : HTTPSupport.bytes(503, Data("not ready: no connection to the coordinator\n".utf8), contentType: "text/plain")
         case (.post, "/v1/check"):
+            if let refused = sidecar.authenticate(request) { return refused }
             return await sidecar.check(request)
         case (.post, "/v1/settle"):
+            if let refused = sidecar.authenticate(request) { return refused }
             return await sidecar.settle(request)
         default:
             return HTTPSupport.error(GatewayError(404, type: "invalid_request_error", code: "not_found",
                                                   "no such endpoint; this listener serves /metrics, /healthz, /readyz, POST /v1/check and POST /v1/settle"))
+        }
+    }
+
+    /// The metrics listener (`gateway.metrics`): `/metrics`, `/healthz`, `/readyz`, nothing else.
+    func respondMetricsOnly(_ request: Request) async -> Response {
+        switch (request.method, request.uri.path) {
+        case (.get, "/metrics"), (.get, "/healthz"), (.get, "/readyz"):
+            return await respond(request)
+        default:
+            return HTTPSupport.error(GatewayError(404, type: "invalid_request_error", code: "not_found",
+                                                  "no such endpoint; this listener serves /metrics, /healthz and /readyz"))
         }
     }
 }
@@ -39,6 +53,37 @@ final class Sidecar: Service, Sendable {
     private let held = Mutex<[String: (admission: Admission, expires: Instant)]>([:])
 
     init(core: GatewayCore) { self.core = core }
+
+    /// Nil when the request carries a token whose SHA-256 is in `gateway.sidecar_tokens_sha256`
+    /// (compared in constant time); otherwise the refusal to send, counted by reason.
+    func authenticate(_ request: Request) -> Response? {
+        let hashes = core.config.sidecarTokenHashes
+        guard !hashes.isEmpty else {
+            core.metrics.sidecarRefused("disabled")
+            return HTTPSupport.error(GatewayError(403, type: "permission_error", code: "sidecar_disabled",
+                                                  "the sidecar API is off: list the SHA-256 of a token in gateway.sidecar_tokens_sha256"))
+        }
+        guard let token = HTTPSupport.header(request, Self.tokenHeader), !token.isEmpty else {
+            core.metrics.sidecarRefused("missing_token")
+            return HTTPSupport.error(GatewayError(401, type: "authentication_error", code: "sidecar_token_missing",
+                                                  "send the sidecar token in the \(Self.tokenHeader) header"))
+        }
+        let digest = Array(SHA256.hash(data: Data(token.utf8)))
+        var match = false
+        for h in hashes {
+            var diff: UInt8 = 0
+            for (a, b) in zip(h, digest) { diff |= a ^ b }
+            match = match || diff == 0
+        }
+        guard match else {
+            core.metrics.sidecarRefused("wrong_token")
+            return HTTPSupport.error(GatewayError(401, type: "authentication_error", code: "sidecar_token_invalid",
+                                                  "the sidecar token is not one of gateway.sidecar_tokens_sha256"))
+        }
+        return nil
+    }
+
+    static let tokenHeader = "allot-sidecar-token"
 
     /// As a service: sweeps expired reservations every 5 s; on shutdown (after the listeners
     /// stopped, before the leases go back) settles every one still held.

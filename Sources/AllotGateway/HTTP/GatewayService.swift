@@ -78,13 +78,27 @@ public final class GatewayService: Service, Sendable {
         }
         var httpLogger = logger
         httpLogger.logLevel = .error
-        let proxyApp = HTTPSupport.listener(host: config.listenHost, port: config.listenPort, logger: httpLogger,
+        let deadlines = ClientDeadlineHandler.Limits(header: config.clientHeaderTimeout, body: config.clientBodyTimeout,
+                                                     idle: config.clientIdleTimeout)
+        let metrics = core.metrics
+        let proxyApp = HTTPSupport.listener(host: config.listenHost, port: config.listenPort, logger: httpLogger, deadlines: deadlines,
+                                            expired: { metrics.clientTimeout(listener: "proxy", kind: $0) },
                                             respond: { await proxy.respond($0) }, onBound: { bound(0, $0) })
-        let adminApp = HTTPSupport.listener(host: config.adminHost, port: config.adminPort, logger: httpLogger,
+        let adminApp = HTTPSupport.listener(host: config.adminHost, port: config.adminPort, logger: httpLogger, deadlines: deadlines,
+                                            expired: { metrics.clientTimeout(listener: "admin", kind: $0) },
                                             respond: { await admin.respond($0) }, onBound: { bound(1, $0) })
+        var services: [any Service] = [leaseClient, sidecar, adminApp, proxyApp]
+        if let (host, port) = config.metricsAddress {
+            // Only what Prometheus and probes need: the sidecar is not reachable here.
+            let logger = self.logger
+            services.insert(HTTPSupport.listener(host: host, port: port, logger: httpLogger, deadlines: deadlines,
+                                                 expired: { metrics.clientTimeout(listener: "metrics", kind: $0) },
+                                                 respond: { await admin.respondMetricsOnly($0) },
+                                                 onBound: { logger.info("metrics listening", metadata: ["allot.port": "\($0)"]) }), at: 2)
+        }
         // Shut down in reverse order: the proxy stops first, then the sidecar's held
         // reservations are settled, and the lease client gives everything back last.
-        let group = ServiceGroup(configuration: .init(services: [leaseClient, sidecar, adminApp, proxyApp], logger: logger))
+        let group = ServiceGroup(configuration: .init(services: services, logger: logger))
         do {
             try await withGracefulShutdownHandler {
                 try await group.run()

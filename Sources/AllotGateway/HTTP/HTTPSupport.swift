@@ -16,11 +16,19 @@ enum HTTPSupport {
 
     /// A plain HTTP/1.1 listener answering every request with `respond`; `onBound` gets the
     /// port once it listens (port 0 picks a free one).
-    static func listener(host: String, port: Int, logger: Logger, respond: @escaping @Sendable (Request) async -> Response,
+    /// A listener; with `deadlines`, its clients' slow heads, bodies and idle keep-alives are
+    /// cut off (`ClientDeadlineHandler`), each cut reported to `expired`.
+    static func listener(host: String, port: Int, logger: Logger, deadlines: ClientDeadlineHandler.Limits? = nil,
+                         expired: @escaping @Sendable (String) -> Void = { _ in },
+                         respond: @escaping @Sendable (Request) async -> Response,
                          onBound: @escaping @Sendable (Int) -> Void) -> Application<CallbackResponder<BasicRequestContext>> {
-        Application(responder: CallbackResponder<BasicRequestContext> { request, _ in await respond(request) },
-                    configuration: .init(address: .hostname(host, port: port)),
-                    onServerRunning: { channel in onBound(channel.localAddress?.port ?? 0) }, logger: logger)
+        let handlers: @Sendable () -> [any RemovableChannelHandler] = {
+            deadlines.map { [ClientDeadlineHandler(limits: $0, expired: expired)] } ?? []
+        }
+        return Application(responder: CallbackResponder<BasicRequestContext> { request, _ in await respond(request) },
+                           server: .http1(configuration: .init(additionalChannelHandlers: handlers())),
+                           configuration: .init(address: .hostname(host, port: port)),
+                           onServerRunning: { channel in onBound(channel.localAddress?.port ?? 0) }, logger: logger)
     }
 
     static func json(_ status: Int, _ object: Any, headers extra: [(String, String)] = []) -> Response {

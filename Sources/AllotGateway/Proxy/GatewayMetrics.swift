@@ -50,6 +50,16 @@ public final class GatewayMetrics: Sendable {
         counter("allot_gateway_rejected_total", "Requests refused before authentication, by reason", [("code", code)]).increment()
     }
 
+    /// Sidecar calls refused: no token, a wrong token, or the sidecar off.
+    public func sidecarRefused(_ reason: String) {
+        counter("allot_gateway_sidecar_refused_total", "Sidecar calls refused before anything was reserved, by reason", [("reason", reason)]).increment()
+    }
+
+    /// Client connections closed by a timeout (`kind`: header, body, idle), by listener.
+    public func clientTimeout(listener: String, kind: String) {
+        counter("allot_gateway_client_timeouts_total", "Client connections closed for a slow request head or body, or idleness", [("listener", listener), ("kind", kind)]).increment()
+    }
+
     public func upstreamError(_ kind: String) {
         counter("allot_gateway_upstream_errors_total", "Upstream calls that failed: refused, timeout, cut", [("kind", kind)]).increment()
     }
