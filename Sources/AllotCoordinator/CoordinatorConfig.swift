@@ -148,6 +148,28 @@ public struct CoordinatorConfig: Sendable {
                 guard v > 0 else { throw AllotError(.invalidSettings, "limits.items_per_second must be positive (got \(v))") }
                 core.session.itemsPerSecond = v
             }
+            func positive(_ v: Int?, _ key: String, max: Int = 10_000_000) throws(AllotError) -> Int? {
+                guard let v else { return nil }
+                guard v >= 1 && v <= max else { throw AllotError(.invalidSettings, "limits.\(key) must be between 1 and \(max) (got \(v))") }
+                return v
+            }
+            func timeout(_ v: String?, _ key: String) throws(AllotError) -> Duration? {
+                guard let v else { return nil }
+                let d = try Self.duration(v, field: "limits.\(key)")
+                guard d >= .milliseconds(100) && d <= .seconds(3600) else {
+                    throw AllotError(.invalidSettings, "limits.\(key) must be between 100ms and 1h (got \(v))")
+                }
+                return d
+            }
+            if let v = try timeout(l.handshake_timeout, "handshake_timeout") { core.listener.handshakeTimeout = v }
+            if let v = try timeout(l.hello_timeout, "hello_timeout") { core.listener.helloTimeout = v }
+            if let v = try timeout(l.idle_timeout, "idle_timeout") { core.listener.idleTimeout = v }
+            if let v = try positive(l.max_connections, "max_connections", max: 1_000_000) { core.listener.maxConnections = v }
+            if let v = try positive(l.max_connections_per_identity, "max_connections_per_identity", max: 1_000) { core.listener.maxConnectionsPerIdentity = v }
+            if let v = try positive(l.max_refused_frames, "max_refused_frames", max: 100_000) { core.session.maxRefusals = v }
+            if let v = try positive(l.tier_budgets, "tier_budgets") { core.tierLimits.total = v }
+            if let v = try positive(l.tier_budgets_per_tier, "tier_budgets_per_tier") { core.tierLimits.perTier = v }
+            if let v = try positive(l.tier_budgets_per_node, "tier_budgets_per_node") { core.tierLimits.perNode = v }
         }
         try core.allocator.validate()
         var seen = Set<String>()
@@ -217,7 +239,12 @@ public struct CoordinatorConfig: Sendable {
         }
         struct TLS: Decodable { var dir: String?; var trust_domain: String? }
         struct Lease: Decodable { var ttl: String?; var refresh_interval: String?; var min_slice: Int64?; var max_slice: Int64? }
-        struct Limits: Decodable { var max_frame_bytes: Int?; var max_items_per_frame: Int?; var items_per_second: Int64? }
+        struct Limits: Decodable {
+            var max_frame_bytes: Int?; var max_items_per_frame: Int?; var items_per_second: Int64?
+            var handshake_timeout: String?; var hello_timeout: String?; var idle_timeout: String?
+            var max_connections: Int?; var max_connections_per_identity: Int?; var max_refused_frames: Int?
+            var tier_budgets: Int?; var tier_budgets_per_tier: Int?; var tier_budgets_per_node: Int?
+        }
         struct Budget: Decodable {
             var id: String?
             var name: String?
@@ -270,7 +297,9 @@ public struct CoordinatorConfig: Sendable {
             "cluster": ["seeds", "protocol_period", "ping_timeout", "suspicion_timeout", "join_timeout", "indirect_probes", "quorum"],
             "tls": ["dir", "trust_domain"],
             "lease": ["ttl", "refresh_interval", "min_slice", "max_slice"],
-            "limits": ["max_frame_bytes", "max_items_per_frame", "items_per_second"],
+            "limits": ["max_frame_bytes", "max_items_per_frame", "items_per_second", "handshake_timeout", "hello_timeout",
+                       "idle_timeout", "max_connections", "max_connections_per_identity", "max_refused_frames",
+                       "tier_budgets", "tier_budgets_per_tier", "tier_budgets_per_node"],
             "budgets[]": ["id", "unit", "kind", "limit", "period", "burst", "allowance", "window", "time_zone",
                           "reset", "fail_mode", "static_allowance", "reach"],
             "upstream": ["coordinators", "name", "tls_dir", "trust_domain", "refresh_interval"],

@@ -27,9 +27,11 @@ public final class CoordinatorCore: Sendable {
         public var listener = ListenerLimits()
         public var maxFrameBytes = WireProtocol.defaultMaxFrameBytes
         /// Tiers whose templates become budgets the first time a node asks for
-        /// `tier.template/key`; at most `maxTierBudgets` of them.
+        /// `tier.template/key`; at most `tierLimits` of them (in all, per tier, per node).
+        /// One unused with no holders for a lease TTL (a rate budget: until its bucket is full
+        /// again; a quota without a ledger: until its window has nothing consumed) is retired.
         public var tiers: [Tier] = []
-        public var maxTierBudgets = 100_000
+        public var tierLimits = TierBudgets.Limits()
         /// Cluster mode: this coordinator as a member. Nil: standalone, owns every budget.
         public var member: MemberID?
         /// Cluster mode: the fewest live members (this one included) under which it still
@@ -71,6 +73,9 @@ public final class CoordinatorCore: Sendable {
         public var lateSettledUnits: Int64 = 0
         /// Hellos from a new life of a node already known (its previous life retired).
         public var nodeRestarts: Int64 = 0
+        /// Tier budgets made on first use, and retired when idle.
+        public var tierBudgetsMade: Int64 = 0
+        public var tierBudgetsRetired: Int64 = 0
     }
 
     private struct Connection: Sendable {
@@ -100,7 +105,8 @@ public final class CoordinatorCore: Sendable {
         var nodeConnection: [NodeID: UInt64] = [:]
         var nextConnection: UInt64 = 1
         var counters = Counters()
-        var tierBudgets = 0
+        var tierBudgets: TierBudgets
+        var lastRetirement: Instant = .zero
         /// Live members, me included (empty when standalone), and the views that ended within
         /// the last lease TTL (a budget owned by someone else in one of them is learned).
         var members: [MemberID] = []
@@ -145,7 +151,7 @@ public final class CoordinatorCore: Sendable {
         allocator.journaling = ledger != nil
         allocator.epoch = UInt64(max(1, now.nanoseconds / 1_000))
         var configured: [BudgetID: BudgetSpec] = [:]
-        var st = State(allocator: allocator)
+        var st = State(allocator: allocator, tierBudgets: TierBudgets(limits: settings.tierLimits))
         st.upstream = settings.upstream.map { UpstreamClient(settings: $0) }
         for b in budgets {
             if configured[b.id] != nil { throw AllotError(.duplicateBudget, "budget \(b.id) is already configured") }
@@ -252,9 +258,19 @@ public final class CoordinatorCore: Sendable {
                     continue // a retry of a grant still waiting for its record: answered with it
                 }
                 var outcome = s.allocator.acquire(req, now: now)
-                if outcome == .unknownBudget, s.tierBudgets < settings.maxTierBudgets,
-                   let spec = catalog.instantiate(req.budget), (try? Self.add(spec, &s, epoch: Self.nextEpoch(&s, now: now), now: now)) != nil {
-                    s.tierBudgets += 1
+                s.tierBudgets.used(req.budget, now: now)
+                if outcome == .unknownBudget, let spec = catalog.instantiate(req.budget) {
+                    if let cap = s.tierBudgets.refusal(spec.id, by: node) {
+                        s.counters.rejected[cap.rawValue, default: 0] += 1
+                        out.append(Self.refusal(item, .unknownBudget))
+                        continue
+                    }
+                    guard (try? Self.add(spec, &s, epoch: Self.nextEpoch(&s, now: now), now: now)) != nil else {
+                        out.append(Self.refusal(item, .unknownBudget))
+                        continue
+                    }
+                    s.tierBudgets.made(spec.id, by: node, now: now)
+                    s.counters.tierBudgetsMade += 1
                     if s.allocator.isUpstreamBacked(spec.id) {
                         // Nothing to grant until the region's first upstream grant arrives.
                         outcome = s.allocator.acquire(req, now: now)
@@ -497,7 +513,7 @@ public final class CoordinatorCore: Sendable {
                 journal += Self.drop(b, &s)
                 s.loading.remove(b)
                 s.counters.ownershipLost += 1
-                if configured[b] == nil { s.tierBudgets -= 1 }
+                if configured[b] == nil { s.tierBudgets.removed(b) }
             }
             if quorate && !regained && !appeared.isEmpty {
                 let others = live.filter { $0 != me }
@@ -638,6 +654,7 @@ public final class CoordinatorCore: Sendable {
                     s.counters.rejected["not_owner", default: 0] += 1
                     continue
                 }
+                s.tierBudgets.used(BudgetID(item.budget), now: now)
                 switch s.allocator.release(ReleaseRequest(wire: item, node: node), now: now) {
                 case .applied: s.counters.releases += 1
                 case .clamped:
@@ -657,14 +674,46 @@ public final class CoordinatorCore: Sendable {
         write(journal, held: [])
     }
 
-    /// Expires leases and rolls windows; call every ~100 ms.
+    /// Expires leases and rolls windows; call every ~100 ms. Once a second, retires idle tier budgets.
     public func tick(now: Instant) {
         let (pushes, journal) = state.withLock { s -> ([(any FrameSink, Allot_V1_Frame)], [LedgerChange]) in
             _ = s.allocator.tick(now: now)
-            return (collectPushes(&s), s.allocator.takeJournal())
+            var journal: [LedgerChange] = []
+            if now - s.lastRetirement >= .seconds(1) {
+                s.lastRetirement = now
+                journal = retireIdleTierBudgets(&s, now: now)
+            }
+            return (collectPushes(&s), journal + s.allocator.takeJournal())
         }
         for (sink, frame) in pushes { sink.send(frame) }
         write(journal, held: [])
+    }
+
+    /// Tier budgets nobody holds and nobody used for long enough that making them again later
+    /// changes nothing a node could see (at most 1,000 per call). Their ledger rows stay.
+    private func retireIdleTierBudgets(_ s: inout State, now: Instant) -> [LedgerChange] {
+        let ttl = settings.allocator.leaseTTL
+        let allocator = s.allocator, loading = s.loading, durable = ledger != nil
+        let idle = s.tierBudgets.idle(limit: 1_000) { id -> Instant? in
+            guard !loading.contains(id), let st = allocator.status(id), st.holders == 0, st.outstanding == 0 else { return nil }
+            switch st.kind {
+            case .rate(let limit, let period, let burst):
+                // Until its bucket would be full again (made anew, it starts full).
+                return now - ttl - period * Int(max(1, min(1_000, (burst + limit - 1) / limit)))
+            case .quota:
+                // Without a ledger the window's count lives only here: keep it until it is 0.
+                return durable || st.consumed == 0 ? now - ttl : nil
+            case .concurrency:
+                return now - ttl
+            }
+        }
+        var journal: [LedgerChange] = []
+        for id in idle {
+            journal += Self.drop(id, &s)
+            s.tierBudgets.removed(id)
+            s.counters.tierBudgetsRetired += 1
+        }
+        return journal
     }
 
     private func collectPushes(_ s: inout State) -> [(any FrameSink, Allot_V1_Frame)] {

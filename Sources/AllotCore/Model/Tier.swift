@@ -76,7 +76,7 @@ public struct TierCatalog: Sendable {
     /// template is unknown or the key does not match the template's scope.
     public func instantiate(_ id: BudgetID) -> BudgetSpec? {
         let raw = id.rawValue
-        guard let slash = raw.firstIndex(of: "/") else { return nil }
+        guard raw.utf8.count <= Self.maxIDBytes, let slash = raw.firstIndex(of: "/") else { return nil }
         let name = raw[..<slash], keyText = raw[raw.index(after: slash)...]
         guard let dot = name.firstIndex(of: "."), let tier = tiers[String(name[..<dot])],
               let template = tier.templates.first(where: { $0.name == name[name.index(after: dot)...] }) else { return nil }
@@ -84,7 +84,7 @@ public struct TierCatalog: Sendable {
         if keyText != "*" {
             for part in keyText.split(separator: ",") {
                 let kv = part.split(separator: "=", maxSplits: 1)
-                guard kv.count == 2, let d = Dimension(rawValue: String(kv[0])), !kv[1].isEmpty, values[d] == nil else { return nil }
+                guard kv.count == 2, let d = Dimension(rawValue: String(kv[0])), Self.acceptable(kv[1]), values[d] == nil else { return nil }
                 values[d] = String(kv[1])
             }
         }
@@ -93,6 +93,17 @@ public struct TierCatalog: Sendable {
         guard key.description == String(keyText) || (keyText == "*" && values.isEmpty) else { return nil }
         return try? BudgetSpec(id: id, key: key, unit: template.unit, kind: template.kind, failMode: template.failMode,
                                 reach: template.reach)
+    }
+
+    /// Longest id of a budget made from a template, and longest value of one key dimension.
+    public static let maxIDBytes = 512
+    public static let maxValueBytes = 128
+
+    /// A key value a budget can be made for: 1 to `maxValueBytes` bytes of printable ASCII
+    /// other than `,` `=` and space (consumer ids, model and route names). Anything else from
+    /// a node is refused, not made into a budget.
+    public static func acceptable(_ v: some StringProtocol) -> Bool {
+        !v.isEmpty && v.utf8.count <= maxValueBytes && v.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f && $0 != 0x2c && $0 != 0x3d }
     }
 
     /// The budgets a request by `consumer` to `route` and `model` is charged to, all at once.

@@ -68,8 +68,8 @@ public struct ConsumerDirectory: Sendable {
             }
             func text(_ k: String) throws(AllotError) -> String? {
                 guard let v = m[k] else { return nil }
-                guard let s = v as? String, !s.isEmpty, !s.contains(","), !s.contains("="), !s.contains("/") else {
-                    throw AllotError(.invalidSettings, "\(field).\(k) must be a non-empty string without ',', '=' or '/'")
+                guard let s = v as? String, TierCatalog.acceptable(s), !s.contains("/") else {
+                    throw AllotError(.invalidSettings, "\(field).\(k) must be 1 to \(TierCatalog.maxValueBytes) bytes of printable ASCII without ',', '=', '/' or spaces")
                 }
                 return s
             }

@@ -115,7 +115,7 @@ public struct GatewayConfig: Sendable {
             if let list = g.sidecar_tokens_sha256 {
                 sidecarTokenHashes = try list.enumerated().map { i, hex throws(AllotError) in
                     guard let bytes = Hex.decode(hex), bytes.count == 32 else {
-                        throw AllotError(.invalidSettings, "gateway.sidecar_tokens_sha256[\(i)] must be 64 hex digits (the SHA-256 of a token: printf %s TOKEN | sha256sum)")
+                        throw AllotError(.invalidSettings, "gateway.sidecar_tokens_sha256[\(i)] must be 64 hex digits (the SHA-256 of a token, as allot hash-key TOKEN prints it)")
                     }
                     return bytes
                 }
@@ -146,6 +146,9 @@ public struct GatewayConfig: Sendable {
         for (i, m) in (raw.models ?? []).enumerated() {
             let field = "models[\(i)]"
             guard let n = m.name, !n.isEmpty else { throw AllotError(.invalidSettings, "\(field).name is missing") }
+            guard TierCatalog.acceptable(n) else {
+                throw AllotError(.invalidSettings, "\(field).name must be 1 to \(TierCatalog.maxValueBytes) bytes of printable ASCII without ',', '=' or spaces (it becomes part of budget keys)")
+            }
             guard models[n] == nil else { throw AllotError(.invalidSettings, "\(field).name: model '\(n)' is defined twice") }
             var price = try ModelPrice(name: n, inputUSDPerMTok: m.input_usd_per_mtok ?? 0, outputUSDPerMTok: m.output_usd_per_mtok ?? 0,
                                        maxOutputTokens: m.max_output_tokens ?? 4096,
