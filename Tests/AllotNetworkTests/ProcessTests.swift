@@ -41,8 +41,9 @@ struct ProcessTests {
 
     func run(_ args: [String], in dir: URL) throws -> String {
         let p = try start(args, in: dir)
-        p.process.waitUntilExit()
+        // Read first: output larger than the pipe's buffer would block the child before it exits.
         let s = String(decoding: p.out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.process.waitUntilExit()
         #expect(p.process.terminationStatus == 0, "allot \(args.joined(separator: " ")) failed: \(s)")
         return s
     }
