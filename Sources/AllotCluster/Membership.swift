@@ -124,10 +124,13 @@ public struct Membership: Sendable {
     /// rumour while this member still heard from them directly within half a suspicion
     /// timeout. A member cut off from the others stops counting them about half a suspicion
     /// timeout before they declare it dead.
-    public func healthy(now: Instant) -> Int {
-        1 + members.filter { m, k in
+    public func healthy(now: Instant) -> Int { healthyMembers(now: now).count }
+
+    /// The members `healthy` counts, me included.
+    public func healthyMembers(now: Instant) -> [MemberID] {
+        [me] + members.filter { m, k in
             k.state == .alive || k.state == .suspect && lastHeard[m].map { now - $0 < settings.suspicionTimeout / 2 } == true
-        }.count
+        }.map(\.key)
     }
 
     public func state(of m: MemberID) -> State? { m == me ? .alive : members[m]?.state }

@@ -22,7 +22,7 @@ public struct CoordinatorConfig: Sendable {
     public var advertise: String?
     /// Cluster mode when set (`cluster.seeds`).
     public var cluster: ClusterService.Settings?
-    /// `cluster.quorum`: default, a majority of the seeds when there are 3 or more.
+    /// `cluster.quorum`: default, a majority of `cluster.members` (the seeds when not given).
     public var quorum = 0
     /// `ledger:` — sqlite:PATH, postgres://USER@HOST:PORT/DB or none. A file loaded by
     /// `load(path:)` with quota budgets and no `ledger:` gets `sqlite:allot-ledger.db` beside it.
@@ -94,11 +94,15 @@ public struct CoordinatorConfig: Sendable {
                 guard (0...16).contains(v) else { throw AllotError(.invalidSettings, "cluster.indirect_probes must be between 0 and 16 (got \(v))") }
                 cs.membership.indirectProbes = v
             }
-            let seeds = Set(cs.seeds).count
-            quorum = seeds >= 3 ? seeds / 2 + 1 : 1
+            cs.members = c.members ?? cs.seeds
+            for (i, m) in cs.members.enumerated() { _ = try Self.address(m, field: "cluster.members[\(i)]") }
+            // The quorum is a majority of every coordinator there is, never of the seeds alone:
+            // then no partition leaves two sides that both grant.
+            let members = Set(cs.members).count
+            quorum = members / 2 + 1
             if let q = c.quorum {
-                guard q >= 1 && q <= max(1, seeds) else {
-                    throw AllotError(.invalidSettings, "cluster.quorum must be between 1 and the number of seeds (\(seeds)); got \(q)")
+                guard q > members / 2 && q <= max(1, members) else {
+                    throw AllotError(.invalidSettings, "cluster.quorum must be a majority of cluster.members (\(members) coordinators): between \(members / 2 + 1) and \(members); got \(q)")
                 }
                 quorum = q
             }
@@ -236,6 +240,7 @@ public struct CoordinatorConfig: Sendable {
             var join_timeout: String?
             var indirect_probes: Int?
             var quorum: Int?
+            var members: [String]?
         }
         struct TLS: Decodable { var dir: String?; var trust_domain: String? }
         struct Lease: Decodable { var ttl: String?; var refresh_interval: String?; var min_slice: Int64?; var max_slice: Int64? }
@@ -294,7 +299,7 @@ public struct CoordinatorConfig: Sendable {
             "templates[]": ["name", "scope", "unit", "kind", "limit", "period", "burst", "allowance", "window",
                             "time_zone", "reset", "fail_mode", "static_allowance", "reach"],
             "coordinator": ["name", "listen", "admin", "advertise"],
-            "cluster": ["seeds", "protocol_period", "ping_timeout", "suspicion_timeout", "join_timeout", "indirect_probes", "quorum"],
+            "cluster": ["seeds", "members", "protocol_period", "ping_timeout", "suspicion_timeout", "join_timeout", "indirect_probes", "quorum"],
             "tls": ["dir", "trust_domain"],
             "lease": ["ttl", "refresh_interval", "min_slice", "max_slice"],
             "limits": ["max_frame_bytes", "max_items_per_frame", "items_per_second", "handshake_timeout", "hello_timeout",

@@ -26,8 +26,12 @@ struct ClusterConfigTests {
         #expect(cfg.cluster?.membership.protocolPeriod == .milliseconds(500))
         #expect(cfg.quorum == 2)
         #expect(cfg.ledger == .postgres(host: "db", port: 5432, user: "allot", password: nil, database: "quota"))
+        // Two coordinators: both are needed (one alone could be the minority of a split).
         let two = try CoordinatorConfig(yaml: Self.base + "cluster: {seeds: [a:1, b:2]}\nledger: sqlite:x.db\n")
-        #expect(two.quorum == 1)
+        #expect(two.quorum == 2)
+        // Five coordinators, two of them seeds: a majority of the five.
+        let five = try CoordinatorConfig(yaml: Self.base + "cluster: {seeds: [a:1, b:2], members: [a:1, b:2, c:3, d:4, e:5]}\nledger: sqlite:x.db\n")
+        #expect(five.quorum == 3 && five.cluster?.members.count == 5)
     }
 
     @Test("bad cluster and ledger settings are refused, naming the field")
@@ -36,6 +40,8 @@ struct ClusterConfigTests {
             ("cluster: {seeds: [nowhere]}", "cluster.seeds[0]"),
             ("cluster: {seeds: [a:1], gossip_port: 7}", "cluster.gossip_port"),
             ("cluster: {seeds: [a:1, b:2, c:3], quorum: 4}", "cluster.quorum"),
+            ("cluster: {seeds: [a:1], members: [a:1, b:2, c:3, d:4], quorum: 2}", "cluster.quorum"),
+            ("cluster: {seeds: [a:1], members: [a:1, nowhere]}", "cluster.members[1]"),
             ("cluster: {seeds: [a:1], protocol_period: 100ms, ping_timeout: 200ms}", "cluster.ping_timeout"),
             ("cluster: {seeds: [a:1], suspicion_timeout: soon}", "cluster.suspicion_timeout"),
             ("ledger: mysql://x", "ledger"),

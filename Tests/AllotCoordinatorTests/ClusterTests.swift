@@ -37,6 +37,34 @@ struct ClusterTests {
         await h.wait(5) { Self.addresses.allSatisfy { h.core($0)?.members.list.count == 3 } }
     }
 
+    @Test("rumours do not make members: a piggybacked member, or a coordinator certificate outside cluster.members, never counts for ownership or quorum")
+    func rumoursDoNotCount() async throws {
+        let h = Harness()
+        let budgets = try Self.budgets(quota: 0, rate: 6)
+        for (i, a) in Self.addresses.enumerated() {
+            try await h.start("c\(i)", address: a, budgets: budgets, seeds: Self.addresses, allocator: allocator)
+        }
+        await h.wait(5) { Self.addresses.allSatisfy { h.core($0)?.members.list.count == 3 } }
+        let target = Self.addresses[0]
+        // c1's certificate (a real member) spreads a member nobody configured; c9's certificate
+        // (a valid coordinator, not a member) announces itself.
+        for (name, update) in [("c1", MemberID(name: "ghost", address: "10.9.9.9:1")), ("c9", MemberID(name: "c9", address: "10.9.9.9:2"))] {
+            let conn = try await h.dial(as: .coordinator, name)(target)!.connect(onFrame: { _ in }, onClose: {})
+            let from = name == "c1" ? MemberID(name: "c1", address: Self.addresses[1]) : update
+            let envelope = Membership.Envelope(from: from, to: MemberID(name: "c0", address: target), message: .ping(seq: 0),
+                                               updates: [Membership.Update(member: update, incarnation: 1, state: .alive)])
+            conn.send([.hello(name: name), envelope.wire])
+        }
+        // Watched until membership itself gives up on them (they never answer a probe).
+        var seen = Set<String>()
+        for _ in 0..<60 {
+            for a in Self.addresses { seen.formUnion(h.core(a)!.members.list.map(\.name)) }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(seen == ["c0", "c1", "c2"], "counted: \(seen.sorted())")
+        await h.stopAll()
+    }
+
     @Test("three coordinators form one view and split the budgets between them by rendezvous")
     func formation() async throws {
         let h = Harness()

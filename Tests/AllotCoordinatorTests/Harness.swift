@@ -81,6 +81,7 @@ final class Harness: Sendable {
         if let seeds {
             var cs = ClusterService.Settings()
             cs.seeds = seeds
+            cs.members = seeds // as the config does without cluster.members
             cs.membership.protocolPeriod = .milliseconds(100)
             cs.membership.pingTimeout = .milliseconds(40)
             cs.membership.suspicionTimeout = .milliseconds(500)

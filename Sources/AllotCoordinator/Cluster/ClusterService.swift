@@ -24,6 +24,10 @@ public final class ClusterService: Sendable {
         public var membership = Membership.Settings()
         /// Addresses (`host:port`) of coordinators to join through; may include this one.
         public var seeds: [String] = []
+        /// Every coordinator's address (`cluster.members`; the seeds when not given): only
+        /// these count for ownership and the quorum, and each only once its own certificate
+        /// has been seen on a direct connection (a rumour cannot add a member).
+        public var members: [String] = []
         public var joinTimeout: Duration = .seconds(3)
         public var tickInterval: Duration = .milliseconds(50)
         public init() {}
@@ -40,8 +44,13 @@ public final class ClusterService: Sendable {
     private struct State: Sendable {
         var membership: Membership
         var links: [String: Link] = [:]
+        /// The live view (`all`), and the members of it that count.
+        var all: [MemberID] = []
         var live: [MemberID] = []
         var healthy = 0
+        /// Members heard from directly (their gossip came on a connection whose certificate
+        /// names them); the others are only rumours.
+        var verified: Set<MemberID> = []
         var formed = false
         var startedAt: Instant
         var stopped = false
@@ -121,6 +130,7 @@ public final class ClusterService: Sendable {
         let out = state.withLock { s -> [Membership.Envelope] in
             s.messagesReceived += 1
             guard !s.stopped else { return [] }
+            s.verified.insert(e.from)
             let out = s.membership.receive(e, now: now)
             // Formed once a peer has answered (its answer to a newcomer carries the whole view).
             if case .ack = e.message { s.formed = true }
@@ -132,18 +142,24 @@ public final class ClusterService: Sendable {
         if case .ping(let seq) = e.message, seq != 0 { core.peerSeesMe(e.from, now: now) }
     }
 
-    /// Tells the core when the live view changed.
+    /// Tells the core when the live view changed: the members that count (configured, and
+    /// verified by their certificate).
     private func publish(now: Instant) {
+        let allowed = Set(settings.members), me = self.me
         let (changed, healthy, stale) = state.withLock { s -> ([MemberID]?, Int, [any LeaseConnection]) in
             guard s.formed else { return (nil, 0, []) }
-            let live = s.membership.live
-            let healthy = s.membership.healthy(now: now)
-            guard live != s.live || healthy != s.healthy || !core.isFormed else { return (nil, 0, []) }
+            let verified = s.verified
+            let counts = { (m: MemberID) in m == me || (verified.contains(m) && (allowed.isEmpty || allowed.contains(m.address))) }
+            let all = s.membership.live
+            let live = all.filter(counts)
+            let healthy = s.membership.healthyMembers(now: now).filter(counts).count
+            guard all != s.all || live != s.live || healthy != s.healthy || !core.isFormed else { return (nil, 0, []) }
+            s.all = all
             s.live = live
             s.healthy = healthy
             // Connections to members no longer in the view may be dead without knowing it (a
             // partition drops packets, it sends no reset): drop them, so a rejoin dials afresh.
-            let addresses = Set(live.map(\.address))
+            let addresses = Set(all.map(\.address))
             var stale: [any LeaseConnection] = []
             for (a, link) in s.links where !addresses.contains(a) {
                 if let c = link.connection { stale.append(c) }
