@@ -23,4 +23,7 @@ swift test --no-parallel "$@"
 if [ $# -eq 0 ]; then
   command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
   ALLOT_NETNS_MISSING_EXIT=0 bash cluster/netns/partition-test.sh
+  # Issue 15, must-show 2: five coordinators, two seeds, both seeds cut off with a node (the
+  # quorum is a majority of the five: the seeds' side stops granting).
+  ALLOT_NETNS_MISSING_EXIT=0 bash cluster/netns/partition-test.sh 5 2 allot-c0 allot-c1 allot-n1
 fi

@@ -60,7 +60,9 @@ struct NodeLoad: AsyncParsableCommand {
         settings.refreshInterval = cfg.core.allocator.refreshInterval
         settings.renewMargin = min(settings.renewMargin, cfg.core.allocator.leaseTTL / 3)
         let enforcer = try SharedEnforcer(settings: settings)
-        let set = try BudgetSet(specs.map { enforcer.register($0) })
+        // One request charged to all of them (at most BudgetSet's limit), or to each in turn.
+        let handles = specs.map { enforcer.register($0) }
+        let set = try BudgetSet(each ? [handles[0]] : handles)
         let dir = URL(fileURLWithPath: tlsDir), nodeName = name
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: nodeName) }
         var logger = Logger(label: "allot.node")
