@@ -125,13 +125,22 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // Tooling: the seeded random-frame fuzzer of the coordinator's input path (scripts/fuzz.sh).
+        .target(
+            name: "AllotFuzzing",
+            dependencies: [
+                "AllotCore", "AllotCluster", "AllotWire", "AllotTransport", "AllotCoordinator",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(name: "allot-fuzz", dependencies: ["AllotFuzzing"]),
         .testTarget(name: "AllotCoreTests", dependencies: ["AllotCore"]),
         .testTarget(name: "AllotSimulatorTests", dependencies: ["AllotCore", "AllotSimulator"]),
         .testTarget(name: "AllotClusterTests", dependencies: ["AllotCore", "AllotCluster"]),
         .testTarget(
             name: "AllotCoordinatorTests",
             dependencies: [
-                "AllotCore", "AllotCluster", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotSimulator",
+                "AllotCore", "AllotCluster", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotSimulator", "AllotFuzzing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
