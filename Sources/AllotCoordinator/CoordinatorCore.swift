@@ -82,6 +82,8 @@ public final class CoordinatorCore: Sendable {
         var id: UInt64
         var identity: PeerIdentity
         var sink: any FrameSink
+        /// The peer certificate's serial number (hex), for the deny list.
+        var serial = ""
     }
 
     /// A durable grant waiting for its ledger record before it is sent.
@@ -182,7 +184,7 @@ public final class CoordinatorCore: Sendable {
     /// the identity already has `maxConnectionsPerIdentity` connections open.
     /// A node's `incarnation` (its life, 0 when not given): a new life of a node seen before
     /// is started afresh (`Allocator.hello`), its previous life's leases run out as they are.
-    public func connected(_ identity: PeerIdentity, incarnation: UInt64 = 0, sink: any FrameSink) -> (UInt64, Allot_V1_Frame)? {
+    public func connected(_ identity: PeerIdentity, incarnation: UInt64 = 0, serial: String = "", sink: any FrameSink) -> (UInt64, Allot_V1_Frame)? {
         let admitted = state.withLock { s -> (UInt64, Allot_V1_Frame?)? in
             guard s.connections.values.lazy.filter({ $0.identity.uri == identity.uri }).count < settings.listener.maxConnectionsPerIdentity else {
                 s.counters.closedByLimit["per_identity_cap", default: 0] += 1
@@ -190,7 +192,7 @@ public final class CoordinatorCore: Sendable {
             }
             let id = s.nextConnection
             s.nextConnection += 1
-            s.connections[id] = Connection(id: id, identity: identity, sink: sink)
+            s.connections[id] = Connection(id: id, identity: identity, sink: sink, serial: serial)
             if identity.role == .node {
                 let node = NodeID(identity.name)
                 s.nodeConnection[node] = id
@@ -788,6 +790,19 @@ public final class CoordinatorCore: Sendable {
     public func flushJournal() {
         let journal = state.withLock { $0.allocator.takeJournal() }
         write(journal, held: [])
+    }
+
+    /// Closes the open connections whose identity or certificate serial `denyList` now names
+    /// (after a reload); returns how many.
+    @discardableResult
+    public func disconnect(denied denyList: DenyList) -> Int {
+        let sinks = state.withLock { s in s.connections.values.filter { denyList.denies($0.identity, serial: $0.serial) }.map(\.sink) }
+        for sink in sinks {
+            sink.send(.error(.permissionDenied, "this identity is on the coordinator's deny list", closing: true))
+            sink.close()
+        }
+        state.withLock { $0.counters.closedByLimit["denied", default: 0] += Int64(sinks.count) }
+        return sinks.count
     }
 
     /// Drops every connection without a word (a crash, in tests).

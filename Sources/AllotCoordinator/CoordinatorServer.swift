@@ -45,8 +45,7 @@ public final class CoordinatorServer: Sendable {
                     try ops.addHandler(IdleStateHandler(readTimeout: .nanoseconds(limits.idleTimeout.nanoseconds)))
                     try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrame, maxItems: maxItems)))
                     try ops.addHandler(MessageToByteHandler(FrameEncoder(maxFrameBytes: maxFrame)))
-                    try ops.addHandler(CoordinatorConnectionHandler(core: core, trustDomain: tls.current.identity.trustDomain,
-                                                                    open: open, logger: logger))
+                    try ops.addHandler(CoordinatorConnectionHandler(core: core, tls: tls, open: open, logger: logger))
                 }
             }
         let ch = try await bootstrap.bind(host: host, port: port).get()
@@ -95,7 +94,7 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = Allot_V1_Frame
 
     private let core: CoordinatorCore
-    private let trustDomain: String
+    private let tls: TLSMaterialStore
     private let open: OpenConnections
     private var logger: Logger
     private var session: Session?
@@ -104,10 +103,13 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
     /// Set once the connection is being closed: no path writes to it again.
     private var closing = false
     private var deadline: Scheduled<Void>?
+    /// When the peer's certificate expires: the connection ends then.
+    private var expiry: Scheduled<Void>?
+    private var serial = ""
 
-    init(core: CoordinatorCore, trustDomain: String, open: OpenConnections, logger: Logger) {
+    init(core: CoordinatorCore, tls: TLSMaterialStore, open: OpenConnections, logger: Logger) {
         self.core = core
-        self.trustDomain = trustDomain
+        self.tls = tls
         self.open = open
         self.logger = logger
     }
@@ -174,18 +176,30 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
         if session == nil {
             do {
                 let cert = try context.pipeline.syncOperations.nioSSL_peerCertificate()
-                let id = try PeerVerifier.verify(cert, trustDomain: trustDomain, roles: [.node, .admin, .coordinator])
-                session = Session(identity: id, limits: core.settings.session, now: now)
-                logger[metadataKey: "allot.peer"] = "\(id.uri)"
+                let material = tls.current
+                let peer = try PeerVerifier.inspect(cert, trustDomain: material.identity.trustDomain, roles: [.node, .admin, .coordinator],
+                                                    denyList: material.denyList)
+                session = Session(identity: peer.identity, limits: core.settings.session, now: now)
+                serial = peer.serial
+                logger[metadataKey: "allot.peer"] = "\(peer.identity.uri)"
+                let left = peer.notValidAfter.timeIntervalSinceNow
+                if left < 400 * 86_400 {
+                    let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                    expiry = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(max(0, left) * 1e9))) {
+                        let (handler, context) = bound.value
+                        handler.shut(context, "certificate_expired", "the peer's certificate expired")
+                    }
+                }
             } catch {
-                core.count(rejected: "identity")
+                core.count(rejected: (error as? TransportError)?.code == .denied ? "denied" : "identity")
                 reject(context: context, .permissionDenied, "\(error)", closing: true)
                 return
             }
         }
         switch session!.frameReceived(frame, now: now) {
         case .accept(let incarnation):
-            guard let (id, ack) = core.connected(session!.identity, incarnation: incarnation, sink: ChannelSink(channel: context.channel)) else {
+            guard let (id, ack) = core.connected(session!.identity, incarnation: incarnation, serial: serial,
+                                                 sink: ChannelSink(channel: context.channel)) else {
                 reject(context: context, .rateLimited, "\(session!.identity.uri) already has \(limits.maxConnectionsPerIdentity) connections open", closing: true)
                 return
             }
@@ -262,6 +276,7 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         deadline?.cancel()
+        expiry?.cancel()
         if counted { open.count.wrappingSubtract(1, ordering: .relaxed) }
         counted = false
         if let id = connectionID { core.disconnected(id) }

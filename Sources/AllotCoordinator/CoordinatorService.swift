@@ -154,10 +154,11 @@ public final class CoordinatorService: Service, Sendable {
 
         signal(SIGHUP, SIG_IGN)
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP)
-        hup.setEventHandler { [tls, logger] in
+        hup.setEventHandler { [tls, logger, core] in
             do {
                 try tls.reload()
-                logger.info("reloaded TLS certificates")
+                let closed = core.disconnect(denied: tls.current.denyList)
+                logger.info("reloaded TLS certificates and the deny list", metadata: ["allot.denied_connections_closed": "\(closed)"])
             } catch {
                 logger.error("TLS reload failed; keeping the previous certificates", metadata: ["allot.error": "\(error)"])
             }
@@ -165,15 +166,16 @@ public final class CoordinatorService: Service, Sendable {
         hup.resume()
         defer { hup.cancel() }
         // Also reload when the certificate files change on disk (checked every 2 s).
-        let files = ["ca.pem", "coordinator-\(config.name).pem", "coordinator-\(config.name)-key.pem"].map {
+        let files = ["ca.pem", "deny-list", "coordinator-\(config.name).pem", "coordinator-\(config.name)-key.pem"].map {
             URL(fileURLWithPath: config.tlsDirectory).appendingPathComponent($0).path
         }
         let stamps = Mutex(Self.modificationDates(files))
-        let watcher = group.next().scheduleRepeatedTask(initialDelay: .seconds(2), delay: .seconds(2)) { [tls, logger] _ in
+        let watcher = group.next().scheduleRepeatedTask(initialDelay: .seconds(2), delay: .seconds(2)) { [tls, logger, core] _ in
             let now = Self.modificationDates(files)
             guard stamps.withLock({ old in defer { old = now }; return old != now }) else { return }
             do {
                 try tls.reload()
+                core.disconnect(denied: tls.current.denyList)
                 logger.info("certificate files changed: reloaded TLS certificates")
             } catch {
                 logger.error("certificate files changed but do not load; keeping the previous ones", metadata: ["allot.error": "\(error)"])

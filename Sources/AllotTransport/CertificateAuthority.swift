@@ -22,9 +22,12 @@ public struct CertificateAuthority: Sendable {
             throw TransportError(.certificateFiles, "\(dir.path) already holds a CA (ca.pem); use another directory or remove it")
         }
         let key = P256.Signing.PrivateKey()
+        // A name of its own (from its key): during a CA rotation the old and the new CA sit side
+        // by side in ca.pem, and TLS finds a certificate's issuer by name.
+        let keyID = SHA256.hash(data: key.publicKey.derRepresentation).prefix(4).map { String(format: "%02x", $0) }.joined()
         let name = try DistinguishedName {
             OrganizationName("Allot")
-            CommonName("Allot CA \(trustDomain)")
+            CommonName("Allot CA \(trustDomain) \(keyID)")
         }
         let cert = try Certificate(
             version: .v3, serialNumber: .init(), publicKey: .init(key.publicKey),

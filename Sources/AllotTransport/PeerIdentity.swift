@@ -61,6 +61,7 @@ public struct TransportError: Error, Hashable, Sendable, CustomStringConvertible
             case certificateFiles = "certificate_files"
             case certificateInvalid = "certificate_invalid"
             case linkCut = "link_cut"
+            case denied = "denied"
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -71,6 +72,8 @@ public struct TransportError: Error, Hashable, Sendable, CustomStringConvertible
         public static let certificateFiles = Code(.certificateFiles)
         public static let certificateInvalid = Code(.certificateInvalid)
         public static let linkCut = Code(.linkCut)
+        /// The certificate's SPIFFE ID or serial number is on the deny list.
+        public static let denied = Code(.denied)
         public var description: String { base.rawValue }
     }
 

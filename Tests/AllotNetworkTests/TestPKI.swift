@@ -39,13 +39,14 @@ func quietLogger(_ label: String) -> Logger {
 struct RunningCoordinator {
     let server: CoordinatorServer
     let port: Int
+    let tls: TLSMaterialStore
     var core: CoordinatorCore { server.core }
 
     static func start(pki: TestPKI, budgets: [BudgetSpec], settings: CoordinatorCore.Settings = .init()) async throws -> RunningCoordinator {
         let core = try CoordinatorCore(settings: settings, budgets: budgets, now: WallClock.now())
-        let server = CoordinatorServer(core: core, tls: try pki.material(.coordinator, "c1"), group: testGroup,
-                                       logger: quietLogger("coordinator"))
+        let tls = try pki.material(.coordinator, "c1")
+        let server = CoordinatorServer(core: core, tls: tls, group: testGroup, logger: quietLogger("coordinator"))
         let address = try await server.start(host: "127.0.0.1", port: 0)
-        return RunningCoordinator(server: server, port: address.port!)
+        return RunningCoordinator(server: server, port: address.port!, tls: tls)
     }
 }
