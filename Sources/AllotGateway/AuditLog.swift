@@ -1,13 +1,20 @@
+import AllotCore
+import AllotTransport
 import Crypto
 import Foundation
 import Synchronization
 
-/// The hash-chained audit trail: `<dir>/audit-000001.jsonl`, `audit-000002.jsonl`, ... Each
-/// line is one `AuditRecord` whose `prev` is the SHA-256 of the previous line's bytes (the
-/// first line of all: 64 zeros), so removing, reordering or editing a line breaks the chain.
-/// A file that reaches `maxBytes` is closed and the chain continues in the next one.
+/// The chained audit trail: `<dir>/audit-000001.jsonl`, `audit-000002.jsonl`, ... Each line
+/// is one `AuditRecord` whose `prev` is the HMAC-SHA-256, under the trail's key, of the
+/// previous line's bytes (the first line of all: 64 zeros), so removing, reordering or editing
+/// a line breaks the chain, and nobody without the key can write a chain that verifies.
+/// Without a key (`gateway.audit_key_file` unset) the link is a plain SHA-256: it finds
+/// accidents, not someone who rewrites the tail. A file that reaches `maxBytes` is closed and
+/// the chain continues in the next one. A torn last line (a crash mid-write) is cut at start-up
+/// and the cut recorded as a record of its own (`decision: audit_cut`).
 public final class AuditLog: Sendable {
     public static let genesis = String(repeating: "0", count: 64)
+    public let key: SymmetricKey?
 
     private struct State: Sendable {
         var handle: FileHandle?
@@ -23,23 +30,73 @@ public final class AuditLog: Sendable {
 
     /// Opens (or continues) the trail in `directory`: appends to its last file, chained to its
     /// last line.
-    public init(directory: URL, maxBytes: Int = 64 << 20) throws {
+    public init(directory: URL, maxBytes: Int = 64 << 20, key: SymmetricKey? = nil, node: String = "") throws {
         self.directory = directory
         self.maxBytes = maxBytes
+        self.key = key
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let files = Self.files(in: directory)
         var seq: Int64 = 0, prev = Self.genesis, index = 1, bytes = 0
+        var cut: (file: String, bytes: Int)?
         if let last = files.last {
             index = Self.index(of: last) ?? files.count
-            let data = try Data(contentsOf: last)
+            var data = try Data(contentsOf: last)
+            // A torn tail (a crash mid-write): whatever follows the last whole record is cut,
+            // and the cut recorded below.
+            let whole = Self.wholeRecords(data)
+            if whole < data.count {
+                cut = (last.lastPathComponent, data.count - whole)
+                let handle = try FileHandle(forWritingTo: last)
+                try handle.truncate(atOffset: UInt64(whole))
+                try handle.close()
+                data = data.prefix(whole)
+            }
             bytes = data.count
             if let line = data.split(separator: UInt8(ascii: "\n")).last {
                 let record = try JSONDecoder().decode(AuditRecord.self, from: Data(line))
                 seq = record.seq
-                prev = Self.hash(Data(line))
+                prev = Self.link(Data(line), key: key)
             }
         }
         state = Mutex(State(handle: nil, fileIndex: index, bytes: bytes, seq: seq, prev: prev))
+        if let cut {
+            try append(AuditRecord.cut(bytes: cut.bytes, file: cut.file, node: node, time: GatewayCore.rfc3339(WallClock.now())))
+        }
+    }
+
+    /// How many leading bytes of `data` are whole records, each ending in a newline.
+    static func wholeRecords(_ data: Data) -> Int {
+        var end = data.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? data.startIndex
+        while end > data.startIndex {
+            let body = data[data.startIndex..<(end - 1)]
+            let start = body.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? data.startIndex
+            if (try? JSONDecoder().decode(AuditRecord.self, from: Data(data[start..<(end - 1)]))) != nil { break }
+            end = start
+        }
+        return end - data.startIndex
+    }
+
+    /// The trail's key from `path`: at least 32 bytes, in a file only its owner can read (0600).
+    public static func loadKey(path: String) throws -> SymmetricKey {
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        let mode = (attributes[.posixPermissions] as? Int) ?? 0o777
+        guard mode & 0o077 == 0 else {
+            throw AllotAuditError("\(path) is readable by others (mode \(String(mode, radix: 8))): chmod 600 it")
+        }
+        let text = try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let bytes = Hex.decode(text) ?? Array(text.utf8)
+        guard bytes.count >= 32 else { throw AllotAuditError("\(path) holds \(bytes.count) bytes of key; at least 32 (allot audit keygen makes one)") }
+        return SymmetricKey(data: bytes)
+    }
+
+    /// Writes a new random key (64 hex digits) to `path`, mode 0600; refuses to overwrite.
+    public static func makeKey(path: String) throws {
+        guard !FileManager.default.fileExists(atPath: path) else { throw AllotAuditError("\(path) exists; not overwriting a key") }
+        let key = SymmetricKey(size: .bits256).withUnsafeBytes { Hex.encode($0) }
+        guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+            throw AllotAuditError("cannot create \(path)")
+        }
+        try Data((key + "\n").utf8).write(to: URL(fileURLWithPath: path))
     }
 
     /// Appends a record (its `seq` and `prev` are set here) and returns the line written.
@@ -69,7 +126,7 @@ public final class AuditLog: Sendable {
             }
             try s.handle!.write(contentsOf: line + Data([UInt8(ascii: "\n")]))
             s.bytes += line.count + 1
-            s.prev = Self.hash(line)
+            s.prev = Self.link(line, key: key)
             return r
         }
     }
@@ -94,4 +151,17 @@ public final class AuditLog: Sendable {
     public static func hash(_ line: Data) -> String {
         Hex.encode(SHA256.hash(data: line))
     }
+
+    /// What the next record's `prev` holds for `line`: its HMAC-SHA-256 under `key`, or its
+    /// SHA-256 without one.
+    public static func link(_ line: Data, key: SymmetricKey?) -> String {
+        guard let key else { return hash(line) }
+        return Hex.encode(HMAC<SHA256>.authenticationCode(for: line, using: key))
+    }
+}
+
+/// A problem with the audit trail's key or files, said plainly.
+public struct AllotAuditError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ message: String) { description = message }
 }

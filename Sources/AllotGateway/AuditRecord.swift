@@ -61,6 +61,13 @@ public struct AuditRecord: Codable, Hashable, Sendable {
         self.cacheWriteTokens = cacheWriteTokens
     }
 
+    /// The record of a torn tail cut at start-up: `budget` names the file and how much was cut.
+    public static func cut(bytes: Int, file: String, node: String, time: String) -> AuditRecord {
+        AuditRecord(time: time, node: node, consumer: "-", keyID: "-", tier: "-", route: "-", model: nil, reserved: 0,
+                    inputTokens: 0, outputTokens: 0, costMicroDollars: 0, upstreamStatus: nil, latencyMs: 0,
+                    decision: "audit_cut", budget: "\(file): \(bytes) bytes of a torn last record cut at start-up", runaway: false)
+    }
+
     enum CodingKeys: String, CodingKey {
         case seq, prev, time, node, consumer, tier, route, model, reserved, decision, budget, runaway, settlement
         case keyID = "key_id"

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// Checks an audit trail's chain and sums what it recorded.
@@ -16,8 +17,9 @@ public enum AuditVerifier {
         public var firstBreak: Break?
     }
 
-    /// Reads `files` in the order given (the chain runs across them) and checks every link.
-    public static func verify(_ files: [URL]) -> Report {
+    /// Reads `files` in the order given (the chain runs across them) and checks every link,
+    /// as HMAC-SHA-256 under `key` (SHA-256 without one).
+    public static func verify(_ files: [URL], key: SymmetricKey? = nil) -> Report {
         var prev = AuditLog.genesis
         var seq: Int64 = 0
         var count = 0
@@ -38,7 +40,7 @@ public enum AuditVerifier {
                 guard r.seq == seq + 1 else {
                     return Report(records: count, firstBreak: Break(file: file.path, line: n, reason: "sequence \(r.seq) after \(seq)"))
                 }
-                prev = AuditLog.hash(Data(line))
+                prev = AuditLog.link(Data(line), key: key)
                 seq = r.seq
                 count += 1
             }
@@ -62,6 +64,7 @@ public enum AuditVerifier {
         for file in files {
             for line in try Data(contentsOf: file).split(separator: UInt8(ascii: "\n")) {
                 let r = try decoder.decode(AuditRecord.self, from: Data(line))
+                if r.decision == "audit_cut" { continue }
                 for key in ["consumer=\(r.consumer)", "tier=\(r.tier)", "model=\(r.model ?? "-")"] {
                     var t = out[key] ?? Totals()
                     if r.decision == "admit" { t.admitted += 1 } else { t.denied += 1 }

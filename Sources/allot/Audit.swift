@@ -4,15 +4,25 @@ import Foundation
 
 struct Audit: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check and sum the hash-chained audit trail.",
-        subcommands: [Verify.self, Summary.self])
+        abstract: "Check and sum the chained audit trail; make its key.",
+        subcommands: [Verify.self, Summary.self, Keygen.self])
+
+    struct Keygen: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write a new random audit key (gateway.audit_key_file), mode 0600.")
+        @Argument(help: "The key file to create (never overwritten).") var path: String
+        func run() throws {
+            try AuditLog.makeKey(path: path)
+            print("wrote a 256-bit key to \(path) (mode 0600); set gateway.audit_key_file to it and keep a copy for allot audit verify --key")
+        }
+    }
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Check the chain; report the first broken record (exit 1).")
         @Argument(help: "Audit files in order, or a directory holding audit-*.jsonl.") var files: [String]
+        @Option(help: "The trail's key file (gateway.audit_key_file); without it the chain is checked as plain SHA-256.") var key: String?
 
         func run() throws {
-            let report = AuditVerifier.verify(Audit.expand(files))
+            let report = AuditVerifier.verify(Audit.expand(files), key: try key.map { try AuditLog.loadKey(path: $0) })
             if let b = report.firstBreak {
                 print("BROKEN after \(report.records) good records: \(b)")
                 throw ExitCode(1)

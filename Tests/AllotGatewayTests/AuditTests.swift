@@ -61,6 +61,65 @@ struct AuditTests {
         #expect(r.firstBreak?.line == 11 && r.firstBreak?.reason == "not an audit record")
     }
 
+    @Test("keyed chain: a rewrite that recomputes the links without the key is found; the key file must be 0600")
+    func keyed() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let keyPath = dir.appendingPathComponent("audit.key").path
+        try AuditLog.makeKey(path: keyPath)
+        #expect((try FileManager.default.attributesOfItem(atPath: keyPath)[.posixPermissions] as? Int) == 0o600)
+        let key = try AuditLog.loadKey(path: keyPath)
+        let trail = dir.appendingPathComponent("trail")
+        let log = try AuditLog(directory: trail, key: key)
+        for i in 0..<10 { try log.append(record(i)) }
+        try log.close()
+        let file = try #require(AuditLog.files(in: trail).first)
+        #expect(AuditVerifier.verify([file], key: key).firstBreak == nil)
+        #expect(AuditVerifier.verify([file]).firstBreak != nil, "an HMAC chain is not a SHA-256 chain")
+        // Someone with write access rewrites record 5 and recomputes every link after it, as
+        // they could with an unkeyed chain: without the key the links do not verify.
+        var lines = try String(contentsOf: file, encoding: .utf8).split(separator: "\n").map(String.init)
+        lines[4] = lines[4].replacingOccurrences(of: "\"input_tokens\":104", with: "\"input_tokens\":1")
+        for i in 5..<lines.count {
+            var r = try JSONDecoder().decode(AuditRecord.self, from: Data(lines[i].utf8))
+            r.prev = AuditLog.hash(Data(lines[i - 1].utf8))
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            lines[i] = String(decoding: try enc.encode(r), as: UTF8.self)
+        }
+        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        #expect(AuditVerifier.verify([file], key: key).firstBreak?.line == 6)
+        // A key others can read is refused.
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: keyPath)
+        #expect(throws: (any Error).self) { try AuditLog.loadKey(path: keyPath) }
+    }
+
+    @Test("a torn last line is cut at start-up, the cut recorded in the chain, and the trail goes on")
+    func tornLine() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var log = try AuditLog(directory: dir)
+        for i in 0..<5 { try log.append(record(i)) }
+        try log.close()
+        let file = try #require(AuditLog.files(in: dir).first)
+        // A crash in the middle of the sixth record.
+        let handle = try FileHandle(forWritingTo: file)
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(#"{"seq":6,"prev":"ab"#.utf8))
+        try handle.close()
+        log = try AuditLog(directory: dir, node: "gw-1")
+        try log.append(record(6))
+        try log.close()
+        let report = AuditVerifier.verify([file])
+        #expect(report.firstBreak == nil, "\(report.firstBreak!)")
+        #expect(report.records == 7)
+        let lines = try String(contentsOf: file, encoding: .utf8).split(separator: "\n")
+        let cut = try JSONDecoder().decode(AuditRecord.self, from: Data(lines[5].utf8))
+        #expect(cut.decision == "audit_cut" && cut.budget?.contains("19 bytes") == true, "\(cut)")
+        #expect(try AuditVerifier.summary([file])["consumer=-"] == nil, "the cut is not a request")
+    }
+
     @Test("the summary sums per consumer, tier and model")
     func summary() throws {
         let dir = tempDir()

@@ -24,6 +24,9 @@ public struct GatewayConfig: Sendable {
     public var consumersFile = "consumers.yaml"
     public var auditDirectory: String? = "audit"
     public var auditMaxBytes = 64 << 20
+    /// The audit chain's HMAC key (a 0600 file of at least 32 bytes; `allot audit keygen`).
+    /// Unset: the chain is plain SHA-256 (finds accidents, not a rewrite).
+    public var auditKeyFile: String?
     /// The coordinator, HOST:PORT (mutual TLS with `tls.dir`).
     public var coordinatorHost = "127.0.0.1"
     public var coordinatorPort = 7400
@@ -68,6 +71,7 @@ public struct GatewayConfig: Sendable {
         // Relative paths in the file are relative to the file.
         cfg.consumersFile = CoordinatorConfig.resolve(cfg.consumersFile, relativeTo: path)
         cfg.auditDirectory = cfg.auditDirectory.map { CoordinatorConfig.resolve($0, relativeTo: path) }
+        cfg.auditKeyFile = cfg.auditKeyFile.map { CoordinatorConfig.resolve($0, relativeTo: path) }
         cfg.shared.tlsDirectory = CoordinatorConfig.resolve(cfg.shared.tlsDirectory, relativeTo: path)
         return cfg
     }
@@ -100,6 +104,7 @@ public struct GatewayConfig: Sendable {
             }
             if let v = g.consumers { consumersFile = v }
             if let v = g.audit_dir { auditDirectory = v.isEmpty ? nil : v }
+            if let v = g.audit_key_file { auditKeyFile = v }
             if let v = g.audit_max_bytes {
                 guard v >= 4096 else { throw AllotError(.invalidSettings, "gateway.audit_max_bytes must be at least 4096 (got \(v))") }
                 auditMaxBytes = v
@@ -204,7 +209,7 @@ public struct GatewayConfig: Sendable {
         struct Gateway: Decodable {
             var name: String?; var listen: String?; var admin: String?; var upstream: String?
             var upstream_key_env: String?; var upstream_timeout: String?; var upstream_idle_timeout: String?
-            var max_body_bytes: Int?; var consumers: String?; var audit_dir: String?; var audit_max_bytes: Int?
+            var max_body_bytes: Int?; var consumers: String?; var audit_dir: String?; var audit_max_bytes: Int?; var audit_key_file: String?
             var coordinator: String?; var admission_wait: String?; var chain_depth_header: String?
             var sidecar_reservation_ttl: String?; var routes: [RouteEntry]?
             var sidecar_tokens_sha256: [String]?; var metrics: String?
@@ -234,7 +239,7 @@ public struct GatewayConfig: Sendable {
     static func checkKeys(_ yaml: String) throws(AllotError) {
         let known: [String: Set<String>] = [
             "gateway": ["name", "listen", "admin", "upstream", "upstream_key_env", "upstream_timeout", "upstream_idle_timeout",
-                        "max_body_bytes", "consumers", "audit_dir", "audit_max_bytes", "coordinator", "admission_wait",
+                        "max_body_bytes", "consumers", "audit_dir", "audit_max_bytes", "audit_key_file", "coordinator", "admission_wait",
                         "chain_depth_header", "sidecar_reservation_ttl", "routes", "sidecar_tokens_sha256", "metrics",
                         "client_header_timeout", "client_body_timeout", "client_idle_timeout"],
             "routes[]": ["method", "path", "route"],

@@ -46,7 +46,13 @@ public final class GatewayService: Service, Sendable {
         var logger = logger
         logger[metadataKey: "allot.node"] = "\(config.name)"
         let client = LeaseClient(enforcer: enforcer, seeds: seeds, settings: clientSettings, logger: logger, dial: dial)
-        let audit = try config.auditDirectory.map { try AuditLog(directory: URL(fileURLWithPath: $0), maxBytes: config.auditMaxBytes) }
+        let auditKey = try config.auditKeyFile.map { try AuditLog.loadKey(path: $0) }
+        if config.auditDirectory != nil && auditKey == nil {
+            logger.warning("gateway.audit_key_file is not set: the audit chain is plain SHA-256 (it finds accidents, not a rewrite)")
+        }
+        let audit = try config.auditDirectory.map {
+            try AuditLog(directory: URL(fileURLWithPath: $0), maxBytes: config.auditMaxBytes, key: auditKey, node: config.name)
+        }
         core = try GatewayCore(config: config, consumers: consumers, enforcer: enforcer, audit: audit,
                                poke: { [weak client] in client?.pollNow() },
                                connected: { [weak client] in client?.isConnected ?? false }, observer: observer)
