@@ -20,6 +20,7 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Override gateway.name (the node certificate is node-<name>.pem).") var name: String?
     @Option(help: "Override gateway.listen (HOST:PORT).") var listen: String?
     @Option(help: "Override gateway.admin (HOST:PORT).") var admin: String?
+    @Option(help: "Override gateway.metrics (HOST:PORT): a listener with /metrics and the probes only.") var metrics: String?
     @Option(help: "Override gateway.upstream (URL).") var upstream: String?
     @Option(help: "Override gateway.coordinator (HOST:PORT).") var coordinator: String?
     @Option(help: "Log level: trace, debug, info, warning, error.") var logLevel = "info"
@@ -32,6 +33,7 @@ struct GatewayCommand: AsyncParsableCommand {
         if let name { cfg.name = name }
         if let listen { (cfg.listenHost, cfg.listenPort) = try CoordinatorConfig.address(listen, field: "--listen") }
         if let admin { (cfg.adminHost, cfg.adminPort) = try CoordinatorConfig.address(admin, field: "--admin") }
+        if let metrics { cfg.metricsAddress = try CoordinatorConfig.address(metrics, field: "--metrics") }
         if let coordinator {
             let list = coordinator.split(separator: ",").map(String.init)
             (cfg.coordinatorHost, cfg.coordinatorPort) = try CoordinatorConfig.address(list[0], field: "--coordinator")

@@ -298,7 +298,12 @@ struct AttackTests {
     func gatewayAttacks() async throws {
         let rig = try await start()
         defer { rig.stop() }
-        let gw = try ProcessTests().start(["gateway", "--config", "allot.yaml", "--coordinator", "127.0.0.1:\(rig.port)"], in: rig.pki.dir)
+        // A free port for the metrics listener (bound and released; the gateway binds it next).
+        let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let metricsPort = probe.localAddress!.port!
+        try await probe.close()
+        let gw = try ProcessTests().start(["gateway", "--config", "allot.yaml", "--coordinator", "127.0.0.1:\(rig.port)",
+                                           "--metrics", "127.0.0.1:\(metricsPort)"], in: rig.pki.dir)
         rig.gateway = gw
         for _ in 0..<200 where rig.proxy == 0 {
             try await Task.sleep(for: .milliseconds(50))
@@ -324,6 +329,14 @@ struct AttackTests {
             try await Task.sleep(for: .milliseconds(50))
         }
         try await served(after: "start")
+        // The metrics listener serves metrics and probes, never the sidecar.
+        let (_, onMetrics) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(metricsPort)/metrics")!)
+        #expect((onMetrics as? HTTPURLResponse)?.statusCode == 200)
+        var check = URLRequest(url: URL(string: "http://127.0.0.1:\(metricsPort)/v1/check")!)
+        check.httpMethod = "POST"
+        check.setValue("test-sidecar-token", forHTTPHeaderField: "Allot-Sidecar-Token")
+        let (_, noSidecar) = try await URLSession.shared.data(for: check)
+        #expect((noSidecar as? HTTPURLResponse)?.statusCode == 404)
 
         // The sidecar without a token, with a wrong one, and with counts at the edges of Int64.
         #expect(try await sidecar(rig.gatewayAdmin, #"{"consumer": "alice"}"#, token: nil).0 == 401)
