@@ -67,8 +67,8 @@ public final class CoordinatorService: Service, Sendable {
         switch config.ledger {
         case .none: store = nil
         case .sqlite(let path): store = try SQLiteLedger.open(path: path, logger: logger)
-        case .postgres(let host, let port, let user, let password, let database):
-            store = PostgresLedger(host: host, port: port, user: user, password: password, database: database, logger: logger)
+        case .postgres(let target):
+            store = try PostgresLedger(target, logger: logger)
         }
         return try CoordinatorCore(settings: settings, budgets: config.budgets, ledger: store.map { LedgerWriter(store: $0, logger: logger) }, now: now)
     }

@@ -16,7 +16,7 @@ struct ClusterConfigTests {
 
     """
 
-    @Test("cluster, quorum and ledger are read; the quorum defaults to a majority of the seeds")
+    @Test("cluster, quorum and ledger are read; the quorum defaults to a majority of the members (the seeds when not listed)")
     func accepted() throws {
         let cfg = try CoordinatorConfig(yaml: Self.base + """
         cluster: {seeds: [127.0.0.1:7400, 127.0.0.1:7402, 127.0.0.1:7404], protocol_period: 500ms, suspicion_timeout: 2s}
@@ -25,7 +25,7 @@ struct ClusterConfigTests {
         #expect(cfg.cluster?.seeds.count == 3)
         #expect(cfg.cluster?.membership.protocolPeriod == .milliseconds(500))
         #expect(cfg.quorum == 2)
-        #expect(cfg.ledger == .postgres(host: "db", port: 5432, user: "allot", password: nil, database: "quota"))
+        #expect(cfg.ledger == .postgres(.init(host: "db", user: "allot", database: "quota")))
         // Two coordinators: both are needed (one alone could be the minority of a split).
         let two = try CoordinatorConfig(yaml: Self.base + "cluster: {seeds: [a:1, b:2]}\nledger: sqlite:x.db\n")
         #expect(two.quorum == 2)

@@ -82,8 +82,27 @@ struct SQLiteLedgerTests {
     func locations() throws {
         #expect(try LedgerLocation(parsing: "sqlite:/var/lib/allot/l.db") == .sqlite(path: "/var/lib/allot/l.db"))
         #expect(try LedgerLocation(parsing: "postgres://allot:pw@db.internal:5433/quota")
-            == .postgres(host: "db.internal", port: 5433, user: "allot", password: "pw", database: "quota"))
-        #expect(try LedgerLocation(parsing: "postgres://allot@db/quota") == .postgres(host: "db", port: 5432, user: "allot", password: nil, database: "quota"))
+            == .postgres(.init(host: "db.internal", port: 5433, user: "allot", password: "pw", database: "quota")))
+        #expect(try LedgerLocation(parsing: "postgres://allot@db/quota") == .postgres(.init(host: "db", user: "allot", database: "quota")))
+        // TLS options; the password from a file or the environment; verify-full by default.
+        let pwFile = tempPath("pgpass")
+        try "s3cret\n".write(toFile: pwFile, atomically: true, encoding: .utf8)
+        #expect(try LedgerLocation(parsing: "postgres://allot@db/q?sslmode=verify-full&sslrootcert=/etc/allot/pg-ca.pem&password_file=\(pwFile)")
+            == .postgres(.init(host: "db", user: "allot", password: "s3cret", database: "q", rootCertificate: "/etc/allot/pg-ca.pem")))
+        #expect(try LedgerLocation(parsing: "postgres://allot@db/q?sslmode=disable&password_env=PGPW", environment: ["PGPW": "x"])
+            == .postgres(.init(host: "db", user: "allot", password: "x", database: "q", tls: .disable)))
+        // The password is never printed: not in the description, not in errors.
+        let withPassword = try LedgerLocation(parsing: "postgres://allot:hunter2@db/q")
+        #expect(!withPassword.description.contains("hunter2"))
+        for bad in ["postgres://allot:hunter2@db:99999/q", "postgres://allot:hunter2@db/q?sslmode=maybe", "postgres://allot:hunter2@db/q?nope=1",
+                    "postgres://allot:hunter2@db/q?password_env=NOT_SET_ANYWHERE"] {
+            do {
+                _ = try LedgerLocation(parsing: bad, environment: [:])
+                Issue.record("\(bad) was accepted")
+            } catch {
+                #expect(!error.description.contains("hunter2"), "\(error)")
+            }
+        }
         #expect(try LedgerLocation(parsing: "none") == LedgerLocation.none)
         for bad in ["sqlite:", "mysql://x", "postgres://db/quota", "postgres://u@db:99999/q", "postgres://u@db"] {
             #expect(throws: LedgerError.self) { try LedgerLocation(parsing: bad) }

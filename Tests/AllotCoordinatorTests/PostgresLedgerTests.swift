@@ -18,11 +18,10 @@ enum TestPostgres {
         guard let url = env["ALLOT_TEST_POSTGRES"] else {
             throw LedgerError("ALLOT_TEST_POSTGRES is not set: run the tests with scripts/test.sh")
         }
-        guard case .postgres(let host, let port, let user, let password, let db) = try LedgerLocation(parsing: url) else {
+        guard case .postgres(let target) = try LedgerLocation(parsing: url) else {
             throw LedgerError("ALLOT_TEST_POSTGRES is not a postgres:// URL")
         }
-        return PostgresLedger(host: host, port: port, user: user, password: password, database: db, timeout: .seconds(1),
-                              logger: quietLogger("pg"))
+        return try PostgresLedger(target, timeout: .seconds(1), logger: quietLogger("pg"))
     }
 
     /// Runs a shell command to completion (`system`: Foundation's `Process` did not notice
@@ -52,6 +51,26 @@ struct PostgresLedgerTests {
         #expect(try await ledger.apply([change(35)], now: w.0) == [true])
         #expect(try await ledger.load(b, windowStart: w.0) == LedgerCounters(granted: 105, released: 5))
         await ledger.close()
+    }
+
+    @Test("TLS: the server's certificate is verified: its CA works, another CA is refused")
+    func tls() async throws {
+        guard let url = TestPostgres.env["ALLOT_TEST_POSTGRES"], case .postgres(let target) = try LedgerLocation(parsing: url) else {
+            throw LedgerError("ALLOT_TEST_POSTGRES is not set: run the tests with scripts/test.sh")
+        }
+        #expect(target.tls == .verifyFull && target.rootCertificate != nil, "scripts/test.sh starts the server with TLS: \(target)")
+        let good = try PostgresLedger(target, timeout: .seconds(1), logger: quietLogger("pg"))
+        try await good.migrate()
+        await good.close()
+        // The same server, checked against a CA that did not sign its certificate.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-pgca-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        _ = try CertificateAuthority.create(in: dir, trustDomain: "other.test")
+        var wrong = target
+        wrong.rootCertificate = dir.appendingPathComponent("ca.pem").path
+        let bad = try PostgresLedger(wrong, timeout: .seconds(1), logger: quietLogger("pg"))
+        await #expect(throws: (any Error).self) { try await bad.migrate() }
+        await bad.close()
     }
 
     @Test("split brain: two coordinators that both own a budget cannot together grant more than its cap")

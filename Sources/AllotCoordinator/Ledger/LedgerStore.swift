@@ -1,4 +1,5 @@
 import AllotCore
+import Foundation
 
 /// The durable ledger of quota budgets: one row of `LedgerCounters` per budget and window.
 /// Two implementations share one schema: `SQLiteLedger` (one file, WAL; one machine) and
@@ -57,13 +58,18 @@ enum LedgerSchema {
     }
 }
 
-/// Parses `--ledger`: `sqlite:PATH`, `postgres://user[:password]@host[:port]/database`, or `none`.
+/// Parses `--ledger`: `sqlite:PATH`, `postgres://USER@HOST[:PORT]/DATABASE[?OPTIONS]`, or `none`.
+/// PostgreSQL options (libpq's names where they exist): `sslmode=verify-full` (the default:
+/// TLS, the server's certificate checked against `sslrootcert` — a PEM file — or the system's
+/// roots, and its name against HOST), `require` (TLS, not verified), `disable`;
+/// `password_file=PATH` or `password_env=NAME` (so the password is in neither the file nor a
+/// command line). A password in the URL still works; it is never printed.
 public enum LedgerLocation: Sendable, Equatable, CustomStringConvertible {
     case none
     case sqlite(path: String)
-    case postgres(host: String, port: Int, user: String, password: String?, database: String)
+    case postgres(PostgresTarget)
 
-    public init(parsing s: String) throws(LedgerError) {
+    public init(parsing s: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(LedgerError) {
         if s == "none" || s.isEmpty {
             self = .none
         } else if s.hasPrefix("sqlite:") {
@@ -71,28 +77,9 @@ public enum LedgerLocation: Sendable, Equatable, CustomStringConvertible {
             guard !path.isEmpty else { throw LedgerError("ledger: `sqlite:` needs a file path, e.g. sqlite:/var/lib/allot/ledger.db") }
             self = .sqlite(path: path)
         } else if s.hasPrefix("postgres://") || s.hasPrefix("postgresql://") {
-            var rest = Substring(s[s.index(after: s.firstIndex(of: ":")!)...].dropFirst(2))
-            guard let at = rest.lastIndex(of: "@") else {
-                throw LedgerError("ledger: \(s) has no user (postgres://USER@HOST:PORT/DATABASE)")
-            }
-            let cred = rest[..<at]
-            rest = rest[rest.index(after: at)...]
-            let user = cred.split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
-            let password = cred.contains(":") ? String(cred.split(separator: ":", maxSplits: 1)[1]) : nil
-            guard let slash = rest.firstIndex(of: "/") else {
-                throw LedgerError("ledger: \(s) names no database (postgres://USER@HOST:PORT/DATABASE)")
-            }
-            let database = String(rest[rest.index(after: slash)...])
-            let hostPort = rest[..<slash]
-            let parts = hostPort.split(separator: ":", maxSplits: 1)
-            let host = parts.first.map(String.init) ?? ""
-            let port = parts.count > 1 ? Int(parts[1]) : 5432
-            guard !user.isEmpty, !host.isEmpty, !database.isEmpty, let port, (1...65535).contains(port) else {
-                throw LedgerError("ledger: cannot read \(s) (expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")
-            }
-            self = .postgres(host: host, port: port, user: user, password: password, database: database)
+            self = .postgres(try PostgresTarget(parsing: s, environment: environment))
         } else {
-            throw LedgerError("ledger: unknown kind \(s) (expected sqlite:PATH, postgres://USER@HOST:PORT/DATABASE or none)")
+            throw LedgerError("ledger: unknown kind \(PostgresTarget.redacted(s)) (expected sqlite:PATH, postgres://USER@HOST:PORT/DATABASE or none)")
         }
     }
 
@@ -100,7 +87,100 @@ public enum LedgerLocation: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .none: "none"
         case .sqlite(let path): "sqlite:\(path)"
-        case .postgres(let host, let port, let user, _, let database): "postgres://\(user)@\(host):\(port)/\(database)"
+        case .postgres(let t): t.description
         }
+    }
+}
+
+/// Where a PostgreSQL ledger is and how to reach it. `description` never holds the password.
+public struct PostgresTarget: Sendable, Equatable, CustomStringConvertible {
+    public enum TLSMode: String, Sendable, Equatable {
+        case disable
+        case require
+        case verifyFull = "verify-full"
+    }
+
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var password: String?
+    public var database: String
+    public var tls: TLSMode
+    /// PEM file of the CA(s) the server's certificate must chain to (nil: the system's roots).
+    public var rootCertificate: String?
+
+    public init(host: String, port: Int = 5432, user: String, password: String? = nil, database: String,
+                tls: TLSMode = .verifyFull, rootCertificate: String? = nil) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.database = database
+        self.tls = tls
+        self.rootCertificate = rootCertificate
+    }
+
+    public init(parsing s: String, environment: [String: String]) throws(LedgerError) {
+        let shown = Self.redacted(s)
+        var rest = Substring(s[s.index(after: s.firstIndex(of: ":")!)...].dropFirst(2))
+        var options: [String: String] = [:]
+        if let q = rest.firstIndex(of: "?") {
+            for pair in rest[rest.index(after: q)...].split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1)
+                guard kv.count == 2 else { throw LedgerError("ledger: \(shown): option '\(pair)' is not NAME=VALUE") }
+                options[String(kv[0])] = String(kv[1])
+            }
+            rest = rest[..<q]
+        }
+        guard let at = rest.lastIndex(of: "@") else {
+            throw LedgerError("ledger: \(shown) has no user (postgres://USER@HOST:PORT/DATABASE)")
+        }
+        let cred = rest[..<at]
+        rest = rest[rest.index(after: at)...]
+        let user = cred.split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
+        var password = cred.contains(":") ? String(cred.split(separator: ":", maxSplits: 1)[1]) : nil
+        guard let slash = rest.firstIndex(of: "/") else {
+            throw LedgerError("ledger: \(shown) names no database (postgres://USER@HOST:PORT/DATABASE)")
+        }
+        let database = String(rest[rest.index(after: slash)...])
+        let parts = rest[..<slash].split(separator: ":", maxSplits: 1)
+        let host = parts.first.map(String.init) ?? ""
+        let port = parts.count > 1 ? Int(parts[1]) : 5432
+        guard !user.isEmpty, !host.isEmpty, !database.isEmpty, let port, (1...65535).contains(port) else {
+            throw LedgerError("ledger: cannot read \(shown) (expected postgres://USER@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=PEM&password_file=PATH])")
+        }
+        for key in options.keys where !["sslmode", "sslrootcert", "password_file", "password_env"].contains(key) {
+            throw LedgerError("ledger: \(shown): unknown option '\(key)' (sslmode, sslrootcert, password_file, password_env)")
+        }
+        guard let mode = TLSMode(rawValue: options["sslmode"] ?? "verify-full") else {
+            throw LedgerError("ledger: \(shown): sslmode must be verify-full, require or disable")
+        }
+        if let file = options["password_file"] {
+            guard password == nil else { throw LedgerError("ledger: \(shown): a password in the URL and a password_file") }
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw LedgerError("ledger: cannot read the password file \(file)")
+            }
+            password = text.trimmingCharacters(in: .newlines)
+        }
+        if let name = options["password_env"] {
+            guard password == nil else { throw LedgerError("ledger: \(shown): two sources for the password") }
+            guard let v = environment[name] else { throw LedgerError("ledger: the environment variable \(name) (password_env) is not set") }
+            password = v
+        }
+        self.init(host: host, port: port, user: user, password: password, database: database, tls: mode,
+                  rootCertificate: options["sslrootcert"])
+    }
+
+    public var description: String {
+        var d = "postgres://\(user)@\(host):\(port)/\(database)?sslmode=\(tls.rawValue)"
+        if let rootCertificate { d += "&sslrootcert=\(rootCertificate)" }
+        return d
+    }
+
+    /// `s` with any password between `USER:` and `@` replaced by `***`.
+    public static func redacted(_ s: String) -> String {
+        guard let scheme = s.range(of: "://"), let at = s[scheme.upperBound...].split(separator: "?").first?.lastIndex(of: "@"),
+              let colon = s[scheme.upperBound..<at].firstIndex(of: ":") else { return s }
+        return String(s[..<s.index(after: colon)]) + "***" + String(s[at...])
     }
 }

@@ -1,6 +1,7 @@
 import AllotCore
 import AllotTransport
 import Logging
+import NIOSSL
 import PostgresNIO
 
 /// The ledger in PostgreSQL, shared by all coordinators of a cluster. The cap holds in the
@@ -17,11 +18,30 @@ public final class PostgresLedger: LedgerStore {
     private let logger: Logger
     private let timeout: Duration
 
-    public init(host: String, port: Int, user: String, password: String?, database: String,
-                timeout: Duration = .seconds(2), logger: Logger = Logger(label: "allot.ledger")) {
-        description = "postgres://\(user)@\(host):\(port)/\(database)"
-        var config = PostgresClient.Configuration(host: host, port: port, username: user, password: password,
-                                                  database: database, tls: .disable)
+    /// Connects as `target` says: TLS verified against its root certificate (or the system's)
+    /// and host name unless `sslmode` says otherwise. The password is never logged or printed.
+    public init(_ target: PostgresTarget, timeout: Duration = .seconds(2), logger: Logger = Logger(label: "allot.ledger")) throws {
+        description = target.description
+        let tls: PostgresClient.Configuration.TLS
+        switch target.tls {
+        case .disable:
+            tls = .disable
+        case .require:
+            var t = TLSConfiguration.makeClientConfiguration()
+            t.certificateVerification = .none
+            tls = .require(t)
+        case .verifyFull:
+            var t = TLSConfiguration.makeClientConfiguration()
+            t.certificateVerification = .fullVerification
+            if let root = target.rootCertificate {
+                do { t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(root)) } catch {
+                    throw LedgerError("ledger: cannot read sslrootcert \(root): \(error)")
+                }
+            }
+            tls = .require(t)
+        }
+        var config = PostgresClient.Configuration(host: target.host, port: target.port, username: target.user, password: target.password,
+                                                  database: target.database, tls: tls)
         config.options.connectTimeout = timeout
         config.options.maximumConnections = 4
         let client = PostgresClient(configuration: config, backgroundLogger: logger)
