@@ -63,6 +63,7 @@ public final class AdminServer: Sendable {
         for (reason, n) in c.closedByLimit.sorted(by: { $0.key < $1.key }) {
             registry.makeCounter(descriptor: .init(metricName: "allot_connections_closed_total", unitName: "", helpText: "Connections closed by a limit: handshake, hello or idle timeout, connection caps, refused frames, a frame that could not be sent"), labels: [("reason", reason)]).increment(by: n)
         }
+        registry.makeCounter(descriptor: .init(metricName: "allot_audit_heads_total", unitName: "", helpText: "Audit heads received from gateways (kept in the ledger)")).increment(by: c.auditHeads)
         registry.makeCounter(descriptor: .init(metricName: "allot_tier_budgets_made_total", unitName: "", helpText: "Budgets made from tier templates on first use")).increment(by: c.tierBudgetsMade)
         registry.makeCounter(descriptor: .init(metricName: "allot_tier_budgets_retired_total", unitName: "", helpText: "Idle tier budgets retired (their ledger rows kept)")).increment(by: c.tierBudgetsRetired)
         registry.makeCounter(descriptor: .init(metricName: "allot_backpressure_pauses_total", unitName: "", helpText: "Times reading from a peer stopped because its unsent replies passed the write watermark")).increment(by: c.backpressurePauses)

@@ -76,6 +76,8 @@ public final class CoordinatorCore: Sendable {
         /// Tier budgets made on first use, and retired when idle.
         public var tierBudgetsMade: Int64 = 0
         public var tierBudgetsRetired: Int64 = 0
+        /// Audit heads received from nodes.
+        public var auditHeads: Int64 = 0
     }
 
     private struct Connection: Sendable {
@@ -133,6 +135,7 @@ public final class CoordinatorCore: Sendable {
         /// made outside a poll (releases of budgets this coordinator stopped owning).
         var upstream: UpstreamClient?
         var upstreamOutbox: [Enforcer.Outgoing] = []
+        var auditHeads: [String: AuditHead] = [:]
     }
 
     public let settings: Settings
@@ -648,6 +651,28 @@ public final class CoordinatorCore: Sendable {
     /// Standalone, or formed with a quorum: grants are being served (`/readyz`).
     public var isServing: Bool { state.withLock { $0.formed && $0.quorate } }
 
+    /// `node`'s audit head: kept in the ledger (the highest sequence per node), so that
+    /// `allot audit verify --ledger` finds records cut off its trail. Without a ledger, kept
+    /// here only. Returns an error frame for a malformed head.
+    public func auditHead(_ h: Allot_V1_AuditHead, from node: NodeID, now: Instant) -> Allot_V1_Frame? {
+        let head = AuditHead(file: h.file, sequence: h.sequence, mac: h.mac)
+        guard head.isWellFormed else {
+            count(rejected: "bad_audit_head")
+            return .error(.protocolViolation, "an audit head needs a trail file name, a sequence ≥ 1 and a 64-hex-digit MAC", closing: false)
+        }
+        state.withLock { s in
+            if (s.auditHeads[node.rawValue]?.sequence ?? 0) <= head.sequence { s.auditHeads[node.rawValue] = head }
+            s.counters.auditHeads += 1
+        }
+        if let store = ledger?.store {
+            Task { try? await store.recordAuditHead(node: node.rawValue, head, now: now) }
+        }
+        return nil
+    }
+
+    /// The audit heads reported to this coordinator since it started, by node.
+    public var auditHeads: [String: AuditHead] { state.withLock { $0.auditHeads } }
+
     /// Applies a batch of releases and reports from `node`.
     public func release(_ items: [Allot_V1_Release], from node: NodeID, now: Instant) {
         let (pushes, journal) = state.withLock { s -> ([(any FrameSink, Allot_V1_Frame)], [LedgerChange]) in
@@ -694,17 +719,17 @@ public final class CoordinatorCore: Sendable {
     /// Tier budgets nobody holds and nobody used for long enough that making them again later
     /// changes nothing a node could see (at most 1,000 per call). Their ledger rows stay.
     private func retireIdleTierBudgets(_ s: inout State, now: Instant) -> [LedgerChange] {
-        let ttl = settings.allocator.leaseTTL
-        let allocator = s.allocator, loading = s.loading, durable = ledger != nil
+        let ttl = settings.allocator.leaseTTL, durable = ledger != nil
+        // Read in place (a copy of the allocator here would be copied again by the drops below).
         let idle = s.tierBudgets.idle(limit: 1_000) { id -> Instant? in
-            guard !loading.contains(id), let st = allocator.status(id), st.holders == 0, st.outstanding == 0 else { return nil }
+            guard !s.loading.contains(id), let st = s.allocator.status(id), st.holders == 0, st.outstanding == 0 else { return nil }
             switch st.kind {
             case .rate(let limit, let period, let burst):
                 // Until its bucket would be full again (made anew, it starts full).
                 return now - ttl - period * Int(max(1, min(1_000, (burst + limit - 1) / limit)))
             case .quota:
                 // Without a ledger the window's count lives only here: keep it until it is 0.
-                return durable || st.consumed == 0 ? now - ttl : nil
+                return durable || (st.consumed == 0 && st.expiredSpent == 0) ? now - ttl : nil
             case .concurrency:
                 return now - ttl
             }

@@ -129,7 +129,8 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .handshakeCompleted = event as? TLSUserEvent, session == nil {
             arm(context, after: limits.helloTimeout, "hello_timeout", "no hello within \(limits.helloTimeout) of the handshake")
-        } else if let e = event as? IdleStateHandler.IdleStateEvent, e == .read {
+        } else if let e = event as? IdleStateHandler.IdleStateEvent, e == .read, session?.identity.role != .coordinator {
+            // Coordinators' gossip links carry traffic one way, a probe per member in turn: not idle.
             shut(context, "idle_timeout", "nothing received for \(limits.idleTimeout)")
         }
         context.fireUserInboundEventTriggered(event)
@@ -147,7 +148,10 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
 
     /// Closes without a word (the peer is silent or the limit is ours), counted by reason.
     private func shut(_ context: ChannelHandlerContext, _ reason: String, _ message: String) {
-        guard !closing else { return }
+        guard !closing else {
+            context.close(promise: nil) // a closing refusal still waiting on its write
+            return
+        }
         closing = true
         deadline?.cancel()
         core.count(closedBy: reason)
@@ -219,6 +223,8 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(core.status(after: after)), promise: nil)
         case .gossip(let g):
             if let e = core.gossip(g, from: session!.identity) { context.writeAndFlush(wrapOutboundOut(e), promise: nil) }
+        case .auditHead(let h):
+            if let e = core.auditHead(h, from: NodeID(session!.identity.name), now: now) { context.writeAndFlush(wrapOutboundOut(e), promise: nil) }
         case .reject(let code, let message, let closing):
             core.count(rejected: Self.reason(code))
             reject(context: context, code, message, closing: closing)
@@ -236,9 +242,11 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
             self.closing = true
             deadline?.cancel()
             session?.close()
-            if code != .permissionDenied && code != .shuttingDown { core.count(closedBy: Self.reason(code)) }
+            if code != .permissionDenied && code != .shuttingDown && code != .rateLimited { core.count(closedBy: Self.reason(code)) }
             let channel = context.channel
             f.whenComplete { _ in channel.close(promise: nil) }
+            // A peer that does not read never lets the error frame go: close it regardless.
+            channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
         }
     }
 

@@ -48,6 +48,9 @@ public final class CoordinatorService: Service, Sendable {
             guard let port = Int(advertise.split(separator: ":").last ?? ""), port != 0 else {
                 throw AllotError(.invalidSettings, "cluster mode needs a fixed port in coordinator.listen or coordinator.advertise (got \(advertise))")
             }
+            if let members = config.cluster?.members, !members.isEmpty, !members.contains(advertise) {
+                throw AllotError(.invalidSettings, "cluster.members (the seeds when not given) must list every coordinator, this one too: \(advertise) is not among \(members.joined(separator: ", ")); the quorum is a majority of that list")
+            }
             settings.member = MemberID(name: config.name, address: advertise)
             settings.quorum = config.quorum
             if config.hasQuotas && config.ledger == .none {

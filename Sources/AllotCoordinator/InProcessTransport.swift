@@ -54,6 +54,8 @@ final class InProcessConnection: LeaseConnection, FrameSink {
             case .status(let after): onFrame(core.status(after: after))
             case .gossip(let g):
                 if let e = core.gossip(g, from: identity) { onFrame(e) }
+            case .auditHead(let h):
+                if let e = core.auditHead(h, from: NodeID(identity.name), now: now) { onFrame(e) }
             case .reject(let code, let message, let closing):
                 onFrame(.error(code, message, closing: closing))
                 if closing { close() }

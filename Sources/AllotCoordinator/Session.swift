@@ -24,6 +24,8 @@ public struct Session: Sendable {
         case status(after: String)
         /// A membership message from another coordinator.
         case gossip(Allot_V1_Gossip)
+        /// A node's audit head, for the ledger.
+        case auditHead(Allot_V1_AuditHead)
         /// Reply with an error frame; close the connection if `closing`.
         case reject(Allot_V1_Error.Code, String, closing: Bool)
         /// Nothing to do (a heartbeat reply, an error from the peer).
@@ -110,6 +112,9 @@ public struct Session: Sendable {
             return within(1 + g.updates.count, now: now) ?? .gossip(g)
         case .heartbeat(let h):
             return h.reply ? .ignore : .heartbeat(h)
+        case .auditHead(let h):
+            guard identity.role == .node else { return deny(frame) }
+            return within(1, now: now) ?? .auditHead(h)
         case .error:
             return .ignore
         case .hello:

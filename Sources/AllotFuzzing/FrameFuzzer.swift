@@ -130,6 +130,7 @@ public struct FrameFuzzer {
             case .heartbeat(let h): answers.append(.heartbeat(h.sequence, reply: true))
             case .status(let after): answers.append(core.status(after: after))
             case .gossip(let g): if let e = core.gossip(g, from: identity) { answers.append(e) }
+            case .auditHead(let h): if let e = core.auditHead(h, from: NodeID(identity.name), now: now) { answers.append(e) }
             case .reject(let code, let message, let closing):
                 answers.append(.error(code, message, closing: closing))
             case .ignore: break

@@ -1,4 +1,5 @@
 import AllotCore
+import AllotCoordinator
 import AllotTransport
 import Crypto
 import Foundation
@@ -41,9 +42,9 @@ public final class AuditLog: Sendable {
         if let last = files.last {
             index = Self.index(of: last) ?? files.count
             var data = try Data(contentsOf: last)
-            // A torn tail (a crash mid-write): whatever follows the last whole record is cut,
-            // and the cut recorded below.
-            let whole = Self.wholeRecords(data)
+            // A torn tail (a crash mid-write): the bytes after the last newline are cut, and the cut
+            // recorded below. A whole line that is not a record is damage, not a tear: refused.
+            let whole = data.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
             if whole < data.count {
                 cut = (last.lastPathComponent, data.count - whole)
                 let handle = try FileHandle(forWritingTo: last)
@@ -52,10 +53,17 @@ public final class AuditLog: Sendable {
                 data = data.prefix(whole)
             }
             bytes = data.count
-            if let line = data.split(separator: UInt8(ascii: "\n")).last {
-                let record = try JSONDecoder().decode(AuditRecord.self, from: Data(line))
+            // The chain goes on from the last record: in this file, or (this one empty after a
+            // cut right after a rotation) in the one before.
+            for file in files.reversed() {
+                let content = file == last ? data : try Data(contentsOf: file)
+                guard let line = content.split(separator: UInt8(ascii: "\n")).last else { continue }
+                guard let record = try? JSONDecoder().decode(AuditRecord.self, from: Data(line)) else {
+                    throw AllotAuditError("\(file.path): its last line is not an audit record; check it with allot audit verify before starting")
+                }
                 seq = record.seq
                 prev = Self.link(Data(line), key: key)
+                break
             }
         }
         state = Mutex(State(handle: nil, fileIndex: index, bytes: bytes, seq: seq, prev: prev))
@@ -64,21 +72,10 @@ public final class AuditLog: Sendable {
         }
     }
 
-    /// How many leading bytes of `data` are whole records, each ending in a newline.
-    static func wholeRecords(_ data: Data) -> Int {
-        var end = data.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? data.startIndex
-        while end > data.startIndex {
-            let body = data[data.startIndex..<(end - 1)]
-            let start = body.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? data.startIndex
-            if (try? JSONDecoder().decode(AuditRecord.self, from: Data(data[start..<(end - 1)]))) != nil { break }
-            end = start
-        }
-        return end - data.startIndex
-    }
-
     /// The trail's key from `path`: at least 32 bytes, in a file only its owner can read (0600).
     public static func loadKey(path: String) throws -> SymmetricKey {
-        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        // A Kubernetes Secret mounts the key as a symlink: the mode that counts is the file's.
+        let attributes = try FileManager.default.attributesOfItem(atPath: URL(fileURLWithPath: path).resolvingSymlinksInPath().path)
         let mode = (attributes[.posixPermissions] as? Int) ?? 0o777
         guard mode & 0o077 == 0 else {
             throw AllotAuditError("\(path) is readable by others (mode \(String(mode, radix: 8))): chmod 600 it")
@@ -129,6 +126,12 @@ public final class AuditLog: Sendable {
             s.prev = Self.link(line, key: key)
             return r
         }
+    }
+
+    /// The last record written (file, sequence) and the link the next one will carry; nil
+    /// before the first record.
+    public var head: AuditHead? {
+        state.withLock { s in s.seq > 0 ? AuditHead(file: Self.name(s.fileIndex), sequence: s.seq, mac: s.prev) : nil }
     }
 
     public func close() throws {

@@ -1,3 +1,4 @@
+import AllotCoordinator
 import Crypto
 import Foundation
 
@@ -18,8 +19,30 @@ public enum AuditVerifier {
     }
 
     /// Reads `files` in the order given (the chain runs across them) and checks every link,
-    /// as HMAC-SHA-256 under `key` (SHA-256 without one).
-    public static func verify(_ files: [URL], key: SymmetricKey? = nil) -> Report {
+    /// as HMAC-SHA-256 under `key` (SHA-256 without one). With the `head` the node reported to
+    /// the ledger, also that the trail still holds that record, unchanged, where it was: records
+    /// cut off the end, or a deleted newest file, are found.
+    public static func verify(_ files: [URL], key: SymmetricKey? = nil, head: AuditHead? = nil) -> Report {
+        let report = chain(files, key: key)
+        guard let head, report.firstBreak == nil else { return report }
+        guard let file = files.first(where: { $0.lastPathComponent == head.file }) else {
+            return Report(records: report.records, firstBreak: Break(file: head.file, line: 0,
+                reason: "the ledger's audit head is record \(head.sequence) in \(head.file), and that file is missing (deleted?)"))
+        }
+        let lines = ((try? Data(contentsOf: file)) ?? Data()).split(separator: UInt8(ascii: "\n"))
+        for (i, line) in lines.enumerated() {
+            guard let r = try? JSONDecoder().decode(AuditRecord.self, from: Data(line)), r.seq == head.sequence else { continue }
+            guard AuditLog.link(Data(line), key: key) == head.mac else {
+                return Report(records: report.records, firstBreak: Break(file: file.path, line: i + 1,
+                    reason: "record \(head.sequence) is not the one the ledger's audit head names (rewritten)"))
+            }
+            return report
+        }
+        return Report(records: report.records, firstBreak: Break(file: file.path, line: lines.count,
+            reason: "records cut off the end: the ledger's audit head is record \(head.sequence), the trail ends before it"))
+    }
+
+    static func chain(_ files: [URL], key: SymmetricKey?) -> Report {
         var prev = AuditLog.genesis
         var seq: Int64 = 0
         var count = 0

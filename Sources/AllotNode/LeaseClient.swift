@@ -104,6 +104,14 @@ public final class LeaseClient: Service, Sendable {
     }
 
     public var traffic: Traffic { state.withLock { $0.traffic } }
+
+    /// Sends `frame` (an audit head, say) to one connected coordinator; false when none is.
+    @discardableResult
+    public func sendToAnyCoordinator(_ frame: Allot_V1_Frame) -> Bool {
+        let connection = state.withLock { s in s.peers.sorted { $0.key < $1.key }.compactMap(\.value.connection).first }
+        connection?.send([frame])
+        return connection != nil
+    }
     public var isConnected: Bool { state.withLock { s in s.peers.values.contains { $0.connection != nil } } }
     /// The live coordinators as last told (empty with a single coordinator).
     public var members: [MemberID] { state.withLock { $0.members } }

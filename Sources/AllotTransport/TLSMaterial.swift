@@ -85,7 +85,7 @@ public struct DenyList: Sendable, Equatable {
             if line.hasPrefix("spiffe://") {
                 _ = try PeerIdentity(uri: line)
                 list.identities.insert(line)
-            } else if let serial = Self.serial(line) {
+            } else if let serial = Self.serial(line.hasPrefix("serial=") ? String(line.dropFirst(7)) : line) { // openssl x509 -serial
                 list.serials.insert(serial)
             } else {
                 throw TransportError(.certificateFiles, "\(file.path):\(i + 1): '\(line)' is neither a spiffe:// ID nor a hex serial number")

@@ -171,6 +171,7 @@ extension Allot_V1_Frame {
         case .statusResponse: "status_response"
         case .gossip: "gossip"
         case .members: "members"
+        case .auditHead: "audit_head"
         case .none: "unknown"
         }
     }

@@ -41,8 +41,13 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
         guard buffer.readableBytes >= WireProtocol.lengthPrefixBytes + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: WireProtocol.lengthPrefixBytes)
         let bytes = Array(buffer.readSlice(length: Int(length))!.readableBytesView)
-        if let (field, count) = RepeatedFieldScan.largest(in: bytes), count > maxItems {
+        switch RepeatedFieldScan.scan(bytes) {
+        case .unreadable:
+            throw WireError(.malformedFrame, "\(length) bytes that are not a Frame (unreadable fields)")
+        case .largest(let field, let count) where count > maxItems:
             throw WireError(.tooManyItems, "a frame whose \(field) holds \(count) entries; the maximum is \(maxItems)")
+        default:
+            break
         }
         do {
             return try Allot_V1_Frame(serializedBytes: bytes)

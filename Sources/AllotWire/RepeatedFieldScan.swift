@@ -2,9 +2,21 @@
 /// a 1 MiB frame of ~500,000 empty items is refused by a scan, not decoded in full first.
 ///
 /// Only the repeated fields of each `Frame` body are counted (`items`, `budgets`, `updates`,
-/// `members`, `capabilities`). Bytes that are not valid protobuf return nil: the decoder
-/// then refuses them as malformed.
+/// `members`, `capabilities`). Bytes this scan cannot walk (not protobuf, or groups, which
+/// no Allot message uses) are refused as malformed: nothing is decoded unless counted.
 enum RepeatedFieldScan {
+    enum Result: Equatable {
+        case unreadable
+        case none
+        case largest(String, Int)
+    }
+
+    static func scan(_ bytes: [UInt8]) -> Result {
+        guard let counts = counts(in: bytes) else { return .unreadable }
+        guard let top = counts.max(by: { $0.value < $1.value }) else { return .none }
+        return .largest(repeated[top.key]!.0, top.value)
+    }
+
     /// Frame body field number → (its name, the repeated field's number inside it).
     static let repeated: [UInt64: (String, UInt64)] = [
         1: ("hello.capabilities", 3), 2: ("hello_ack.capabilities", 3),
@@ -12,9 +24,9 @@ enum RepeatedFieldScan {
         10: ("status_response.budgets", 1), 11: ("gossip.updates", 6), 12: ("members.members", 1),
     ]
 
-    /// The repeated field with the most entries in `bytes` (a serialized `Frame`), summed over
-    /// repeated occurrences of the body (protobuf merges them); nil when none or not parseable.
-    static func largest(in bytes: [UInt8]) -> (String, Int)? {
+    /// Entries of each repeated field in `bytes` (a serialized `Frame`), by body field, summed
+    /// over repeated occurrences of the body (protobuf merges them); nil when not walkable.
+    static func counts(in bytes: [UInt8]) -> [UInt64: Int]? {
         var counts: [UInt64: Int] = [:]
         var i = 0
         while i < bytes.count {
@@ -31,8 +43,7 @@ enum RepeatedFieldScan {
                 return nil
             }
         }
-        guard let top = counts.max(by: { $0.value < $1.value }) else { return nil }
-        return (repeated[top.key]!.0, top.value)
+        return counts
     }
 
     /// Occurrences of `field` among the fields in `bytes[start..<end]`.

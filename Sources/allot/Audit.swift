@@ -1,3 +1,4 @@
+import AllotCoordinator
 import AllotGateway
 import ArgumentParser
 import Foundation
@@ -16,18 +17,33 @@ struct Audit: ParsableCommand {
         }
     }
 
-    struct Verify: ParsableCommand {
+    struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Check the chain; report the first broken record (exit 1).")
         @Argument(help: "Audit files in order, or a directory holding audit-*.jsonl.") var files: [String]
         @Option(help: "The trail's key file (gateway.audit_key_file); without it the chain is checked as plain SHA-256.") var key: String?
+        @Option(help: "The coordinators' ledger (sqlite:PATH or postgres://…): also check the audit head the node reported there.") var ledger: String?
+        @Option(help: "With --ledger: the gateway's node name (its certificate's name).") var node: String?
 
-        func run() throws {
-            let report = AuditVerifier.verify(Audit.expand(files), key: try key.map { try AuditLog.loadKey(path: $0) })
+        func run() async throws {
+            var head: AuditHead?
+            if let ledger {
+                guard let node else { throw ValidationError("--ledger needs --node (the gateway's name)") }
+                let store: any LedgerStore
+                switch try LedgerLocation(parsing: ledger) {
+                case .none: throw ValidationError("--ledger none has no audit heads")
+                case .sqlite(let path): store = try SQLiteLedger.open(path: path)
+                case .postgres(let target): store = try PostgresLedger(target)
+                }
+                head = try await store.auditHead(node: node)
+                await store.close()
+                guard head != nil else { throw ValidationError("the ledger has no audit head for node \(node)") }
+            }
+            let report = AuditVerifier.verify(Audit.expand(files), key: try key.map { try AuditLog.loadKey(path: $0) }, head: head)
             if let b = report.firstBreak {
                 print("BROKEN after \(report.records) good records: \(b)")
                 throw ExitCode(1)
             }
-            print("ok: \(report.records) records, chain intact")
+            print("ok: \(report.records) records, chain intact" + (head.map { ", the ledger's head (\($0)) present" } ?? ""))
         }
     }
 

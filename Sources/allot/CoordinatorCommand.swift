@@ -41,9 +41,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let seeds {
             var cs = cfg.cluster ?? ClusterService.Settings()
             cs.seeds = seeds.split(separator: ",").map(String.init)
+            if cfg.cluster == nil || cs.members.isEmpty { cs.members = cs.seeds }
             cfg.cluster = cs
-            let n = Set(cs.seeds).count
-            cfg.quorum = n >= 3 ? n / 2 + 1 : 1
+            // A majority of every coordinator, as for the file (never of the seeds alone).
+            cfg.quorum = Set(cs.members).count / 2 + 1
         }
         if let advertise { cfg.advertise = advertise }
         if let upstream {

@@ -1,3 +1,4 @@
+import AllotCoordinator
 import AllotGateway
 import Foundation
 import Testing
@@ -161,5 +162,60 @@ struct AuditCommandTests {
         try text.write(to: file, atomically: true, encoding: .utf8)
         let (bad, report) = try run(["audit", "verify", dir.path])
         #expect(bad == 1 && report.contains("BROKEN after 0 good records") == false && report.contains(":2: chain broken"))
+    }
+}
+
+@Suite("Audit head in the ledger", .serialized)
+struct AuditHeadTests {
+    @Test("a fleet reports its audit heads to the ledger; a rewrite, the last 5 records cut, the newest file deleted: each found by allot audit verify")
+    func ledgerHead() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-audit-head-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let keyPath = dir.appendingPathComponent("audit.key").path
+        try AuditLog.makeKey(path: keyPath)
+        let key = try AuditLog.loadKey(path: keyPath)
+        let ledgerPath = dir.appendingPathComponent("ledger.db").path
+        let (config, consumers) = try testConfig { c in
+            c.auditKeyFile = keyPath
+            c.auditMaxBytes = 4_096
+            c.auditReportInterval = .milliseconds(200)
+        }
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 1, ledgerPath: ledgerPath)
+        for _ in 0..<24 { _ = try await call(port: fleet.proxyPorts[0], key: "sk-pro-1", body: chatBody(maxTokens: 10)) }
+        await fleet.stop() // the last head goes out before the leases
+        let trail = fleet.directory.appendingPathComponent("audit-gw-1")
+        let files = AuditLog.files(in: trail)
+        #expect(files.count >= 3, "rotated into several files")
+        let store = try SQLiteLedger.open(path: ledgerPath)
+        let head = try #require(try await store.auditHead(node: "gw-1"))
+        await store.close()
+        #expect(head.sequence == 24 && head.file == files.last?.lastPathComponent, "\(head)")
+        #expect(AuditVerifier.verify(files, key: key, head: head).firstBreak == nil)
+        let (ok, out) = try runAllot(["audit", "verify", "--key", keyPath, "--ledger", "sqlite:\(ledgerPath)", "--node", "gw-1", trail.path])
+        #expect(ok == 0 && out.contains("ok: 24 records"), "\(out)")
+
+        let newest = try #require(files.last)
+        let original = try Data(contentsOf: newest)
+        let lines = original.split(separator: UInt8(ascii: "\n"))
+        // The last 5 records cut off: the chain that is left is whole, the head is not in it.
+        let kept = lines.count > 5 ? Array(lines.dropLast(5)) : []
+        try Data(kept.joined(separator: [UInt8(ascii: "\n")]) + (kept.isEmpty ? [] : [UInt8(ascii: "\n")])).write(to: newest)
+        #expect(AuditVerifier.verify(files, key: key).firstBreak == nil || lines.count <= 5, "without the ledger a cut tail looks whole")
+        let cut = AuditVerifier.verify(AuditLog.files(in: trail), key: key, head: head)
+        #expect(cut.firstBreak?.reason.contains("cut off the end") == true || cut.firstBreak?.reason.contains("missing") == true, "\(cut)")
+        let (status, said) = try runAllot(["audit", "verify", "--key", keyPath, "--ledger", "sqlite:\(ledgerPath)", "--node", "gw-1", trail.path])
+        #expect(status == 1 && said.contains("BROKEN"), "\(said)")
+        // The newest file deleted.
+        try FileManager.default.removeItem(at: newest)
+        let deleted = AuditVerifier.verify(AuditLog.files(in: trail), key: key, head: head)
+        #expect(deleted.firstBreak?.reason.contains("missing") == true, "\(deleted)")
+        // Put it back, then rewrite the head record itself (its own link recomputed without the key).
+        try original.write(to: newest)
+        var last = lines.map { String(decoding: $0, as: UTF8.self) }
+        last[last.count - 1] = last[last.count - 1].replacingOccurrences(of: "\"output_tokens\":", with: "\"output_tokens\":1")
+        try Data((last.joined(separator: "\n") + "\n").utf8).write(to: newest)
+        let rewritten = AuditVerifier.verify(AuditLog.files(in: trail), key: key, head: head)
+        #expect(rewritten.firstBreak?.reason.contains("rewritten") == true, "\(rewritten)")
     }
 }

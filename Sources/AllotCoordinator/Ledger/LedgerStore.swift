@@ -19,7 +19,31 @@ public protocol LedgerStore: Sendable {
     /// Applies the changes in one transaction (a group commit). For each change, whether its
     /// grants were accepted; a refused change still records its releases and reports.
     func apply(_ changes: [LedgerChange], now: Instant) async throws -> [Bool]
+    /// Keeps `head` as `node`'s audit head unless a later one (a higher sequence) is kept.
+    func recordAuditHead(node: String, _ head: AuditHead, now: Instant) async throws
+    /// `node`'s audit head, as last recorded.
+    func auditHead(node: String) async throws -> AuditHead?
     func close() async
+}
+
+/// The head of a gateway's audit trail: its last record (file, sequence) and the link the next
+/// record carries (the HMAC-SHA-256 of that record's line, hex).
+public struct AuditHead: Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var sequence: Int64
+    public var mac: String
+    public init(file: String, sequence: Int64, mac: String) {
+        self.file = file
+        self.sequence = sequence
+        self.mac = mac
+    }
+    public var description: String { "\(file) #\(sequence) \(mac.prefix(12))…" }
+
+    /// A head a node may report: a trail file's name, a sequence ≥ 1, 64 hex digits.
+    public var isWellFormed: Bool {
+        file.hasPrefix("audit-") && file.hasSuffix(".jsonl") && file.utf8.count <= 64 && !file.contains("/")
+            && sequence >= 1 && mac.utf8.count == 64 && mac.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
 }
 
 public struct LedgerError: Error, CustomStringConvertible, Sendable {
@@ -47,7 +71,26 @@ enum LedgerSchema {
             )
             """,
         ]),
+        (2, [
+            """
+            CREATE TABLE audit_heads (
+              node TEXT PRIMARY KEY,
+              file TEXT NOT NULL,
+              sequence BIGINT NOT NULL,
+              mac TEXT NOT NULL,
+              reported_at BIGINT NOT NULL
+            )
+            """,
+        ]),
     ]
+
+    /// Upsert keeping the highest sequence (SQLite ≥ 3.24 and PostgreSQL share the syntax).
+    static let upsertAuditHead = """
+        INSERT INTO audit_heads (node, file, sequence, mac, reported_at) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (node) DO UPDATE SET file = excluded.file, sequence = excluded.sequence, mac = excluded.mac,
+          reported_at = excluded.reported_at
+        WHERE excluded.sequence >= audit_heads.sequence
+        """
 
     static var latest: Int { migrations.last!.version }
 
@@ -137,8 +180,9 @@ public struct PostgresTarget: Sendable, Equatable, CustomStringConvertible {
         }
         let cred = rest[..<at]
         rest = rest[rest.index(after: at)...]
-        let user = cred.split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
-        var password = cred.contains(":") ? String(cred.split(separator: ":", maxSplits: 1)[1]) : nil
+        // Percent-encoded as in libpq's URLs (`%40` for @, `%3F` for ?), or from password_file.
+        let user = (cred.split(separator: ":", maxSplits: 1).first.map(String.init) ?? "").removingPercentEncoding ?? ""
+        var password = cred.contains(":") ? String(cred.split(separator: ":", maxSplits: 1)[1]).removingPercentEncoding : nil
         guard let slash = rest.firstIndex(of: "/") else {
             throw LedgerError("ledger: \(shown) names no database (postgres://USER@HOST:PORT/DATABASE)")
         }
@@ -177,9 +221,10 @@ public struct PostgresTarget: Sendable, Equatable, CustomStringConvertible {
         return d
     }
 
-    /// `s` with any password between `USER:` and `@` replaced by `***`.
+    /// `s` with everything between `USER:` and the last `@` replaced by `***` (whatever the
+    /// password holds, even an unencoded `?`, `/` or `@`; too much hidden rather than too little).
     public static func redacted(_ s: String) -> String {
-        guard let scheme = s.range(of: "://"), let at = s[scheme.upperBound...].split(separator: "?").first?.lastIndex(of: "@"),
+        guard let scheme = s.range(of: "://"), let at = s.lastIndex(of: "@"), at > scheme.upperBound,
               let colon = s[scheme.upperBound..<at].firstIndex(of: ":") else { return s }
         return String(s[..<s.index(after: colon)]) + "***" + String(s[at...])
     }

@@ -114,6 +114,27 @@ public final class PostgresLedger: LedgerStore {
         }
     }
 
+    public func recordAuditHead(node: String, _ head: AuditHead, now: Instant) async throws {
+        try await bounded { [client, logger] in
+            try await client.query("""
+                INSERT INTO audit_heads (node, file, sequence, mac, reported_at)
+                VALUES (\(node), \(head.file), \(head.sequence), \(head.mac), \(now.nanoseconds))
+                ON CONFLICT (node) DO UPDATE SET file = excluded.file, sequence = excluded.sequence, mac = excluded.mac,
+                  reported_at = excluded.reported_at
+                WHERE excluded.sequence >= audit_heads.sequence
+                """, logger: logger)
+        }
+    }
+
+    public func auditHead(node: String) async throws -> AuditHead? {
+        try await bounded { [client, logger] in
+            var out: AuditHead?
+            for try await (f, s, m) in try await client.query("SELECT file, sequence, mac FROM audit_heads WHERE node = \(node)", logger: logger)
+                .decode((String, Int64, String).self) { out = AuditHead(file: f, sequence: s, mac: m) }
+            return out
+        }
+    }
+
     /// Runs `body`, giving up after `timeout` (the pool waits for a connection otherwise).
     private func bounded<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let limit = timeout

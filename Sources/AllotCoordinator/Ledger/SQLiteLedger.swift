@@ -97,6 +97,18 @@ public actor SQLiteLedger: LedgerStore {
         }
     }
 
+    public func recordAuditHead(node: String, _ head: AuditHead, now: Instant) async throws {
+        _ = try await connection.query(LedgerSchema.upsertAuditHead.replacingOccurrences(of: "$", with: "?"),
+                                       [.text(node), .text(head.file), .integer(Int(head.sequence)), .text(head.mac), .integer(Int(now.nanoseconds))])
+    }
+
+    public func auditHead(node: String) async throws -> AuditHead? {
+        let rows = try await connection.query("SELECT file, sequence, mac FROM audit_heads WHERE node = ?", [.text(node)])
+        guard let r = rows.first, let file = r.column("file")?.string, let seq = r.column("sequence")?.integer,
+              let mac = r.column("mac")?.string else { return nil }
+        return AuditHead(file: file, sequence: Int64(seq), mac: mac)
+    }
+
     /// One statement, results dropped (tests).
     func execute(_ sql: String) async throws {
         _ = try await connection.query(sql, [])

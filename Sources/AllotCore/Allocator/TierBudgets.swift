@@ -63,7 +63,8 @@ public struct TierBudgets: Sendable {
         if byNode[m.node] == 0 { byNode[m.node] = nil }
     }
 
-    /// Tier budgets unused since before `cutoff(id)` (nil: keep it), oldest first, at most `limit`.
+    /// Tier budgets unused since before `cutoff(id)` (nil: keep it), at most `limit` (in no
+    /// particular order: the rest go on a later call).
     public func idle(limit: Int, cutoff: (BudgetID) -> Instant?) -> [BudgetID] {
         var out: [BudgetID] = []
         for (id, m) in made {

@@ -113,6 +113,9 @@ public struct BudgetSpec: Hashable, Sendable, CustomStringConvertible {
         self.kind = kind
         self.failMode = failMode
         self.reach = reach
+        guard !id.rawValue.isEmpty, id.rawValue.utf8.count <= 512 else {
+            throw AllotError(.invalidSettings, "budget id must be 1 to 512 bytes (got \(id.rawValue.utf8.count))")
+        }
         try kind.validate(field: "budget \(id)")
         if reach == .global && kind.isRate {
             throw AllotError(.invalidSettings, "budget \(id): a rate budget cannot be global yet (regions sub-lease quotas and concurrency); make it regional, or a global quota per minute")

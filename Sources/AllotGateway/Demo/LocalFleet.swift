@@ -29,7 +29,8 @@ public final class LocalFleet: Sendable {
     /// `config`: its `upstream` is replaced by the mock's address when `mock` is given.
     public static func start(config base: GatewayConfig, consumers: ConsumerDirectory, nodes: Int,
                              mock: MockUpstream.Settings? = MockUpstream.Settings(), clientSettings: LeaseClient.Settings = .init(),
-                             logLevel: Logger.Level = .critical, observer: GatewayEvent.Observer? = nil) async throws -> LocalFleet {
+                             logLevel: Logger.Level = .critical, observer: GatewayEvent.Observer? = nil,
+                             ledgerPath: String? = nil) async throws -> LocalFleet {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-fleet-\(UUID().uuidString.prefix(8))")
         let ca = try CertificateAuthority.create(in: dir.appendingPathComponent("certs"), trustDomain: "demo.allot.local")
         _ = try ca.issue(role: .coordinator, name: "coordinator", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
@@ -46,7 +47,15 @@ public final class LocalFleet: Sendable {
         cc.tlsDirectory = ca.directory.path
         let certDir = ca.directory
         let ctls = try TLSMaterialStore { try TLSMaterial.load(dir: certDir, role: .coordinator, name: "coordinator") }
-        let core = try CoordinatorCore(settings: cc.core, budgets: cc.budgets, now: WallClock.now())
+        // With `ledgerPath`, a SQLite ledger (quota budgets durable, audit heads kept).
+        var writer: LedgerWriter?
+        if let ledgerPath {
+            let store = try SQLiteLedger.open(path: ledgerPath, logger: logger)
+            try await store.migrate()
+            writer = LedgerWriter(store: store, logger: logger)
+        }
+        let core = try CoordinatorCore(settings: cc.core, budgets: cc.budgets, ledger: writer, now: WallClock.now())
+        core.start(now: WallClock.now())
         let bound = PortBox(count: 2 + nodes * 2)
         let coordinatorService = CoordinatorService(config: cc, core: core, tls: ctls, logger: logger) { a, _ in
             bound.set(0, a.port ?? 0)

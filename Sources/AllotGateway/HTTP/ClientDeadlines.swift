@@ -46,8 +46,11 @@ final class ClientDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .body:
             break
         case .end:
-            deadline?.cancel()
-            deadline = nil
+            // Answered already (an early 401 or 413): the next head is due within the idle time.
+            if open == 0 { arm(context, limits.idle, "idle") } else {
+                deadline?.cancel()
+                deadline = nil
+            }
         }
         context.fireChannelRead(data)
     }

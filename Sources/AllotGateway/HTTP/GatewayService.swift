@@ -94,6 +94,10 @@ public final class GatewayService: Service, Sendable {
                                             expired: { metrics.clientTimeout(listener: "admin", kind: $0) },
                                             respond: { await admin.respond($0) }, onBound: { bound(1, $0) })
         var services: [any Service] = [leaseClient, sidecar, adminApp, proxyApp]
+        if let audit = core.audit {
+            // After the proxy in shutdown order: the last head goes out before the leases do.
+            services.insert(AuditHeadReporter(audit: audit, client: leaseClient, interval: config.auditReportInterval), at: 1)
+        }
         if let (host, port) = config.metricsAddress {
             // Only what Prometheus and probes need: the sidecar is not reachable here.
             let logger = self.logger

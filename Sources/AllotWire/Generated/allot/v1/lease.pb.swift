@@ -130,6 +130,14 @@ public nonisolated struct Allot_V1_Frame: Sendable {
     set {body = .members(newValue)}
   }
 
+  public var auditHead: Allot_V1_AuditHead {
+    get {
+      if case .auditHead(let v)? = body {return v}
+      return Allot_V1_AuditHead()
+    }
+    set {body = .auditHead(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -145,8 +153,29 @@ public nonisolated struct Allot_V1_Frame: Sendable {
     case statusResponse(Allot_V1_StatusResponse)
     case gossip(Allot_V1_Gossip)
     case members(Allot_V1_MemberList)
+    case auditHead(Allot_V1_AuditHead)
 
   }
+
+  public init() {}
+}
+
+/// Node → coordinator: the head of the node's audit trail — the last record it wrote (its file
+/// and sequence) and the link a next record would carry (the HMAC of that record's line). The
+/// coordinator keeps the highest per node in the ledger, so `allot audit verify --ledger` finds
+/// records cut off the end of the trail, or a deleted newest file.
+public nonisolated struct Allot_V1_AuditHead: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var file: String = String()
+
+  public var sequence: Int64 = 0
+
+  public var mac: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -762,7 +791,7 @@ fileprivate nonisolated let _protobuf_package = "allot.v1"
 
 nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Frame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}hello_ack\0\u{1}heartbeat\0\u{1}acquire\0\u{1}grants\0\u{1}release\0\u{1}push\0\u{1}error\0\u{3}status_request\0\u{3}status_response\0\u{1}gossip\0\u{1}members\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}hello_ack\0\u{1}heartbeat\0\u{1}acquire\0\u{1}grants\0\u{1}release\0\u{1}push\0\u{1}error\0\u{3}status_request\0\u{3}status_response\0\u{1}gossip\0\u{1}members\0\u{3}audit_head\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -926,6 +955,19 @@ nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Mess
           self.body = .members(v)
         }
       }()
+      case 13: try {
+        var v: Allot_V1_AuditHead?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .auditHead(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .auditHead(v)
+        }
+      }()
       default: break
       }
     }
@@ -985,6 +1027,10 @@ nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Mess
       guard case .members(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
     }()
+    case .auditHead?: try {
+      guard case .auditHead(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -992,6 +1038,46 @@ nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
   public static func ==(lhs: Allot_V1_Frame, rhs: Allot_V1_Frame) -> Bool {
     if lhs.body != rhs.body {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Allot_V1_AuditHead: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuditHead"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}file\0\u{1}sequence\0\u{1}mac\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.file) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.sequence) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.mac) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.file.isEmpty {
+      try visitor.visitSingularStringField(value: self.file, fieldNumber: 1)
+    }
+    if self.sequence != 0 {
+      try visitor.visitSingularInt64Field(value: self.sequence, fieldNumber: 2)
+    }
+    if !self.mac.isEmpty {
+      try visitor.visitSingularStringField(value: self.mac, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Allot_V1_AuditHead, rhs: Allot_V1_AuditHead) -> Bool {
+    if lhs.file != rhs.file {return false}
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.mac != rhs.mac {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
