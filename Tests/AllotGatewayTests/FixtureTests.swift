@@ -56,6 +56,40 @@ struct FixtureTests {
         ("embeddings.json", "/v1/embeddings", json(["model": "small", "input": "Say hello to the fleet."]), 8),
     ]
 
+    @Test("every usage field of the recorded shapes at the edges of Int64 (and not a number): answered, charged within the bound or at it, never a trap")
+    func hostileUsage() async throws {
+        let (fleet, _) = try await start(month: 1_000_000_000_000)
+        let fields: [(String, String, String, String)] = [ // fixture, path, body, the field as recorded
+            ("chat_n4.json", "/v1/chat/completions", Self.json(["model": "small", "messages": Self.user, "n": 4, "max_tokens": 60]), #""prompt_tokens":19"#),
+            ("chat_n4.json", "/v1/chat/completions", Self.json(["model": "small", "messages": Self.user, "n": 4, "max_tokens": 60]), #""completion_tokens":212"#),
+            ("chat_reasoning_cached.json", "/v1/chat/completions", Self.json(["model": "small", "messages": Self.user, "max_completion_tokens": 1200]), #""cached_tokens":1280"#),
+            ("responses.json", "/v1/responses", Self.json(["model": "small", "input": "Say hello.", "max_output_tokens": 500]), #""input_tokens":328"#),
+            ("responses.json", "/v1/responses", Self.json(["model": "small", "input": "Say hello.", "max_output_tokens": 500]), #""output_tokens":452"#),
+            ("messages.json", "/v1/messages", Self.json(["model": "large", "max_tokens": 100, "messages": Self.user]), #""cache_creation_input_tokens":1188"#),
+            ("messages.json", "/v1/messages", Self.json(["model": "large", "max_tokens": 100, "messages": Self.user]), #""ephemeral_1h_input_tokens":0"#),
+            ("embeddings.json", "/v1/embeddings", Self.json(["model": "small", "input": "Say hello."]), #""prompt_tokens":8"#),
+        ]
+        let values = ["0", "-1", "9223372036854775807", "-9223372036854775808", "18446744073709551615", "4611686018427387904",
+                      "1e300", "0.5", "\"12\"", "true", "null", "[]"]
+        for (fixture, path, body, field) in fields {
+            let name = field.split(separator: ":")[0]
+            for v in values {
+                let anthropic = path == "/v1/messages"
+                var headers = [("x-fixture", fixture), ("x-fixture-replace", "\(field)=>\(name):\(v)")]
+                if anthropic { headers.append(("x-api-key", "sk-pro-2")) }
+                let r = try await call(port: fleet.proxyPorts[0], path: path, key: anthropic ? nil : "sk-pro-2", body: body, headers: headers)
+                // 200 (usage read or the bound charged), or 429 once a huge valid count left a debt.
+                #expect(r.status == 200 || r.status == 429, "\(fixture) \(name)=\(v): \(r.status) \(r.body)")
+            }
+        }
+        // The gateway still serves everyone else (another team: huge valid counts may have spent
+        // the pro team's money budget, which is right).
+        let after = try await call(port: fleet.proxyPorts[0], key: "sk-free-1", body: chatBody(maxTokens: 10),
+                                   headers: [("x-fixture", "chat_n4.json")])
+        #expect(after.status == 200, "\(after.status) \(after.body)")
+        await fleet.stop()
+    }
+
     @Test("every recorded shape: bound ≥ usage, charged = usage, ledger = audit; header hygiene both ways")
     func recordedShapes() async throws {
         let (fleet, upstream) = try await start()

@@ -12,7 +12,8 @@ import Synchronization
 /// are, whatever the request asked, and records every request that reached it.
 ///
 /// Request headers: `x-fixture: NAME` picks the file (default: `models.json`);
-/// `x-fixture-gzip: 1` sends it gzip-compressed. Every answer carries the provider's own
+/// `x-fixture-gzip: 1` sends it gzip-compressed; `x-fixture-replace: FROM=>TO` edits the
+/// recorded bytes first (hostile usage values, say). Every answer carries the provider's own
 /// rate-limit headers and a cookie, which the gateway must not pass on.
 final class FixtureUpstream: Sendable {
     struct Arrival: Sendable {
@@ -50,7 +51,12 @@ final class FixtureUpstream: Sendable {
         arrivals.withLock { $0.append(Arrival(method: request.method.rawValue, target: request.uri.string, headers: headers)) }
         _ = try await request.body.collect(upTo: 16 << 20)
         let name = headers["x-fixture"] ?? "models.json"
-        var body = ByteBuffer(data: try Self.fixture(name))
+        var data = try Self.fixture(name)
+        if let edit = headers["x-fixture-replace"], let arrow = edit.range(of: "=>") {
+            let text = String(decoding: data, as: UTF8.self)
+            data = Data(text.replacingOccurrences(of: String(edit[..<arrow.lowerBound]), with: String(edit[arrow.upperBound...])).utf8)
+        }
+        var body = ByteBuffer(data: data)
         var fields = HTTPFields()
         fields[.contentType] = name.hasSuffix(".sse") ? "text/event-stream" : "application/json"
         for (k, v) in [("x-ratelimit-remaining-tokens", "149984"), ("x-ratelimit-limit-requests", "10000"),
