@@ -33,18 +33,26 @@ extension AcquireRequest {
 extension Allot_V1_Acquire {
     /// The first count outside 0...maxUnits, by its field name (nil: all in range).
     public var outOfRange: String? {
-        WireProtocol.outOfRange([("want", want), ("demand_rate", demandRate), ("consumed", consumed), ("released", released),
-                                 ("holding", holding), ("available", available), ("rate_in_use", rateInUse),
-                                 ("capacity_in_use", capacityInUse)])
+        // Fast path, no allocation: every count below 2^62 and none negative.
+        guard (want | demandRate | consumed | released | holding | available | rateInUse | capacityInUse) & WireProtocol.highBits != 0 else { return nil }
+        return WireProtocol.outOfRange([("want", want), ("demand_rate", demandRate), ("consumed", consumed), ("released", released),
+                                        ("holding", holding), ("available", available), ("rate_in_use", rateInUse),
+                                        ("capacity_in_use", capacityInUse)])
     }
 }
 
 extension Allot_V1_Release {
     /// The first count outside 0...maxUnits, by its field name (nil: all in range).
-    public var outOfRange: String? { WireProtocol.outOfRange([("consumed", consumed), ("released", released)]) }
+    public var outOfRange: String? {
+        guard (consumed | released) & WireProtocol.highBits != 0 else { return nil }
+        return WireProtocol.outOfRange([("consumed", consumed), ("released", released)])
+    }
 }
 
 extension WireProtocol {
+    /// Bits a count below 2^62 never has (the sign bit included).
+    static let highBits: Int64 = ~(maxUnits - 1)
+
     static func outOfRange(_ fields: [(String, Int64)]) -> String? {
         fields.first { !(0...maxUnits).contains($0.1) }.map { "\($0.0) = \($0.1)" }
     }
