@@ -57,9 +57,6 @@ extension WireProtocol {
         fields.first { !(0...maxUnits).contains($0.1) }.map { "\($0.0) = \($0.1)" }
     }
 
-    /// `v` within 0...maxUnits.
-    public static func units(_ v: Int64) -> Int64 { Checked.units(v) }
-
     /// `ns` nanoseconds within 0...`limit`.
     public static func duration(ns: Int64, limit: Duration) -> Duration { .nanoseconds(min(max(ns, 0), limit.nanoseconds)) }
 }
@@ -69,9 +66,9 @@ extension Grant {
     /// durations to their limits (a coordinator's numbers are not trusted blindly either).
     public init(wire g: Allot_V1_Grant) {
         self.init(requestID: g.requestID, budget: BudgetID(g.budget), leaseID: g.leaseID, epoch: g.epoch,
-                  amount: WireProtocol.units(g.amount), ttl: WireProtocol.duration(ns: g.ttlNs, limit: WireProtocol.maxLeaseTTL),
+                  amount: Checked.units(g.amount), ttl: WireProtocol.duration(ns: g.ttlNs, limit: WireProtocol.maxLeaseTTL),
                   adopted: g.adopted, retryAfter: WireProtocol.duration(ns: g.retryAfterNs, limit: WireProtocol.maxRetryAfter),
-                  rate: WireProtocol.units(g.rate), capacity: WireProtocol.units(g.capacity), sequence: g.sequence)
+                  rate: Checked.units(g.rate), capacity: Checked.units(g.capacity), sequence: g.sequence)
     }
 
     public var wire: Allot_V1_Grant {

@@ -50,6 +50,7 @@ public struct TierBudgets: Sendable {
 
     /// A node acquired or released on `id`.
     public mutating func used(_ id: BudgetID, now: Instant) {
+        guard count > 0 else { return } // no tier budgets: no hashing of the id per item
         made[id]?.lastUsed = now
     }
 
