@@ -1,3 +1,4 @@
+import AllotWire
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -85,16 +86,38 @@ public final class AdminServer: Sendable {
         if core.settings.member != nil {
             registry.makeGauge(descriptor: .init(metricName: "allot_cluster_members", unitName: "", helpText: "Live coordinators in this one's view")).set(Int64(core.members.list.count))
         }
-        do {
-            for b in core.budgetStatuses() {
-                let labels = [("budget", b.budget)]
-                registry.makeGauge(descriptor: .init(metricName: "allot_budget_outstanding", unitName: "", helpText: "Units (or capacity) out on leases"), labels: labels).set(b.outstanding)
-                registry.makeGauge(descriptor: .init(metricName: "allot_budget_pool", unitName: "", helpText: "Units free at the coordinator"), labels: labels).set(b.pool)
-                registry.makeGauge(descriptor: .init(metricName: "allot_budget_consumed", unitName: "", helpText: "Units reported consumed (this window)"), labels: labels).set(b.consumed)
-                registry.makeGauge(descriptor: .init(metricName: "allot_budget_holders", unitName: "", helpText: "Nodes holding a lease"), labels: labels).set(Int64(b.holders))
+        return registry.emitToString() + budgetLines(core.budgetStatuses())
+    }
+
+    /// The per-budget gauges, written straight out: a coordinator may hold tens of thousands
+    /// of budgets, and a registry entry per gauge made `/metrics` take seconds.
+    static func budgetLines(_ budgets: [Allot_V1_BudgetStatus]) -> String {
+        let gauges: [(String, String, (Allot_V1_BudgetStatus) -> Int64)] = [
+            ("allot_budget_outstanding", "Units (or capacity) out on leases", { (b: Allot_V1_BudgetStatus) -> Int64 in b.outstanding }),
+            ("allot_budget_pool", "Units free at the coordinator", { (b: Allot_V1_BudgetStatus) -> Int64 in b.pool }),
+            ("allot_budget_consumed", "Units reported consumed (this window)", { (b: Allot_V1_BudgetStatus) -> Int64 in b.consumed }),
+            ("allot_budget_holders", "Nodes holding a lease", { (b: Allot_V1_BudgetStatus) -> Int64 in Int64(b.holders) }),
+        ]
+        guard !budgets.isEmpty else { return "" }
+        var out = ""
+        out.reserveCapacity(budgets.count * gauges.count * 64)
+        for (name, help, value) in gauges {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n"
+            for b in budgets {
+                out += name
+                out += "{budget=\""
+                for ch in b.budget.unicodeScalars {
+                    switch ch {
+                    case "\\": out += "\\\\"
+                    case "\"": out += "\\\""
+                    case "\n": out += "\\n"
+                    default: out.unicodeScalars.append(ch)
+                    }
+                }
+                out += "\"} \(value(b))\n"
             }
         }
-        return registry.emitToString()
+        return out
     }
 }
 

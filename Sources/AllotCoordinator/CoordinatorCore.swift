@@ -766,8 +766,8 @@ public final class CoordinatorCore: Sendable {
             var r = Allot_V1_StatusResponse()
             r.coordinatorName = settings.name
             r.connectedNodes = UInt32(clamping: s.nodeConnection.count)
-            let ids = s.allocator.budgetIDs.filter { $0.rawValue > after }.sorted()
-            let page = WireProtocol.pages(ids, maxItems: settings.session.maxItemsPerFrame, maxBytes: settings.maxFrameBytes) {
+            let ids = s.allocator.budgetIDs(after: after)
+            let page = WireProtocol.pages(Array(ids.prefix(settings.session.maxItemsPerFrame)), maxItems: settings.session.maxItemsPerFrame, maxBytes: settings.maxFrameBytes) {
                 $0.rawValue.utf8.count + 16
             }.first ?? []
             if page.count < ids.count, let last = page.last { r.next = last.rawValue }
@@ -780,7 +780,7 @@ public final class CoordinatorCore: Sendable {
 
     /// Every budget's status at once (for `/metrics`, which is not bound by a frame's size).
     public func budgetStatuses() -> [Allot_V1_BudgetStatus] {
-        state.withLock { s in s.allocator.budgetIDs.sorted().compactMap { Self.budgetStatus($0, s) } }
+        state.withLock { s in s.allocator.budgetIDs.compactMap { Self.budgetStatus($0, s) } }
     }
 
     private static func budgetStatus(_ id: BudgetID, _ s: State) -> Allot_V1_BudgetStatus? {

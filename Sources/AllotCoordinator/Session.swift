@@ -103,7 +103,7 @@ public struct Session: Sendable {
                 ?? counted(batch.items.lazy.compactMap(\.outOfRange).first) ?? .release(batch.items)
         case .statusRequest(let r):
             guard identity.role == .admin || identity.role == .coordinator else { return deny(frame) }
-            return named([r.after]) ?? .status(after: r.after)
+            return within(1, now: now) ?? named([r.after]) ?? .status(after: r.after)
         case .gossip(let g):
             guard identity.role == .coordinator else {
                 // Only coordinators take part in membership: a node cannot spread rumours.
@@ -111,7 +111,8 @@ public struct Session: Sendable {
             }
             return within(1 + g.updates.count, now: now) ?? .gossip(g)
         case .heartbeat(let h):
-            return h.reply ? .ignore : .heartbeat(h)
+            // Each one costs a reply: a flood is bounded by the same rate as items.
+            return within(1, now: now) ?? (h.reply ? .ignore : .heartbeat(h))
         case .auditHead(let h):
             guard identity.role == .node else { return deny(frame) }
             return within(1, now: now) ?? .auditHead(h)

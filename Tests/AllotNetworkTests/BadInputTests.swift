@@ -248,6 +248,14 @@ struct BadInputTests {
             #expect(raw.isClosed && raw.errors().last?.closing == true)
             #expect(grantsSent(c) <= 200) // at most the connection's burst (2× 100/s)
             raw.close()
+
+            // Heartbeats cost a reply each: a flood of them is bounded by the same rate.
+            let beats = try await RawClient.connect(port: c.port, tls: try RawClient.tls(pki, role: .node, name: "gw-1"))
+            try await beats.send([.hello(name: "gw-1")] + (0..<1_000).map { .heartbeat(UInt64($0), reply: false) })
+            await beats.wait { beats.isClosed }
+            let echoed = beats.frames().count { $0.kind == "heartbeat" }
+            #expect(beats.isClosed && echoed <= 200 && echoed > 0, "\(echoed) heartbeats echoed")
+            beats.close()
         }
     }
 }

@@ -42,6 +42,9 @@ public struct Allocator: Sendable {
 
     public let settings: AllocatorSettings
     private var accounts: [BudgetID: BudgetAccount] = [:]
+    /// The budgets' ids in order, kept as budgets come and go, so a page of the status
+    /// is a binary search, not a sort of every id under the coordinator's lock.
+    private var ordered: [BudgetID] = []
     /// Budgets whose account may hold pushes or journal entries not yet taken: taking them
     /// looks at these only, not at every budget (a coordinator may hold millions).
     private var dirty: Set<BudgetID> = []
@@ -74,13 +77,26 @@ public struct Allocator: Sendable {
         var acct = BudgetAccount(spec: spec, now: now)
         acct.journaling = journaling
         acct.epoch = epoch
+        ordered.insert(spec.id, at: Self.index(after: spec.id.rawValue, in: ordered))
         put(acct, spec.id)
+    }
+
+    /// Where the ids sorting after `raw` start in `ids` (sorted).
+    private static func index(after raw: String, in ids: [BudgetID]) -> Int {
+        var lo = 0, hi = ids.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if ids[mid].rawValue <= raw { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
     }
 
     /// This coordinator no longer owns `budget`: forget its books (the new owner learns
     /// what nodes hold). Returns the ledger changes not yet taken, to write before forgetting.
     public mutating func remove(_ budget: BudgetID) -> [LedgerChange] {
         guard var acct = accounts.removeValue(forKey: budget) else { return [] }
+        let at = Self.index(after: budget.rawValue, in: ordered) - 1
+        if at >= 0, ordered[at] == budget { ordered.remove(at: at) }
         return acct.takeJournal()
     }
 
@@ -145,7 +161,13 @@ public struct Allocator: Sendable {
         return done
     }
 
-    public var budgetIDs: [BudgetID] { accounts.keys.sorted() }
+    /// Every budget's id, in order.
+    public var budgetIDs: [BudgetID] { ordered }
+
+    /// The ids that sort after `after`, in order (a page of the status starts here).
+    public func budgetIDs(after: String) -> ArraySlice<BudgetID> {
+        ordered[Self.index(after: after, in: ordered)...]
+    }
 
     // MARK: events
 
