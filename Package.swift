@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "AllotNode", targets: ["AllotNode"]),
         .library(name: "AllotGateway", targets: ["AllotGateway"]),
         .library(name: "AllotCluster", targets: ["AllotCluster"]),
+        .library(name: "AllotConfig", targets: ["AllotConfig"]),
         .executable(name: "allot", targets: ["allot"]),
     ],
     dependencies: [
@@ -37,6 +38,12 @@ let package = Package(
     targets: [
         // The lease engine: model, allocator, enforcer. Pure Swift, no I/O, no NIO.
         .target(name: "AllotCore"),
+        // The deployment file's shared sections (tls, lease, budgets, tiers), every key of it,
+        // and its field parsers: read by the coordinator and the gateway alike.
+        .target(
+            name: "AllotConfig",
+            dependencies: ["AllotCore", .product(name: "Yams", package: "Yams")]
+        ),
         // Deterministic fleet simulator in virtual time, with the peers' strategies.
         .target(name: "AllotSimulator", dependencies: ["AllotCore"]),
         // The wire format: protobuf messages (generated from Protos/), framing, codec.
@@ -68,7 +75,7 @@ let package = Package(
             name: "AllotCoordinator",
             dependencies: [
                 // AllotNode: a region's coordinator leases global budgets with the node's LeaseClient.
-                "AllotCore", "AllotWire", "AllotTransport", "AllotCluster", "AllotNode",
+                "AllotCore", "AllotConfig", "AllotWire", "AllotTransport", "AllotCluster", "AllotNode",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -78,7 +85,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Yams", package: "Yams"),
             ]
         ),
         // The node library a gateway embeds: local enforcement, background lease client.
@@ -93,13 +99,11 @@ let package = Package(
             ]
         ),
         // The AI gateway: identity, entitlements, reserve/settle around an OpenAI-compatible
-        // upstream, the sidecar API, the audit trail, the mock upstream and the demo.
+        // upstream, the sidecar API, the audit trail.
         .target(
             name: "AllotGateway",
             dependencies: [
-                "AllotCore", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode",
-                // BudgetChecker: the demo checks caps with the simulator's exact replay.
-                "AllotSimulator",
+                "AllotCore", "AllotConfig", "AllotWire", "AllotTransport", "AllotNode",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -112,13 +116,39 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // Tooling: the mock upstream and the demo (a local fleet of coordinators and gateways,
+        // caps checked with the simulator's exact replay).
+        .target(
+            name: "AllotDemo",
+            dependencies: [
+                "AllotCore", "AllotConfig", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotGateway", "AllotSimulator",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Tooling: test and rig support — a coordinator called in-process, a faulty link inside
+        // the transport, a fault-injecting TCP proxy. No product module imports it.
+        .target(
+            name: "AllotTesting",
+            dependencies: [
+                "AllotCore", "AllotWire", "AllotTransport", "AllotCoordinator",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The coordinator cluster: SWIM membership and rendezvous ownership, pure state machines.
         .target(name: "AllotCluster", dependencies: ["AllotCore"]),
         // The command-line tool: a thin shell.
         .executableTarget(
             name: "allot",
             dependencies: [
-                "AllotCore", "AllotSimulator", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotGateway",
+                "AllotCore", "AllotConfig", "AllotSimulator", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotGateway", "AllotDemo", "AllotTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -134,13 +164,24 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "allot-fuzz", dependencies: ["AllotFuzzing"]),
+        // Tooling: the benchmark drivers (a node replaying a trace beside Redis-backed peers,
+        // coordinator scaling), with their Redis client. Not in the `allot` product.
+        .executableTarget(
+            name: "allot-bench",
+            dependencies: [
+                "AllotCore", "AllotConfig", "AllotSimulator", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "AllotCoreTests", dependencies: ["AllotCore"]),
         .testTarget(name: "AllotSimulatorTests", dependencies: ["AllotCore", "AllotSimulator"]),
         .testTarget(name: "AllotClusterTests", dependencies: ["AllotCore", "AllotCluster"]),
         .testTarget(
             name: "AllotCoordinatorTests",
             dependencies: [
-                "AllotCore", "AllotCluster", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotSimulator", "AllotFuzzing",
+                "AllotCore", "AllotCluster", "AllotConfig", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotSimulator", "AllotFuzzing", "AllotTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -149,7 +190,7 @@ let package = Package(
         .testTarget(
             name: "AllotGatewayTests",
             dependencies: [
-                "AllotGateway", "AllotCore", "AllotCoordinator", "AllotNode", "AllotTransport", "AllotSimulator",
+                "AllotGateway", "AllotDemo", "AllotConfig", "AllotCore", "AllotCoordinator", "AllotNode", "AllotTransport", "AllotSimulator",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "CompressNIO", package: "compress-nio"),
@@ -173,7 +214,7 @@ let package = Package(
         .testTarget(
             name: "AllotNetworkTests",
             dependencies: [
-                "AllotCore", "AllotCluster", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotSimulator",
+                "AllotCore", "AllotCluster", "AllotConfig", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotSimulator", "AllotDemo", "AllotTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -25,7 +25,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 echo "building allot (release)"
 swift build -c release --product allot 2>&1 | tail -1
+swift build -c release --product allot-bench 2>&1 | tail -1
 BIN=$ROOT/.build/release/allot
+BENCH=$ROOT/.build/release/allot-bench
 OUT=$ROOT/bench/results/$(date +%Y-%m-%d)$([ $QUICK = 1 ] && echo -quick || true)
 rm -rf "$OUT" && mkdir -p "$OUT/sim"
 started=$(date +%s)
@@ -52,15 +54,15 @@ done
 
 echo "2/4 real processes (Redis and Allot)"
 if [ $QUICK = 1 ]; then
-  ALLOT_BIN=$BIN bench/real/run.sh "$OUT" 6 "skewed shift burst" "allot redis-window redis-bucket redis-sync-100 static-split"
+  ALLOT_BIN=$BIN ALLOT_BENCH_BIN=$BENCH bench/real/run.sh "$OUT" 6 "skewed shift burst" "allot redis-window redis-bucket redis-sync-100 static-split"
 else
-  ALLOT_BIN=$BIN bench/real/run.sh "$OUT" 20 "skewed shift burst tokens tokens-tight" "allot redis-window redis-bucket redis-sync-100 redis-sync-500 static-split"
+  ALLOT_BIN=$BIN ALLOT_BENCH_BIN=$BENCH bench/real/run.sh "$OUT" 20 "skewed shift burst tokens tokens-tight" "allot redis-window redis-bucket redis-sync-100 redis-sync-500 static-split"
 fi
 
 echo "3/4 scaling: budgets and node connections on one coordinator"
 if [ $QUICK = 1 ]; then BUDGETS="1000 10000 100000"; CONNS="1 4 16"; SCALESEC=2; else BUDGETS="1000 10000 100000 1000000"; CONNS="1 4 16 64"; SCALESEC=4; fi
-for b in $BUDGETS; do "$BIN" bench-scale --budgets "$b" --seconds "$SCALESEC" >> "$OUT/scaling.jsonl"; done
-for c in $CONNS; do "$BIN" bench-scale --connections "$c" --seconds "$SCALESEC" >> "$OUT/scaling.jsonl"; done
+for b in $BUDGETS; do "$BENCH" scale --budgets "$b" --seconds "$SCALESEC" >> "$OUT/scaling.jsonl"; done
+for c in $CONNS; do "$BENCH" scale --connections "$c" --seconds "$SCALESEC" >> "$OUT/scaling.jsonl"; done
 
 echo "4/4 gateway end to end"
 if [ -x bench/gateway/overhead.sh ]; then

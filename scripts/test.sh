@@ -17,6 +17,8 @@ if [ -z "${ALLOT_SDK_PYTHON:-}" ]; then
     echo "test.sh: could not install the openai/anthropic SDKs from PyPI; SDKTests will be skipped" >&2
   fi
 fi
+# Issue 16, must-show 2: the module import graph, checked against the layering.
+bash scripts/layering.sh
 swift test --no-parallel "$@"
 # Step 4, must-show 4: a partition between network namespaces (skipped, saying so, on a
 # machine without root or iproute2).

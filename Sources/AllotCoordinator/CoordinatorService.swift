@@ -1,3 +1,4 @@
+import AllotConfig
 import AllotCluster
 import AllotCore
 import AllotNode
@@ -23,10 +24,14 @@ public final class CoordinatorService: Service, Sendable {
     private let ready = Mutex(false)
     /// Called once both listeners are bound (the coordinator and admin addresses).
     private let onListening: @Sendable (SocketAddress, SocketAddress) -> Void
+    /// Rigs only: wraps the region's dialer towards the global cluster (fault injection).
+    private let wrapUplink: (@Sendable (@escaping Dialer) -> Dialer)?
 
     public init(config: CoordinatorConfig, core: CoordinatorCore, tls: TLSMaterialStore, logger: Logger,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                onListening: @escaping @Sendable (SocketAddress, SocketAddress) -> Void = { _, _ in }) {
+                onListening: @escaping @Sendable (SocketAddress, SocketAddress) -> Void = { _, _ in },
+                wrapUplink: (@Sendable (@escaping Dialer) -> Dialer)? = nil) {
+        self.wrapUplink = wrapUplink
         self.config = config
         self.core = core
         self.tls = tls
@@ -82,20 +87,6 @@ public final class CoordinatorService: Service, Sendable {
         ready.withLock { $0 } && (core.ledger?.isHealthy ?? true) && core.isServing
     }
 
-    /// SIGUSR1 cuts the faulty link, SIGUSR2 heals it (the fault proxy's convention).
-    static func faultSignals(_ link: FaultyLink, logger: Logger) -> [any DispatchSourceSignal] {
-        [(SIGUSR1, true), (SIGUSR2, false)].map { sig, cut in
-            signal(sig, SIG_IGN)
-            let src = DispatchSource.makeSignalSource(signal: sig)
-            src.setEventHandler {
-                if cut { link.cut() } else { link.heal() }
-                logger.warning(cut ? "upstream link cut (fault injection)" : "upstream link healed (fault injection)")
-            }
-            src.resume()
-            return src
-        }
-    }
-
     public func run() async throws {
         if let ledger = core.ledger {
             // Nothing durable is granted before the schema is known; keep trying (not ready).
@@ -121,15 +112,13 @@ public final class CoordinatorService: Service, Sendable {
         if let cs = config.cluster {
             let tls = self.tls, group = self.group
             let c = ClusterService(core: core, settings: cs, logger: logger, now: WallClock.now()) { address in
-                guard let (host, port) = try? CoordinatorConfig.address(address, field: "peer") else { return nil }
+                guard let (host, port) = try? ConfigFields.address(address, field: "peer") else { return nil }
                 return TLSLeaseTransport(host: host, port: port, tls: tls, group: group)
             }
             c.start(on: group.next())
             cluster = c
         }
         var uplink: (client: LeaseClient, task: Task<Void, Never>)?
-        var faultSignals: [any DispatchSourceSignal] = []
-        defer { for f in faultSignals { f.cancel() } }
         if let up = config.upstream {
             let dir = URL(fileURLWithPath: up.tlsDirectory ?? config.tlsDirectory)
             let domain = up.trustDomain ?? config.trustDomain
@@ -138,14 +127,7 @@ public final class CoordinatorService: Service, Sendable {
             var ls = LeaseClient.Settings()
             ls.pollInterval = .milliseconds(50)
             var dial = TLSLeaseTransport.dialer(tls: nodeTLS, group: group)
-            if let faults = config.upstreamFaults {
-                let link = FaultyLink(settings: faults, loop: group.next())
-                let tlsDial = dial
-                dial = { address in tlsDial(address).map { link.wrap($0) } }
-                faultSignals = Self.faultSignals(link, logger: logger)
-                logger.warning("fault injection on the upstream link (SIGUSR1 cuts it, SIGUSR2 heals it)",
-                               metadata: ["allot.latency": "\(faults.latency)", "allot.jitter": "\(faults.jitter)"])
-            }
+            if let wrapUplink { dial = wrapUplink(dial) }
             let client = LeaseClient(endpoint: RegionUplink(core: core), seeds: up.coordinators, settings: ls, logger: logger,
                                      group: group, dial: dial)
             uplink = (client, Task { await client.run() })

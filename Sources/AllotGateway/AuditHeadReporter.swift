@@ -1,4 +1,4 @@
-import AllotCoordinator
+import AllotCore
 import AllotNode
 import AllotWire
 import ServiceLifecycle

@@ -1,5 +1,4 @@
 import AllotCore
-import AllotCoordinator
 import AllotTransport
 import Crypto
 import Foundation

@@ -1,4 +1,4 @@
-import AllotCoordinator
+import AllotCore
 import Crypto
 import Foundation
 

@@ -23,3 +23,6 @@ public protocol LeaseConnection: Sendable {
 extension LeaseConnection {
     public func closeGracefully() async { close() }
 }
+
+/// Makes a transport to a `HOST:PORT` address (nil when the address is not one).
+public typealias Dialer = @Sendable (String) -> (any LeaseTransport)?

@@ -1,3 +1,5 @@
+import AllotCore
+
 /// Who is on the other end of a connection, as its certificate says: a SPIFFE-style URI SAN
 /// `spiffe://<trust-domain>/<role>/<name>`. Never taken from what a peer claims in a message.
 public struct PeerIdentity: Hashable, Sendable, CustomStringConvertible {
@@ -50,40 +52,17 @@ public struct PeerIdentity: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Why a connection or a certificate was refused. Stable codes; messages say what to do.
-public struct TransportError: Error, Hashable, Sendable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Base: String, Hashable, Sendable {
-            case badIdentity = "bad_identity"
-            case wrongTrustDomain = "wrong_trust_domain"
-            case wrongRole = "wrong_role"
-            case noPeerCertificate = "no_peer_certificate"
-            case certificateFiles = "certificate_files"
-            case certificateInvalid = "certificate_invalid"
-            case linkCut = "link_cut"
-            case denied = "denied"
-        }
-        private let base: Base
-        private init(_ base: Base) { self.base = base }
-        public static let badIdentity = Code(.badIdentity)
-        public static let wrongTrustDomain = Code(.wrongTrustDomain)
-        public static let wrongRole = Code(.wrongRole)
-        public static let noPeerCertificate = Code(.noPeerCertificate)
-        public static let certificateFiles = Code(.certificateFiles)
-        public static let certificateInvalid = Code(.certificateInvalid)
-        public static let linkCut = Code(.linkCut)
-        /// The certificate's SPIFFE ID or serial number is on the deny list.
-        public static let denied = Code(.denied)
-        public var description: String { base.rawValue }
-    }
+/// Why a peer, a certificate or a link was refused. Stable codes; the message says what to do.
+public typealias TransportError = CodedError<TransportErrorCode>
 
-    public var code: Code
-    public var message: String
-
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-
-    public var description: String { "\(code): \(message)" }
+public enum TransportErrorCode: String, ErrorCode {
+    case badIdentity = "bad_identity"
+    case wrongTrustDomain = "wrong_trust_domain"
+    case wrongRole = "wrong_role"
+    case noPeerCertificate = "no_peer_certificate"
+    case certificateFiles = "certificate_files"
+    case certificateInvalid = "certificate_invalid"
+    case linkCut = "link_cut"
+    /// The certificate's SPIFFE ID or serial number is on the deny list.
+    case denied = "denied"
 }

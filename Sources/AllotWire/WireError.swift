@@ -1,43 +1,22 @@
 import AllotCore
 
 /// Why a frame could not be read or written. Stable codes; the message says what to do.
-public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Base: String, Hashable, Sendable {
-            case frameTooLarge = "frame_too_large"
-            case emptyFrame = "empty_frame"
-            case malformedFrame = "malformed_frame"
-            case truncatedFrame = "truncated_frame"
-            case tooManyItems = "too_many_items"
-            case unsendable = "unsendable"
-        }
-        private let base: Base
-        private init(_ base: Base) { self.base = base }
-        /// The length prefix announced more than the maximum frame size.
-        public static let frameTooLarge = Code(.frameTooLarge)
-        /// A length prefix of zero.
-        public static let emptyFrame = Code(.emptyFrame)
-        /// The frame's bytes are not a valid `Frame` message.
-        public static let malformedFrame = Code(.malformedFrame)
-        /// The connection ended in the middle of a frame.
-        public static let truncatedFrame = Code(.truncatedFrame)
-        /// A repeated field holds more entries than the limit (counted before decoding).
-        public static let tooManyItems = Code(.tooManyItems)
-        /// This side could not encode a frame (above the limit): the connection is closed,
-        /// nothing more is written to it.
-        public static let unsendable = Code(.unsendable)
-        public var description: String { base.rawValue }
-    }
+public typealias WireError = CodedError<WireErrorCode>
 
-    public var code: Code
-    public var message: String
-
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-
-    public var description: String { "\(code): \(message)" }
+public enum WireErrorCode: String, ErrorCode {
+    /// The length prefix announced more than the maximum frame size.
+    case frameTooLarge = "frame_too_large"
+    /// A length prefix of zero.
+    case emptyFrame = "empty_frame"
+    /// The frame's bytes are not a valid `Frame` message.
+    case malformedFrame = "malformed_frame"
+    /// The connection ended in the middle of a frame.
+    case truncatedFrame = "truncated_frame"
+    /// A repeated field holds more entries than the limit (counted before decoding).
+    case tooManyItems = "too_many_items"
+    /// This side could not encode a frame (above the limit): the connection is closed,
+    /// nothing more is written to it.
+    case unsendable = "unsendable"
 }
 
 /// Protocol constants and limits.

@@ -1,15 +1,31 @@
+import AllotDemo
 import AllotCore
 import AllotSimulator
+import AllotWire
 import ArgumentParser
+import Logging
 
 @main
 struct Allot: AsyncParsableCommand {
+    /// This build's version (`allot --version`), with the lease protocol's version it speaks.
+    static let version = "0.9.0 (lease protocol \(WireProtocol.version))"
+
     static let configuration = CommandConfiguration(
         commandName: "allot",
         abstract: "Allot: fleet-wide quotas for AI gateways, enforced locally with expiring leases.",
-        subcommands: [Demo.self, Simulate.self, GatewayCommand.self, MockUpstreamCommand.self, CoordinatorCommand.self, FaultProxyCommand.self, Certs.self,
-                      HashKey.self, Status.self, NodeLoad.self, BenchNode.self, BenchScale.self, Audit.self])
+        version: "allot \(version)",
+        groupedSubcommands: [
+            CommandGroup(name: "Serve", subcommands: [CoordinatorCommand.self, GatewayCommand.self]),
+            CommandGroup(name: "Operate", subcommands: [Status.self, Certs.self, HashKey.self, Audit.self]),
+            CommandGroup(name: "Tools (demos, simulation, test rigs)", subcommands: [
+                Demo.self, Simulate.self, MockUpstreamCommand.self, NodeLoad.self, FaultProxyCommand.self,
+            ]),
+        ])
 }
+
+/// `--log-level`: one of trace, debug, info, notice, warning, error, critical; anything else
+/// is refused by the parser with the list.
+extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 extension Scenario.Name: ExpressibleByArgument {}
 extension StrategyName: ExpressibleByArgument {}

@@ -1,3 +1,4 @@
+import AllotCore
 import AllotCoordinator
 import AllotGateway
 import ArgumentParser

@@ -1,9 +1,12 @@
+import AllotConfig
 import AllotCoordinator
 import AllotCore
+import AllotTesting
 import AllotTransport
 import ArgumentParser
 import Foundation
 import Logging
+import NIOPosix
 import ServiceLifecycle
 
 struct CoordinatorCommand: AsyncParsableCommand {
@@ -25,12 +28,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Fault injection (rigs): added latency per direction on the upstream link, milliseconds.") var upstreamLatencyMs: Int?
     @Option(help: "Fault injection (rigs): ± jitter around it, milliseconds.") var upstreamJitterMs = 0
     @Flag(help: "Fault injection (rigs): SIGUSR1 cuts the upstream link (frames dropped both ways), SIGUSR2 heals it.") var upstreamFaults = false
-    @Option(help: "Log level: trace, debug, info, warning, error.") var logLevel = "info"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
 
     func run() async throws {
         var cfg = try CoordinatorConfig.load(path: config)
-        if let listen { (cfg.listenHost, cfg.listenPort) = try CoordinatorConfig.address(listen, field: "--listen") }
-        if let admin { (cfg.adminHost, cfg.adminPort) = try CoordinatorConfig.address(admin, field: "--admin") }
+        if let listen { (cfg.listenHost, cfg.listenPort) = try ConfigFields.address(listen, field: "--listen") }
+        if let admin { (cfg.adminHost, cfg.adminPort) = try ConfigFields.address(admin, field: "--admin") }
         if let tlsDir { cfg.tlsDirectory = tlsDir }
         if let name { cfg.name = name; cfg.core.name = name }
         if let trustDomain { cfg.trustDomain = trustDomain }
@@ -50,15 +53,16 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let upstream {
             var up = cfg.upstream ?? CoordinatorConfig.UpstreamConfig(coordinators: [])
             up.coordinators = upstream.split(separator: ",").map(String.init)
-            for (i, a) in up.coordinators.enumerated() { _ = try CoordinatorConfig.address(a, field: "--upstream[\(i)]") }
+            for (i, a) in up.coordinators.enumerated() { _ = try ConfigFields.address(a, field: "--upstream[\(i)]") }
             cfg.upstream = up
         }
+        var faults: FaultyLink.Settings?
         if upstreamFaults || upstreamLatencyMs != nil {
             guard cfg.upstream != nil else { throw ValidationError("--upstream-faults and --upstream-latency-ms need an upstream") }
             guard (upstreamLatencyMs ?? 0) >= 0, upstreamJitterMs >= 0, upstreamJitterMs <= (upstreamLatencyMs ?? 0) else {
                 throw ValidationError("--upstream-latency-ms must be ≥ 0 and --upstream-jitter-ms between 0 and it")
             }
-            cfg.upstreamFaults = FaultyLink.Settings(latency: .milliseconds(Int64(upstreamLatencyMs ?? 0)), jitter: .milliseconds(Int64(upstreamJitterMs)))
+            faults = FaultyLink.Settings(latency: .milliseconds(Int64(upstreamLatencyMs ?? 0)), jitter: .milliseconds(Int64(upstreamJitterMs)))
         }
         if let upstreamName {
             guard cfg.upstream != nil else { throw ValidationError("--upstream-name needs --upstream or an upstream: section") }
@@ -66,15 +70,26 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         let domain = cfg.trustDomain
         var logger = Logger(label: "allot.coordinator")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        logger.logLevel = logLevel
         let dir = URL(fileURLWithPath: cfg.tlsDirectory)
         let coordinatorName = cfg.name
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .coordinator, name: coordinatorName, trustDomain: domain) }
         let core = try CoordinatorService.makeCore(config: cfg, logger: logger, now: WallClock.now())
-        let service = CoordinatorService(config: cfg, core: core, tls: tls, logger: logger) { address, adminAddress in
+        // Rigs only: the region's link to the global cluster through a faulty link.
+        var faultSignals: [any DispatchSourceSignal] = []
+        defer { for f in faultSignals { f.cancel() } }
+        var wrapUplink: (@Sendable (@escaping Dialer) -> Dialer)?
+        if let faults {
+            let link = FaultyLink(settings: faults, loop: MultiThreadedEventLoopGroup.singleton.next())
+            faultSignals = link.signals(logger: logger)
+            wrapUplink = { link.wrap($0) }
+            logger.warning("fault injection on the upstream link (SIGUSR1 cuts it, SIGUSR2 heals it)",
+                           metadata: ["allot.latency": "\(faults.latency)", "allot.jitter": "\(faults.jitter)"])
+        }
+        let service = CoordinatorService(config: cfg, core: core, tls: tls, logger: logger, onListening: { address, adminAddress in
             let line = "allot coordinator \(coordinatorName) listening on \(address.ipAddress ?? "?"):\(address.port ?? 0), admin http://\(adminAddress.ipAddress ?? "?"):\(adminAddress.port ?? 0)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
-        }
+        }, wrapUplink: wrapUplink)
         let group = ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }

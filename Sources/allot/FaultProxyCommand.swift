@@ -1,5 +1,7 @@
+import AllotConfig
 import AllotCoordinator
 import AllotTransport
+import AllotTesting
 import ArgumentParser
 import Dispatch
 import Foundation
@@ -19,8 +21,8 @@ struct FaultProxyCommand: AsyncParsableCommand {
     @Option(help: "The extra delay of a lost chunk, milliseconds.") var retransmitMs = 200
 
     func run() async throws {
-        let (lh, lp) = try CoordinatorConfig.address(listen, field: "--listen")
-        let (uh, up) = try CoordinatorConfig.address(upstream, field: "--upstream")
+        let (lh, lp) = try ConfigFields.address(listen, field: "--listen")
+        let (uh, up) = try ConfigFields.address(upstream, field: "--upstream")
         guard (0...1).contains(loss) else { throw ValidationError("--loss must be between 0 and 1 (got \(loss))") }
         guard latencyMs >= 0, jitterMs >= 0, retransmitMs >= 0 else { throw ValidationError("delays must not be negative") }
         var s = FaultProxy.Settings()

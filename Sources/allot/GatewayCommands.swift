@@ -1,3 +1,5 @@
+import AllotDemo
+import AllotConfig
 import AllotCoordinator
 import AllotCore
 import AllotGateway
@@ -23,7 +25,7 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Override gateway.metrics (HOST:PORT): a listener with /metrics and the probes only.") var metrics: String?
     @Option(help: "Override gateway.upstream (URL).") var upstream: String?
     @Option(help: "Override gateway.coordinator (HOST:PORT).") var coordinator: String?
-    @Option(help: "Log level: trace, debug, info, warning, error.") var logLevel = "info"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
 
     func run() async throws {
         // Swift concurrency's jobs run on NIO's event loops: no thread hop between the
@@ -31,12 +33,12 @@ struct GatewayCommand: AsyncParsableCommand {
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         var cfg = try GatewayConfig.load(path: config)
         if let name { cfg.name = name }
-        if let listen { (cfg.listenHost, cfg.listenPort) = try CoordinatorConfig.address(listen, field: "--listen") }
-        if let admin { (cfg.adminHost, cfg.adminPort) = try CoordinatorConfig.address(admin, field: "--admin") }
-        if let metrics { cfg.metricsAddress = try CoordinatorConfig.address(metrics, field: "--metrics") }
+        if let listen { (cfg.listenHost, cfg.listenPort) = try ConfigFields.address(listen, field: "--listen") }
+        if let admin { (cfg.adminHost, cfg.adminPort) = try ConfigFields.address(admin, field: "--admin") }
+        if let metrics { cfg.metricsAddress = try ConfigFields.address(metrics, field: "--metrics") }
         if let coordinator {
             let list = coordinator.split(separator: ",").map(String.init)
-            (cfg.coordinatorHost, cfg.coordinatorPort) = try CoordinatorConfig.address(list[0], field: "--coordinator")
+            (cfg.coordinatorHost, cfg.coordinatorPort) = try ConfigFields.address(list[0], field: "--coordinator")
             cfg.seeds = list.count > 1 ? list : []
         }
         if let upstream {
@@ -49,7 +51,7 @@ struct GatewayCommand: AsyncParsableCommand {
         let consumersPath = cfg.consumersFile
         let consumers = try ConsumerDirectory.load(path: consumersPath, tiers: tiers)
         var logger = Logger(label: "allot.gateway")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        logger.logLevel = logLevel
         let dir = URL(fileURLWithPath: cfg.shared.tlsDirectory), nodeName = cfg.name, domain = cfg.shared.trustDomain
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: nodeName, trustDomain: domain) }
         let dial = TLSLeaseTransport.dialer(tls: tls, group: MultiThreadedEventLoopGroup.singleton)
@@ -94,7 +96,7 @@ struct MockUpstreamCommand: AsyncParsableCommand {
     func run() async throws {
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         var s = MockUpstream.Settings()
-        (s.host, s.port) = try CoordinatorConfig.address(listen, field: "--listen")
+        (s.host, s.port) = try ConfigFields.address(listen, field: "--listen")
         s.completionTokens = completionTokens
         s.latency = .milliseconds(latencyMs)
         s.chunkInterval = .milliseconds(chunkMs)

@@ -1,3 +1,4 @@
+import AllotConfig
 import AllotCoordinator
 import AllotCore
 import AllotNode
@@ -22,7 +23,7 @@ struct NodeLoad: AsyncParsableCommand {
     @Option(help: "Budgets each request is charged to (repeatable; default: all in the configuration).") var budget: [String] = []
     @Option(help: "Requests per second offered.") var rate = 1000
     @Option(help: "Seconds to run.") var seconds = 10.0
-    @Option(help: "Log level on standard error (trace logs every grant).") var logLevel = "warning"
+    @Option(help: "Log level on standard error: trace (every grant), debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .warning
     @Flag(help: "Charge each request to one budget at a time, round robin (default: to all of them at once); the JSON then counts admissions per budget.")
     var each = false
     @Option(help: "Write every admission as `budget nanoseconds` lines to this file (for exact interval checks).")
@@ -45,7 +46,7 @@ struct NodeLoad: AsyncParsableCommand {
     func run() async throws {
         let cfg = try CoordinatorConfig.load(path: config)
         let seeds = coordinator.split(separator: ",").map(String.init)
-        for a in seeds where (try? CoordinatorConfig.address(a, field: "--coordinator")) == nil {
+        for a in seeds where (try? ConfigFields.address(a, field: "--coordinator")) == nil {
             throw ValidationError("--coordinator must be HOST:PORT[,HOST:PORT…] (got '\(coordinator)')")
         }
         let catalog = try TierCatalog(cfg.tiers)
@@ -66,7 +67,7 @@ struct NodeLoad: AsyncParsableCommand {
         let dir = URL(fileURLWithPath: tlsDir), nodeName = name
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: nodeName) }
         var logger = Logger(label: "allot.node")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
+        logger.logLevel = logLevel
         let client = LeaseClient(enforcer: enforcer, seeds: seeds, logger: logger,
                                  dial: TLSLeaseTransport.dialer(tls: tls, group: MultiThreadedEventLoopGroup.singleton))
         let stop = StopFlag()

@@ -1,3 +1,4 @@
+import AllotTesting
 import AllotCluster
 import AllotCore
 import AllotCoordinator

@@ -1,3 +1,4 @@
+import AllotTesting
 import AllotCore
 import AllotCoordinator
 import AllotNode

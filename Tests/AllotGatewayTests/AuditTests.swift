@@ -1,3 +1,4 @@
+import AllotDemo
 import AllotCoordinator
 import AllotGateway
 import Foundation

@@ -1,3 +1,4 @@
+import AllotDemo
 import AllotCore
 import AllotGateway
 import Foundation

@@ -1,3 +1,4 @@
+import AllotTesting
 import AllotCoordinator
 import AllotCore
 import AllotNode

@@ -1,3 +1,4 @@
+import AllotTesting
 import AllotTransport
 import Foundation
 import NIOCore

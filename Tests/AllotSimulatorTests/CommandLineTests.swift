@@ -4,19 +4,19 @@ import Testing
 /// The `allot` binary answers bad input with a clear error and a non-zero exit.
 @Suite("allot simulate command line")
 struct CommandLineTests {
-    /// The binary `swift build` put next to the test bundle.
-    static var binary: URL? {
+    /// The binary `swift build` put next to the test bundle (`allot`, or `allot-bench`).
+    static func binary(_ name: String = "allot") -> URL? {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         for config in ["debug", "release"] {
-            let url = root.appendingPathComponent(".build/\(config)/allot")
+            let url = root.appendingPathComponent(".build/\(config)/\(name)")
             if FileManager.default.isExecutableFile(atPath: url.path) { return url }
         }
         return nil
     }
 
-    func run(_ args: [String]) throws -> (status: Int32, output: String) {
+    func run(_ args: [String], binary name: String = "allot") throws -> (status: Int32, output: String) {
         let p = Process()
-        p.executableURL = try #require(Self.binary, "build the allot binary first (swift build)")
+        p.executableURL = try #require(Self.binary(name), "build the \(name) binary first (swift build)")
         p.arguments = args
         let pipe = Pipe()
         p.standardOutput = pipe
@@ -49,6 +49,21 @@ struct CommandLineTests {
         #expect(a.status == 0 && a.output == b.output)
     }
 
+    @Test("--version, grouped --help, and an unknown --log-level refused with the list")
+    func versionHelpAndLogLevel() throws {
+        let v = try run(["--version"])
+        #expect(v.status == 0 && v.output.hasPrefix("allot ") && v.output.contains("lease protocol 1"), "\(v.output)")
+        let help = try run(["--help"])
+        #expect(help.status == 0)
+        let order = ["SERVE", "\n  coordinator ", "\n  gateway ", "OPERATE", "\n  status ", "TOOLS", "\n  demo ", "\n  simulate "].map { help.output.range(of: $0)?.lowerBound }
+        #expect(order.allSatisfy { $0 != nil } && order.compactMap { $0 } == order.compactMap { $0 }.sorted(), "\(help.output)")
+        #expect(!help.output.contains("bench-node") && !help.output.contains("bench-scale"), "benchmark drivers live in allot-bench")
+        for command in [["coordinator", "--config", "x.yaml"], ["gateway", "--config", "x.yaml"]] {
+            let bad = try run(command + ["--log-level", "loud"])
+            #expect(bad.status != 0 && bad.output.contains("loud") && bad.output.contains("warning"), "\(bad.output)")
+        }
+    }
+
     @Test("a small run prints the table and JSON")
     func smallRun() throws {
         let r = try run(["simulate", "--scenario", "steady", "--nodes", "2", "--seconds", "1", "--json"])
@@ -56,18 +71,18 @@ struct CommandLineTests {
         #expect(r.output.contains("\"scenario\":\"steady\""))
     }
 
-    /// Runs `allot bench-node` with `args` and a fresh attempts file: its JSON summary and the
+    /// Runs `allot-bench node` with `args` and a fresh attempts file: its JSON summary and the
     /// attempts, one line of fields each.
     func benchNode(_ args: [String]) throws -> (summary: [String: Any], lines: [[Substring]]) {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("attempts-\(UUID().uuidString).txt").path
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let r = try run(["bench-node"] + args + ["--out", out])
+        let r = try run(["node"] + args + ["--out", out], binary: "allot-bench")
         #expect(r.status == 0, "\(r.output)")
         let summary = try #require(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any])
         return (summary, try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") })
     }
 
-    @Test("bench-node replays its trace against a local bucket: every attempt written, never over the bucket; bad arguments refused")
+    @Test("allot-bench node replays its trace against a local bucket: every attempt written, never over the bucket; bad arguments refused")
     func benchNode() throws {
         // One node of two: static-split gives it 100/s with a burst of 10; it offers ~400/s for 1 s.
         let args = ["--strategy", "static-split", "--pattern", "steady", "--index", "0", "--fleet", "2",
@@ -82,19 +97,19 @@ struct CommandLineTests {
         #expect(try benchNode(args).summary["attempts"] as? Int == attempts)
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("never-\(UUID().uuidString).txt").path
         for (args, message) in [
-            (["bench-node", "--strategy", "allot", "--pattern", "steady", "--index", "0", "--fleet", "1", "--rate", "1", "--seconds", "1",
+            (["node", "--strategy", "allot", "--pattern", "steady", "--index", "0", "--fleet", "1", "--rate", "1", "--seconds", "1",
               "--limit", "1", "--burst", "1", "--out", out], "needs --config"),
-            (["bench-node", "--strategy", "magic", "--pattern", "steady", "--index", "0", "--fleet", "1", "--rate", "1", "--seconds", "1",
+            (["node", "--strategy", "magic", "--pattern", "steady", "--index", "0", "--fleet", "1", "--rate", "1", "--seconds", "1",
               "--limit", "1", "--burst", "1", "--out", out], "magic"),
-            (["bench-node", "--strategy", "redis-bucket", "--pattern", "steady", "--index", "0", "--fleet", "1", "--rate", "1", "--seconds", "1",
+            (["node", "--strategy", "redis-bucket", "--pattern", "steady", "--index", "0", "--fleet", "1", "--rate", "1", "--seconds", "1",
               "--limit", "1", "--burst", "1", "--out", out, "--redis", "127.0.0.1:1"], "cannot connect to Redis"),
         ] {
-            let bad = try run(args)
+            let bad = try run(args, binary: "allot-bench")
             #expect(bad.status != 0 && bad.output.contains(message), "\(args): \(bad.output)")
         }
     }
 
-    @Test("bench-node's tokens trace keeps many requests in flight, each known by its bound until it ends")
+    @Test("allot-bench node's tokens trace keeps many requests in flight, each known by its bound until it ends")
     func benchNodeTokens() throws {
         // ~100 requests of 50–5,000 tokens in 2 s, each running 0.5–8 s; a bucket of 30,000 + 30,000/s.
         let (summary, lines) = try benchNode(["--strategy", "static-split", "--pattern", "tokens", "--index", "0", "--fleet", "1",
@@ -109,7 +124,7 @@ struct CommandLineTests {
 
     @Test("bench/real/aggregate.py: overshoot against the bucket, utilization against an exact one, pooled latency, calls per 1,000")
     func aggregate() throws {
-        let root = try #require(Self.binary).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = try #require(Self.binary()).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let raw = FileManager.default.temporaryDirectory.appendingPathComponent("agg-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: raw, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: raw) }
@@ -133,14 +148,14 @@ struct CommandLineTests {
         #expect(r["p50_us"] as? Double == 2 && r["calls_per_1k"] as? Double == 15_000)
     }
 
-    @Test("bench-scale measures grants per second and memory for a number of budgets")
+    @Test("allot-bench scale measures grants per second and memory for a number of budgets")
     func benchScale() throws {
-        let r = try run(["bench-scale", "--budgets", "2000", "--seconds", "0.3"])
+        let r = try run(["scale", "--budgets", "2000", "--seconds", "0.3"], binary: "allot-bench")
         #expect(r.status == 0, "\(r.output)")
         let obj = try #require(try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any])
         #expect(obj["kind"] as? String == "budgets" && obj["count"] as? Int == 2000)
         #expect((obj["grants_per_second"] as? Double ?? 0) > 1_000)
-        let bad = try run(["bench-scale", "--budgets", "10", "--connections", "2"])
+        let bad = try run(["scale", "--budgets", "10", "--connections", "2"], binary: "allot-bench")
         #expect(bad.status != 0 && bad.output.contains("exactly one"))
     }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """bench/real/aggregate.py RAW_DIR LIMIT BURST TRACE STRATEGY OUT_JSON — merges the attempt
-files (`ns cost admitted decision_ns`) and JSON summaries that `allot bench-node` wrote for one
+files (`ns cost admitted decision_ns`) and JSON summaries that `allot-bench node` wrote for one
 run into one result: fleet-wide admitted per second, overshoot against the token bucket
 (LIMIT units per second, BURST units) over sliding windows of 0.1 s to the whole run, utilization against an
 exact zero-latency token bucket fed the same attempts, pooled decision latency percentiles, and

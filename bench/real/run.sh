@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # bench/real/run.sh OUT SECONDS "TRACES" "STRATEGIES" — the real-process benchmark: a cluster
-# of 3 coordinators, a redis-server, and 8 `allot bench-node` processes per run replaying the
+# of 3 coordinators, a redis-server, and 8 `allot-bench node` processes per run replaying the
 # same trace against each strategy in turn; one result JSON per trace and strategy in OUT/real.
-# Needs ALLOT_BIN (a release build), redis-server and redis-cli. Every process it starts is
+# Needs ALLOT_BIN and ALLOT_BENCH_BIN (release builds of allot and allot-bench), redis-server and redis-cli. Every process it starts is
 # stopped on exit. Everything listens on loopback. ALLOT_BENCH_KEEP=1 keeps the work directory.
 set -euo pipefail
 OUT=$1; SECONDS_PER_RUN=$2; TRACES=$3; STRATEGIES=$4
 BIN=${ALLOT_BIN:?set ALLOT_BIN to the allot binary}
+BENCH=${ALLOT_BENCH_BIN:?set ALLOT_BENCH_BIN to the allot-bench binary}
 HERE=$(cd "$(dirname "$0")" && pwd)
 NODES=${ALLOT_BENCH_NODES:-8}
 WORK=$(mktemp -d /tmp/allot-bench-real.XXXXXX)
@@ -82,7 +83,7 @@ for trace in $TRACES; do
     start=$(( $(date +%s%3N) + 1500 ))
     pids=()
     for ((n = 0; n < NODES; n++)); do
-      "$BIN" bench-node --strategy "$strategy" --pattern "$pattern" --index "$n" --fleet "$NODES" --rate "$rate" \
+      "$BENCH" node --strategy "$strategy" --pattern "$pattern" --index "$n" --fleet "$NODES" --rate "$rate" \
         --seconds "$SECONDS_PER_RUN" --limit "$limit" --burst "$burst" --seed 7 --out "$raw/attempts-$n.txt" \
         --redis "127.0.0.1:$RPORT" --sync-ms "$sync" --config bench.yaml --budget-id "$budget" --coordinator "$SEEDS" \
         --tls-dir certs --name "gw-$n" --start-at-ms "$start" > "$raw/node-$n.json" 2> "$raw/node-$n.err" &

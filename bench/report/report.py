@@ -102,7 +102,7 @@ if reals:
                                             ["p50", "p99", "p99.9"], strategies, lat, log=True, unit=" µs"))
     md.append("Plots: " + ", ".join(f"`real-admitted-{t}.svg`" for t in traces) + ", `real-latency.svg`.")
 
-# 3. Scaling (allot bench-scale): one JSON line per measurement.
+# 3. Scaling (allot-bench scale): one JSON line per measurement.
 scaling_path = os.path.join(out, "scaling.jsonl")
 if os.path.exists(scaling_path):
     rows = [json.loads(l) for l in open(scaling_path) if l.strip()]

@@ -84,13 +84,19 @@ for n in ("n0", "n1"):
 db = sqlite3.connect("ledger.db")
 for q in [f"q{i}" for i in range(C)]:
     admitted = len(times.get(q, []))
-    row = db.execute("SELECT granted - released FROM quota_usage WHERE budget = ?", (q,)).fetchone()
-    committed = row[0] if row else 0
-    print(f"{q}: admitted {admitted} of 1200, ledger committed {committed}")
+    row = db.execute("SELECT granted - released, expired, granted - released - consumed - expired FROM quota_usage WHERE budget = ?", (q,)).fetchone()
+    committed, expired, unreported = row if row else (0, 0, 0)
+    lost = committed - admitted
+    print(f"{q}: admitted {admitted} of 1200, ledger committed {committed} ({expired} on leases that lapsed unreported, {unreported} unreported)")
     if admitted > 1200: fail.append(f"{q} over its allowance: {admitted}")
     if committed > 1200: fail.append(f"{q}: ledger over the allowance: {committed}")
     if admitted > committed: fail.append(f"{q}: {admitted} admitted but only {committed} recorded")
-    if committed - admitted > 60: fail.append(f"{q}: {committed - admitted} units lost (counted spent but never used)")
+    # Units are lost on leases that lapse without a report (a node cut off from the owner, a
+    # budget taken over in learning mode): at most about what the two nodes hold of one budget
+    # when the cut comes (each asks for ~50 requests/s over leases of 2 s). 60 failed 1 run of
+    # ~10 in CI with 70; 150 leaves room under a loaded machine and still catches a lost lease
+    # per refresh (hundreds).
+    if lost > 150: fail.append(f"{q}: {lost} units lost (counted spent but never used)")
 for r in [f"r{i}" for i in range(C)]:
     ts = sorted(times.get(r, []))
     level, last, worst = 60.0, ts[0] if ts else 0, 0.0

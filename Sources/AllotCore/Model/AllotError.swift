@@ -1,64 +1,7 @@
-/// Every error the lease engine can report: a stable code, a message that says what was
-/// wrong and what to do about it, and an optional underlying error.
-///
-/// The set of codes can grow without breaking callers: `Code` wraps a private enum, so
-/// callers compare against the static members (`error.code == .invalidLimit`).
-public struct AllotError: Error, Hashable, Sendable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Base: String, Hashable, Sendable {
-            case invalidLimit = "invalid_limit"
-            case invalidBurst = "invalid_burst"
-            case invalidDuration = "invalid_duration"
-            case unknownUnit = "unknown_unit"
-            case unknownKind = "unknown_kind"
-            case unknownDimension = "unknown_dimension"
-            case unknownTimeZone = "unknown_time_zone"
-            case nonexistentWindow = "nonexistent_window"
-            case costExceedsLimit = "cost_exceeds_limit"
-            case unknownBudget = "unknown_budget"
-            case unknownTier = "unknown_tier"
-            case unknownTemplate = "unknown_template"
-            case duplicateBudget = "duplicate_budget"
-            case invalidSettings = "invalid_settings"
-            case tooManyBudgets = "too_many_budgets"
-        }
-        private let base: Base
-        private init(_ base: Base) { self.base = base }
-
-        /// A limit, allowance or concurrency ceiling is zero or negative.
-        public static let invalidLimit = Code(.invalidLimit)
-        /// A rate budget's burst is below 1.
-        public static let invalidBurst = Code(.invalidBurst)
-        /// A period, TTL or interval is zero or negative.
-        public static let invalidDuration = Code(.invalidDuration)
-        /// A unit name that Allot does not know.
-        public static let unknownUnit = Code(.unknownUnit)
-        /// A budget kind name that Allot does not know.
-        public static let unknownKind = Code(.unknownKind)
-        /// A key dimension name that Allot does not know.
-        public static let unknownDimension = Code(.unknownDimension)
-        /// An IANA time zone identifier that this system's time zone database lacks.
-        public static let unknownTimeZone = Code(.unknownTimeZone)
-        /// A calendar window whose reset time does not exist on some day in its time zone.
-        public static let nonexistentWindow = Code(.nonexistentWindow)
-        /// A single request costs more than the budget could ever allow.
-        public static let costExceedsLimit = Code(.costExceedsLimit)
-        /// A budget id that is not configured.
-        public static let unknownBudget = Code(.unknownBudget)
-        /// A tier name that is not configured.
-        public static let unknownTier = Code(.unknownTier)
-        /// An override names a budget template that the tier does not have.
-        public static let unknownTemplate = Code(.unknownTemplate)
-        /// Two budgets with the same id.
-        public static let duplicateBudget = Code(.duplicateBudget)
-        /// Lease or enforcer settings that contradict each other.
-        public static let invalidSettings = Code(.invalidSettings)
-        /// More budgets in one admission than the enforcer supports.
-        public static let tooManyBudgets = Code(.tooManyBudgets)
-
-        public var description: String { base.rawValue }
-    }
-
+/// The one error shape of every module: a stable code (snake_case, `rawValue`) and a message
+/// that names the field or value and says what to do; `underlying` keeps what a system call
+/// said. Each module has its own codes (`AllotErrorCode`, `WireErrorCode`, `TransportErrorCode`).
+public struct CodedError<Code: ErrorCode>: Error, Hashable, Sendable, CustomStringConvertible {
     public var code: Code
     public var message: String
     public var underlying: String?
@@ -73,4 +16,47 @@ public struct AllotError: Error, Hashable, Sendable, CustomStringConvertible {
         if let underlying { return "\(code): \(message) (\(underlying))" }
         return "\(code): \(message)"
     }
+}
+
+/// The codes of one module's errors: stable names, printed as they are.
+public protocol ErrorCode: RawRepresentable<String>, Hashable, Sendable, CustomStringConvertible {}
+
+extension ErrorCode {
+    public var description: String { rawValue }
+}
+
+/// Every error the lease engine can report (budgets, settings, requests).
+public typealias AllotError = CodedError<AllotErrorCode>
+
+public enum AllotErrorCode: String, ErrorCode {
+    /// A limit, allowance or concurrency ceiling is zero or negative.
+    case invalidLimit = "invalid_limit"
+    /// A rate budget's burst is below 1.
+    case invalidBurst = "invalid_burst"
+    /// A period, TTL or interval is zero or negative.
+    case invalidDuration = "invalid_duration"
+    /// A unit name that Allot does not know.
+    case unknownUnit = "unknown_unit"
+    /// A budget kind name that Allot does not know.
+    case unknownKind = "unknown_kind"
+    /// A key dimension name that Allot does not know.
+    case unknownDimension = "unknown_dimension"
+    /// An IANA time zone identifier that this system's time zone database lacks.
+    case unknownTimeZone = "unknown_time_zone"
+    /// A calendar window whose reset time does not exist on some day in its time zone.
+    case nonexistentWindow = "nonexistent_window"
+    /// A single request costs more than the budget could ever allow.
+    case costExceedsLimit = "cost_exceeds_limit"
+    /// A budget id that is not configured.
+    case unknownBudget = "unknown_budget"
+    /// A tier name that is not configured.
+    case unknownTier = "unknown_tier"
+    /// An override names a budget template that the tier does not have.
+    case unknownTemplate = "unknown_template"
+    /// Two budgets with the same id.
+    case duplicateBudget = "duplicate_budget"
+    /// Lease or enforcer settings that contradict each other.
+    case invalidSettings = "invalid_settings"
+    /// More budgets in one admission than the enforcer supports.
+    case tooManyBudgets = "too_many_budgets"
 }

@@ -1,4 +1,4 @@
-import AllotCoordinator
+import AllotConfig
 import AllotCore
 
 /// What a tier may do, checked before any budget is touched.
@@ -69,8 +69,8 @@ public struct Entitlements: Hashable, Sendable {
         if let r = f.runaway {
             let p = "\(field).runaway"
             if let v = r.factor { guard v > 1 else { throw AllotError(.invalidSettings, "\(p).factor must be above 1 (got \(v))") }; runaway.factor = v }
-            if let v = r.window { runaway.window = try CoordinatorConfig.duration(v, field: "\(p).window") }
-            if let v = r.baseline { runaway.baseline = try CoordinatorConfig.duration(v, field: "\(p).baseline") }
+            if let v = r.window { runaway.window = try ConfigFields.duration(v, field: "\(p).window") }
+            if let v = r.baseline { runaway.baseline = try ConfigFields.duration(v, field: "\(p).baseline") }
             if let v = r.min_rate { guard v > 0 else { throw AllotError(.invalidSettings, "\(p).min_rate must be positive (got \(v))") }; runaway.minRate = v }
             switch r.action ?? "flag" {
             case "flag": runaway.throttle = false

@@ -1,4 +1,4 @@
-import AllotCoordinator
+import AllotConfig
 import AllotCore
 import Foundation
 import Yams
@@ -56,14 +56,14 @@ public struct GatewayConfig: Sendable {
     public var clientIdleTimeout: Duration = .seconds(75)
 
     /// The coordinator's view of the same file: tiers (templates), explicit budgets, TLS.
-    public var shared: CoordinatorConfig
+    public var shared: DeploymentConfig
     public var models: [String: ModelPrice] = [:]
     public var entitlements: [String: Entitlements] = [:]
     /// Which (method, path) is forwarded as which route (`gateway.routes`); OpenAI's and
     /// Anthropic's paths unless the file lists its own. Deny by default either way.
     public var routes = RouteTable.standard
 
-    public init(shared: CoordinatorConfig) { self.shared = shared }
+    public init(shared: DeploymentConfig) { self.shared = shared }
 
     public static func load(path: String) throws -> GatewayConfig {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
@@ -71,24 +71,24 @@ public struct GatewayConfig: Sendable {
         }
         var cfg = try GatewayConfig(yaml: text)
         // Relative paths in the file are relative to the file.
-        cfg.consumersFile = CoordinatorConfig.resolve(cfg.consumersFile, relativeTo: path)
-        cfg.auditDirectory = cfg.auditDirectory.map { CoordinatorConfig.resolve($0, relativeTo: path) }
-        cfg.auditKeyFile = cfg.auditKeyFile.map { CoordinatorConfig.resolve($0, relativeTo: path) }
-        cfg.shared.tlsDirectory = CoordinatorConfig.resolve(cfg.shared.tlsDirectory, relativeTo: path)
+        cfg.consumersFile = ConfigFields.resolve(cfg.consumersFile, relativeTo: path)
+        cfg.auditDirectory = cfg.auditDirectory.map { ConfigFields.resolve($0, relativeTo: path) }
+        cfg.auditKeyFile = cfg.auditKeyFile.map { ConfigFields.resolve($0, relativeTo: path) }
+        cfg.shared.tlsDirectory = ConfigFields.resolve(cfg.shared.tlsDirectory, relativeTo: path)
         return cfg
     }
 
     public init(yaml: String) throws(AllotError) {
-        try self.init(shared: CoordinatorConfig(yaml: yaml))
+        try self.init(shared: DeploymentConfig(yaml: yaml))
         try Self.checkKeys(yaml)
         let raw: File
         do { raw = try YAMLDecoder().decode(File.self, from: yaml) } catch {
-            throw AllotError(.invalidSettings, "the configuration is not valid YAML for allot: \(CoordinatorConfig.describe(error))")
+            throw AllotError(.invalidSettings, "the configuration is not valid YAML for allot: \(ConfigFields.describe(error))")
         }
         if let g = raw.gateway {
             if let v = g.name { name = v }
-            if let v = g.listen { (listenHost, listenPort) = try CoordinatorConfig.address(v, field: "gateway.listen") }
-            if let v = g.admin { (adminHost, adminPort) = try CoordinatorConfig.address(v, field: "gateway.admin") }
+            if let v = g.listen { (listenHost, listenPort) = try ConfigFields.address(v, field: "gateway.listen") }
+            if let v = g.admin { (adminHost, adminPort) = try ConfigFields.address(v, field: "gateway.admin") }
             if let v = g.upstream {
                 guard let u = URL(string: v), u.scheme == "http" || u.scheme == "https", u.host != nil else {
                     throw AllotError(.invalidSettings, "gateway.upstream: '\(v)' is not an http(s) URL")
@@ -96,8 +96,8 @@ public struct GatewayConfig: Sendable {
                 upstream = u
             }
             upstreamKeyEnv = g.upstream_key_env
-            if let v = g.upstream_timeout { upstreamTimeout = try CoordinatorConfig.duration(v, field: "gateway.upstream_timeout") }
-            if let v = g.upstream_idle_timeout { upstreamIdleTimeout = try CoordinatorConfig.duration(v, field: "gateway.upstream_idle_timeout") }
+            if let v = g.upstream_timeout { upstreamTimeout = try ConfigFields.duration(v, field: "gateway.upstream_timeout") }
+            if let v = g.upstream_idle_timeout { upstreamIdleTimeout = try ConfigFields.duration(v, field: "gateway.upstream_idle_timeout") }
             if let v = g.max_body_bytes {
                 guard v >= 1024 && v <= 64 << 20 else {
                     throw AllotError(.invalidSettings, "gateway.max_body_bytes must be between 1024 and 67108864 (got \(v))")
@@ -114,11 +114,11 @@ public struct GatewayConfig: Sendable {
             }
             if let v = g.coordinator {
                 let list = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-                for (i, a) in list.enumerated() { _ = try CoordinatorConfig.address(a, field: list.count > 1 ? "gateway.coordinator[\(i)]" : "gateway.coordinator") }
-                (coordinatorHost, coordinatorPort) = try CoordinatorConfig.address(list.first ?? v, field: "gateway.coordinator")
+                for (i, a) in list.enumerated() { _ = try ConfigFields.address(a, field: list.count > 1 ? "gateway.coordinator[\(i)]" : "gateway.coordinator") }
+                (coordinatorHost, coordinatorPort) = try ConfigFields.address(list.first ?? v, field: "gateway.coordinator")
                 seeds = list.count > 1 ? list : []
             }
-            if let v = g.admission_wait { admissionWait = try CoordinatorConfig.duration(v, field: "gateway.admission_wait") }
+            if let v = g.admission_wait { admissionWait = try ConfigFields.duration(v, field: "gateway.admission_wait") }
             if let v = g.chain_depth_header { chainDepthHeader = v.lowercased() }
             if let list = g.sidecar_tokens_sha256 {
                 sidecarTokenHashes = try list.enumerated().map { i, hex throws(AllotError) in
@@ -128,12 +128,12 @@ public struct GatewayConfig: Sendable {
                     return bytes
                 }
             }
-            if let v = g.metrics { metricsAddress = try CoordinatorConfig.address(v, field: "gateway.metrics") }
+            if let v = g.metrics { metricsAddress = try ConfigFields.address(v, field: "gateway.metrics") }
             if let v = g.client_header_timeout { clientHeaderTimeout = try Self.timeout(v, field: "gateway.client_header_timeout") }
             if let v = g.client_body_timeout { clientBodyTimeout = try Self.timeout(v, field: "gateway.client_body_timeout") }
             if let v = g.client_idle_timeout { clientIdleTimeout = try Self.timeout(v, field: "gateway.client_idle_timeout") }
             if let v = g.sidecar_reservation_ttl {
-                sidecarReservationTTL = try CoordinatorConfig.duration(v, field: "gateway.sidecar_reservation_ttl")
+                sidecarReservationTTL = try ConfigFields.duration(v, field: "gateway.sidecar_reservation_ttl")
             }
             if let list = g.routes {
                 var entries: [RouteTable.Entry] = []
@@ -206,7 +206,7 @@ public struct GatewayConfig: Sendable {
     /// The tier catalog both sides resolve budgets with.
     public var catalog: TierCatalog { get throws(AllotError) { try TierCatalog(shared.tiers) } }
 
-    // MARK: the file's shape (only the gateway's sections; the rest is CoordinatorConfig's)
+    // MARK: the file's shape (only the gateway's sections; the rest is DeploymentConfig's and CoordinatorConfig's)
 
     struct File: Decodable {
         struct Gateway: Decodable {
@@ -232,7 +232,7 @@ public struct GatewayConfig: Sendable {
 
     /// A client timeout: at least 100 ms, at most an hour.
     static func timeout(_ v: String, field: String) throws(AllotError) -> Duration {
-        let d = try CoordinatorConfig.duration(v, field: field)
+        let d = try ConfigFields.duration(v, field: field)
         guard d >= .milliseconds(100) && d <= .seconds(3600) else {
             throw AllotError(.invalidSettings, "\(field) must be between 100ms and 1h (got \(v))")
         }
@@ -252,7 +252,7 @@ public struct GatewayConfig: Sendable {
             "entitlements": ["models", "routes", "passthrough", "max_prompt_bytes", "max_tokens", "max_chain_depth", "runaway"],
             "runaway": ["factor", "window", "baseline", "min_rate", "action"],
         ]
-        guard let top = (try? Yams.load(yaml: yaml)) as? [String: Any] else { return } // CoordinatorConfig reported it
+        guard let top = (try? Yams.load(yaml: yaml)) as? [String: Any] else { return } // DeploymentConfig reported it
         func check(_ value: Any?, _ section: String, _ path: String) throws(AllotError) {
             guard let value else { return }
             guard let map = value as? [String: Any] else { throw AllotError(.invalidSettings, "\(path) must be a mapping") }

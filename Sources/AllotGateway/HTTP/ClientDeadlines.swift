@@ -7,17 +7,20 @@ import NIOHTTPTypes
 /// of its head, and the next head within `idle` of the previous response's end. Nothing runs
 /// while a response is being written (a long stream is the upstream's pace, not the client's).
 /// A connection past a deadline is closed and counted (`allot_gateway_client_timeouts_total`).
+/// How long a client may take to send a request's head and body, and stay idle between requests.
+package struct ClientDeadlineLimits: Sendable {
+    var header: Duration
+    var body: Duration
+    var idle: Duration
+}
+
 final class ClientDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
-    struct Limits: Sendable {
-        var header: Duration
-        var body: Duration
-        var idle: Duration
-    }
+    typealias Limits = ClientDeadlineLimits
 
     private let limits: Limits
     private let expired: @Sendable (_ kind: String) -> Void

@@ -39,8 +39,8 @@ public final class GatewayService: Service, Sendable {
                 onListening: @escaping @Sendable (_ proxyPort: Int, _ adminPort: Int) -> Void = { _, _ in },
                 observer: GatewayEvent.Observer? = nil) throws {
         var settings = EnforcerSettings(node: NodeID(config.name))
-        settings.leaseTTL = config.shared.core.allocator.leaseTTL
-        settings.refreshInterval = config.shared.core.allocator.refreshInterval
+        settings.leaseTTL = config.shared.allocator.leaseTTL
+        settings.refreshInterval = config.shared.allocator.refreshInterval
         settings.renewMargin = min(settings.renewMargin, settings.leaseTTL / 3)
         let enforcer = try SharedEnforcer(settings: settings)
         var logger = logger

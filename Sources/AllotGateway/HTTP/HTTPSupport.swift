@@ -5,12 +5,12 @@ import Logging
 import NIOCore
 
 /// Small helpers shared by the proxy, the admin listener and the mock upstream.
-enum HTTPSupport {
-    static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+package enum HTTPSupport {
+    package static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                                         "trailer", "transfer-encoding", "upgrade", "host", "content-length"]
 
     /// The headers a message's `Connection` values name: hop-by-hop too (RFC 9110 §7.6.1).
-    static func nominated(_ connection: some Sequence<String>) -> Set<String> {
+    package static func nominated(_ connection: some Sequence<String>) -> Set<String> {
         Set(connection.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
     }
 
@@ -18,7 +18,7 @@ enum HTTPSupport {
     /// port once it listens (port 0 picks a free one).
     /// A listener; with `deadlines`, its clients' slow heads, bodies and idle keep-alives are
     /// cut off (`ClientDeadlineHandler`), each cut reported to `expired`.
-    static func listener(host: String, port: Int, logger: Logger, deadlines: ClientDeadlineHandler.Limits? = nil,
+    package static func listener(host: String, port: Int, logger: Logger, deadlines: ClientDeadlineLimits? = nil,
                          expired: @escaping @Sendable (String) -> Void = { _ in },
                          respond: @escaping @Sendable (Request) async -> Response,
                          onBound: @escaping @Sendable (Int) -> Void) -> Application<CallbackResponder<BasicRequestContext>> {
@@ -31,34 +31,34 @@ enum HTTPSupport {
                            onServerRunning: { channel in onBound(channel.localAddress?.port ?? 0) }, logger: logger)
     }
 
-    static func json(_ status: Int, _ object: Any, headers extra: [(String, String)] = []) -> Response {
+    package static func json(_ status: Int, _ object: Any, headers extra: [(String, String)] = []) -> Response {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return bytes(status, data, contentType: "application/json", headers: extra)
     }
 
-    static func bytes(_ status: Int, _ data: Data, contentType: String, headers extra: [(String, String)] = []) -> Response {
+    package static func bytes(_ status: Int, _ data: Data, contentType: String, headers extra: [(String, String)] = []) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = contentType
         add(extra, to: &headers)
         return Response(status: .init(code: status), headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 
-    static func error(_ e: GatewayError, headers extra: [(String, String)] = [], anthropic: Bool = false) -> Response {
+    package static func error(_ e: GatewayError, headers extra: [(String, String)] = [], anthropic: Bool = false) -> Response {
         bytes(e.status, anthropic ? e.anthropicBody : e.body, contentType: "application/json", headers: extra)
     }
 
-    static func add(_ pairs: [(String, String)], to headers: inout HTTPFields) {
+    package static func add(_ pairs: [(String, String)], to headers: inout HTTPFields) {
         for (k, v) in pairs {
             if let name = HTTPField.Name(k) { headers.append(HTTPField(name: name, value: v)) }
         }
     }
 
-    static func header(_ request: Request, _ name: String) -> String? {
+    package static func header(_ request: Request, _ name: String) -> String? {
         HTTPField.Name(name).flatMap { request.headers[$0] }
     }
 
     /// Collects a request body up to `limit`, or throws a 413 `GatewayError`.
-    static func body(_ request: Request, limit: Int) async throws(GatewayError) -> Data {
+    package static func body(_ request: Request, limit: Int) async throws(GatewayError) -> Data {
         do {
             let buffer = try await request.body.collect(upTo: limit)
             return Data(buffer.readableBytesView)

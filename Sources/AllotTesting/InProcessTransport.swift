@@ -1,4 +1,5 @@
 
+import AllotCoordinator
 import AllotCore
 import AllotTransport
 import AllotWire

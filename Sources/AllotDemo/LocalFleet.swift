@@ -1,3 +1,4 @@
+import AllotGateway
 import AllotCoordinator
 import AllotCore
 import AllotNode
@@ -39,7 +40,7 @@ public final class LocalFleet: Sendable {
         logger.logLevel = logLevel
 
         // The coordinator, on an ephemeral port.
-        var cc = base.shared
+        var cc = CoordinatorConfig(shared: base.shared)
         cc.listenPort = 0
         cc.adminPort = 0
         cc.name = "coordinator"

@@ -1,4 +1,7 @@
+import AllotTransport
 import AllotWire
+import Dispatch
+import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -100,5 +103,27 @@ public final class FaultyLink: Sendable {
         }
         func close() { inner.close() }
         func closeGracefully() async { await inner.closeGracefully() }
+    }
+}
+
+extension FaultyLink {
+    /// SIGUSR1 cuts the link, SIGUSR2 heals it (the fault proxy's convention). Cancel the
+    /// sources to stop listening.
+    public func signals(logger: Logger, what: String = "upstream link") -> [any DispatchSourceSignal] {
+        [(SIGUSR1, true), (SIGUSR2, false)].map { sig, cut in
+            signal(sig, SIG_IGN)
+            let src = DispatchSource.makeSignalSource(signal: sig)
+            src.setEventHandler { [self] in
+                if cut { self.cut() } else { self.heal() }
+                logger.warning(cut ? "\(what) cut (fault injection)" : "\(what) healed (fault injection)")
+            }
+            src.resume()
+            return src
+        }
+    }
+
+    /// `dial` with every connection it makes wrapped in this link.
+    public func wrap(_ dial: @escaping Dialer) -> Dialer {
+        { address in dial(address).map { self.wrap($0) } }
     }
 }

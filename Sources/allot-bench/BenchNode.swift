@@ -1,3 +1,4 @@
+import AllotConfig
 import AllotCoordinator
 import AllotCore
 import AllotNode
@@ -21,7 +22,7 @@ import NIOPosix
 /// while the counter is under the limit, add the real count when the request ends.
 struct BenchNode: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench-node",
+        commandName: "node",
         abstract: "One node of the real-process benchmark: replay a trace against a strategy (bench/real/run.sh drives it).")
 
     enum Strategy: String, ExpressibleByArgument, CaseIterable {
@@ -182,7 +183,7 @@ struct BenchNode: AsyncParsableCommand {
     }
 
     func makeLimiter() async throws -> any BenchLimiter {
-        let (host, port) = try CoordinatorConfig.address(redis, field: "--redis")
+        let (host, port) = try ConfigFields.address(redis, field: "--redis")
         let postPaid = pattern == .tokens
         switch strategy {
         case .staticSplit:

@@ -1,3 +1,4 @@
+import AllotGateway
 import AllotCore
 import AllotSimulator
 

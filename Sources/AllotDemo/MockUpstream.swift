@@ -1,3 +1,4 @@
+import AllotGateway
 import Foundation
 import Hummingbird
 import Logging

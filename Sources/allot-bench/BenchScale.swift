@@ -14,7 +14,7 @@ import Synchronization
 /// One measurement per process, so resident memory is this size's alone. Prints one JSON line.
 struct BenchScale: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench-scale",
+        commandName: "scale",
         abstract: "Grant throughput and memory of one coordinator at a number of budgets or node connections (bench/run.sh).")
 
     @Option(help: "Budgets on the coordinator (no network).") var budgets: Int?

@@ -1,0 +1,85 @@
+import AllotCore
+import Foundation
+import Yams
+
+/// The deployment file's shared sections — `tls`, `lease`, `budgets`, `tiers` — which the
+/// coordinator and the gateway read from the same file. Each reads its own sections itself
+/// (`CoordinatorConfig`, `GatewayConfig`); every key of the file is checked here
+/// (`ConfigKeys.check`), so a typo anywhere is refused by whichever process reads it.
+/// Errors name the field that is wrong (`budgets[2].burst: ...`).
+public struct DeploymentConfig: Sendable {
+    public var tlsDirectory = "certs"
+    /// Overrides `<tls.dir>/trust-domain` when set.
+    public var trustDomain: String?
+    /// `lease:` — TTL, refresh interval, slice bounds.
+    public var allocator = AllocatorSettings()
+    public var budgets: [BudgetSpec] = []
+    /// Budgets created on first use from ids `tier.template/key`.
+    public var tiers: [Tier] = []
+
+    public init() {}
+
+    /// Parses and validates the shared sections of a YAML document (and every key of it).
+    public init(yaml: String) throws(AllotError) {
+        try ConfigKeys.check(yaml)
+        let raw: File = try ConfigFields.decode(File.self, yaml)
+        self.init()
+        if let t = raw.tls?.dir { tlsDirectory = t }
+        if let d = raw.tls?.trust_domain { trustDomain = d }
+        if let l = raw.lease {
+            if let v = l.ttl { allocator.leaseTTL = try ConfigFields.duration(v, field: "lease.ttl") }
+            if let v = l.refresh_interval { allocator.refreshInterval = try ConfigFields.duration(v, field: "lease.refresh_interval") }
+            if let v = l.min_slice { allocator.minSlice = v }
+            if let v = l.max_slice { allocator.maxSlice = v }
+        }
+        try allocator.validate()
+        var seen = Set<String>()
+        for (i, b) in (raw.budgets ?? []).enumerated() {
+            let spec = try ConfigFields.budget(b, field: "budgets[\(i)]")
+            guard seen.insert(spec.id.rawValue).inserted else {
+                throw AllotError(.duplicateBudget, "budgets[\(i)].id: '\(spec.id)' is defined twice")
+            }
+            budgets.append(spec)
+        }
+        for (i, t) in (raw.tiers ?? []).enumerated() {
+            guard let name = t.name, !name.isEmpty, !name.contains("."), !name.contains("/") else {
+                throw AllotError(.invalidSettings, "tiers[\(i)].name is missing or contains '.' or '/'")
+            }
+            var templates: [BudgetTemplate] = []
+            for (j, b) in (t.templates ?? []).enumerated() {
+                let field = "tiers[\(i)].templates[\(j)]"
+                var asBudget = b
+                asBudget.id = b.name
+                let spec = try ConfigFields.budget(asBudget, field: field)
+                let scope = try (b.scope ?? []).map { d throws(AllotError) in try Dimension(parsing: d) }
+                templates.append(try BudgetTemplate(name: spec.id.rawValue, unit: spec.unit, kind: spec.kind,
+                                                    scope: scope, failMode: spec.failMode, reach: spec.reach))
+            }
+            tiers.append(try Tier(name: name, templates: templates))
+        }
+        _ = try TierCatalog(tiers)
+        guard !budgets.isEmpty || !tiers.isEmpty else {
+            throw AllotError(.invalidSettings, "budgets: the configuration defines no budget and no tier; add at least one")
+        }
+    }
+
+    /// Quota budgets, explicit or in tier templates, that `included` keeps.
+    public func hasQuotas(where included: (Reach) -> Bool = { _ in true }) -> Bool {
+        budgets.contains { $0.kind.isQuota && included($0.reach) }
+            || tiers.contains { $0.templates.contains { $0.kind.isQuota && included($0.reach) } }
+    }
+
+    // MARK: the shared sections' shape
+
+    struct File: Decodable {
+        struct TLS: Decodable { var dir: String?; var trust_domain: String? }
+        struct Lease: Decodable { var ttl: String?; var refresh_interval: String?; var min_slice: Int64?; var max_slice: Int64? }
+        /// A tier's templates have the shape of budgets, with `name` and `scope` instead of `id`
+        /// (`ConfigKeys` keeps each list to its own keys).
+        struct TierEntry: Decodable { var name: String?; var templates: [ConfigFields.Budget]? }
+        var tls: TLS?
+        var lease: Lease?
+        var budgets: [ConfigFields.Budget]?
+        var tiers: [TierEntry]?
+    }
+}
