@@ -183,6 +183,8 @@ let package = Package(
             dependencies: [
                 "AllotCore", "AllotCluster", "AllotConfig", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotSimulator", "AllotFuzzing", "AllotTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]

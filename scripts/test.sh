@@ -23,6 +23,8 @@ swift test --no-parallel "$@"
 # Step 4, must-show 4: a partition between network namespaces (skipped, saying so, on a
 # machine without root or iproute2).
 if [ $# -eq 0 ]; then
+  # Issue 16, must-show 1 (quick form): the simulator prints what the committed copy says.
+  bash scripts/simulate-golden.sh --quick
   command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
   ALLOT_NETNS_MISSING_EXIT=0 bash cluster/netns/partition-test.sh
   # Issue 15, must-show 2: five coordinators, two seeds, both seeds cut off with a node (the

@@ -1,6 +1,7 @@
 import AllotCore
 import AllotTransport
 import AllotWire
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -92,9 +93,11 @@ final class OpenConnections: Sendable {
 final class CoordinatorConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = Allot_V1_Frame
     typealias OutboundOut = Allot_V1_Frame
+    /// Who the peer is (from its certificate, checked against the trust domain and deny list).
+    typealias PeerLookup = (ChannelHandlerContext) throws -> (identity: PeerIdentity, notValidAfter: Date, serial: String)
 
     private let core: CoordinatorCore
-    private let tls: TLSMaterialStore
+    private let peer: PeerLookup
     private let open: OpenConnections
     private var logger: Logger
     private var session: Session?
@@ -107,9 +110,20 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
     private var expiry: Scheduled<Void>?
     private var serial = ""
 
-    init(core: CoordinatorCore, tls: TLSMaterialStore, open: OpenConnections, logger: Logger) {
+    /// The peer is who its TLS certificate says, in this coordinator's trust domain and not denied.
+    convenience init(core: CoordinatorCore, tls: TLSMaterialStore, open: OpenConnections, logger: Logger) {
+        self.init(core: core, open: open, logger: logger) { context in
+            let material = tls.current
+            return try PeerVerifier.inspect(try context.pipeline.syncOperations.nioSSL_peerCertificate(),
+                                            trustDomain: material.identity.trustDomain, roles: [.node, .admin, .coordinator],
+                                            denyList: material.denyList)
+        }
+    }
+
+    /// `peer` says who the peer is (handler tests pass an identity without TLS).
+    init(core: CoordinatorCore, open: OpenConnections, logger: Logger, peer: @escaping PeerLookup) {
         self.core = core
-        self.tls = tls
+        self.peer = peer
         self.open = open
         self.logger = logger
     }
@@ -179,10 +193,7 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
         core.count(frame: frame.kind)
         if session == nil {
             do {
-                let cert = try context.pipeline.syncOperations.nioSSL_peerCertificate()
-                let material = tls.current
-                let peer = try PeerVerifier.inspect(cert, trustDomain: material.identity.trustDomain, roles: [.node, .admin, .coordinator],
-                                                    denyList: material.denyList)
+                let peer = try self.peer(context)
                 session = Session(identity: peer.identity, limits: core.settings.session, now: now)
                 serial = peer.serial
                 logger[metadataKey: "allot.peer"] = "\(peer.identity.uri)"

@@ -23,23 +23,6 @@ import Synchronization
 /// coordinator that is not the owner answers with the owner (a redirect), which is followed
 /// at once; a coordinator that goes away takes its budgets to the next in rank.
 public final class LeaseClient: Service, Sendable {
-    public struct Settings: Sendable {
-        public var pollInterval: Duration = .milliseconds(10)
-        public var heartbeatInterval: Duration = .seconds(5)
-        public var minBackoff: Duration = .milliseconds(50)
-        public var maxBackoff: Duration = .seconds(5)
-        public var maxItemsPerFrame = WireProtocol.defaultMaxItemsPerFrame
-        public init() {}
-    }
-
-    /// Messages in each direction, for the "messages per 1,000 requests" figures.
-    public struct Traffic: Sendable, Hashable {
-        public var framesSent = 0
-        public var framesReceived = 0
-        public var connects = 0
-        public var connectFailures = 0
-    }
-
     /// One coordinator, by address.
     private struct Peer: Sendable {
         var connection: (any LeaseConnection)?
@@ -189,26 +172,6 @@ public final class LeaseClient: Service, Sendable {
         }
         let beat = state.withLock { $0.heartbeat }
         for c in beats { c.send([.heartbeat(beat, reply: false)]) }
-    }
-
-    /// Batches acquires and releases, many budgets per frame.
-    static func frames(for outgoing: [Enforcer.Outgoing], maxItems: Int) -> [Allot_V1_Frame] {
-        var acquires: [AcquireRequest] = []
-        var releases: [ReleaseRequest] = []
-        for m in outgoing {
-            switch m {
-            case .acquire(let a): acquires.append(a)
-            case .release(let r): releases.append(r)
-            }
-        }
-        var frames: [Allot_V1_Frame] = []
-        for chunk in stride(from: 0, to: acquires.count, by: maxItems) {
-            frames.append(.acquire(Array(acquires[chunk..<min(chunk + maxItems, acquires.count)])))
-        }
-        for chunk in stride(from: 0, to: releases.count, by: maxItems) {
-            frames.append(.release(Array(releases[chunk..<min(chunk + maxItems, releases.count)])))
-        }
-        return frames
     }
 
     /// Marks `address` as being dialled unless it is connected, already being dialled or (with

@@ -26,23 +26,9 @@ struct RegionsRunner {
         s.crossRegion != nil && s.budgets.allSatisfy { !$0.kind.isRate }
     }
 
-    private enum Event {
-        case complete(Int32)
-        case toRegion(Int32, Enforcer.Outgoing)
-        case toNode(Int32, Grant)
-        case nodeTimer(Int32)
-        case regionTick(Int32)
-        case toGlobal(Int32, Enforcer.Outgoing)
-        case fromGlobal(Int32, Grant)
-        case globalTick
-    }
-
     func run() -> StrategyRun {
-        let epoch = scenario.epoch
-        var rng = SimRandom(seed: scenario.seed ^ 0x4E61)
-        var globalAlloc = try! Allocator(settings: global, budgets: scenario.budgets, now: epoch)
-        var regionAllocs: [Allocator] = []
-        var clients: [UpstreamClient] = []
+        let epoch = scenario.epoch, scenario = self.scenario, leaf = self.leaf, global = self.global
+        var side = Regions(global: try! Allocator(settings: global, budgets: scenario.budgets, now: epoch), budgets: scenario.budgets.map(\.id))
         for r in 0..<2 {
             var a = try! Allocator(settings: leaf, budgets: [], now: epoch)
             var us = UpstreamClient.Settings(node: NodeID("region-\(r)"))
@@ -55,11 +41,11 @@ struct RegionsRunner {
                 try! a.addUpstreamBacked(b, now: epoch)
                 c.register(b.id)
             }
-            regionAllocs.append(a)
-            clients.append(c)
+            side.regions.append(a)
+            side.clients.append(c)
         }
         // Gateways talk to their own region's coordinator: the regional network only.
-        var fleet = SimGateways(scenario: scenario) { n in
+        let fleet = SimGateways(scenario: scenario) { n in
             var s = EnforcerSettings(node: NodeID("node-\(n)"))
             s.refreshInterval = leaf.refreshInterval
             s.leaseTTL = leaf.leaseTTL
@@ -68,129 +54,129 @@ struct RegionsRunner {
             s.prefetchLead = max(.milliseconds(50), rtt * 3)
             return s
         }
-        var outcomes = [Outcome](repeating: .undecided, count: trace.count)
-        var q = Replay<Event>(trace: trace, end: scenario.duration.nanoseconds)
-        var messages = 0, crossing = 0
-        var violation: String?
-        let timerEvery: Int64 = 20_000_000
-        for n in 0..<scenario.nodes { q.schedule(Int64(n) * timerEvery / Int64(scenario.nodes), .nodeTimer(Int32(n))) }
-        q.schedule(0, .regionTick(0))
-        q.schedule(25_000_000, .regionTick(1))
-        q.schedule(0, .globalTick)
+        var loop = FleetLoop<Regions>(scenario: scenario, trace: trace, seed: scenario.seed ^ 0x4E61,
+                                      checkEveryStep: checkEveryStep, fleet: fleet)
+        let outcomes = loop.run(&side)
+        var run = StrategyRun(name: StrategyName.allotRegions.rawValue, outcomes: outcomes, messages: loop.messages,
+                              crossRegionMessages: loop.crossing, invariantViolation: loop.violation)
+        run.detail = "regional coordinators lease from the global one; \(loop.crossing) messages crossed regions"
+        return run
+    }
+
+    /// Two regional coordinators (real `Allocator`s, global budgets upstream-backed) beside
+    /// their gateways, each leasing from the global coordinator through a real `UpstreamClient`.
+    struct Regions: CoordinatorSide {
+        enum Event {
+            case toRegion(Int32, Enforcer.Outgoing)
+            case regionTick(Int32)
+            case toGlobal(Int32, Enforcer.Outgoing)
+            case fromGlobal(Int32, Grant)
+            case globalTick
+        }
+
+        var global: Allocator
+        let budgets: [BudgetID]
+        var regions: [Allocator] = []
+        var clients: [UpstreamClient] = []
+
+        init(global: Allocator, budgets: [BudgetID]) {
+            self.global = global
+            self.budgets = budgets
+        }
+
+        mutating func start(_ loop: inout FleetLoop<Self>) {
+            loop.schedule(0, .regionTick(0))
+            loop.schedule(25_000_000, .regionTick(1))
+            loop.schedule(0, .globalTick)
+        }
 
         /// Within a region: the intra-region network only.
-        func local(_ rng: inout SimRandom) -> Int64? { scenario.network.delay(&rng) }
+        private static func local(_ loop: inout FleetLoop<Self>) -> Int64? { loop.scenario.network.delay(&loop.rng) }
+
         /// Between region `r`'s coordinator and the global one (beside region 0).
-        func upstream(_ r: Int32, _ rng: inout SimRandom) -> Int64? {
-            guard let d = scenario.network.delay(&rng) else { return nil }
-            guard r == 1, let x = scenario.crossRegion else { return d }
-            return x.delay(&rng).map { d + $0 }
-        }
-        func send(_ n: Int32, _ t: Int64) {
-            for m in fleet.nodes[Int(n)].poll(now: epoch + .nanoseconds(t)) {
-                messages += 1
-                if let d = local(&rng) { q.schedule(t + d, .toRegion(n, m)) }
-            }
-        }
-        func deliverPushes(_ r: Int, _ t: Int64) {
-            for p in regionAllocs[r].takePushes() {
-                messages += 1
-                if let d = local(&rng), let n = fleet.index[p.node] { q.schedule(t + d, .toNode(n, p.grant)) }
-            }
-        }
-        func toGlobal(_ r: Int32, _ m: Enforcer.Outgoing, _ t: Int64) {
-            messages += 1
-            if r == 1 { crossing += 1 }
-            if let d = upstream(r, &rng) { q.schedule(t + d, .toGlobal(r, m)) }
-        }
-        func check(_ t: Int64) {
-            guard checkEveryStep, violation == nil else { return }
-            if let v = globalAlloc.checkInvariants() { violation = "t=\(t) global: \(v)" }
-            for r in 0..<2 where violation == nil {
-                if let v = regionAllocs[r].checkInvariants() { violation = "t=\(t) region \(r): \(v)" }
-            }
+        private static func upstream(_ r: Int32, _ loop: inout FleetLoop<Self>) -> Int64? {
+            guard let d = loop.scenario.network.delay(&loop.rng) else { return nil }
+            guard r == 1, let x = loop.scenario.crossRegion else { return d }
+            return x.delay(&loop.rng).map { d + $0 }
         }
 
-        while let (t, step) = q.next() {
-            let now = epoch + .nanoseconds(t)
-            guard case .event(let ev) = step else {
-                guard case .arrival(let i) = step else { continue }
-                let a = trace[i]
-                let n = Int(a.node)
-                let (outcome, endsAt) = fleet.arrive(i, a, at: t, now: now)
-                outcomes[i] = outcome
-                if let endsAt { q.schedule(endsAt, .complete(Int32(i))) }
-                if fleet.nodes[n].wantsPoll { send(a.node, t) }
-                if checkEveryStep, violation == nil, let v = fleet.nodes[n].checkInvariants() { violation = "t=\(t): \(v)" }
-                continue
-            }
-            switch ev {
-            case .complete(let i):
-                fleet.complete(i, trace[Int(i)], now: now)
+        mutating func sent(_ m: Enforcer.Outgoing, from n: Int32, at t: Int64, _ loop: inout FleetLoop<Self>) {
+            if let d = Self.local(&loop) { loop.schedule(t + d, .toRegion(n, m)) }
+        }
+
+        mutating func handle(_ e: Event, at t: Int64, now: Instant, _ loop: inout FleetLoop<Self>) {
+            switch e {
             case .toRegion(let n, let m):
-                let r = scenario.region(of: Int(n))
+                let r = loop.scenario.region(of: Int(n))
                 switch m {
                 case .acquire(let req):
-                    switch regionAllocs[r].acquire(req, now: now) {
+                    switch regions[r].acquire(req, now: now) {
                     case .granted(let g), .resent(let g):
-                        messages += 1
-                        if let d = local(&rng) { q.schedule(t + d, .toNode(n, g)) }
+                        loop.messages += 1
+                        if let d = Self.local(&loop) { loop.schedule(t + d, .toNode(n, g)) }
                     case .ignoredStale, .unknownBudget: break
                     }
                 case .release(let rel):
-                    _ = regionAllocs[r].release(rel, now: now)
+                    _ = regions[r].release(rel, now: now)
                 }
-                deliverPushes(r, t)
-                check(t)
-            case .toNode(let n, let g):
-                _ = fleet.nodes[Int(n)].receive(g, now: now)
-                if fleet.nodes[Int(n)].wantsPoll { send(n, t) }
-            case .nodeTimer(let n):
-                fleet.tick(Int(n), at: t, now: now, outcomes: &outcomes)
-                send(n, t)
-                q.schedule(t + timerEvery, .nodeTimer(n))
+                deliverPushes(r, t, &loop)
+                loop.check(self, at: t)
             case .regionTick(let r):
-                _ = regionAllocs[Int(r)].tick(now: now)
-                deliverPushes(Int(r), t)
+                _ = regions[Int(r)].tick(now: now)
+                deliverPushes(Int(r), t, &loop)
                 var views: [BudgetID: UpstreamClient.RegionView] = [:]
-                for b in scenario.budgets { views[b.id] = regionAllocs[Int(r)].regionView(b.id, now: now) } // ticked above
+                for b in budgets { views[b] = regions[Int(r)].regionView(b, now: now) } // ticked above
                 for action in clients[Int(r)].poll(now: now, views: views) {
                     switch action {
-                    case .withdraw(let b, let amount): _ = regionAllocs[Int(r)].withdraw(b, max: amount, now: now)
-                    case .send(let m): toGlobal(r, m, t)
+                    case .withdraw(let b, let amount): _ = regions[Int(r)].withdraw(b, max: amount, now: now)
+                    case .send(let m): toGlobal(r, m, t, &loop)
                     }
                 }
-                check(t)
-                q.schedule(t + 50_000_000, .regionTick(r))
+                loop.check(self, at: t)
+                loop.schedule(t + 50_000_000, .regionTick(r))
             case .toGlobal(let r, let m):
                 switch m {
                 case .acquire(let req):
-                    switch globalAlloc.acquire(req, now: now) {
+                    switch global.acquire(req, now: now) {
                     case .granted(let g), .resent(let g):
-                        messages += 1
-                        if r == 1 { crossing += 1 }
-                        if let d = upstream(r, &rng) { q.schedule(t + d, .fromGlobal(r, g)) }
+                        loop.messages += 1
+                        if r == 1 { loop.crossing += 1 }
+                        if let d = Self.upstream(r, &loop) { loop.schedule(t + d, .fromGlobal(r, g)) }
                     case .ignoredStale, .unknownBudget: break
                     }
                 case .release(let rel):
-                    _ = globalAlloc.release(rel, now: now)
+                    _ = global.release(rel, now: now)
                 }
-                check(t)
+                loop.check(self, at: t)
             case .fromGlobal(let r, let g):
-                regionAllocs[Int(r)].advance(g.budget, now: now)
-                guard let view = regionAllocs[Int(r)].regionView(g.budget, now: now),
+                regions[Int(r)].advance(g.budget, now: now)
+                guard let view = regions[Int(r)].regionView(g.budget, now: now),
                       let d = clients[Int(r)].receive(g, now: now, view: view) else { break }
-                regionAllocs[Int(r)].deposit(g.budget, amount: d.amount, expiresAt: d.expiresAt, now: now)
-                check(t)
+                regions[Int(r)].deposit(g.budget, amount: d.amount, expiresAt: d.expiresAt, now: now)
+                loop.check(self, at: t)
             case .globalTick:
-                _ = globalAlloc.tick(now: now)
-                q.schedule(t + 50_000_000, .globalTick)
+                _ = global.tick(now: now)
+                loop.schedule(t + 50_000_000, .globalTick)
             }
         }
-        for i in outcomes.indices where outcomes[i].time < 0 { outcomes[i] = Outcome(time: trace[i].time, admitted: false, end: trace[i].time) }
-        var run = StrategyRun(name: StrategyName.allotRegions.rawValue, outcomes: outcomes, messages: messages,
-                              crossRegionMessages: crossing, invariantViolation: violation)
-        run.detail = "regional coordinators lease from the global one; \(crossing) messages crossed regions"
-        return run
+
+        private mutating func deliverPushes(_ r: Int, _ t: Int64, _ loop: inout FleetLoop<Self>) {
+            for p in regions[r].takePushes() {
+                loop.messages += 1
+                if let d = Self.local(&loop), let n = loop.fleet.index[p.node] { loop.schedule(t + d, .toNode(n, p.grant)) }
+            }
+        }
+
+        private func toGlobal(_ r: Int32, _ m: Enforcer.Outgoing, _ t: Int64, _ loop: inout FleetLoop<Self>) {
+            loop.messages += 1
+            if r == 1 { loop.crossing += 1 }
+            if let d = Self.upstream(r, &loop) { loop.schedule(t + d, .toGlobal(r, m)) }
+        }
+
+        func violation(at t: Int64) -> String? {
+            if let v = global.checkInvariants() { return "t=\(t) global: \(v)" }
+            for r in 0..<2 { if let v = regions[r].checkInvariants() { return "t=\(t) region \(r): \(v)" } }
+            return nil
+        }
     }
 }
