@@ -111,22 +111,8 @@ public final class CoordinatorCore: Sendable {
         var counters = Counters()
         var tierBudgets: TierBudgets
         var lastRetirement: Instant = .zero
-        /// Live members, me included (empty when standalone), and the views that ended within
-        /// the last lease TTL (a budget owned by someone else in one of them is learned).
-        var members: [MemberID] = []
-        var membersVersion: UInt64 = 0
-        var history: [(ended: Instant, members: [MemberID])] = []
-        /// When each member last (re)appeared in the view: until a lease TTL later it may still
-        /// hold leases it granted while it did not see this coordinator.
-        var appeared: [String: Instant] = [:]
-        /// Of those, the ones seen probing this coordinator since (so they see it too, and no
-        /// longer grant its budgets).
-        var acknowledged: Set<String> = []
-        /// Cluster mode: false until the first membership view (no grants before it).
-        var formed = true
-        var formedAt: Instant = .zero
-        /// Cluster mode: the view holds at least `quorum` members.
-        var quorate = true
+        /// Cluster mode: who owns what, the quorum, recent views (nil when standalone).
+        var view: OwnershipView?
         var lastEpoch: UInt64 = 0
         /// Quota budgets whose ledger row is being read: nothing granted until it arrives.
         var loading: Set<BudgetID> = []
@@ -167,8 +153,7 @@ public final class CoordinatorCore: Sendable {
         st.lastEpoch = st.allocator.epoch
         if ledger != nil { st.loading = Set(budgets.filter { $0.kind.isQuota && !st.allocator.isUpstreamBacked($0.id) }.map(\.id)) }
         if let me = settings.member {
-            st.members = [me]
-            st.formed = false
+            st.view = OwnershipView(me: me, quorum: settings.quorum, leaseTTL: settings.allocator.leaseTTL)
         }
         state = Mutex(st)
     }
@@ -205,7 +190,7 @@ public final class CoordinatorCore: Sendable {
                     s.counters.nodeRestarts += 1
                 }
             }
-            return (id, identity.role == .node && !s.members.isEmpty ? Allot_V1_Frame.members(s.members, version: s.membersVersion) : nil)
+            return (id, identity.role == .node ? s.view.map { Allot_V1_Frame.members($0.members, version: $0.version) } : nil)
         }
         guard let (id, members) = admitted else { return nil }
         if let members {
@@ -253,7 +238,7 @@ public final class CoordinatorCore: Sendable {
                     s.counters.redirects += 1
                     continue
                 }
-                if !s.formed || !s.quorate || s.loading.contains(req.budget) {
+                if !(s.view?.serving ?? true) || s.loading.contains(req.budget) {
                     var g = Self.refusal(item, .unavailable)
                     g.retryAfterNs = Duration.milliseconds(20).nanoseconds
                     out.append(g)
@@ -288,7 +273,7 @@ public final class CoordinatorCore: Sendable {
                         out.append(g)
                         continue
                     } else {
-                        if Self.movedRecently(spec.id, s, self: settings.member, now: now) {
+                        if s.view?.movedRecently(spec.id, now: now) == true {
                             Self.gain(spec.id, ledger: nil, learning: true, &s, now: now)
                         }
                         outcome = s.allocator.acquire(req, now: now)
@@ -326,17 +311,7 @@ public final class CoordinatorCore: Sendable {
 
     /// The owner of `budget` in the current view (nil when standalone).
     private static func owner(of budget: BudgetID, _ s: State) -> MemberID? {
-        s.members.isEmpty ? nil : Rendezvous.owner(of: budget, among: s.members)
-    }
-
-    /// Whether another member owned `budget` in a view that ended less than a lease TTL ago
-    /// (its nodes may still hold that owner's leases).
-    private static func movedRecently(_ budget: BudgetID, _ s: State, self me: MemberID?, now: Instant) -> Bool {
-        guard let me else { return false }
-        if now - s.formedAt < s.allocator.settings.leaseTTL { return true }
-        if let alt = Rendezvous.owner(of: budget, among: s.members.filter { $0 != me }),
-           let t = s.appeared[alt.name], now - t < s.allocator.settings.leaseTTL { return true }
-        return s.history.contains { Rendezvous.owner(of: budget, among: $0.members) != me }
+        s.view?.owner(of: budget)
     }
 
     /// Adds `spec` to the allocator: upstream-backed when this coordinator is a region and the
@@ -487,43 +462,22 @@ public final class CoordinatorCore: Sendable {
         guard let me = settings.member else { return }
         var toLoad: [BudgetID] = []
         let (journal, sinks, frame) = state.withLock { s -> ([LedgerChange], [any FrameSink], Allot_V1_Frame) in
-            let live = live.sorted()
-            let wasFormed = s.formed
-            let quorumChange = (settings.quorum <= 1 || (healthy ?? live.count) >= settings.quorum) != s.quorate
-            if s.members == live && s.formed && !quorumChange {
+            guard let change = s.view!.viewChanged(live, healthy: healthy, now: now) else {
                 // Only the suspicion count moved, not the quorum: nothing to do.
-                return ([], [], .members(s.members, version: s.membersVersion))
+                return ([], [], .members(s.view!.members, version: s.view!.version))
             }
-            // Members that (re)appeared: each may have served, while it did not see this
-            // coordinator, budgets this one owns (the ones it would own without this one).
-            let appeared = s.formed ? live.filter { $0 != me && !s.members.contains($0) } : []
-            for m in appeared {
-                s.appeared[m.name] = now
-                s.acknowledged.remove(m.name)
-            }
-            s.appeared = s.appeared.filter { now - $0.value < settings.allocator.leaseTTL }
-            if s.members != live || !s.formed {
-                if s.formed { s.history.append((now, s.members)) }
-                s.members = live
-                s.membersVersion += 1
-            }
-            if !s.formed { s.formedAt = now }
-            s.formed = true
-            s.history.removeAll { now - $0.ended > settings.allocator.leaseTTL }
+            let (appeared, wasFormed, regained, quorate) = (change.appeared, change.wasFormed, change.regained, change.quorate)
             var journal: [LedgerChange] = []
-            let quorate = settings.quorum <= 1 || (healthy ?? live.count) >= settings.quorum
-            let regained = quorate && !s.quorate
-            s.quorate = quorate
-            for b in s.allocator.budgetIDs where !quorate || Rendezvous.owner(of: b, among: live) != me {
+            let view = s.view!
+            for b in s.allocator.budgetIDs where !quorate || view.owner(of: b) != me {
                 journal += Self.drop(b, &s)
                 s.loading.remove(b)
                 s.counters.ownershipLost += 1
                 if configured[b] == nil { s.tierBudgets.removed(b) }
             }
             if quorate && !regained && !appeared.isEmpty {
-                let others = live.filter { $0 != me }
-                for b in s.allocator.budgetIDs where Rendezvous.owner(of: b, among: live) == me {
-                    if let alt = Rendezvous.owner(of: b, among: others), appeared.contains(alt) {
+                for b in s.allocator.budgetIDs where view.owner(of: b) == me {
+                    if let alt = view.alternate(of: b), appeared.contains(alt) {
                         s.allocator.extendLearning(b, now: now)
                     }
                 }
@@ -531,7 +485,7 @@ public final class CoordinatorCore: Sendable {
             // Budgets gained: rate and concurrency budgets are learned for one lease TTL (at
             // formation too: a member that restarts into a running cluster cannot know what
             // others granted meanwhile); durable quotas as their ledger row says.
-            for (id, spec) in configured where quorate && Rendezvous.owner(of: id, among: live) == me {
+            for (id, spec) in configured where quorate && view.owner(of: id) == me {
                 if wasFormed && !regained && s.allocator.contains(id) { continue }
                 if !s.allocator.contains(id) { try? Self.add(spec, &s, epoch: nil, now: now) }
                 if ledger != nil && spec.kind.isQuota && !s.allocator.isUpstreamBacked(id) {
@@ -542,7 +496,7 @@ public final class CoordinatorCore: Sendable {
                 }
             }
             let sinks = s.nodeConnection.values.compactMap { s.connections[$0]?.sink }
-            return (journal, sinks, .members(s.members, version: s.membersVersion))
+            return (journal, sinks, .members(view.members, version: view.version))
         }
         // A durable quota is learned only if its ledger row says units may still be on nodes;
         // the database's conditional update covers a previous owner still granting.
@@ -575,10 +529,8 @@ public final class CoordinatorCore: Sendable {
     public func peerSeesMe(_ member: MemberID, now: Instant) {
         guard let me = settings.member else { return }
         state.withLock { s in
-            guard s.appeared[member.name] != nil, !s.acknowledged.contains(member.name) else { return }
-            s.acknowledged.insert(member.name)
-            let others = s.members.filter { $0 != me }
-            for b in s.allocator.budgetIDs where Rendezvous.owner(of: b, among: others)?.name == member.name {
+            guard s.view?.seesMe(member) == true else { return }
+            for b in s.allocator.budgetIDs where s.view!.alternate(of: b)?.name == member.name {
                 s.allocator.extendLearning(b, now: now)
             }
         }
@@ -646,10 +598,10 @@ public final class CoordinatorCore: Sendable {
     }
 
     /// Cluster mode: the view as nodes see it.
-    public var members: (list: [MemberID], version: UInt64) { state.withLock { ($0.members, $0.membersVersion) } }
-    public var isFormed: Bool { state.withLock { $0.formed } }
+    public var members: (list: [MemberID], version: UInt64) { state.withLock { $0.view.map { ($0.members, $0.version) } ?? ([], 0) } }
+    public var isFormed: Bool { state.withLock { $0.view?.formed ?? true } }
     /// Standalone, or formed with a quorum: grants are being served (`/readyz`).
-    public var isServing: Bool { state.withLock { $0.formed && $0.quorate } }
+    public var isServing: Bool { state.withLock { $0.view?.serving ?? true } }
 
     /// `node`'s audit head: kept in the ledger (the highest sequence per node), so that
     /// `allot audit verify --ledger` finds records cut off its trail. Without a ledger, kept
