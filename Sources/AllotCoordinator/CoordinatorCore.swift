@@ -88,21 +88,6 @@ public final class CoordinatorCore: Sendable {
         var serial = ""
     }
 
-    /// A durable grant waiting for its ledger record before it is sent.
-    struct HeldGrant: Sendable {
-        var node: NodeID
-        var grant: Grant
-        var windowStart: Instant
-        /// The node's life it was made for (not sent to a later one).
-        var life: UInt64
-    }
-
-    struct GrantKey: Hashable, Sendable {
-        var node: NodeID
-        var budget: BudgetID
-        var requestID: UInt64
-    }
-
     private struct State: Sendable {
         var allocator: Allocator
         var connections: [UInt64: Connection] = [:]
@@ -116,7 +101,8 @@ public final class CoordinatorCore: Sendable {
         var lastEpoch: UInt64 = 0
         /// Quota budgets whose ledger row is being read: nothing granted until it arrives.
         var loading: Set<BudgetID> = []
-        var inFlight: Set<GrantKey> = []
+        /// Grants on durable budgets waiting for their ledger record.
+        var durable = DurableGrants()
         /// A region: the global budgets' side towards the global cluster, and messages for it
         /// made outside a poll (releases of budgets this coordinator stopped owning).
         var upstream: UpstreamClient?
@@ -186,7 +172,7 @@ public final class CoordinatorCore: Sendable {
                 s.nodeConnection[node] = id
                 if s.allocator.hello(node: node, incarnation: incarnation) {
                     // Grants still waiting for their record belong to the previous life.
-                    s.inFlight = s.inFlight.filter { $0.node != node }
+                    s.durable.forget(node: node)
                     s.counters.nodeRestarts += 1
                 }
             }
@@ -227,7 +213,7 @@ public final class CoordinatorCore: Sendable {
     public func acquire(_ items: [Allot_V1_Acquire], from node: NodeID, now: Instant) -> [Allot_V1_Frame] {
         let (grants, pushes, journal, held) = state.withLock { s in
             var out: [Allot_V1_Grant] = []
-            var held: [HeldGrant] = []
+            var held: [DurableGrants.Held] = []
             out.reserveCapacity(items.count)
             for item in items {
                 let req = AcquireRequest(wire: item, node: node)
@@ -244,7 +230,7 @@ public final class CoordinatorCore: Sendable {
                     out.append(g)
                     continue
                 }
-                if s.inFlight.contains(GrantKey(node: node, budget: req.budget, requestID: req.requestID)) {
+                if s.durable.isWaiting(node: node, budget: req.budget, requestID: req.requestID) {
                     continue // a retry of a grant still waiting for its record: answered with it
                 }
                 var outcome = s.allocator.acquire(req, now: now)
@@ -283,8 +269,7 @@ public final class CoordinatorCore: Sendable {
                 case .granted(let g), .resent(let g):
                     if ledger != nil, g.amount > 0, let w = s.allocator.window(g.budget), case .granted = outcome,
                        !s.allocator.isUpstreamBacked(g.budget) {
-                        held.append(HeldGrant(node: node, grant: g, windowStart: w.start, life: s.allocator.incarnation(of: node)))
-                        s.inFlight.insert(GrantKey(node: node, budget: g.budget, requestID: g.requestID))
+                        held.append(s.durable.hold(g, node: node, windowStart: w.start, life: s.allocator.incarnation(of: node)))
                     } else {
                         out.append(g.wire)
                     }
@@ -394,49 +379,41 @@ public final class CoordinatorCore: Sendable {
     /// Hands the journal to the ledger; held grants go out once it is durable. A grant whose
     /// record was refused (the cap was reached by another coordinator) or whose write failed
     /// is taken back; the node gets "nothing" or "ask again later" instead.
-    private func write(_ journal: [LedgerChange], held: [HeldGrant]) {
+    private func write(_ journal: [LedgerChange], held: [DurableGrants.Held]) {
         guard let ledger, !journal.isEmpty || !held.isEmpty else { return }
         ledger.submit(journal) { [weak self] accepted in
             self?.recorded(journal, held: held, accepted: accepted)
         }
     }
 
-    private func recorded(_ journal: [LedgerChange], held: [HeldGrant], accepted: [Bool]?) {
+    private func recorded(_ journal: [LedgerChange], held: [DurableGrants.Held], accepted: [Bool]?) {
         let (sends, retry) = state.withLock { s -> ([(any FrameSink, Allot_V1_Frame)], [LedgerChange]) in
-            var byNode: [NodeID: [Allot_V1_Grant]] = [:]
-            for h in held {
-                s.inFlight.remove(GrantKey(node: h.node, budget: h.grant.budget, requestID: h.grant.requestID))
-                let i = journal.firstIndex { $0.budget == h.grant.budget && $0.windowStart == h.windowStart }
-                if let accepted, let i, accepted[i] {
-                    // A grant for a previous life stays on its retired lease and runs out with it.
-                    if h.life == s.allocator.incarnation(of: h.node) { byNode[h.node, default: []].append(h.grant.wire) }
-                    continue
-                }
-                s.allocator.revoke(h.grant, node: h.node, exhausted: accepted != nil)
+            var lives: [NodeID: UInt64] = [:]
+            for h in held where lives[h.node] == nil { lives[h.node] = s.allocator.incarnation(of: h.node) }
+            let outcome = s.durable.recorded(journal, held: held, accepted: accepted) { lives[$0] ?? 0 }
+            for (h, exhausted) in outcome.revoke {
+                s.allocator.revoke(h.grant, node: h.node, exhausted: exhausted)
                 s.counters.ledgerRevoked += 1
-                var g = h.grant.wire
-                if accepted == nil {
-                    g.outcome = .unavailable
-                    g.amount = 0
-                    g.retryAfterNs = Duration.milliseconds(200).nanoseconds
-                } else {
-                    s.counters.ledgerRefusals += 1
-                    g.amount = 0 // the ledger is at the cap: nothing free (the lease itself stands)
+                if exhausted { s.counters.ledgerRefusals += 1 }
+            }
+            var byNode: [NodeID: [Allot_V1_Grant]] = [:]
+            for (node, answer) in outcome.answers {
+                switch answer {
+                case .grant(let g), .nothing(let g):
+                    byNode[node, default: []].append(g.wire)
+                case .retryLater(let g, let after):
+                    var w = g.wire
+                    w.outcome = .unavailable
+                    w.retryAfterNs = after.nanoseconds
+                    byNode[node, default: []].append(w)
                 }
-                byNode[h.node, default: []].append(g)
             }
             var sends: [(any FrameSink, Allot_V1_Frame)] = []
             for (node, grants) in byNode {
                 guard let id = s.nodeConnection[node], let c = s.connections[id] else { continue }
                 for f in frames(grants) { sends.append((c.sink, f)) }
             }
-            // Releases and reports are facts: keep them for the next write when this one failed.
-            let retry = accepted == nil ? journal.compactMap { c -> LedgerChange? in
-                var c = c
-                c.delta.granted = 0
-                return c.delta.isZero ? nil : c
-            } : []
-            return (sends, retry)
+            return (sends, outcome.retry)
         }
         for (sink, frame) in sends { sink.send(frame) }
         if !retry.isEmpty { write(retry, held: []) }

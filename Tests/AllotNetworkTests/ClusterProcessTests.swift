@@ -14,19 +14,32 @@ import Testing
 struct ClusterProcessTests {
     let procs = ProcessTests()
 
+    /// `n` distinct ports free on 127.0.0.1, below the ephemeral range (32768–60999), so no
+    /// outgoing connection takes one between this check and the coordinator's bind (ports
+    /// from the kernel's port 0 were taken that way, and two calls could return the same one).
     static func freePorts(_ n: Int) -> [Int] {
-        (0..<n).map { _ in
+        var fds: [Int32] = []
+        defer { for fd in fds { close(fd) } }
+        var ports: [Int] = []
+        var port = 20_000 + Int.random(in: 0..<10_000)
+        while ports.count < n && port < 32_000 {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            addr.sin_port = 0
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-            _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-            return Int(UInt16(bigEndian: addr.sin_port))
+            addr.sin_port = UInt16(port).bigEndian
+            let bound = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if bound == 0 {
+                fds.append(fd)
+                ports.append(port)
+            } else {
+                close(fd)
+            }
+            port += 1
         }
+        return ports
     }
 
     @Test("3 coordinators, 8 nodes, SIGKILL one coordinator: nodes keep admitting, re-route within 3 s, quotas exact, rates within 1%")
