@@ -1,43 +1,68 @@
+import AllotCore
 import AllotWire
+import HTTPTypes
+import Hummingbird
+import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import Prometheus
 import Synchronization
 
-/// Plain HTTP on the admin address (loopback by default): `/metrics` (Prometheus text),
-/// `/healthz` (the process is up) and `/readyz` (it accepts lease traffic).
+/// Plain HTTP on the admin address (loopback by default), served by Hummingbird as the
+/// gateway's listeners are: `/metrics` (Prometheus text), `/healthz` (the process is up) and
+/// `/readyz` (it accepts lease traffic).
 public final class AdminServer: Sendable {
     private let core: CoordinatorCore
     private let group: any EventLoopGroup
     private let ready: @Sendable () -> Bool
-    private let channel = Mutex<(any Channel)?>(nil)
+    private let logger: Logger
+    private let task = Mutex<Task<Void, Never>?>(nil)
 
-    public init(core: CoordinatorCore, group: any EventLoopGroup, ready: @escaping @Sendable () -> Bool) {
+    public init(core: CoordinatorCore, group: any EventLoopGroup, ready: @escaping @Sendable () -> Bool,
+                logger: Logger = Logger(label: "allot.admin")) {
         self.core = core
         self.group = group
         self.ready = ready
+        var quiet = logger
+        quiet.logLevel = max(logger.logLevel, .warning)
+        self.logger = quiet
     }
 
+    /// Binds and serves until `shutdown`; returns the bound address (port 0 picks a free port).
     @discardableResult
     public func start(host: String, port: Int) async throws -> SocketAddress {
         let core = self.core, ready = self.ready
-        let ch = try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(AdminHandler(core: core, ready: ready))
-                    }
-                }
-            }
-            .bind(host: host, port: port).get()
-        channel.withLock { $0 = ch }
-        return ch.localAddress!
+        let (bound, signal) = AsyncStream<Result<SocketAddress, any Error>>.makeStream()
+        let app = Application(
+            responder: CallbackResponder<BasicRequestContext> { request, _ in Self.respond(request.uri.path, core: core, ready: ready) },
+            configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { channel in
+                if let address = channel.localAddress { signal.yield(.success(address)) }
+            },
+            eventLoopGroupProvider: .shared(group), logger: logger)
+        task.withLock { $0 = Task {
+            do { try await app.runService(gracefulShutdownSignals: []) } catch { signal.yield(.failure(error)) }
+            signal.finish()
+        } }
+        for await result in bound { return try result.get() }
+        throw AllotError(.invalidSettings, "the admin listener on \(host):\(port) stopped before it was bound")
     }
 
     public func shutdown() async {
-        if let ch = channel.withLock({ $0 }) { try? await ch.close() }
+        guard let t = task.withLock({ t -> Task<Void, Never>? in defer { t = nil }; return t }) else { return }
+        t.cancel()
+        await t.value
+    }
+
+    static func respond(_ path: String, core: CoordinatorCore, ready: () -> Bool) -> Response {
+        let (status, body, type): (HTTPResponse.Status, String, String)
+        switch path {
+        case "/metrics": (status, body, type) = (.ok, metricsText(core), "text/plain; version=0.0.4")
+        case "/healthz": (status, body, type) = (.ok, "ok\n", "text/plain")
+        case "/readyz": (status, body, type) = ready() ? (.ok, "ready\n", "text/plain") : (.serviceUnavailable, "not ready\n", "text/plain")
+        default: (status, body, type) = (.notFound, "not found: try /metrics, /healthz or /readyz\n", "text/plain")
+        }
+        return Response(status: status, headers: [.contentType: type], body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
     }
 
     /// The Prometheus exposition of the coordinator's counters and books.
@@ -118,42 +143,5 @@ public final class AdminServer: Sendable {
             }
         }
         return out
-    }
-}
-
-final class AdminHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-    private let core: CoordinatorCore
-    private let ready: @Sendable () -> Bool
-    private var path = "/"
-
-    init(core: CoordinatorCore, ready: @escaping @Sendable () -> Bool) {
-        self.core = core
-        self.ready = ready
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head): path = head.uri
-        case .body: break
-        case .end:
-            let (status, body, type): (HTTPResponseStatus, String, String)
-            switch path {
-            case "/metrics": (status, body, type) = (.ok, AdminServer.metricsText(core), "text/plain; version=0.0.4")
-            case "/healthz": (status, body, type) = (.ok, "ok\n", "text/plain")
-            case "/readyz":
-                (status, body, type) = ready() ? (.ok, "ready\n", "text/plain") : (.serviceUnavailable, "not ready\n", "text/plain")
-            default: (status, body, type) = (.notFound, "not found: try /metrics, /healthz or /readyz\n", "text/plain")
-            }
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: type)
-            headers.add(name: "Content-Length", value: "\(body.utf8.count)")
-            headers.add(name: "Connection", value: "close")
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
-        }
     }
 }

@@ -105,7 +105,7 @@ public final class CoordinatorService: Service, Sendable {
         }
         core.start(now: WallClock.now())
         let server = CoordinatorServer(core: core, tls: tls, group: group, logger: logger)
-        let admin = AdminServer(core: core, group: group, ready: { [self] in self.isReady })
+        let admin = AdminServer(core: core, group: group, ready: { [self] in self.isReady }, logger: logger)
         let address = try await server.start(host: config.listenHost, port: config.listenPort)
         let adminAddress = try await admin.start(host: config.adminHost, port: config.adminPort)
         var cluster: ClusterService?
