@@ -240,15 +240,21 @@ public final class LeaseClient: Service, Sendable {
         }
         let generation = state.withLock { $0.peers[address]?.generation ?? 0 }
         do {
+            let closedFirst = ClosedFlag()
             let conn = try await transport.connect(
                 onFrame: { [weak self] frame in self?.received(frame, from: address) },
-                onClose: { [weak self] in self?.closed(address, generation: generation) })
+                onClose: { [weak self] in
+                    closedFirst.set()
+                    self?.closed(address, generation: generation)
+                })
             // The hello first, before the connection is visible to the poll (whose heartbeat
             // or acquires would otherwise overtake it and be refused).
             conn.send([.hello(name: endpoint.nodeName, incarnation: incarnation)])
             state.withLock { s in
-                s.peers[address]?.connection = conn
                 s.peers[address]?.connecting = false
+                // Closed before it could be stored: keep no dead connection (dialled again).
+                guard !closedFirst.isSet else { return }
+                s.peers[address]?.connection = conn
                 s.peers[address]?.backoff = settings.minBackoff
                 s.traffic.connects += 1
                 s.traffic.framesSent += 1

@@ -1,5 +1,6 @@
 import AllotCore
 import AllotWire
+import Synchronization
 
 /// How a node reaches its coordinator. The lease client is written against this, so tests
 /// can run it in-process (`InProcessTransport`) and production over mutual TLS
@@ -26,3 +27,14 @@ extension LeaseConnection {
 
 /// Makes a transport to a `HOST:PORT` address (nil when the address is not one).
 public typealias Dialer = @Sendable (String) -> (any LeaseTransport)?
+
+/// Set by a connection's `onClose`, which can run before `connect` returns (the peer, or a
+/// proxy whose upstream is down, closes right after TCP is up): a caller storing the
+/// connection checks it first, under the same lock its close handler takes, and does not
+/// keep a connection that is already closed (it would hold a dead link forever).
+public final class ClosedFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    public init() {}
+    public func set() { flag.store(true, ordering: .sequentiallyConsistent) }
+    public var isSet: Bool { flag.load(ordering: .sequentiallyConsistent) }
+}

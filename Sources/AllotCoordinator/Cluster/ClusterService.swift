@@ -214,19 +214,29 @@ public final class ClusterService: Sendable {
         }
         Task {
             do {
+                // `connect` returns once TCP is up; the peer (or a proxy in front of it whose
+                // upstream is down) may close it before this task stores it. A connection that
+                // closed first is never stored: the link stays empty and is dialled again
+                // (storing it left a dead link that only a view change would clear).
+                let closed = ClosedFlag()
                 let conn = try await transport.connect(
                     onFrame: { [weak self] f in self?.peerFrame(f, address: address) },
-                    onClose: { [weak self] in self?.peerClosed(address) })
+                    onClose: { [weak self] in
+                        closed.set()
+                        self?.peerClosed(address)
+                    })
                 conn.send([.hello(name: me.name, capabilities: ["gossip"])])
-                let queued = state.withLock { s -> [Allot_V1_Frame] in
+                let queued = state.withLock { s -> [Allot_V1_Frame]? in
                     var link = s.links[address] ?? Link()
-                    link.connection = conn
                     link.connecting = false
-                    defer { link.queue = []; s.links[address] = link }
+                    defer { s.links[address] = link }
+                    guard !closed.isSet else { return nil }
+                    link.connection = conn
+                    defer { link.queue = [] }
                     s.messagesSent += Int64(link.queue.count)
                     return link.queue
                 }
-                conn.send(queued)
+                if let queued { conn.send(queued) }
             } catch {
                 state.withLock { s in
                     s.links[address]?.connecting = false
