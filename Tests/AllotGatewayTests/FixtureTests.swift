@@ -84,9 +84,17 @@ struct FixtureTests {
             }
         }
         // The gateway still serves everyone else (another team: huge valid counts may have spent
-        // the pro team's money budget, which is right).
-        let after = try await call(port: fleet.proxyPorts[0], key: "sk-free-1", body: chatBody(maxTokens: 10),
+        // the pro team's money budget, which is right). The free consumer's tier budgets are made
+        // on its first request, and a new budget may answer 429 until its first lease arrives
+        // (the cold start issue 20 closes): asked again for up to 10 s, it must be served.
+        var after = try await call(port: fleet.proxyPorts[0], key: "sk-free-1", body: chatBody(maxTokens: 10),
                                    headers: [("x-fixture", "chat_n4.json")])
+        let deadline = ContinuousClock.now + .seconds(10)
+        while after.status == 429 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+            after = try await call(port: fleet.proxyPorts[0], key: "sk-free-1", body: chatBody(maxTokens: 10),
+                                   headers: [("x-fixture", "chat_n4.json")])
+        }
         #expect(after.status == 200, "\(after.status) \(after.body)")
         await fleet.stop()
     }
