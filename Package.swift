@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "AllotNode", targets: ["AllotNode"]),
         .library(name: "AllotGateway", targets: ["AllotGateway"]),
         .library(name: "AllotCluster", targets: ["AllotCluster"]),
+        .library(name: "AllotCoordination", targets: ["AllotCoordination"]),
         .library(name: "AllotConfig", targets: ["AllotConfig"]),
         .executable(name: "allot", targets: ["allot"]),
     ],
@@ -45,7 +46,7 @@ let package = Package(
             dependencies: ["AllotCore", .product(name: "Yams", package: "Yams")]
         ),
         // Deterministic fleet simulator in virtual time, with the peers' strategies.
-        .target(name: "AllotSimulator", dependencies: ["AllotCore"]),
+        .target(name: "AllotSimulator", dependencies: ["AllotCore", "AllotCoordination"]),
         // The wire format: protobuf messages (generated from Protos/), framing, codec.
         .target(
             name: "AllotWire",
@@ -75,7 +76,7 @@ let package = Package(
             name: "AllotCoordinator",
             dependencies: [
                 // AllotNode: a region's coordinator leases global budgets with the node's LeaseClient.
-                "AllotCore", "AllotConfig", "AllotWire", "AllotTransport", "AllotCluster", "AllotNode",
+                "AllotCore", "AllotConfig", "AllotWire", "AllotTransport", "AllotCluster", "AllotCoordination", "AllotNode",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -144,6 +145,9 @@ let package = Package(
         ),
         // The coordinator cluster: SWIM membership and rendezvous ownership, pure state machines.
         .target(name: "AllotCluster", dependencies: ["AllotCore"]),
+        // The coordinator's decisions as a pure state machine (ownership, durable grants, tier
+        // budgets, node restarts, a region's upstream): events and the time in, actions out.
+        .target(name: "AllotCoordination", dependencies: ["AllotCore", "AllotCluster"]),
         // The command-line tool: a thin shell.
         .executableTarget(
             name: "allot",
@@ -178,10 +182,11 @@ let package = Package(
         .testTarget(name: "AllotCoreTests", dependencies: ["AllotCore"]),
         .testTarget(name: "AllotSimulatorTests", dependencies: ["AllotCore", "AllotSimulator"]),
         .testTarget(name: "AllotClusterTests", dependencies: ["AllotCore", "AllotCluster"]),
+        .testTarget(name: "AllotCoordinationTests", dependencies: ["AllotCore", "AllotCluster", "AllotCoordination", "AllotSimulator"]),
         .testTarget(
             name: "AllotCoordinatorTests",
             dependencies: [
-                "AllotCore", "AllotCluster", "AllotConfig", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotSimulator", "AllotFuzzing", "AllotTesting",
+                "AllotCore", "AllotCluster", "AllotConfig", "AllotWire", "AllotTransport", "AllotCoordination", "AllotCoordinator", "AllotNode", "AllotSimulator", "AllotFuzzing", "AllotTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),

@@ -10,12 +10,13 @@ cd "$(dirname "$0")/.."
 declare -A allowed=(
   [AllotCore]=""
   [AllotCluster]="AllotCore"
+  [AllotCoordination]="AllotCore AllotCluster"
   [AllotConfig]="AllotCore"
-  [AllotSimulator]="AllotCore"
+  [AllotSimulator]="AllotCore AllotCoordination"
   [AllotWire]="AllotCore AllotCluster"
   [AllotTransport]="AllotCore AllotWire"
   [AllotNode]="AllotCore AllotCluster AllotWire AllotTransport"
-  [AllotCoordinator]="AllotCore AllotCluster AllotConfig AllotWire AllotTransport AllotNode"
+  [AllotCoordinator]="AllotCore AllotCluster AllotCoordination AllotConfig AllotWire AllotTransport AllotNode"
   [AllotGateway]="AllotCore AllotConfig AllotWire AllotTransport AllotNode"
   # Tooling: the demo and mock upstream, the fuzzer.
   [AllotDemo]="AllotCore AllotConfig AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway AllotSimulator"
@@ -28,10 +29,10 @@ declare -A allowed=(
   [allot-bench]="AllotCore AllotConfig AllotSimulator AllotWire AllotTransport AllotNode AllotCoordinator"
 )
 # Modules that must not import any NIO module (pure state machines and values).
-pure="AllotCore AllotCluster AllotConfig AllotSimulator"
+pure="AllotCore AllotCluster AllotCoordination AllotConfig AllotSimulator"
 # Tooling modules: no product module imports them.
 tooling="AllotDemo AllotFuzzing AllotSimulator AllotTesting"
-product="AllotCore AllotCluster AllotConfig AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway"
+product="AllotCore AllotCluster AllotCoordination AllotConfig AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway"
 
 failed=0
 for dir in Sources/*/; do

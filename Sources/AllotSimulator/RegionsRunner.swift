@@ -1,9 +1,11 @@
+import AllotCoordination
 import AllotCore
 
-/// `allot-regions` (step 5): the hierarchy. Each region has its own coordinator (a real
-/// `Allocator` whose global budgets are upstream-backed) beside its gateways, leasing from
-/// the global coordinator through a real `UpstreamClient`; only the regions' coordinators
-/// cross regions, at a slower refresh. Nodes are real `Enforcer`s, as in `allot`.
+/// `allot-regions` (step 5): the hierarchy. Each region has its own coordinator (the real
+/// `CoordinatorMachine`, its global budgets upstream-backed) beside its gateways, leasing
+/// from the global coordinator (a `CoordinatorMachine` too) through its `UpstreamClient`;
+/// only the regions' coordinators cross regions, at a slower refresh. Nodes are real
+/// `Enforcer`s, as in `allot`.
 struct RegionsRunner {
     let scenario: Scenario
     let trace: [Arrival]
@@ -28,21 +30,25 @@ struct RegionsRunner {
 
     func run() -> StrategyRun {
         let epoch = scenario.epoch, scenario = self.scenario, leaf = self.leaf, global = self.global
-        var side = Regions(global: try! Allocator(settings: global, budgets: scenario.budgets, now: epoch), budgets: scenario.budgets.map(\.id))
+        var g = CoordinatorMachine.Settings()
+        g.allocator = global
+        var side = Regions(global: try! CoordinatorMachine(settings: g, budgets: scenario.budgets, now: epoch))
+        // In a region every budget of the scenario is global: leased from the global coordinator.
+        let reaching = scenario.budgets.map { b in
+            var b = b
+            b.reach = .global
+            return b
+        }
         for r in 0..<2 {
-            var a = try! Allocator(settings: leaf, budgets: [], now: epoch)
+            var s = CoordinatorMachine.Settings()
+            s.allocator = leaf
             var us = UpstreamClient.Settings(node: NodeID("region-\(r)"))
             us.refreshInterval = global.refreshInterval
             us.renewMargin = leaf.leaseTTL
             // The second region is a cross-region round trip away.
             us.retryTimeout = r == 0 ? .milliseconds(100) : .milliseconds(400)
-            var c = UpstreamClient(settings: us)
-            for b in scenario.budgets {
-                try! a.addUpstreamBacked(b, now: epoch)
-                c.register(b.id)
-            }
-            side.regions.append(a)
-            side.clients.append(c)
+            s.upstream = us
+            side.regions.append(try! CoordinatorMachine(settings: s, budgets: reaching, now: epoch))
         }
         // Gateways talk to their own region's coordinator: the regional network only.
         let fleet = SimGateways(scenario: scenario) { n in
@@ -63,8 +69,8 @@ struct RegionsRunner {
         return run
     }
 
-    /// Two regional coordinators (real `Allocator`s, global budgets upstream-backed) beside
-    /// their gateways, each leasing from the global coordinator through a real `UpstreamClient`.
+    /// Two regional coordinators beside their gateways, each leasing from the global
+    /// coordinator through its `UpstreamClient`: `CoordinatorMachine`s all three.
     struct Regions: CoordinatorSide {
         enum Event {
             case toRegion(Int32, Enforcer.Outgoing)
@@ -74,15 +80,8 @@ struct RegionsRunner {
             case globalTick
         }
 
-        var global: Allocator
-        let budgets: [BudgetID]
-        var regions: [Allocator] = []
-        var clients: [UpstreamClient] = []
-
-        init(global: Allocator, budgets: [BudgetID]) {
-            self.global = global
-            self.budgets = budgets
-        }
+        var global: CoordinatorMachine
+        var regions: [CoordinatorMachine] = []
 
         mutating func start(_ loop: inout FleetLoop<Self>) {
             loop.schedule(0, .regionTick(0))
@@ -108,51 +107,40 @@ struct RegionsRunner {
             switch e {
             case .toRegion(let n, let m):
                 let r = loop.scenario.region(of: Int(n))
+                var actions: [CoordinatorMachine.Action]
                 switch m {
                 case .acquire(let req):
-                    switch regions[r].acquire(req, now: now) {
-                    case .granted(let g), .resent(let g):
+                    let answers: [CoordinatorMachine.Answer]
+                    (answers, actions) = regions[r].acquire([req], from: req.node, now: now)
+                    for case .grant(let g) in answers {
                         loop.messages += 1
                         if let d = Self.local(&loop) { loop.schedule(t + d, .toNode(n, g)) }
-                    case .ignoredStale, .unknownBudget: break
                     }
                 case .release(let rel):
-                    _ = regions[r].release(rel, now: now)
+                    actions = regions[r].release([rel], from: rel.node, now: now)
                 }
-                deliverPushes(r, t, &loop)
+                deliverPushes(actions, t, &loop)
                 loop.check(self, at: t)
             case .regionTick(let r):
-                _ = regions[Int(r)].tick(now: now)
-                deliverPushes(Int(r), t, &loop)
-                var views: [BudgetID: UpstreamClient.RegionView] = [:]
-                for b in budgets { views[b] = regions[Int(r)].regionView(b, now: now) } // ticked above
-                for action in clients[Int(r)].poll(now: now, views: views) {
-                    switch action {
-                    case .withdraw(let b, let amount): _ = regions[Int(r)].withdraw(b, max: amount, now: now)
-                    case .send(let m): toGlobal(r, m, t, &loop)
-                    }
-                }
+                deliverPushes(regions[Int(r)].tick(now: now), t, &loop)
+                for m in regions[Int(r)].upstreamStep(now: now) { toGlobal(r, m, t, &loop) }
                 loop.check(self, at: t)
                 loop.schedule(t + 50_000_000, .regionTick(r))
             case .toGlobal(let r, let m):
+                // The global coordinator's pushes are not sent: a region asks at every refresh.
                 switch m {
                 case .acquire(let req):
-                    switch global.acquire(req, now: now) {
-                    case .granted(let g), .resent(let g):
+                    for case .grant(let g) in global.acquire([req], from: req.node, now: now).0 {
                         loop.messages += 1
                         if r == 1 { loop.crossing += 1 }
                         if let d = Self.upstream(r, &loop) { loop.schedule(t + d, .fromGlobal(r, g)) }
-                    case .ignoredStale, .unknownBudget: break
                     }
                 case .release(let rel):
-                    _ = global.release(rel, now: now)
+                    _ = global.release([rel], from: rel.node, now: now)
                 }
                 loop.check(self, at: t)
             case .fromGlobal(let r, let g):
-                regions[Int(r)].advance(g.budget, now: now)
-                guard let view = regions[Int(r)].regionView(g.budget, now: now),
-                      let d = clients[Int(r)].receive(g, now: now, view: view) else { break }
-                regions[Int(r)].deposit(g.budget, amount: d.amount, expiresAt: d.expiresAt, now: now)
+                regions[Int(r)].upstreamReceive([g], now: now)
                 loop.check(self, at: t)
             case .globalTick:
                 _ = global.tick(now: now)
@@ -160,10 +148,12 @@ struct RegionsRunner {
             }
         }
 
-        private mutating func deliverPushes(_ r: Int, _ t: Int64, _ loop: inout FleetLoop<Self>) {
-            for p in regions[r].takePushes() {
-                loop.messages += 1
-                if let d = Self.local(&loop), let n = loop.fleet.index[p.node] { loop.schedule(t + d, .toNode(n, p.grant)) }
+        private mutating func deliverPushes(_ actions: [CoordinatorMachine.Action], _ t: Int64, _ loop: inout FleetLoop<Self>) {
+            for case .push(let pushes) in actions {
+                for p in pushes {
+                    loop.messages += 1
+                    if let d = Self.local(&loop), let n = loop.fleet.index[p.node] { loop.schedule(t + d, .toNode(n, p.grant)) }
+                }
             }
         }
 
@@ -174,8 +164,8 @@ struct RegionsRunner {
         }
 
         func violation(at t: Int64) -> String? {
-            if let v = global.checkInvariants() { return "t=\(t) global: \(v)" }
-            for r in 0..<2 { if let v = regions[r].checkInvariants() { return "t=\(t) region \(r): \(v)" } }
+            if let v = global.allocator.checkInvariants() { return "t=\(t) global: \(v)" }
+            for r in 0..<2 { if let v = regions[r].allocator.checkInvariants() { return "t=\(t) region \(r): \(v)" } }
             return nil
         }
     }

@@ -1,3 +1,4 @@
+import AllotCoordination
 import AllotCore
 import AllotCoordinator
 import AllotTransport
@@ -89,15 +90,15 @@ struct RegionConfigTests {
         #expect(ask("eu.day", 1).amount == 50)
         let first = ask("pro.tpd/tenant=acme", 1)
         #expect(first.outcome == .granted && first.amount == 0)
-        let out = core.upstreamStep(now: t0 + .milliseconds(10))
+        let out = core.machine { $0.upstreamStep(now: t0 + .milliseconds(10)) }
         guard case .acquire(let up)? = out.first else {
             Issue.record("the region did not ask upstream: \(out)")
             return
         }
         #expect(up.budget == "pro.tpd/tenant=acme" && up.node == "region-eu0" && up.demandRate == 40 && up.want > 0)
         #expect(!out.contains { if case .acquire(let a) = $0 { a.budget == "eu.day" } else { false } }, "a regional budget went upstream")
-        core.upstreamReceive([Grant(requestID: up.requestID, budget: up.budget, leaseID: 7, epoch: 1, amount: 30, ttl: .seconds(30))],
-                             now: t0 + .milliseconds(80))
+        core.machine { $0.upstreamReceive([Grant(requestID: up.requestID, budget: up.budget, leaseID: 7, epoch: 1, amount: 30, ttl: .seconds(30))],
+                             now: t0 + .milliseconds(80)) }
         let second = ask("pro.tpd/tenant=acme", 2)
         #expect(second.amount == 30, "granted \(second.amount) of the 30 deposited")
         #expect(second.ttlNs <= Duration.seconds(30).nanoseconds)

@@ -7,8 +7,9 @@ import Testing
 /// coordinator drops acquires whose request id is not above the last it saw from that node,
 /// and a new life starts its ids at 1 again; its hello's new incarnation makes the
 /// coordinator forget the previous life's (found by bench/run.sh: every run after the
-/// first got nothing).
-@Suite("Restarts under the same name", .serialized)
+/// first got nothing). Here a real lease client's hello over the protocol, in real time; the
+/// rule itself, and a region's restart, in virtual time in AllotCoordinationTests.
+@Suite("Restarts under the same name (in process, real time)", .serialized)
 struct RestartTests {
     @Test("a gateway node restarted under the same name gets leases again at once")
     func nodeRestart() async throws {
@@ -28,30 +29,6 @@ struct RestartTests {
             await node.stop()
         }
         #expect(h.core("c0:7000")?.counters.nodeRestarts == 1)
-        await h.stopAll()
-    }
-
-    @Test("a region's coordinator restarted under the same upstream name is granted global units again")
-    func regionRestart() async throws {
-        let h = Harness()
-        let quota = try BudgetSpec(id: "tenant.day", unit: .requests, kind: .quota(allowance: 100_000, window: try CalendarWindow(.day)),
-                                   reach: .global)
-        try await RegionTests.startGlobal(h, budgets: [quota])
-        await h.wait(5) { RegionTests.globalAddresses.allSatisfy { h.core($0)?.members.list.count == 2 } }
-        for life in 0..<2 {
-            let region = try await RegionTests.startRegion(h, 0, budgets: [quota])
-            var admitted = 0
-            let start = Date()
-            while admitted < 200 && Date().timeIntervalSince(start) < 5 {
-                for n in region.nodes { for _ in 0..<5 where n.admit(quota.id) { admitted += 1 } }
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            #expect(admitted >= 200, "life \(life) of region 0 admitted only \(admitted) in 5 s")
-            for n in region.nodes { await n.stop() }
-            region.task.cancel()
-            await region.task.value
-            h.crash("r0:7000")
-        }
         await h.stopAll()
     }
 }
