@@ -75,8 +75,7 @@ let package = Package(
         .target(
             name: "AllotCoordinator",
             dependencies: [
-                // AllotNode: a region's coordinator leases global budgets with the node's LeaseClient.
-                "AllotCore", "AllotConfig", "AllotWire", "AllotTransport", "AllotCluster", "AllotCoordination", "AllotNode",
+                "AllotCore", "AllotConfig", "AllotWire", "AllotTransport", "AllotCluster", "AllotCoordination",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),

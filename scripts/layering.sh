@@ -16,7 +16,7 @@ declare -A allowed=(
   [AllotWire]="AllotCore AllotCluster"
   [AllotTransport]="AllotCore AllotWire"
   [AllotNode]="AllotCore AllotCluster AllotWire AllotTransport"
-  [AllotCoordinator]="AllotCore AllotCluster AllotCoordination AllotConfig AllotWire AllotTransport AllotNode"
+  [AllotCoordinator]="AllotCore AllotCluster AllotCoordination AllotConfig AllotWire AllotTransport"
   [AllotGateway]="AllotCore AllotConfig AllotWire AllotTransport AllotNode"
   # Tooling: the demo and mock upstream, the fuzzer.
   [AllotDemo]="AllotCore AllotConfig AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway AllotSimulator"

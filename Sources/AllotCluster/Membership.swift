@@ -102,14 +102,14 @@ public struct Membership: Sendable {
     var gossip: [(update: Update, remaining: Int)] = []
     /// When each member was last heard from directly (any message from it).
     var lastHeard: [MemberID: Instant] = [:]
-    var rng: UInt64
+    var rng: SeededRandom
     /// Set by `leave()`: no refutations from here on.
     var leaving = false
 
     public init(me: MemberID, settings: Settings = Settings(), seed: UInt64 = 1, now: Instant) {
         self.me = me
         self.settings = settings
-        rng = seed &+ 0x9E37_79B9_7F4A_7C15
+        rng = SeededRandom(seed: seed)
         nextPeriod = now
     }
 
@@ -297,13 +297,7 @@ public struct Membership: Sendable {
 
     // MARK: choosing
 
-    mutating func random() -> UInt64 {
-        rng &+= 0x9E37_79B9_7F4A_7C15
-        var z = rng
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func random() -> UInt64 { rng.next() }
 
     /// Round robin over a list reshuffled after each pass (SWIM's bounded detection time).
     mutating func nextTarget() -> MemberID? {

@@ -70,12 +70,18 @@ public final class CoordinatorCore: Sendable {
 
     /// Resumes the durable budgets this coordinator owns from the ledger (standalone; in a
     /// cluster, `membersChanged` does it).
-    public func start(now: Instant) { perform(state.withLock { $0.machine.start() }) }
+    public func start(now: Instant) { run { ((), $0.start()) } }
 
-    /// Runs `body` on the machine under the lock, then performs the actions it returned.
+    /// Runs `body` on the machine under the lock and finds, in the same critical section, the
+    /// connections its answers go to; then sends and performs the rest outside the lock.
     private func run<T>(_ body: (inout CoordinatorMachine) -> (T, [CoordinatorMachine.Action])) -> T {
-        let (result, actions) = state.withLock { body(&$0.machine) }
-        perform(actions)
+        let (result, sends, io) = state.withLock { s in
+            let (result, actions) = body(&s.machine)
+            let (sends, io) = deliveries(actions, &s)
+            return (result, sends, io)
+        }
+        for (sink, frame) in sends { sink.send(frame) }
+        perform(io)
         return result
     }
 
@@ -177,7 +183,16 @@ public final class CoordinatorCore: Sendable {
 
     // MARK: actions
 
-    private func perform(_ actions: [CoordinatorMachine.Action]) {
+    /// The frames for the machine's answers, pushes and member lists, each with the connection
+    /// it goes to (nodes not connected ask again); and the ledger's actions, to perform after.
+    private func deliveries(_ actions: [CoordinatorMachine.Action], _ s: inout State) -> ([(any FrameSink, Allot_V1_Frame)], [CoordinatorMachine.Action]) {
+        var sends: [(any FrameSink, Allot_V1_Frame)] = []
+        var io: [CoordinatorMachine.Action] = []
+        func send(_ grants: [Allot_V1_Grant], to node: NodeID, push: Bool) {
+            guard let id = s.nodeConnection[node], let c = s.connections[id] else { return }
+            if push { s.machine.counters.pushes += Int64(grants.count) }
+            for f in frames(grants, push: push) { sends.append((c.sink, f)) }
+        }
         for action in actions {
             switch action {
             case .push(let pushes):
@@ -186,28 +201,28 @@ public final class CoordinatorCore: Sendable {
                 for (node, grants) in byNode { send(grants, to: node, push: true) }
             case .send(let node, let answers):
                 send(answers.map(\.wire), to: node, push: false)
+            case .members(let members, let version):
+                let frame = Allot_V1_Frame.members(members, version: version)
+                for id in s.nodeConnection.values { if let c = s.connections[id] { sends.append((c.sink, frame)) } }
+            case .writeLedger, .loadLedger:
+                io.append(action)
+            }
+        }
+        return (sends, io)
+    }
+
+    /// The ledger's side of the machine's actions (everything else is sent by `run`).
+    private func perform(_ actions: [CoordinatorMachine.Action]) {
+        for action in actions {
+            switch action {
             case .writeLedger(let journal, let held):
                 ledger?.submit(journal) { [weak self] accepted in
                     self?.run { ((), $0.recorded(journal, held: held, accepted: accepted)) }
                 }
             case .loadLedger(let budget): load(budget)
-            case .members(let members, let version):
-                let sinks = state.withLock { s in s.nodeConnection.values.compactMap { s.connections[$0]?.sink } }
-                let frame = Allot_V1_Frame.members(members, version: version)
-                for sink in sinks { sink.send(frame) }
+            case .push, .send, .members: break
             }
         }
-    }
-
-    /// Sends `grants` to `node` if it is connected (a node that is not asks again).
-    private func send(_ grants: [Allot_V1_Grant], to node: NodeID, push: Bool) {
-        let sink = state.withLock { s -> (any FrameSink)? in
-            guard let id = s.nodeConnection[node], let c = s.connections[id] else { return nil }
-            if push { s.machine.counters.pushes += Int64(grants.count) }
-            return c.sink
-        }
-        guard let sink else { return }
-        for f in frames(grants, push: push) { sink.send(f) }
     }
 
     /// Reads `budget`'s ledger row for its current window (again, backing off, until it is

@@ -1,7 +1,6 @@
 import AllotConfig
 import AllotCluster
 import AllotCore
-import AllotNode
 import AllotTransport
 import Dispatch
 import Foundation
@@ -24,14 +23,10 @@ public final class CoordinatorService: Service, Sendable {
     private let ready = Mutex(false)
     /// Called once both listeners are bound (the coordinator and admin addresses).
     private let onListening: @Sendable (SocketAddress, SocketAddress) -> Void
-    /// Rigs only: wraps the region's dialer towards the global cluster (fault injection).
-    private let wrapUplink: (@Sendable (@escaping Dialer) -> Dialer)?
 
     public init(config: CoordinatorConfig, core: CoordinatorCore, tls: TLSMaterialStore, logger: Logger,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                onListening: @escaping @Sendable (SocketAddress, SocketAddress) -> Void = { _, _ in },
-                wrapUplink: (@Sendable (@escaping Dialer) -> Dialer)? = nil) {
-        self.wrapUplink = wrapUplink
+                onListening: @escaping @Sendable (SocketAddress, SocketAddress) -> Void = { _, _ in }) {
         self.config = config
         self.core = core
         self.tls = tls
@@ -81,6 +76,19 @@ public final class CoordinatorService: Service, Sendable {
         return try CoordinatorCore(settings: settings, budgets: config.budgets, ledger: store.map { LedgerWriter(store: $0, logger: logger) }, now: now)
     }
 
+    /// A region (`upstream:` set): how its uplink reaches the global cluster — the seeds, the
+    /// node name it leases as, and a dialer with the region's node certificate. Run a
+    /// `LeaseClient` over `RegionUplink(core:)` with it, after this service in the same
+    /// `ServiceGroup` (shut down first: the global budgets' free units go back upstream).
+    public static func uplink(config: CoordinatorConfig, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws -> (seeds: [String], name: String, dial: Dialer)? {
+        guard let up = config.upstream else { return nil }
+        let dir = URL(fileURLWithPath: up.tlsDirectory ?? config.tlsDirectory)
+        let domain = up.trustDomain ?? config.trustDomain
+        let name = up.name ?? config.name
+        let nodeTLS = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: name, trustDomain: domain) }
+        return (up.coordinators, name, TLSLeaseTransport.dialer(tls: nodeTLS, group: group))
+    }
+
     /// True while the listener accepts lease traffic, the ledger (if any) is writable and
     /// the cluster view (if any) is formed with a quorum (`/readyz`).
     public var isReady: Bool {
@@ -117,22 +125,6 @@ public final class CoordinatorService: Service, Sendable {
             }
             c.start(on: group.next())
             cluster = c
-        }
-        var uplink: (client: LeaseClient, task: Task<Void, Never>)?
-        if let up = config.upstream {
-            let dir = URL(fileURLWithPath: up.tlsDirectory ?? config.tlsDirectory)
-            let domain = up.trustDomain ?? config.trustDomain
-            let name = up.name ?? config.name
-            let nodeTLS = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: name, trustDomain: domain) }
-            var ls = LeaseClient.Settings()
-            ls.pollInterval = .milliseconds(50)
-            var dial = TLSLeaseTransport.dialer(tls: nodeTLS, group: group)
-            if let wrapUplink { dial = wrapUplink(dial) }
-            let client = LeaseClient(endpoint: RegionUplink(core: core), seeds: up.coordinators, settings: ls, logger: logger,
-                                     group: group, dial: dial)
-            uplink = (client, Task { await client.run() })
-            logger.info("region: leasing global budgets from the global cluster",
-                        metadata: ["allot.upstream": "\(up.coordinators.joined(separator: ","))", "allot.as": "\(name)"])
         }
         ready.withLock { $0 = true }
         onListening(address, adminAddress)
@@ -172,11 +164,6 @@ public final class CoordinatorService: Service, Sendable {
         logger.info("shutting down: draining connections")
         ready.withLock { $0 = false }
         await cluster?.leave()
-        if let uplink {
-            // Free units of the global budgets go back to the global cluster.
-            uplink.task.cancel()
-            await uplink.task.value
-        }
         try await server.shutdown()
         await admin.shutdown()
         if let ledger = core.ledger {

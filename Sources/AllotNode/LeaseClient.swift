@@ -23,26 +23,12 @@ import Synchronization
 /// coordinator that is not the owner answers with the owner (a redirect), which is followed
 /// at once; a coordinator that goes away takes its budgets to the next in rank.
 public final class LeaseClient: Service, Sendable {
-    /// One coordinator, by address.
-    private struct Peer: Sendable {
-        var connection: (any LeaseConnection)?
-        var generation = 0
-        var connecting = false
-        var name: String?
-        var backoff: Duration
-        var notBefore: Instant = .zero
-    }
-
     private struct State: Sendable {
-        var peers: [String: Peer] = [:]
-        var generation = 0
+        /// Every decision: targets, routes, redirects, backoff, heartbeats.
+        var routing: LeaseRouting
+        /// The open connections, by address, with the generation of the dial that made each.
+        var connections: [String: (generation: Int, connection: any LeaseConnection)] = [:]
         var traffic = Traffic()
-        var heartbeat: UInt64 = 0
-        var lastHeartbeat: Instant = .zero
-        /// The live coordinators, from the latest member list (empty: one coordinator).
-        var members: [MemberID] = []
-        /// Redirects followed: budget → owner address, until the next member list.
-        var redirects: [BudgetID: String] = [:]
         /// Set when shutdown begins: no more polling.
         var stopped = false
     }
@@ -58,7 +44,7 @@ public final class LeaseClient: Service, Sendable {
     private let dial: @Sendable (String) -> (any LeaseTransport)?
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     private let stepLock = Mutex(())
 
     /// One coordinator. `group`: where the periodic poll runs (an event loop of it).
@@ -84,6 +70,11 @@ public final class LeaseClient: Service, Sendable {
         self.dial = dial
         self.settings = settings
         self.logger = logger
+        var rs = LeaseRouting.Settings()
+        rs.heartbeatInterval = settings.heartbeatInterval
+        rs.pool.minBackoff = settings.minBackoff
+        rs.pool.maxBackoff = settings.maxBackoff
+        state = Mutex(State(routing: LeaseRouting(seeds: seeds, settings: rs, seed: UInt64.random(in: 1...UInt64.max))))
     }
 
     public var traffic: Traffic { state.withLock { $0.traffic } }
@@ -91,13 +82,13 @@ public final class LeaseClient: Service, Sendable {
     /// Sends `frame` (an audit head, say) to one connected coordinator; false when none is.
     @discardableResult
     public func sendToAnyCoordinator(_ frame: Allot_V1_Frame) -> Bool {
-        let connection = state.withLock { s in s.peers.sorted { $0.key < $1.key }.compactMap(\.value.connection).first }
+        let connection = state.withLock { s in s.connections.sorted { $0.key < $1.key }.first?.value.connection }
         connection?.send([frame])
         return connection != nil
     }
-    public var isConnected: Bool { state.withLock { s in s.peers.values.contains { $0.connection != nil } } }
+    public var isConnected: Bool { state.withLock { !$0.connections.isEmpty } }
     /// The live coordinators as last told (empty with a single coordinator).
-    public var members: [MemberID] { state.withLock { $0.members } }
+    public var members: [MemberID] { state.withLock { $0.routing.members } }
 
     /// Runs until the task is cancelled or a `ServiceGroup` shuts down gracefully, then
     /// releases every lease (best effort) and returns.
@@ -126,22 +117,9 @@ public final class LeaseClient: Service, Sendable {
         }
     }
 
-    /// The addresses to be connected to: every live coordinator, or the seeds before the
-    /// first member list (and again whenever no member can be reached).
-    private func targets(_ s: State) -> [String] {
-        let members = s.members.map(\.address)
-        if members.contains(where: { s.peers[$0]?.connection != nil }) { return members }
-        return Array(Set(members + seeds)).sorted()
-    }
-
     /// Starts a connection to every target not connected, each with its own backoff.
     private func connectMissing(now: Instant) {
-        let due = state.withLock { s -> [String] in
-            var due: [String] = []
-            for a in targets(s) where claim(a, &s, now: now, respectBackoff: true) { due.append(a) }
-            return due
-        }
-        for a in due { Task { await connect(a) } }
+        for (a, generation) in state.withLock({ $0.routing.dialsDue(now: now) }) { Task { await connect(a, generation: generation) } }
     }
 
     /// Polls at once instead of at the next tick: a gateway calls this when a request was
@@ -164,35 +142,8 @@ public final class LeaseClient: Service, Sendable {
             logger.warning("concurrency lease ended with requests in flight", metadata: ["allot.budget": "\(h)"])
         }
         send(outgoing)
-        let beats = state.withLock { s -> [any LeaseConnection] in
-            guard now - s.lastHeartbeat >= settings.heartbeatInterval else { return [] }
-            s.heartbeat += 1
-            s.lastHeartbeat = now
-            return s.peers.values.compactMap(\.connection)
-        }
-        let beat = state.withLock { $0.heartbeat }
-        for c in beats { c.send([.heartbeat(beat, reply: false)]) }
-    }
-
-    /// Marks `address` as being dialled unless it is connected, already being dialled or (with
-    /// `respectBackoff`) still backing off; true when the caller should dial it.
-    private func claim(_ address: String, _ s: inout State, now: Instant, respectBackoff: Bool) -> Bool {
-        var p = s.peers[address] ?? Peer(backoff: settings.minBackoff)
-        defer { s.peers[address] = p }
-        guard p.connection == nil, !p.connecting, !respectBackoff || now >= p.notBefore else { return false }
-        p.connecting = true
-        s.generation += 1
-        p.generation = s.generation
-        return true
-    }
-
-    /// Where `budget`'s messages go: a redirect's owner, else the rendezvous owner among the
-    /// live coordinators this node is connected to, else any connected coordinator.
-    private static func route(_ budget: BudgetID, _ s: State) -> String? {
-        if let a = s.redirects[budget], s.peers[a]?.connection != nil { return a }
-        let reachable = s.members.filter { s.peers[$0.address]?.connection != nil }
-        if let owner = Rendezvous.owner(of: budget, among: reachable) { return owner.address }
-        return s.peers.keys.sorted().first { s.peers[$0]?.connection != nil }
+        let (beat, conns) = state.withLock { s in (s.routing.heartbeatDue(now: now), s.connections.values.map(\.connection)) }
+        if let beat { for c in conns { c.send([.heartbeat(beat, reply: false)]) } }
     }
 
     /// Sends each message to its budget's coordinator, many budgets per frame.
@@ -212,19 +163,9 @@ public final class LeaseClient: Service, Sendable {
             }
         }
         let batches = state.withLock { s -> [(any LeaseConnection, [Allot_V1_Frame])] in
-            var byPeer: [String: [Enforcer.Outgoing]] = [:]
-            for m in outgoing {
-                let budget: BudgetID
-                switch m {
-                case .acquire(let a): budget = a.budget
-                case .release(let r): budget = r.budget
-                }
-                guard let a = Self.route(budget, s) else { continue }
-                byPeer[a, default: []].append(m)
-            }
-            return byPeer.keys.sorted().compactMap { a in
-                guard let c = s.peers[a]?.connection else { return nil }
-                let frames = Self.frames(for: byPeer[a]!, maxItems: settings.maxItemsPerFrame)
+            s.routing.routes(outgoing).compactMap { route in
+                guard let c = s.connections[route.address]?.connection else { return nil }
+                let frames = Self.frames(for: route.messages, maxItems: settings.maxItemsPerFrame)
                 s.traffic.framesSent += frames.count
                 return (c, frames)
             }
@@ -232,13 +173,12 @@ public final class LeaseClient: Service, Sendable {
         for (c, frames) in batches { c.send(frames) }
     }
 
-    private func connect(_ address: String) async {
+    private func connect(_ address: String, generation: Int) async {
         guard let transport = dial(address) else {
             logger.error("cannot dial coordinator", metadata: ["allot.address": "\(address)"])
-            state.withLock { $0.peers[address]?.connecting = false }
+            state.withLock { $0.routing.failed(address, generation: generation, now: WallClock.now()) }
             return
         }
-        let generation = state.withLock { $0.peers[address]?.generation ?? 0 }
         do {
             let closedFirst = ClosedFlag()
             let conn = try await transport.connect(
@@ -250,24 +190,21 @@ public final class LeaseClient: Service, Sendable {
             // The hello first, before the connection is visible to the poll (whose heartbeat
             // or acquires would otherwise overtake it and be refused).
             conn.send([.hello(name: endpoint.nodeName, incarnation: incarnation)])
-            state.withLock { s in
-                s.peers[address]?.connecting = false
-                // Closed before it could be stored: keep no dead connection (dialled again).
-                guard !closedFirst.isSet else { return }
-                s.peers[address]?.connection = conn
-                s.peers[address]?.backoff = settings.minBackoff
+            let kept = state.withLock { s -> Bool in
+                // Closed before it could be stored (its close was handled), or dropped from the
+                // view meanwhile: keep no dead connection (dialled again).
+                guard !closedFirst.isSet, s.routing.connected(address, generation: generation) else { return false }
+                s.connections[address] = (generation, conn)
                 s.traffic.connects += 1
                 s.traffic.framesSent += 1
+                return true
             }
-            logger.debug("connected", metadata: ["allot.address": "\(address)"])
+            if !kept && !closedFirst.isSet { conn.close() }
+            logger.debug("connected", metadata: ["allot.address": "\(address)", "allot.kept": "\(kept)"])
         } catch {
             state.withLock { s in
                 s.traffic.connectFailures += 1
-                guard var p = s.peers[address] else { return }
-                p.connecting = false
-                p.notBefore = WallClock.now() + p.backoff * Double.random(in: 0.5...1.0)
-                p.backoff = min(p.backoff * 2, settings.maxBackoff)
-                s.peers[address] = p
+                s.routing.failed(address, generation: generation, now: WallClock.now())
             }
             logger.debug("connect failed", metadata: ["allot.address": "\(address)", "allot.error": "\(error)"])
         }
@@ -276,11 +213,8 @@ public final class LeaseClient: Service, Sendable {
     private func closed(_ address: String, generation: Int) {
         let now = WallClock.now()
         let moved = state.withLock { s -> Bool in
-            guard s.peers[address]?.generation == generation else { return false }
-            s.peers[address]?.connection = nil
-            s.peers[address]?.notBefore = now + settings.minBackoff
-            s.redirects = s.redirects.filter { $0.value != address }
-            return !s.members.isEmpty
+            if s.connections[address]?.generation == generation { s.connections[address] = nil }
+            return s.routing.closed(address, generation: generation, now: now)
         }
         // The budgets it owned go to the next coordinator in rank at once: re-send what was
         // waiting for an answer from it.
@@ -306,37 +240,22 @@ public final class LeaseClient: Service, Sendable {
             }
             redirected(batch.items.filter { $0.outcome == .notOwner || $0.outcome == .unavailable }, now: now)
         case .members(let list):
-            let members = list.members.map { MemberID(wire: $0) }.sorted()
+            let members = list.members.map { MemberID(wire: $0) }
             let budgets = endpoint.budgetIDs
-            let (changed, stale, moved) = state.withLock { s -> (Bool, [any LeaseConnection], Set<BudgetID>) in
-                guard s.members != members else { return (false, [], []) }
-                let old = s.members
-                s.members = members
-                s.redirects = [:]
-                // Coordinators that left the view may sit behind a partition that drops packets
-                // without a reset: close those connections, and dial afresh when they are back.
-                let addresses = Set(members.map(\.address))
-                var stale: [any LeaseConnection] = []
-                for (a, p) in s.peers where !addresses.contains(a) && !members.isEmpty {
-                    if let c = p.connection { stale.append(c) }
-                    s.peers[a]?.connection = nil
-                    s.peers[a]?.generation = -1
-                }
-                // Budgets whose owner changed: their leases are reported to the new owner.
-                let moved = old.isEmpty ? [] : Set(budgets.filter {
-                    Rendezvous.owner(of: $0, among: old)?.name != Rendezvous.owner(of: $0, among: members)?.name
-                })
-                return (true, stale, moved)
+            let (change, stale) = state.withLock { s -> ((dropped: [String], moved: Set<BudgetID>)?, [any LeaseConnection]) in
+                guard let change = s.routing.membersChanged(members, budgets: budgets) else { return (nil, []) }
+                // Coordinators that left the view: close, and dial afresh when they are back.
+                return (change, change.dropped.compactMap { s.connections.removeValue(forKey: $0)?.connection })
             }
             for c in stale { c.close() }
-            if changed {
-                logger.info("coordinators", metadata: ["allot.members": "\(members.map(\.description).joined(separator: ", "))"])
+            if let change {
+                logger.info("coordinators", metadata: ["allot.members": "\(members.sorted().map(\.description).joined(separator: ", "))"])
                 connectMissing(now: now)
-                endpoint.ownersChanged(moved, now: now)
+                endpoint.ownersChanged(change.moved, now: now)
                 endpoint.retryAllPending(now: now)
             }
         case .heartbeat(let h) where !h.reply:
-            let c = state.withLock { $0.peers[address]?.connection }
+            let c = state.withLock { $0.connections[address]?.connection }
             c?.send([.heartbeat(h.sequence, reply: true)])
         case .error(let e):
             logger.warning("coordinator error", metadata: ["allot.reason": "\(e.code): \(e.message)"])
@@ -359,8 +278,11 @@ public final class LeaseClient: Service, Sendable {
             await pause(.milliseconds(50))
         }
         let conns = state.withLock { s -> [any LeaseConnection] in
-            defer { for a in s.peers.keys { s.peers[a]?.connection = nil } }
-            return s.peers.values.compactMap(\.connection)
+            defer {
+                s.connections = [:]
+                s.routing.dropAll()
+            }
+            return s.connections.values.map(\.connection)
         }
         for c in conns { await c.closeGracefully() }
     }
@@ -368,15 +290,13 @@ public final class LeaseClient: Service, Sendable {
     /// Follows redirects (connecting to the owner if need be) and retries refused acquires.
     private func redirected(_ refused: [Allot_V1_Grant], now: Instant) {
         guard !refused.isEmpty else { return }
-        let dial = state.withLock { s -> [String] in
-            var dial: [String] = []
-            for g in refused where g.outcome == .notOwner && g.hasOwner && !g.owner.address.isEmpty {
-                s.redirects[BudgetID(g.budget)] = g.owner.address
-                if claim(g.owner.address, &s, now: now, respectBackoff: false) { dial.append(g.owner.address) }
+        let dials = state.withLock { s -> [(String, Int)] in
+            refused.compactMap { g -> (String, Int)? in
+                guard g.outcome == .notOwner && g.hasOwner && !g.owner.address.isEmpty else { return nil }
+                return s.routing.redirected(BudgetID(g.budget), to: g.owner.address, now: now).map { (g.owner.address, $0) }
             }
-            return dial
         }
-        for a in dial { Task { await connect(a) } }
+        for (a, generation) in dials { Task { await connect(a, generation: generation) } }
         for g in refused {
             let after = g.outcome == .notOwner ? Duration.milliseconds(20) : max(.milliseconds(10), .nanoseconds(g.retryAfterNs))
             endpoint.retrySoon(BudgetID(g.budget), after: after, now: now)

@@ -1,5 +1,6 @@
 import AllotConfig
 import AllotCoordinator
+import AllotNode
 import AllotCore
 import AllotTesting
 import AllotTransport
@@ -89,8 +90,20 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let service = CoordinatorService(config: cfg, core: core, tls: tls, logger: logger, onListening: { address, adminAddress in
             let line = "allot coordinator \(coordinatorName) listening on \(address.ipAddress ?? "?"):\(address.port ?? 0), admin http://\(adminAddress.ipAddress ?? "?"):\(adminAddress.port ?? 0)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
-        }, wrapUplink: wrapUplink)
-        let group = ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        })
+        var services: [any Service] = [service]
+        if var up = try CoordinatorService.uplink(config: cfg) {
+            // A region: the global budgets are leased from the global cluster as a node. Shut
+            // down before the coordinator (a ServiceGroup stops its services in reverse), giving
+            // the free units back upstream.
+            if let wrapUplink { up.dial = wrapUplink(up.dial) }
+            var ls = LeaseClient.Settings()
+            ls.pollInterval = .milliseconds(50)
+            services.append(LeaseClient(endpoint: RegionUplink(core: core), seeds: up.seeds, settings: ls, logger: logger, dial: up.dial))
+            logger.info("region: leasing global budgets from the global cluster",
+                        metadata: ["allot.upstream": "\(up.seeds.joined(separator: ","))", "allot.as": "\(up.name)"])
+        }
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }
 }

@@ -57,11 +57,11 @@ struct ClusterRulesTests {
         }
         let redirects = Self.names.map { c.coordinators[$0]!.counters.redirects }.reduce(0, +)
         #expect(redirects > 0)
-        // After formation's learning (one lease TTL), every node admitted on every budget.
+        // After formation's learning (one lease TTL), every node admitted on every budget: node
+        // 0 too, through the redirects.
         for n in 0..<4 {
-            for b in specs { #expect(c.admit(n, b.id) || c.admitted[b.id, default: []].count > 0, "n\(n) \(b.id)") }
+            for b in specs { #expect(c.admittedBy[n][b.id, default: 0] > 20, "n\(n) \(b.id): \(c.admittedBy[n][b.id, default: 0])") }
         }
-        for b in specs { #expect(c.admitted[b.id, default: []].count > 100, "\(b.id): \(c.admitted[b.id, default: []].count)") }
     }
 
     @Test("below its quorum a member drops every budget and grants nothing; with it back, it learns for a lease TTL before granting")
@@ -97,7 +97,7 @@ struct ClusterRulesTests {
         #expect(after.capacity > 0)
     }
 
-    @Test("failover: the owner of a quota and of rate budgets crashes under load; survivors take over, quotas never exceed the ledger's cap, rates stay within the bucket")
+    @Test("failover: the owner of quotas and rate budgets crashes under load, half the nodes never hear of it, the ledger is away during the takeover; quotas never exceed the ledger's cap, rates stay within the bucket, moved budgets are served again")
     func failover() throws {
         let specs = try budgets(quota: 6, rate: 6)
         var c = try VirtualCluster(coordinators: Self.names, nodes: 8, budgets: specs, allocator: fastAllocator, durable: true, now: t0)
@@ -110,14 +110,21 @@ struct ClusterRulesTests {
         let victim = Rendezvous.owner(of: "r0", among: c.members)!.name
         let moved = specs.filter { Rendezvous.owner(of: $0.id, among: c.members)!.name == victim }.map(\.id)
         #expect(moved.contains { $0.rawValue.hasPrefix("q") } && moved.contains { $0.rawValue.hasPrefix("r") })
-        let loadStart = c.now
         c.run(for: .seconds(2)) { _ in 1 }
         c.crash(victim)
         c.deaf = [0, 1, 2, 3]
         let crashedAt = c.now
         c.run(for: .milliseconds(500)) { _ in 1 }
+        // The survivors take over while the database is away for 300 ms: the moved quotas'
+        // rows are read again until they arrive, grants wait or are taken back.
+        c.ledgerDown = true
         c.viewChanged(Self.names.filter { $0 != victim })
-        c.run(for: .seconds(4)) { _ in 1 }
+        c.run(for: .milliseconds(300)) { _ in 1 }
+        c.ledgerDown = false
+        c.run(for: .milliseconds(3_700)) { _ in 1 }
+        let quotas = specs.filter(\.kind.isQuota).map { c.admitted[$0.id, default: []].count }
+        let excess = specs.filter { !$0.kind.isQuota }.map { BudgetChecker.replay(times: c.admitted[$0.id, default: []], spec: $0).excess }
+        print("failover (virtual time): quotas admitted \(quotas.min()!)–\(quotas.max()!) of 1,500; rate excess \(excess.max()!); moved \(moved.map(\.rawValue).sorted())")
         for b in specs where b.kind.isQuota {
             let total = c.admitted[b.id, default: []].count
             #expect(total <= 1_500 && total >= 1_000, "\(b.id): \(total) admitted of 1,500")
@@ -135,7 +142,6 @@ struct ClusterRulesTests {
             let after = c.admitted[b]!.filter { $0 > (crashedAt + .milliseconds(500) + fastAllocator.leaseTTL).nanoseconds }
             #expect(after.count > 100, "\(b): \(after.count) admitted after the takeover")
         }
-        #expect(loadStart < crashedAt)
     }
 
     @Test("a member that appears lately keeps the budgets it may have granted in learning until it has seen this one")

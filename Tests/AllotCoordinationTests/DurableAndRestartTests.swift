@@ -54,8 +54,8 @@ struct DurableAndRestartTests {
         #expect(g.amount == 5 && g.requestID == 2)
     }
 
-    @Test("a record refused under the cap grants nothing and is taken back; a failed write says retry later and writes the reports again")
-    func refusedAndFailed() throws {
+    @Test("a record refused under the cap grants nothing and is taken back; nothing more is granted")
+    func refused() throws {
         var m = try Self.resumed(quotaAllowance: 100)
         let (_, a1) = m.acquire([Self.ask(1, "q0", want: 40)], from: "n0", now: t0)
         let w1 = try #require(Self.writes(a1).first)
@@ -66,6 +66,11 @@ struct DurableAndRestartTests {
         #expect(nothing.amount == 0)
         #expect(m.counters.ledgerRefusals == 1 && m.counters.ledgerRevoked == 1)
         #expect(m.allocator.status("q0")!.outstanding == 0, "taken back")
+        // The cap is reached: a new request is answered at once with nothing, no grant held.
+        let (answers, more) = m.acquire([Self.ask(2, "q0", want: 10)], from: "n0", now: t0 + .milliseconds(2))
+        #expect(Self.writes(more).allSatisfy { $0.1.isEmpty }, "\(more)")
+        guard case .grant(let none) = answers.first else { Issue.record("no answer: \(answers)"); return }
+        #expect(none.amount == 0)
     }
 
     @Test("a failed ledger write takes the grant back, tells the node to ask again later, and writes the reports again")

@@ -32,11 +32,13 @@ struct VirtualCluster {
     /// Nodes that do not hear member lists (cut off from the survivors' broadcasts): they keep
     /// spending what they hold from a crashed owner until it expires.
     var deaf: Set<Int> = []
-    /// Admission times (ns) per budget, all nodes together.
+    /// Admission times (ns) per budget, all nodes together; and admissions per node and budget.
     var admitted: [BudgetID: [Int64]] = [:]
+    var admittedBy: [[BudgetID: Int]] = []
     /// The shared ledger: counters per budget and window start.
     var ledger: [BudgetID: [Instant: LedgerCounters]] = [:]
-    /// When set, every ledger write fails (the database is away).
+    /// When set, every ledger write fails and every read is tried again later (the database is
+    /// away), as the shell's load loop does.
     var ledgerDown = false
     var now: Instant
     var latency: Duration = .milliseconds(1)
@@ -59,6 +61,7 @@ struct VirtualCluster {
             nodes.append(e)
             handles.append(h)
             nodeView.append(members)
+            admittedBy.append([:])
             redirects.append([:])
         }
     }
@@ -111,6 +114,7 @@ struct VirtualCluster {
     mutating func admit(_ n: Int, _ budget: BudgetID) -> Bool {
         guard nodes[n].admit(.oneRequest, on: BudgetSet(handles[n][budget]!), now: now).isAdmitted else { return false }
         admitted[budget, default: []].append(now.nanoseconds)
+        admittedBy[n][budget, default: 0] += 1
         if let last = lastAdmitted[budget] { longestPause[budget] = max(longestPause[budget] ?? .zero, now - last) }
         lastAdmitted[budget] = now
         return true
@@ -183,6 +187,7 @@ struct VirtualCluster {
             perform(c, coordinators[c]!.recorded(changes, held: held, accepted: accepted))
         case .ledgerLoad(let c, let b):
             guard !down.contains(c), let window = coordinators[c]!.loadWindow(b) else { return }
+            if ledgerDown { return schedule(.ledgerLoad(to: c, b), after: .milliseconds(50)) }
             coordinators[c]!.loaded(b, row: ledger[b]?[window] ?? LedgerCounters(), now: now)
         }
     }

@@ -77,11 +77,16 @@ struct VirtualRegions {
         return try CoordinatorMachine(settings: s, budgets: budgets, now: now)
     }
 
-    /// Region `r`'s coordinator restarts: a fresh machine, a new life towards the global one.
+    /// Region `r`'s coordinator restarts: a fresh machine, a new life towards the global one
+    /// (its uplink's hello), and the region's gateways start afresh too (nothing held over).
     mutating func restartRegion(_ r: Int) throws {
         regions[r] = try Self.region(r, budgets: budgets, now: now)
         lives[r] += 1
         global.hello(node: NodeID("region-\(r)"), incarnation: UInt64(lives[r]))
+        for n in nodes.indices where regionOf[n] == r {
+            (nodes[n], handles[n]) = try node("\(nodes[n].settings.node)", budgets: budgets, allocator: Self.leaf)
+        }
+        queue.removeAll { if case .toNode(let n, _) = $0.event { regionOf[n] == r } else { false } }
     }
 
     /// Runs for `d`; `demand(region, budget, t)`: requests each node of the region tries per step.

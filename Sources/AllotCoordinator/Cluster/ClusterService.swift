@@ -34,8 +34,8 @@ public final class ClusterService: Sendable {
     }
 
     private struct Link: Sendable {
-        var connection: (any LeaseConnection)?
-        var connecting = false
+        /// The open connection and the generation of the dial that made it (see `PeerPool`).
+        var connection: (generation: Int, connection: any LeaseConnection)?
         var member: MemberID?
         var queue: [Allot_V1_Frame] = []
         var lastDial: Instant = .zero
@@ -43,6 +43,9 @@ public final class ClusterService: Sendable {
 
     private struct State: Sendable {
         var membership: Membership
+        /// Which peer to dial, which connection is current (no backoff: gossip dials at most
+        /// once per protocol period per seed, and on demand).
+        var pool: PeerPool
         var links: [String: Link] = [:]
         /// The live view (`all`), and the members of it that count.
         var all: [MemberID] = []
@@ -77,7 +80,11 @@ public final class ClusterService: Sendable {
         self.logger = logger
         var seed: UInt64 = 0xA110
         for b in me.name.utf8 { seed = seed &* 31 &+ UInt64(b) }
-        state = Mutex(State(membership: Membership(me: me, settings: settings.membership, seed: seed, now: now), startedAt: now))
+        var pool = PeerPool.Settings()
+        pool.minBackoff = .zero
+        pool.maxBackoff = .zero
+        state = Mutex(State(membership: Membership(me: me, settings: settings.membership, seed: seed, now: now),
+                            pool: PeerPool(settings: pool, seed: seed), startedAt: now))
     }
 
     public var live: [MemberID] { state.withLock { $0.live } }
@@ -94,33 +101,29 @@ public final class ClusterService: Sendable {
     }
 
     func step(now: Instant) {
-        let (out, dials) = state.withLock { s -> ([Membership.Envelope], [String]) in
+        let (out, dials) = state.withLock { s -> ([Membership.Envelope], [(String, Int)]) in
             guard !s.stopped else { return ([], []) }
-            var dials: [String] = []
+            var dials: [(String, Int)] = []
             var joins: [Membership.Envelope] = []
             // Seeds not (or no longer) in the view: dial them about once per protocol period.
             let known = Set(s.membership.live.map(\.address))
             for seed in settings.seeds where seed != me.address && !known.contains(seed) {
                 var link = s.links[seed] ?? Link()
-                if !link.connecting && now - link.lastDial >= settings.membership.protocolPeriod {
-                    if link.connection == nil {
-                        link.connecting = true
-                        link.lastDial = now
-                        dials.append(seed)
-                    } else if let m = link.member {
-                        // Connected but not in the view (it was declared dead, or we formed
-                        // apart): join through it again.
-                        link.lastDial = now
-                        s.links[seed] = link
-                        joins += s.membership.join(seeds: [m], now: now)
-                    }
+                defer { s.links[seed] = link }
+                guard s.pool.peers[seed]?.connecting != true, now - link.lastDial >= settings.membership.protocolPeriod else { continue }
+                link.lastDial = now
+                if let generation = s.pool.claim(seed, now: now) {
+                    dials.append((seed, generation))
+                } else if let m = link.member {
+                    // Connected but not in the view (it was declared dead, or we formed
+                    // apart): join through it again.
+                    joins += s.membership.join(seeds: [m], now: now)
                 }
-                s.links[seed] = link
             }
             if !s.formed && now - s.startedAt >= settings.joinTimeout { s.formed = true }
             return (joins + s.membership.tick(now: now), dials)
         }
-        for a in dials { connect(a) }
+        for (a, generation) in dials { connect(a, generation: generation) }
         deliver(out)
         publish(now: now)
     }
@@ -162,9 +165,9 @@ public final class ClusterService: Sendable {
             let addresses = Set(all.map(\.address))
             var stale: [any LeaseConnection] = []
             for (a, link) in s.links where !addresses.contains(a) {
-                if let c = link.connection { stale.append(c) }
+                if let c = link.connection { stale.append(c.connection) }
                 s.links[a]?.connection = nil
-                s.links[a]?.connecting = false
+                s.pool.drop(a)
             }
             return (live, healthy, stale)
         }
@@ -186,60 +189,60 @@ public final class ClusterService: Sendable {
     private func deliver(_ envelopes: [Membership.Envelope]) {
         guard !envelopes.isEmpty else { return }
         var sends: [(any LeaseConnection, [Allot_V1_Frame])] = []
-        var dials: [String] = []
+        var dials: [(String, Int)] = []
+        let now = WallClock.now()
         state.withLock { s in
             for e in envelopes { Self.enqueue(e, &s) }
             for address in Set(envelopes.map(\.to.address)) {
                 guard var link = s.links[address] else { continue }
+                defer { s.links[address] = link }
                 if let c = link.connection {
-                    sends.append((c, link.queue))
+                    sends.append((c.connection, link.queue))
                     s.messagesSent += Int64(link.queue.count)
                     link.queue = []
-                } else if !link.connecting {
-                    link.connecting = true
-                    link.lastDial = WallClock.now()
-                    dials.append(address)
+                } else if let generation = s.pool.claim(address, now: now) {
+                    link.lastDial = now
+                    dials.append((address, generation))
                 }
-                s.links[address] = link
             }
         }
         for (c, frames) in sends { c.send(frames) }
-        for a in dials { connect(a) }
+        for (a, generation) in dials { connect(a, generation: generation) }
     }
 
-    private func connect(_ address: String) {
+    private func connect(_ address: String, generation: Int) {
         guard let transport = dial(address) else {
             logger.error("cannot dial cluster peer", metadata: ["allot.address": "\(address)"])
+            state.withLock { $0.pool.failed(address, generation: generation, now: WallClock.now()) }
             return
         }
         Task {
             do {
                 // `connect` returns once TCP is up; the peer (or a proxy in front of it whose
                 // upstream is down) may close it before this task stores it. A connection that
-                // closed first is never stored: the link stays empty and is dialled again
-                // (storing it left a dead link that only a view change would clear).
+                // closed first, or that a view change dropped meanwhile, is never stored: the
+                // link stays empty and is dialled again.
                 let closed = ClosedFlag()
                 let conn = try await transport.connect(
                     onFrame: { [weak self] f in self?.peerFrame(f, address: address) },
                     onClose: { [weak self] in
                         closed.set()
-                        self?.peerClosed(address)
+                        self?.peerClosed(address, generation: generation)
                     })
                 conn.send([.hello(name: me.name, capabilities: ["gossip"])])
                 let queued = state.withLock { s -> [Allot_V1_Frame]? in
+                    guard !closed.isSet, s.pool.connected(address, generation: generation) else { return nil }
                     var link = s.links[address] ?? Link()
-                    link.connecting = false
                     defer { s.links[address] = link }
-                    guard !closed.isSet else { return nil }
-                    link.connection = conn
+                    link.connection = (generation, conn)
                     defer { link.queue = [] }
                     s.messagesSent += Int64(link.queue.count)
                     return link.queue
                 }
-                if let queued { conn.send(queued) }
+                if let queued { conn.send(queued) } else if !closed.isSet { conn.close() }
             } catch {
                 state.withLock { s in
-                    s.links[address]?.connecting = false
+                    s.pool.failed(address, generation: generation, now: WallClock.now())
                     s.links[address]?.queue = []
                 }
                 logger.debug("cluster peer unreachable", metadata: ["allot.address": "\(address)", "allot.error": "\(error)"])
@@ -265,10 +268,10 @@ public final class ClusterService: Sendable {
         }
     }
 
-    private func peerClosed(_ address: String) {
+    private func peerClosed(_ address: String, generation: Int) {
         state.withLock { s in
-            s.links[address]?.connection = nil
-            s.links[address]?.connecting = false
+            if s.links[address]?.connection?.generation == generation { s.links[address]?.connection = nil }
+            _ = s.pool.closed(address, generation: generation, now: WallClock.now())
         }
     }
 
@@ -284,8 +287,9 @@ public final class ClusterService: Sendable {
         ticker.withLock { $0?.cancel(); $0 = nil }
         let conns = state.withLock { s -> [any LeaseConnection] in
             s.stopped = true
+            s.pool.dropAll()
             defer { s.links = [:] }
-            return s.links.values.compactMap(\.connection)
+            return s.links.values.compactMap(\.connection?.connection)
         }
         for c in conns { c.close() }
     }

@@ -1,10 +1,11 @@
 import AllotCoordination
 import AllotCore
-import AllotNode
 
 /// A region's coordinator towards the global cluster (step 5): one node of it, speaking the
 /// ordinary lease protocol for the global budgets this coordinator owns in its region. A
-/// `LeaseClient` over this endpoint does the connecting, routing to the global owners,
+/// `LeaseClient` over this endpoint (made by whoever runs the coordinator: `allot coordinator`
+/// puts it in the same `ServiceGroup`; this module does not link the node's shell) does the
+/// connecting, routing to the global owners,
 /// redirects and reconnects; the `CoordinatorMachine` (under the core's one lock) holds the
 /// books: the `UpstreamClient` state machine and the upstream-backed allocator accounts.
 ///

@@ -1,5 +1,3 @@
-import AllotCore
-
 /// What a `LeaseClient` keeps fed: something that speaks the node's side of the lease
 /// protocol. A gateway's `SharedEnforcer` is one; a region's coordinator, leasing global
 /// budgets from the global cluster on behalf of its whole region, is another.
