@@ -234,6 +234,13 @@ public struct CoordinatorMachine: Sendable {
         return takePushes() + write(journal + allocator.takeJournal(), held: [])
     }
 
+    /// The next instant `tick` has work: a lease's expiry, a window's end, the end of learning
+    /// (the allocator's deadlines, never later than the real one), or the next retirement
+    /// round while tier budgets exist. The shell wakes the machine then, not on a fixed poll.
+    public var nextWake: Instant {
+        min(allocator.nextDeadline, tierBudgets.count > 0 ? lastRetirement + .seconds(1) : .distantFuture)
+    }
+
     /// Whatever the allocator journaled since the last event, for the ledger.
     public mutating func flushJournal() -> [Action] { write(allocator.takeJournal(), held: []) }
 

@@ -22,7 +22,7 @@ extension CoordinatorCore {
         state.withLock { s in
             var r = Allot_V1_StatusResponse()
             r.coordinatorName = settings.name
-            r.connectedNodes = UInt32(clamping: s.nodeConnection.count)
+            r.connectedNodes = UInt32(clamping: s.peers.nodeCount)
             let ids = s.machine.allocator.budgetIDs(after: after)
             let page = WireProtocol.pages(Array(ids.prefix(settings.session.maxItemsPerFrame)), maxItems: settings.session.maxItemsPerFrame, maxBytes: settings.maxFrameBytes) {
                 $0.rawValue.utf8.count + 16
@@ -52,7 +52,7 @@ extension CoordinatorCore {
     /// (after a reload); returns how many.
     @discardableResult
     public func disconnect(denied denyList: DenyList) -> Int {
-        let sinks = state.withLock { s in s.connections.values.filter { denyList.denies($0.identity, serial: $0.serial) }.map(\.sink) }
+        let sinks = state.withLock { s in s.peers.all.values.filter { denyList.denies($0.identity, serial: $0.serial) }.map(\.sink) }
         for sink in sinks {
             sink.send(.error(.permissionDenied, "this identity is on the coordinator's deny list", closing: true))
             sink.close()
@@ -63,12 +63,12 @@ extension CoordinatorCore {
 
     /// Drops every connection without a word (a crash, in tests).
     public func abort() {
-        for sink in state.withLock({ $0.connections.values.map(\.sink) }) { sink.close() }
+        for sink in state.withLock({ $0.peers.all.values.map(\.sink) }) { sink.close() }
     }
 
     /// Asks every connected peer to go away (graceful shutdown).
     public func drain() {
-        for sink in state.withLock({ $0.connections.values.map(\.sink) }) {
+        for sink in state.withLock({ $0.peers.all.values.map(\.sink) }) {
             sink.send(.error(.shuttingDown, "coordinator shutting down", closing: true))
             sink.close()
         }

@@ -23,32 +23,20 @@ public final class CoordinatorCore: Sendable {
         public var session = Session.Limits()
         public var listener = ListenerLimits()
         public var maxFrameBytes = WireProtocol.defaultMaxFrameBytes
-        /// Tier templates made budgets on first use, and their limits (see `CoordinatorMachine.Settings`).
+        /// Tiers, cluster membership and quorum, a region's upstream: see `CoordinatorMachine.Settings`.
         public var tiers: [Tier] = []
         public var tierLimits = TierBudgets.Limits()
-        /// Cluster mode: this coordinator as a member, and the quorum. Nil: standalone.
         public var member: MemberID?
         public var quorum = 0
-        /// A region: its `reach: global` budgets are leased from the global cluster as this
-        /// node (see `RegionUplink`). Nil: this cluster is the root, every budget local.
         public var upstream: UpstreamClient.Settings?
         public init() {}
     }
 
     public typealias Counters = CoordinatorCounters
 
-    struct Connection: Sendable {
-        var identity: PeerIdentity
-        var sink: any FrameSink
-        /// The peer certificate's serial number (hex), for the deny list.
-        var serial = ""
-    }
-
     struct State: Sendable {
         var machine: CoordinatorMachine
-        var connections: [UInt64: Connection] = [:]
-        var nodeConnection: [NodeID: UInt64] = [:]
-        var nextConnection: UInt64 = 1
+        var peers = PeerConnections()
     }
 
     public let settings: Settings
@@ -57,6 +45,7 @@ public final class CoordinatorCore: Sendable {
     public let warnings = WarningLimiter()
     let state: Mutex<State>
     private let gossipHandler = Mutex<(@Sendable (Membership.Envelope) -> Void)?>(nil)
+    private let wakeHandler = Mutex<(@Sendable (Instant) -> Void)?>(nil)
 
     /// `ledger`: quota budgets are durable (call `start` before serving, to resume them).
     public init(settings: Settings, budgets: [BudgetSpec], ledger: LedgerWriter? = nil, now: Instant) throws(AllotError) {
@@ -75,18 +64,29 @@ public final class CoordinatorCore: Sendable {
     /// Runs `body` on the machine under the lock and finds, in the same critical section, the
     /// connections its answers go to; then sends and performs the rest outside the lock.
     private func run<T>(_ body: (inout CoordinatorMachine) -> (T, [CoordinatorMachine.Action])) -> T {
-        let (result, sends, io) = state.withLock { s in
+        let (result, sends, io, wake) = state.withLock { s in
             let (result, actions) = body(&s.machine)
             let (sends, io) = deliveries(actions, &s)
-            return (result, sends, io)
+            return (result, sends, io, s.machine.nextWake)
         }
         for (sink, frame) in sends { sink.send(frame) }
         perform(io)
+        wakeHandler.withLock { $0 }?(wake)
         return result
     }
 
-    /// Reads (or changes without actions) the machine under the lock.
-    public func machine<T>(_ body: (inout CoordinatorMachine) -> T) -> T { state.withLock { body(&$0.machine) } }
+    /// Reads or changes the machine under the lock (events without actions).
+    public func machine<T>(_ body: (inout CoordinatorMachine) -> T) -> T {
+        let (result, wake) = state.withLock { (body(&$0.machine), $0.machine.nextWake) }
+        wakeHandler.withLock { $0 }?(wake)
+        return result
+    }
+
+    /// Told the machine's next deadline after every event (`WakeTimer` calls `tick` then).
+    public func onWake(_ handler: (@Sendable (Instant) -> Void)?) {
+        wakeHandler.withLock { $0 = handler }
+        handler?(machine { $0.nextWake })
+    }
 
     // MARK: connections
 
@@ -95,15 +95,12 @@ public final class CoordinatorCore: Sendable {
     /// `incarnation` (its life, 0 when not given) tells a restart from a reconnect.
     public func connected(_ identity: PeerIdentity, incarnation: UInt64 = 0, serial: String = "", sink: any FrameSink) -> (UInt64, Allot_V1_Frame)? {
         let admitted = state.withLock { s -> (UInt64, Allot_V1_Frame?)? in
-            guard s.connections.values.lazy.filter({ $0.identity.uri == identity.uri }).count < settings.listener.maxConnectionsPerIdentity else {
+            guard s.peers.count(of: identity) < settings.listener.maxConnectionsPerIdentity else {
                 s.machine.counters.closedByLimit["per_identity_cap", default: 0] += 1
                 return nil
             }
-            let id = s.nextConnection
-            s.nextConnection += 1
-            s.connections[id] = Connection(identity: identity, sink: sink, serial: serial)
+            let id = s.peers.add(identity, serial: serial, sink: sink)
             guard identity.role == .node else { return (id, nil) }
-            s.nodeConnection[NodeID(identity.name)] = id
             s.machine.hello(node: NodeID(identity.name), incarnation: incarnation)
             return (id, s.machine.view.map { Allot_V1_Frame.members($0.members, version: $0.version) })
         }
@@ -114,13 +111,10 @@ public final class CoordinatorCore: Sendable {
     }
 
     public func disconnected(_ id: UInt64) {
-        state.withLock { s in
-            guard let c = s.connections.removeValue(forKey: id) else { return }
-            if s.nodeConnection[NodeID(c.identity.name)] == id { s.nodeConnection[NodeID(c.identity.name)] = nil }
-        }
+        state.withLock { $0.peers.remove(id) }
     }
 
-    public var connectedNodes: Int { state.withLock { $0.nodeConnection.count } }
+    public var connectedNodes: Int { state.withLock { $0.peers.nodeCount } }
 
     // MARK: events
 
@@ -136,7 +130,7 @@ public final class CoordinatorCore: Sendable {
         run { ((), $0.release(items.map { ReleaseRequest(wire: $0, node: node) }, from: node, now: now)) }
     }
 
-    /// Expires leases and rolls windows; call every ~100 ms.
+    /// Expires leases, rolls windows, ends learning, retires idle tier budgets: when `onWake` says.
     public func tick(now: Instant) { run { ((), $0.tick(now: now)) } }
 
     /// Hands whatever the allocator journaled since the last event to the ledger.
@@ -189,9 +183,9 @@ public final class CoordinatorCore: Sendable {
         var sends: [(any FrameSink, Allot_V1_Frame)] = []
         var io: [CoordinatorMachine.Action] = []
         func send(_ grants: [Allot_V1_Grant], to node: NodeID, push: Bool) {
-            guard let id = s.nodeConnection[node], let c = s.connections[id] else { return }
+            guard let sink = s.peers.sink(of: node) else { return }
             if push { s.machine.counters.pushes += Int64(grants.count) }
-            for f in frames(grants, push: push) { sends.append((c.sink, f)) }
+            for f in frames(grants, push: push) { sends.append((sink, f)) }
         }
         for action in actions {
             switch action {
@@ -203,7 +197,7 @@ public final class CoordinatorCore: Sendable {
                 send(answers.map(\.wire), to: node, push: false)
             case .members(let members, let version):
                 let frame = Allot_V1_Frame.members(members, version: version)
-                for id in s.nodeConnection.values { if let c = s.connections[id] { sends.append((c.sink, frame)) } }
+                for sink in s.peers.nodeSinks { sends.append((sink, frame)) }
             case .writeLedger, .loadLedger:
                 io.append(action)
             }

@@ -17,7 +17,7 @@ public final class CoordinatorServer: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let channel = Mutex<(any Channel)?>(nil)
-    private let ticker = Mutex<RepeatedTask?>(nil)
+    private let ticker = Mutex<WakeTimer?>(nil)
     private let open = OpenConnections()
 
     public init(core: CoordinatorCore, tls: TLSMaterialStore, group: any EventLoopGroup, logger: Logger) {
@@ -51,10 +51,10 @@ public final class CoordinatorServer: Sendable {
             }
         let ch = try await bootstrap.bind(host: host, port: port).get()
         channel.withLock { $0 = ch }
-        let task = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { _ in
-            core.tick(now: WallClock.now())
-        }
-        ticker.withLock { $0 = task }
+        // The machine's deadlines, not a fixed poll, say when to tick.
+        let timer = WakeTimer(loop: group.next()) { core.tick(now: $0) }
+        ticker.withLock { $0 = timer }
+        core.onWake { timer.offer($0) }
         logger.info("coordinator listening", metadata: ["allot.address": "\(ch.localAddress!)"])
         return ch.localAddress!
     }
@@ -64,7 +64,8 @@ public final class CoordinatorServer: Sendable {
 
     /// Stops accepting, tells every peer, closes.
     public func shutdown() async throws {
-        ticker.withLock { $0?.cancel(); $0 = nil }
+        core.onWake(nil)
+        ticker.withLock { $0?.stop(); $0 = nil }
         core.drain()
         if let ch = channel.withLock({ $0 }) { try? await ch.close() }
     }

@@ -119,3 +119,37 @@ struct DurableAndRestartTests {
         #expect(m.counters.nodeRestarts == 1)
     }
 }
+
+/// When the shell must wake the machine (`nextWake`), instead of polling it.
+@Suite("Wake-ups in virtual time")
+struct WakeTests {
+    @Test("the machine names its next deadline: none while nothing is out, a lease's end once one is, and ticking then expires it")
+    func leaseEnd() throws {
+        var m = try DurableAndRestartTests.machine(try budgets(quota: 0, rate: 1), durable: false)
+        #expect(m.nextWake == .distantFuture, "nothing is out: nothing to wake for")
+        _ = m.acquire([DurableAndRestartTests.ask(1, "r0")], from: "n0", now: t0)
+        let wake = m.nextWake
+        #expect(wake > t0 && wake <= t0 + fastAllocator.leaseTTL, "\(wake)")
+        #expect(m.allocator.status("r0")!.holders == 1)
+        // Woken at each deadline (and only then), the unrenewed lease ends by its TTL.
+        var now = t0
+        while m.nextWake <= t0 + fastAllocator.leaseTTL * 2 {
+            now = m.nextWake
+            _ = m.tick(now: now)
+        }
+        #expect(m.allocator.status("r0")!.holders == 0 && now <= t0 + fastAllocator.leaseTTL * 2)
+    }
+
+    @Test("with tier budgets, a retirement round every second")
+    func retirementRounds() throws {
+        var s = CoordinatorMachine.Settings()
+        s.allocator = fastAllocator
+        s.tiers = [try Tier(name: "pro", templates: [try BudgetTemplate(name: "rpm", unit: .requests, kind: .rate(limit: 60, period: .seconds(60), burst: 60), scope: [.consumer])])]
+        var m = try CoordinatorMachine(settings: s, budgets: [], now: t0)
+        #expect(m.nextWake == .distantFuture)
+        _ = m.acquire([DurableAndRestartTests.ask(1, "pro.rpm/consumer=alice")], from: "n0", now: t0)
+        #expect(m.allocator.contains("pro.rpm/consumer=alice"))
+        _ = m.tick(now: t0)
+        #expect(m.nextWake <= t0 + .seconds(1))
+    }
+}
