@@ -6,9 +6,10 @@ import Synchronization
 /// Runs the coordinator's `tick` when its machine next has work (`CoordinatorMachine.nextWake`:
 /// a lease's expiry, a window's end, the end of learning, a retirement round), not on a fixed
 /// poll: one timer on an event loop, moved earlier whenever an event brings the next deadline
-/// forward. A coordinator with nothing due sleeps; a busy one ticks at most once per
-/// `spacing` (the work of deadlines close together is done in one tick, and its pushes leave
-/// together, as with the fixed 100 ms poll this replaces).
+/// forward. A busy coordinator ticks at most once per `spacing` (the work of deadlines close
+/// together is done in one tick, and its pushes leave together, as with the fixed 100 ms poll
+/// this replaces); an idle one at least once per `longest` (the wall clock the deadlines are
+/// in may step, the event loop's does not; and a status shows the books as of the last tick).
 final class WakeTimer: Sendable {
     private struct Armed: Sendable {
         var at: Instant = .distantFuture
@@ -22,10 +23,13 @@ final class WakeTimer: Sendable {
     private let loop: any EventLoop
     private let fire: @Sendable (Instant) -> Void
     let spacing: Duration
+    let longest: Duration
 
-    init(loop: any EventLoop, spacing: Duration = .milliseconds(100), fire: @escaping @Sendable (Instant) -> Void) {
+    init(loop: any EventLoop, spacing: Duration = .milliseconds(100), longest: Duration = .seconds(1),
+         fire: @escaping @Sendable (Instant) -> Void) {
         self.loop = loop
         self.spacing = spacing
+        self.longest = longest
         self.fire = fire
     }
 
@@ -34,7 +38,9 @@ final class WakeTimer: Sendable {
     func offer(_ at: Instant) {
         let now = WallClock.now()
         state.withLock { s in
-            let at = max(at, s.lastFire + spacing)
+            // Not sooner than `spacing` after the last tick (a wall clock stepped back cannot
+            // push that into the future), not later than `longest` from now.
+            let at = min(max(at, min(s.lastFire, now) + spacing), now + longest)
             guard !s.stopped, at < s.at else { return }
             s.task?.cancel()
             s.generation += 1

@@ -119,7 +119,8 @@ public final class LeaseClient: Service, Sendable {
 
     /// Starts a connection to every target not connected, each with its own backoff.
     private func connectMissing(now: Instant) {
-        for (a, generation) in state.withLock({ $0.routing.dialsDue(now: now) }) { Task { await connect(a, generation: generation) } }
+        let due = state.withLock { s in s.stopped ? [] : s.routing.dialsDue(now: now) }
+        for (a, generation) in due { Task { await connect(a, generation: generation) } }
     }
 
     /// Polls at once instead of at the next tick: a gateway calls this when a request was

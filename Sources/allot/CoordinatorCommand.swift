@@ -91,11 +91,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
             let line = "allot coordinator \(coordinatorName) listening on \(address.ipAddress ?? "?"):\(address.port ?? 0), admin http://\(adminAddress.ipAddress ?? "?"):\(adminAddress.port ?? 0)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
         })
-        var services: [any Service] = [service]
+        var services: [any Service] = []
         if var up = try CoordinatorService.uplink(config: cfg) {
-            // A region: the global budgets are leased from the global cluster as a node. Shut
-            // down before the coordinator (a ServiceGroup stops its services in reverse), giving
-            // the free units back upstream.
+            // A region: the global budgets are leased from the global cluster as a node. Listed
+            // first, it stops last (a ServiceGroup stops its services in reverse): the
+            // coordinator leaves its cluster and drains its nodes, then the free units of the
+            // global budgets go back upstream.
             if let wrapUplink { up.dial = wrapUplink(up.dial) }
             var ls = LeaseClient.Settings()
             ls.pollInterval = .milliseconds(50)
@@ -103,6 +104,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             logger.info("region: leasing global budgets from the global cluster",
                         metadata: ["allot.upstream": "\(up.seeds.joined(separator: ","))", "allot.as": "\(up.name)"])
         }
+        services.append(service)
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }

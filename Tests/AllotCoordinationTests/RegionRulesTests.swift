@@ -73,15 +73,16 @@ struct RegionRulesTests {
         #expect(total >= 1_900, "only \(total) of 2,000: what the cut region did not use stayed counted as spent")
     }
 
-    @Test("a region's coordinator restarted under the same upstream name is granted global units again")
+    @Test("a region's coordinator restarted under the same upstream name (its gateways kept, or restarted too) is granted global units again")
     func regionRestart() throws {
         var v = try VirtualRegions(budgets: [try Self.quota(100_000)], now: t0)
-        for life in 0..<2 {
+        // Restarted twice: its gateways keep their leases the first time, restart too the second.
+        for life in 0..<3 {
             let before = v.admitted[0]["tenant.day", default: 0]
             v.run(for: .seconds(2)) { r, _, _ in r == 0 ? 5 : 0 }
             #expect(v.admitted[0]["tenant.day", default: 0] - before >= 200, "life \(life) of region 0 admitted too little")
             #expect(v.regions[0].counters.upstreamUnits > 0, "life \(life) got no global units")
-            try v.restartRegion(0)
+            try v.restartRegion(0, freshGateways: life == 1)
         }
     }
 }

@@ -78,11 +78,12 @@ struct VirtualRegions {
     }
 
     /// Region `r`'s coordinator restarts: a fresh machine, a new life towards the global one
-    /// (its uplink's hello), and the region's gateways start afresh too (nothing held over).
-    mutating func restartRegion(_ r: Int) throws {
+    /// (its uplink's hello). Its gateways keep what they hold, or (`freshGateways`) restart too.
+    mutating func restartRegion(_ r: Int, freshGateways: Bool) throws {
         regions[r] = try Self.region(r, budgets: budgets, now: now)
         lives[r] += 1
         global.hello(node: NodeID("region-\(r)"), incarnation: UInt64(lives[r]))
+        guard freshGateways else { return }
         for n in nodes.indices where regionOf[n] == r {
             (nodes[n], handles[n]) = try node("\(nodes[n].settings.node)", budgets: budgets, allocator: Self.leaf)
         }

@@ -68,6 +68,7 @@ public final class ClusterService: Sendable {
     private let logger: Logger
     private let state: Mutex<State>
     private let ticker = Mutex<RepeatedTask?>(nil)
+    private let unreadable = Mutex<Set<String>>([])
 
     /// `dial`: a transport to a peer's address (nil when the address cannot be read).
     public init(core: CoordinatorCore, settings: Settings, logger: Logger, now: Instant,
@@ -212,7 +213,10 @@ public final class ClusterService: Sendable {
 
     private func connect(_ address: String, generation: Int) {
         guard let transport = dial(address) else {
-            logger.error("cannot dial cluster peer", metadata: ["allot.address": "\(address)"])
+            // Once per address: gossip would ask again at every message.
+            if unreadable.withLock({ $0.insert(address).inserted }) {
+                logger.error("cannot dial cluster peer: the address does not parse", metadata: ["allot.address": "\(address)"])
+            }
             state.withLock { $0.pool.failed(address, generation: generation, now: WallClock.now()) }
             return
         }
