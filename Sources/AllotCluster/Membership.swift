@@ -161,6 +161,19 @@ public struct Membership: Sendable {
 
     // MARK: time
 
+    /// When `tick` next has work, or a view read at that time can change: the current
+    /// probe's ping timeout, a suspect's suspicion timeout, a suspect's direct contact
+    /// ageing out of `healthyMembers` (after `now`), and the next protocol period.
+    public func nextWake(now: Instant) -> Instant {
+        var t = nextPeriod
+        if let seq = currentProbe, let p = probes[seq], !p.indirectSent { t = min(t, p.sentAt + settings.pingTimeout) }
+        for (m, k) in members where k.state == .suspect {
+            t = min(t, k.since + settings.suspicionTimeout)
+            if let heard = lastHeard[m], heard + settings.suspicionTimeout / 2 > now { t = min(t, heard + settings.suspicionTimeout / 2) }
+        }
+        return t
+    }
+
     /// Runs timeouts and, once per protocol period, the next probe.
     public mutating func tick(now: Instant) -> [Envelope] {
         var out: [Envelope] = []

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Prometheus
+import ServiceLifecycle
 import Synchronization
 
 /// Plain HTTP on the admin address (loopback by default), served by Hummingbird as the
@@ -28,20 +29,28 @@ public final class AdminServer: Sendable {
         self.logger = quiet
     }
 
-    /// Binds and serves until `shutdown`; returns the bound address (port 0 picks a free port).
-    @discardableResult
-    public func start(host: String, port: Int) async throws -> SocketAddress {
+    /// The admin listener as a `Service` for the coordinator's `ServiceGroup`: binds, calls
+    /// `onBound` with the bound address (port 0 picks a free port), serves until graceful
+    /// shutdown.
+    public func service(host: String, port: Int, onBound: @escaping @Sendable (SocketAddress) -> Void) -> some Service {
         let core = self.core, ready = self.ready
-        let (bound, signal) = AsyncStream<Result<SocketAddress, any Error>>.makeStream()
-        let app = Application(
+        return Application(
             responder: CallbackResponder<BasicRequestContext> { request, _ in Self.respond(request.uri.path, core: core, ready: ready) },
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in
-                if let address = channel.localAddress { signal.yield(.success(address)) }
+                if let address = channel.localAddress { onBound(address) }
             },
             eventLoopGroupProvider: .shared(group), logger: logger)
+    }
+
+    /// Binds and serves until `shutdown`; returns the bound address (port 0 picks a free port).
+    @discardableResult
+    public func start(host: String, port: Int) async throws -> SocketAddress {
+        let (bound, signal) = AsyncStream<Result<SocketAddress, any Error>>.makeStream()
+        let logger = self.logger
+        let app = service(host: host, port: port) { signal.yield(.success($0)) }
         task.withLock { $0 = Task {
-            do { try await app.runService(gracefulShutdownSignals: []) } catch { signal.yield(.failure(error)) }
+            do { try await ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: logger).run() } catch { signal.yield(.failure(error)) }
             signal.finish()
         } }
         for await result in bound { return try result.get() }

@@ -44,6 +44,8 @@ public final class CoordinatorCore: Sendable {
     /// Rate limit on warnings about peers' frames (a flood must not become a flood of logs).
     public let warnings = WarningLimiter()
     let state: Mutex<State>
+    /// Opened by `CoordinatorService` once started and listening (the cluster waits for it).
+    let serving = StartGate()
     private let gossipHandler = Mutex<(@Sendable (Membership.Envelope) -> Void)?>(nil)
     private let wakeHandler = Mutex<(@Sendable (Instant) -> Void)?>(nil)
 

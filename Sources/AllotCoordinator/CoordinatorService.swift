@@ -2,7 +2,6 @@ import AllotConfig
 import AllotCluster
 import AllotCore
 import AllotTransport
-import Dispatch
 import Foundation
 import Logging
 import NIOCore
@@ -10,10 +9,14 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// `allot coordinator` as a swift-service-lifecycle `Service`: its `run()` is its whole
-/// life. Starts the mTLS listener and the admin endpoint, reloads certificates on SIGHUP
-/// (existing connections and leases carry on), and on graceful shutdown (SIGTERM) tells
-/// every peer, closes the listener and returns.
+/// `allot coordinator`'s lease listener and the core's life, as a swift-service-lifecycle
+/// `Service`: migrates the ledger, resumes the durable budgets, serves the mTLS listener,
+/// and on graceful shutdown (SIGTERM) closes it, drains its peers and flushes the ledger.
+///
+/// The coordinator's other long-running parts are services of their own; `services` lists
+/// them all in start order for one `ServiceGroup` (which stops them in reverse): this one,
+/// the cluster's gossip (once this one serves; it leaves first), the admin listener, and the
+/// certificate reloader (SIGHUP and file changes).
 public final class CoordinatorService: Service, Sendable {
     public let config: CoordinatorConfig
     public let core: CoordinatorCore
@@ -23,6 +26,9 @@ public final class CoordinatorService: Service, Sendable {
     private let ready = Mutex(false)
     /// Called once both listeners are bound (the coordinator and admin addresses).
     private let onListening: @Sendable (SocketAddress, SocketAddress) -> Void
+    private let bound = Mutex<(lease: SocketAddress?, admin: SocketAddress?)>((nil, nil))
+    /// The cluster's gossip when `config.cluster` is set.
+    public let cluster: ClusterService?
 
     public init(config: CoordinatorConfig, core: CoordinatorCore, tls: TLSMaterialStore, logger: Logger,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -33,10 +39,36 @@ public final class CoordinatorService: Service, Sendable {
         self.logger = logger
         self.group = group
         self.onListening = onListening
+        cluster = config.cluster.map { cs in
+            ClusterService(core: core, settings: cs, logger: logger, now: WallClock.now(), loop: group.next()) { address in
+                guard let (host, port) = try? ConfigFields.address(address, field: "peer") else { return nil }
+                return TLSLeaseTransport(host: host, port: port, tls: tls, group: group)
+            }
+        }
     }
 
-    static func modificationDates(_ paths: [String]) -> [Date?] {
-        paths.map { (try? FileManager.default.attributesOfItem(atPath: $0)[.modificationDate]) as? Date }
+    /// Every part, in start order (made anew at each call): put them in one `ServiceGroup`,
+    /// after a region's uplink (which must stop last).
+    public func services() -> [any Service] {
+        let admin = AdminServer(core: core, group: group, ready: { [weak self] in self?.isReady ?? false }, logger: logger)
+        // Also reload when the certificate files change on disk.
+        let files = ["ca.pem", "deny-list", "coordinator-\(config.name).pem", "coordinator-\(config.name)-key.pem"].map {
+            URL(fileURLWithPath: config.tlsDirectory).appendingPathComponent($0).path
+        }
+        return [self] + (cluster.map { [$0] } ?? []) + [
+            admin.service(host: config.adminHost, port: config.adminPort) { [weak self] in self?.listening(admin: $0) },
+            CertificateReloader(tls: tls, core: core, files: files, logger: logger),
+        ]
+    }
+
+    private func listening(lease: SocketAddress? = nil, admin: SocketAddress? = nil) {
+        let both = bound.withLock { b -> (SocketAddress, SocketAddress)? in
+            if let lease { b.lease = lease }
+            if let admin { b.admin = admin }
+            guard let l = b.lease, let a = b.admin else { return nil }
+            return (l, a)
+        }
+        if let both { onListening(both.0, both.1) }
     }
 
     /// Opens the ledger named in `config` (nil for none) and builds the core for it, as a
@@ -105,67 +137,24 @@ public final class CoordinatorService: Service, Sendable {
                     break
                 } catch {
                     logger.error("cannot open the ledger; retrying", metadata: ["allot.ledger": "\(ledger.store.description)", "allot.error": "\(error)"])
-                    if Task.isCancelled { return }
-                    try? await Task.sleep(for: backoff)
+                    if Task.isCancelled || Task.isShuttingDownGracefully { return }
+                    let wait = backoff
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
                     backoff = min(backoff * 2, .seconds(5))
                 }
             }
         }
         core.start(now: WallClock.now())
         let server = CoordinatorServer(core: core, tls: tls, group: group, logger: logger)
-        let admin = AdminServer(core: core, group: group, ready: { [self] in self.isReady }, logger: logger)
         let address = try await server.start(host: config.listenHost, port: config.listenPort)
-        let adminAddress = try await admin.start(host: config.adminHost, port: config.adminPort)
-        var cluster: ClusterService?
-        if let cs = config.cluster {
-            let tls = self.tls, group = self.group
-            let c = ClusterService(core: core, settings: cs, logger: logger, now: WallClock.now()) { address in
-                guard let (host, port) = try? ConfigFields.address(address, field: "peer") else { return nil }
-                return TLSLeaseTransport(host: host, port: port, tls: tls, group: group)
-            }
-            c.start(on: group.next())
-            cluster = c
-        }
         ready.withLock { $0 = true }
-        onListening(address, adminAddress)
-
-        signal(SIGHUP, SIG_IGN)
-        let hup = DispatchSource.makeSignalSource(signal: SIGHUP)
-        hup.setEventHandler { [tls, logger, core] in
-            do {
-                try tls.reload()
-                let closed = core.disconnect(denied: tls.current.denyList)
-                logger.info("reloaded TLS certificates and the deny list", metadata: ["allot.denied_connections_closed": "\(closed)"])
-            } catch {
-                logger.error("TLS reload failed; keeping the previous certificates", metadata: ["allot.error": "\(error)"])
-            }
-        }
-        hup.resume()
-        defer { hup.cancel() }
-        // Also reload when the certificate files change on disk (checked every 2 s).
-        let files = ["ca.pem", "deny-list", "coordinator-\(config.name).pem", "coordinator-\(config.name)-key.pem"].map {
-            URL(fileURLWithPath: config.tlsDirectory).appendingPathComponent($0).path
-        }
-        let stamps = Mutex(Self.modificationDates(files))
-        let watcher = group.next().scheduleRepeatedTask(initialDelay: .seconds(2), delay: .seconds(2)) { [tls, logger, core] _ in
-            let now = Self.modificationDates(files)
-            guard stamps.withLock({ old in defer { old = now }; return old != now }) else { return }
-            do {
-                try tls.reload()
-                core.disconnect(denied: tls.current.denyList)
-                logger.info("certificate files changed: reloaded TLS certificates")
-            } catch {
-                logger.error("certificate files changed but do not load; keeping the previous ones", metadata: ["allot.error": "\(error)"])
-            }
-        }
-        defer { watcher.cancel() }
+        core.serving.open()
+        listening(lease: address)
 
         try? await gracefulShutdown()
         logger.info("shutting down: draining connections")
         ready.withLock { $0 = false }
-        await cluster?.leave()
         try await server.shutdown()
-        await admin.shutdown()
         if let ledger = core.ledger {
             // Releases and reports received so far go to the ledger before exit.
             core.flushJournal()

@@ -61,7 +61,7 @@ public final class LocalFleet: Sendable {
         let coordinatorService = CoordinatorService(config: cc, core: core, tls: ctls, logger: logger) { a, _ in
             bound.set(0, a.port ?? 0)
         }
-        var services: [any Service] = [coordinatorService]
+        var services: [any Service] = coordinatorService.services()
         var mockService: MockUpstream?
         if let mock {
             var m = mock

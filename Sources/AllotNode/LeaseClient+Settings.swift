@@ -4,6 +4,8 @@ import AllotWire
 /// The lease client's settings, its traffic counters, and how it packs messages into frames.
 extension LeaseClient {
     public struct Settings: Sendable {
+        /// The shortest time between two polls of the endpoint (polls come when it next has
+        /// work, `LeaseEndpoint.nextWake`, and at least once a second).
         public var pollInterval: Duration = .milliseconds(10)
         public var heartbeatInterval: Duration = .seconds(5)
         public var minBackoff: Duration = .milliseconds(50)

@@ -12,8 +12,9 @@ import Synchronization
 /// any `LeaseEndpoint`'s: a region's coordinator uses it towards the global cluster).
 ///
 /// `admit`/`reserve`/`settle` on `enforcer` stay synchronous and local. `run()` — the
-/// client's whole life, as a service — connects, polls the enforcer every `pollInterval`,
-/// batches many budgets per frame, applies grants and pushes as they arrive, reconnects with
+/// client's whole life, as a service — connects, polls the enforcer when it next has work
+/// (`Enforcer.nextWake`, at most once per `pollInterval`, at least once a second; a request
+/// that leaves a slice low wakes it at once), batches many budgets per frame, applies grants and pushes as they arrive, reconnects with
 /// exponential backoff and jitter (unanswered acquires are re-sent with the same request id,
 /// so retries are idempotent), and when cancelled releases everything unused before it returns.
 ///
@@ -46,6 +47,8 @@ public final class LeaseClient: Service, Sendable {
     private let logger: Logger
     private let state: Mutex<State>
     private let stepLock = Mutex(())
+    /// The poll's timer while `run()` runs.
+    private let timer = Mutex<WakeTimer?>(nil)
 
     /// One coordinator. `group`: where the periodic poll runs (an event loop of it).
     public convenience init(enforcer: SharedEnforcer, transport: any LeaseTransport, settings: Settings = Settings(), logger: Logger,
@@ -75,6 +78,18 @@ public final class LeaseClient: Service, Sendable {
         rs.pool.minBackoff = settings.minBackoff
         rs.pool.maxBackoff = settings.maxBackoff
         state = Mutex(State(routing: LeaseRouting(seeds: seeds, settings: rs, seed: UInt64.random(in: 1...UInt64.max))))
+        (endpoint as? SharedEnforcer)?.onWantsPoll { [weak self] in self?.wake() }
+    }
+
+    /// Polls within `pollInterval` (a request left a slice low, or a budget without a lease).
+    public func wake() {
+        timer.withLock { $0 }?.offer(WallClock.now())
+    }
+
+    /// Arms the poll for when the endpoint next has work.
+    private func wakeLater(now: Instant) {
+        guard let t = timer.withLock({ $0 }) else { return }
+        t.offer(isConnected ? endpoint.nextWake(now: now) : now + t.longest)
     }
 
     public var traffic: Traffic { state.withLock { $0.traffic } }
@@ -103,14 +118,18 @@ public final class LeaseClient: Service, Sendable {
     }
 
     private func loop(stopping: () -> Bool) async {
-        // The periodic poll runs on an event loop, not in this task: a process whose Swift
-        // concurrency threads are busy with CPU-bound work still refills its leases on time.
-        let poller = group.next().scheduleRepeatedTask(initialDelay: .zero,
-                                                       delay: .nanoseconds(settings.pollInterval.nanoseconds)) { [weak self] _ in
-            guard let self, self.isConnected else { return }
-            self.step(now: WallClock.now())
+        // The poll runs on an event loop, not in this task: a process whose Swift concurrency
+        // threads are busy with CPU-bound work still refills its leases on time.
+        let poller = WakeTimer(loop: group.next(), spacing: settings.pollInterval, longest: .seconds(1)) { [weak self] now in
+            guard let self else { return }
+            if self.isConnected { self.step(now: now) } else { self.wakeLater(now: now) }
         }
-        defer { poller.cancel() }
+        timer.withLock { $0 = poller }
+        defer {
+            timer.withLock { $0 = nil }
+            poller.stop()
+        }
+        poller.offer(WallClock.now())
         while !Task.isCancelled && !stopping() {
             connectMissing(now: WallClock.now())
             try? await Task.sleep(for: settings.pollInterval * 5)
@@ -134,6 +153,7 @@ public final class LeaseClient: Service, Sendable {
     /// (the periodic poll and `pollNow` may race), so frames leave in the order they were made.
     func step(now: Instant) {
         stepLock.withLock { _ in stepLocked(now: now) }
+        wakeLater(now: now)
     }
 
     private func stepLocked(now: Instant) {
@@ -201,6 +221,7 @@ public final class LeaseClient: Service, Sendable {
                 return true
             }
             if !kept && !closedFirst.isSet { conn.close() }
+            if kept { wake() }
             logger.debug("connected", metadata: ["allot.address": "\(address)", "allot.kept": "\(kept)"])
         } catch {
             state.withLock { s in
@@ -219,7 +240,10 @@ public final class LeaseClient: Service, Sendable {
         }
         // The budgets it owned go to the next coordinator in rank at once: re-send what was
         // waiting for an answer from it.
-        if moved { endpoint.retryAllPending(now: now) }
+        if moved {
+            endpoint.retryAllPending(now: now)
+            wake()
+        }
     }
 
     func received(_ frame: Allot_V1_Frame, from address: String = "") {
@@ -263,6 +287,8 @@ public final class LeaseClient: Service, Sendable {
         default:
             break
         }
+        // Grants, pushes, redirects and moved owners can all bring the next poll forward.
+        wakeLater(now: now)
     }
 
     /// Releases every lease and closes the connection (the end of `run()`).

@@ -104,7 +104,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             logger.info("region: leasing global budgets from the global cluster",
                         metadata: ["allot.upstream": "\(up.seeds.joined(separator: ","))", "allot.as": "\(up.name)"])
         }
-        services.append(service)
+        services += service.services()
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }

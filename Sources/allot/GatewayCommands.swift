@@ -60,20 +60,17 @@ struct GatewayCommand: AsyncParsableCommand {
             let line = "allot gateway \(nodeName) listening on \(host):\(p), admin and sidecar http://\(adminHost):\(a), upstream \(upstreamURL)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
         }
-        signal(SIGHUP, SIG_IGN)
-        let hup = DispatchSource.makeSignalSource(signal: SIGHUP)
-        hup.setEventHandler { [logger] in
+        let reloader = HangupReloader { [logger, core = service.core] in
             do {
                 let fresh = try ConsumerDirectory.load(path: consumersPath, tiers: tiers)
-                service.core.reload(consumers: fresh)
+                core.reload(consumers: fresh)
                 try tls.reload()
                 logger.info("reloaded the consumers file (\(fresh.count) keys) and TLS certificates")
             } catch {
                 logger.error("reload failed; keeping the previous consumers and certificates", metadata: ["allot.error": "\(error)"])
             }
         }
-        hup.resume()
-        let group = ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let group = ServiceGroup(services: service.services() + [reloader], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }
 }

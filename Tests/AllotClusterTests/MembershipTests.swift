@@ -11,6 +11,11 @@ struct VirtualCluster {
     var loss: Double
     var rng: UInt64
     let latency: Duration = .milliseconds(5)
+    /// Tick a member only once its `nextWake` is due (as `ClusterService` does), instead of
+    /// every step; and check that a tick before it would have done nothing.
+    var wakeDriven = false
+    var ticks = 0
+    var earlyTicksWithEffect = 0
 
     init(size: Int, loss: Double = 0, seed: UInt64 = 1, settings: Membership.Settings = .init()) {
         self.loss = loss
@@ -51,6 +56,15 @@ struct VirtualCluster {
             }
             for id in nodes.keys.sorted() where !down.contains(id) {
                 var m = nodes[id]!
+                if wakeDriven && now < m.nextWake(now: now) {
+                    var probe = m
+                    let out = probe.tick(now: now)
+                    if !out.isEmpty || probe.live != m.live || probe.healthyMembers(now: now) != m.healthyMembers(now: now) {
+                        earlyTicksWithEffect += 1
+                    }
+                    continue
+                }
+                ticks += 1
                 let out = m.tick(now: now)
                 nodes[id] = m
                 send(out)
@@ -59,6 +73,18 @@ struct VirtualCluster {
     }
 
     func view(_ of: MemberID) -> [MemberID] { nodes[of]!.live }
+
+    /// Crashes `victim`, runs until every other member declares it dead (at most 30 s), and
+    /// returns how long that took (nil: never).
+    mutating func crashUntilDead(_ victim: MemberID) -> Duration? {
+        down.insert(victim)
+        let crashedAt = now
+        for _ in 0..<300 {
+            run(for: .milliseconds(100))
+            if ids.filter({ $0 != victim }).allSatisfy({ nodes[$0]!.state(of: victim) == .dead }) { return now - crashedAt }
+        }
+        return nil
+    }
     var ids: [MemberID] { nodes.keys.sorted() }
 }
 
@@ -76,17 +102,27 @@ struct MembershipTests {
         var c = VirtualCluster(size: 6)
         c.run(for: .seconds(10))
         let victim = c.ids[3]
-        c.down.insert(victim)
-        let crashedAt = c.now
-        var detectedAt: Instant?
-        for _ in 0..<300 {
-            c.run(for: .milliseconds(100))
-            if c.ids.filter({ $0 != victim }).allSatisfy({ c.nodes[$0]!.state(of: victim) == .dead }) { detectedAt = c.now; break }
-        }
-        let t = try? #require(detectedAt)
+        let t = c.crashUntilDead(victim)
         // Worst case: up to n-1 periods until someone probes it, + 1 period, + suspicion 3 s, + gossip.
-        #expect(t.map { $0 - crashedAt <= .seconds(12) } == true, "detected after \(t.map { $0 - crashedAt }.map { "\($0)" } ?? "never")")
+        #expect(t.map { $0 <= .seconds(12) } == true, "detected after \(t.map { "\($0)" } ?? "never")")
         for id in c.ids where id != victim { #expect(!c.view(id).contains(victim)) }
+    }
+
+    @Test("driven only at nextWake: a tick before it does nothing, a crash is still detected in time, and members tick far less often")
+    func wakeDriven() {
+        var stepped = VirtualCluster(size: 6, loss: 0.05, seed: 3)
+        var woken = VirtualCluster(size: 6, loss: 0.05, seed: 3)
+        woken.wakeDriven = true
+        stepped.run(for: .seconds(10))
+        woken.run(for: .seconds(10))
+        let (steppedTicks, wokenTicks) = (stepped.ticks, woken.ticks)
+        for id in woken.ids { #expect(woken.view(id).count == 6, "\(id) sees \(woken.view(id).count)") }
+        let took = woken.crashUntilDead(woken.ids[2])
+        #expect(took.map { $0 <= .seconds(12) } == true, "detected after \(took.map { "\($0)" } ?? "never")")
+        #expect(woken.earlyTicksWithEffect == 0, "a tick before nextWake changed something \(woken.earlyTicksWithEffect) times")
+        // 10 s at 10 ms steps is 1,000 ticks per member; a wake per period and per timeout is far fewer.
+        #expect(steppedTicks == 6 * 1_000)
+        #expect(wokenTicks > 0 && wokenTicks < steppedTicks / 5, "ticks in 10 s: \(wokenTicks) at nextWake, \(steppedTicks) every 10 ms")
     }
 
     @Test("a live member refutes a false suspicion and is never declared dead")

@@ -209,7 +209,7 @@ struct OperationsTests {
         let port = Mutex(0)
         let service = CoordinatorService(config: config, core: core, tls: try pki.material(.coordinator, "c1"),
                                          logger: quietLogger("c")) { address, _ in port.withLock { $0 = address.port! } }
-        let group = ServiceGroup(services: [service], logger: quietLogger("g"))
+        let group = ServiceGroup(services: service.services(), logger: quietLogger("g"))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             for _ in 0..<100 where port.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(20)) }

@@ -4,6 +4,8 @@ import AllotTransport
 import AllotWire
 import Logging
 import NIOCore
+import NIOPosix
+import ServiceLifecycle
 import Synchronization
 
 /// The shell around `Membership`: carries its messages over mutual TLS to the other
@@ -29,7 +31,10 @@ public final class ClusterService: Sendable {
         /// has been seen on a direct connection (a rumour cannot add a member).
         public var members: [String] = []
         public var joinTimeout: Duration = .seconds(3)
-        public var tickInterval: Duration = .milliseconds(50)
+        /// The shortest time between two ticks. Ticks come when the membership next has work
+        /// (`Membership.nextWake`: a ping or suspicion timeout, the next protocol period, a
+        /// formation deadline), not on a fixed poll; at least one per protocol period.
+        public var tickInterval: Duration = .milliseconds(10)
         public init() {}
     }
 
@@ -67,12 +72,16 @@ public final class ClusterService: Sendable {
     private let dial: @Sendable (String) -> (any LeaseTransport)?
     private let logger: Logger
     private let state: Mutex<State>
-    private let ticker = Mutex<RepeatedTask?>(nil)
+    private let timer = Mutex<WakeTimer?>(nil)
+    /// Where `run()` ticks (`start(on:)` names its own).
+    private let loop: any EventLoop
     private let unreadable = Mutex<Set<String>>([])
 
     /// `dial`: a transport to a peer's address (nil when the address cannot be read).
     public init(core: CoordinatorCore, settings: Settings, logger: Logger, now: Instant,
+                loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next(),
                 dial: @escaping @Sendable (String) -> (any LeaseTransport)?) {
+        self.loop = loop
         precondition(core.settings.member != nil, "a cluster needs CoordinatorCore.Settings.member")
         self.me = core.settings.member!
         self.core = core
@@ -95,15 +104,28 @@ public final class ClusterService: Sendable {
     /// Starts gossiping (ticks on `loop`).
     public func start(on loop: any EventLoop) {
         core.onGossip { [weak self] e in self?.received(e) }
-        let task = loop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(settings.tickInterval.nanoseconds)) { [weak self] _ in
-            self?.step(now: WallClock.now())
+        let wake = WakeTimer(loop: loop, spacing: settings.tickInterval, longest: settings.membership.protocolPeriod) { [weak self] now in
+            self?.step(now: now)
         }
-        ticker.withLock { $0 = task }
+        timer.withLock { $0 = wake }
+        step(now: WallClock.now())
+    }
+
+    /// When the next tick is due: the membership's next deadline, or formation by timeout.
+    private func nextWake(_ s: State, now: Instant) -> Instant {
+        var t = s.membership.nextWake(now: now)
+        if !s.formed { t = min(t, s.startedAt + settings.joinTimeout) }
+        return t
+    }
+
+    private func offerWake(_ at: Instant?) {
+        guard let at else { return }
+        timer.withLock { $0 }?.offer(at)
     }
 
     func step(now: Instant) {
-        let (out, dials) = state.withLock { s -> ([Membership.Envelope], [(String, Int)]) in
-            guard !s.stopped else { return ([], []) }
+        let (out, dials, wake) = state.withLock { s -> ([Membership.Envelope], [(String, Int)], Instant?) in
+            guard !s.stopped else { return ([], [], nil) }
             var dials: [(String, Int)] = []
             var joins: [Membership.Envelope] = []
             // Seeds not (or no longer) in the view: dial them about once per protocol period.
@@ -122,26 +144,29 @@ public final class ClusterService: Sendable {
                 }
             }
             if !s.formed && now - s.startedAt >= settings.joinTimeout { s.formed = true }
-            return (joins + s.membership.tick(now: now), dials)
+            let out = joins + s.membership.tick(now: now)
+            return (out, dials, nextWake(s, now: now))
         }
         for (a, generation) in dials { connect(a, generation: generation) }
         deliver(out)
         publish(now: now)
+        offerWake(wake)
     }
 
     private func received(_ e: Membership.Envelope) {
         let now = WallClock.now()
-        let out = state.withLock { s -> [Membership.Envelope] in
+        let (out, wake) = state.withLock { s -> ([Membership.Envelope], Instant?) in
             s.messagesReceived += 1
-            guard !s.stopped else { return [] }
+            guard !s.stopped else { return ([], nil) }
             s.verified.insert(e.from)
             let out = s.membership.receive(e, now: now)
             // Formed once a peer has answered (its answer to a newcomer carries the whole view).
             if case .ack = e.message { s.formed = true }
-            return out
+            return (out, nextWake(s, now: now))
         }
         deliver(out)
         publish(now: now)
+        offerWake(wake)
         // A probe means the sender has this coordinator in its view.
         if case .ping(let seq) = e.message, seq != 0 { core.peerSeesMe(e.from, now: now) }
     }
@@ -288,7 +313,7 @@ public final class ClusterService: Sendable {
     }
 
     public func stop() {
-        ticker.withLock { $0?.cancel(); $0 = nil }
+        timer.withLock { $0?.stop(); $0 = nil }
         let conns = state.withLock { s -> [any LeaseConnection] in
             s.stopped = true
             s.pool.dropAll()
@@ -296,5 +321,18 @@ public final class ClusterService: Sendable {
             return s.links.values.compactMap(\.connection?.connection)
         }
         for c in conns { c.close() }
+    }
+}
+
+extension ClusterService: Service {
+    /// As a part of the coordinator's `ServiceGroup`: gossips once the core has started (its
+    /// durable budgets resumed, the lease listener up), and leaves the cluster on graceful
+    /// shutdown (before the coordinator drains its nodes: the group stops parts in reverse).
+    public func run() async throws {
+        let core = self.core
+        guard await cancelWhenGracefulShutdown({ await core.serving.wait() }) else { return }
+        start(on: loop)
+        try? await gracefulShutdown()
+        await leave()
     }
 }

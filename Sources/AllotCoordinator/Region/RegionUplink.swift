@@ -26,6 +26,9 @@ public struct RegionUplink: LeaseEndpoint {
         (core.machine { $0.upstreamStep(now: now) }, [])
     }
 
+    /// Every poll interval: the upstream client decides at each step what to renew.
+    public func nextWake(now: Instant) -> Instant { now }
+
     public func receive(_ grants: [Grant], now: Instant) { core.machine { $0.upstreamReceive(grants, now: now) } }
 
     public func retrySoon(_ budget: BudgetID, after: Duration, now: Instant) {

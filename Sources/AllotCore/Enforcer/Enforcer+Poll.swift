@@ -13,6 +13,37 @@ extension Enforcer {
         return out
     }
 
+    /// When the shell should next run `tick` and `poll` (it polls no more often than its
+    /// poll interval). `now` while a poll has something to watch: a poll was asked for
+    /// (`wantsPoll`), demand was seen in the last second (the refill, renewal and demand
+    /// reports follow it), a recall waits to be acknowledged, a moved
+    /// budget's lease waits to be reported, a slice is held back, or a rate lease has yet to
+    /// report that its demand stopped. Otherwise the next
+    /// deadline: an unanswered acquire's retry, a debt's ask, the idle release, a lease's end
+    /// (renewal needs demand). A request that needs a poll sets `wantsPoll` (the gateway
+    /// then wakes its lease client), so an idle node does not poll every interval.
+    public mutating func nextWake(now: Instant) -> Instant {
+        if _wantsPoll { return now }
+        var t = Instant.distantFuture
+        for i in slices.indices {
+            if slices[i].demand.average(now: now) > 0 || slices[i].admitted.average(now: now) > 0 { return now }
+            let s = slices[i]
+            let hasLease = s.leaseID != 0
+            if hasLease && (s.needsAck || s.reportOwner || now - s.heldBackAt < settings.refreshInterval) { return now }
+            // A rate lease whose demand stopped reports the drop once its bucket sits full.
+            if hasLease && s.isRate && s.reportedDemand > 1 { return now }
+            if hasLease { t = min(t, s.expiresAt) }
+            if let p = s.pending {
+                t = min(t, p.lastSentAt + settings.retryTimeout)
+                continue
+            }
+            guard hasLease else { continue }
+            if s.reserved == 0 { t = min(t, max(now, s.lastDemandAt + settings.idleRelease)) }
+            if !s.isRate && s.debt > 0 { t = min(t, max(s.retryNotBefore, s.lastSentAt + settings.retryTimeout)) }
+        }
+        return t
+    }
+
     private mutating func pollSlice(_ i: Int, now: Instant) -> Outgoing? {
         var s = slices[i]
         defer { slices[i] = s }

@@ -8,6 +8,8 @@ public protocol LeaseEndpoint: Sendable {
     /// Expires what ended and says what to send now. `expiredInUse`: budgets whose
     /// concurrency lease ended with requests still holding permits (to log).
     func step(now: Instant) -> (outgoing: [Enforcer.Outgoing], expiredInUse: [String])
+    /// When `step` next has work (the client steps no more often than its poll interval).
+    func nextWake(now: Instant) -> Instant
     /// Answers and pushes from a coordinator (outcome `granted` only).
     func receive(_ grants: [Grant], now: Instant)
     /// A request was redirected or answered "unavailable": ask again after `after`.
@@ -31,6 +33,10 @@ extension SharedEnforcer: LeaseEndpoint {
             for case .leaseExpired(let h, let permits) in events where permits > 0 { inUse.append("\(h)") }
             return (e.poll(now: now), inUse)
         }
+    }
+
+    public func nextWake(now: Instant) -> Instant {
+        withEnforcer { $0.nextWake(now: now) }
     }
 
     public func receive(_ grants: [Grant], now: Instant) {

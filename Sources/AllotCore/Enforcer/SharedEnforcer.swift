@@ -4,6 +4,7 @@ import Synchronization
 /// state machine for a few dozen nanoseconds, never an actor hop, never I/O.
 public final class SharedEnforcer: Sendable {
     private let state: Mutex<Enforcer>
+    @usableFromInline let pollWanted = Mutex<(@Sendable () -> Void)?>(nil)
 
     public init(settings: EnforcerSettings) throws(AllotError) {
         state = Mutex(try Enforcer(settings: settings))
@@ -14,22 +15,42 @@ public final class SharedEnforcer: Sendable {
         state.withLock { $0.register(spec) }
     }
 
+    /// Called (outside the lock) after a `reserve`, `admit` or `settle` that leaves
+    /// `Enforcer.wantsPoll` set: a slice ran low, a budget has no lease, a debt is owed. The
+    /// lease client polls soon then, instead of on a fixed timer.
+    public func onWantsPoll(_ handler: (@Sendable () -> Void)?) {
+        pollWanted.withLock { $0 = handler }
+    }
+
+    @usableFromInline
+    func wantsPoll() {
+        pollWanted.withLock { $0 }?()
+    }
+
     /// See `Enforcer.reserve`. Allocation-free.
     @inlinable
     public func reserve(_ cost: Cost, on set: BudgetSet, now: Instant) -> Decision {
-        withEnforcer { $0.reserve(cost, on: set, now: now) }
+        let (d, wants) = withEnforcer { ($0.reserve(cost, on: set, now: now), $0.wantsPoll) }
+        if wants { wantsPoll() }
+        return d
     }
 
     /// See `Enforcer.settle`. Allocation-free.
     @inlinable
     public func settle(_ r: Reservation, actual: Cost, now: Instant) {
-        withEnforcer { $0.settle(r, actual: actual, now: now) }
+        let wants = withEnforcer { e in
+            e.settle(r, actual: actual, now: now)
+            return e.wantsPoll
+        }
+        if wants { wantsPoll() }
     }
 
     /// See `Enforcer.admit`. Allocation-free.
     @inlinable
     public func admit(_ cost: Cost, on set: BudgetSet, now: Instant) -> Decision {
-        withEnforcer { $0.admit(cost, on: set, now: now) }
+        let (d, wants) = withEnforcer { ($0.admit(cost, on: set, now: now), $0.wantsPoll) }
+        if wants { wantsPoll() }
+        return d
     }
 
     /// Runs `body` on the state machine under the lock (poll, receive, tick, shutdown, status).

@@ -10,10 +10,12 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// One gateway node as a swift-service-lifecycle `Service`: the proxy listener, the loopback
-/// admin/sidecar listener, and the lease client that keeps its budgets fed. On graceful
-/// shutdown it stops taking requests, lets those in flight finish (and settle), then
-/// releases every lease.
+/// One gateway node: the proxy listener, the loopback admin/sidecar listener, the lease
+/// client that keeps its budgets fed, the audit-head reporter, and the upstream HTTP client.
+/// Each is a swift-service-lifecycle `Service`: `services()` lists them for the executable's
+/// one `ServiceGroup`; `run()` runs them in a group of their own (a gateway embedded in a
+/// test or the demo). On graceful shutdown it stops taking requests, lets those in flight
+/// finish (and settle), then releases every lease.
 public final class GatewayService: Service, Sendable {
     public let core: GatewayCore
     public let leaseClient: LeaseClient
@@ -71,7 +73,11 @@ public final class GatewayService: Service, Sendable {
         self.onListening = onListening
     }
 
-    public func run() async throws {
+    /// Every part, in start order (made anew at each call). A `ServiceGroup` stops them in
+    /// reverse: the proxy first, then the sidecar's held reservations are settled, the last
+    /// audit head goes out, the lease client gives everything back, and the upstream client
+    /// and the audit file close last.
+    public func services() -> [any Service] {
         let config = core.config
         let upstreamKey = config.upstreamKeyEnv.flatMap { ProcessInfo.processInfo.environment[$0] }
         let proxy = ProxyResponder(core: core, client: httpClient, upstreamKey: upstreamKey)
@@ -93,10 +99,10 @@ public final class GatewayService: Service, Sendable {
         let adminApp = HTTPSupport.listener(host: config.adminHost, port: config.adminPort, logger: httpLogger, deadlines: deadlines,
                                             expired: { metrics.clientTimeout(listener: "admin", kind: $0) },
                                             respond: { await admin.respond($0) }, onBound: { bound(1, $0) })
-        var services: [any Service] = [leaseClient, sidecar, adminApp, proxyApp]
+        var services: [any Service] = [Closer(client: httpClient, audit: core.audit), leaseClient, sidecar, adminApp, proxyApp]
         if let audit = core.audit {
             // After the proxy in shutdown order: the last head goes out before the leases do.
-            services.insert(AuditHeadReporter(audit: audit, client: leaseClient, interval: config.auditReportInterval), at: 1)
+            services.insert(AuditHeadReporter(audit: audit, client: leaseClient, interval: config.auditReportInterval), at: 2)
         }
         if let (host, port) = config.metricsAddress {
             // Only what Prometheus and probes need: the sidecar is not reachable here.
@@ -104,22 +110,31 @@ public final class GatewayService: Service, Sendable {
             services.insert(HTTPSupport.listener(host: host, port: port, logger: httpLogger, deadlines: deadlines,
                                                  expired: { metrics.clientTimeout(listener: "metrics", kind: $0) },
                                                  respond: { await admin.respondMetricsOnly($0) },
-                                                 onBound: { logger.info("metrics listening", metadata: ["allot.port": "\($0)"]) }), at: 2)
+                                                 onBound: { logger.info("metrics listening", metadata: ["allot.port": "\($0)"]) }), at: 3)
         }
-        // Shut down in reverse order: the proxy stops first, then the sidecar's held
-        // reservations are settled, and the lease client gives everything back last.
-        let group = ServiceGroup(configuration: .init(services: services, logger: logger))
-        do {
-            try await withGracefulShutdownHandler {
-                try await group.run()
-            } onGracefulShutdown: {
-                Task { await group.triggerGracefulShutdown() }
-            }
-        } catch {
-            try? await httpClient.shutdown()
-            throw error
+        return services
+    }
+
+    /// The parts in a group of their own, stopped when this service is told to stop.
+    public func run() async throws {
+        let group = ServiceGroup(configuration: .init(services: services(), logger: logger))
+        try await withGracefulShutdownHandler {
+            try await group.run()
+        } onGracefulShutdown: {
+            Task { await group.triggerGracefulShutdown() }
         }
-        try await httpClient.shutdown()
-        try core.audit?.close()
+    }
+
+    /// Closes the upstream HTTP client and the audit log after every other part has stopped
+    /// (first in the group, so last to stop), or when the group fails.
+    private struct Closer: Service {
+        let client: HTTPClient
+        let audit: AuditLog?
+
+        func run() async throws {
+            try? await gracefulShutdown()
+            try await client.shutdown()
+            try audit?.close()
+        }
     }
 }

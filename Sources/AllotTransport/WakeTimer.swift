@@ -1,16 +1,16 @@
 import AllotCore
-import AllotTransport
 import NIOCore
 import Synchronization
 
-/// Runs the coordinator's `tick` when its machine next has work (`CoordinatorMachine.nextWake`:
-/// a lease's expiry, a window's end, the end of learning, a retirement round), not on a fixed
-/// poll: one timer on an event loop, moved earlier whenever an event brings the next deadline
-/// forward. A busy coordinator ticks at most once per `spacing` (the work of deadlines close
+/// Runs a state machine's step when it next has work, not on a fixed poll: one timer on an
+/// event loop, moved earlier whenever an event brings the next deadline forward. The
+/// coordinator's tick follows `CoordinatorMachine.nextWake` (a lease's expiry, a window's
+/// end, the end of learning, a retirement round); the cluster's gossip `Membership.nextWake`;
+/// a node's poll `Enforcer.nextWake`. A busy coordinator ticks at most once per `spacing` (the work of deadlines close
 /// together is done in one tick, and its pushes leave together, as with the fixed 100 ms poll
 /// this replaces); an idle one at least once per `longest` (the wall clock the deadlines are
 /// in may step, the event loop's does not; and a status shows the books as of the last tick).
-final class WakeTimer: Sendable {
+public final class WakeTimer: Sendable {
     private struct Armed: Sendable {
         var at: Instant = .distantFuture
         var generation: UInt64 = 0
@@ -22,10 +22,10 @@ final class WakeTimer: Sendable {
     private let state = Mutex(Armed())
     private let loop: any EventLoop
     private let fire: @Sendable (Instant) -> Void
-    let spacing: Duration
-    let longest: Duration
+    public let spacing: Duration
+    public let longest: Duration
 
-    init(loop: any EventLoop, spacing: Duration = .milliseconds(100), longest: Duration = .seconds(1),
+    public init(loop: any EventLoop, spacing: Duration = .milliseconds(100), longest: Duration = .seconds(1),
          fire: @escaping @Sendable (Instant) -> Void) {
         self.loop = loop
         self.spacing = spacing
@@ -35,7 +35,7 @@ final class WakeTimer: Sendable {
 
     /// The machine's next deadline after an event: arms the timer when it is earlier than the
     /// one armed (a later one waits: the armed wake-up will offer it again).
-    func offer(_ at: Instant) {
+    public func offer(_ at: Instant) {
         let now = WallClock.now()
         state.withLock { s in
             // Not sooner than `spacing` after the last tick (a wall clock stepped back cannot
@@ -63,7 +63,7 @@ final class WakeTimer: Sendable {
         if current { fire(WallClock.now()) }
     }
 
-    func stop() {
+    public func stop() {
         state.withLock { s in
             s.stopped = true
             s.task?.cancel()
