@@ -7,6 +7,9 @@
 /// - *rate leases* (rate): a refill rate and a bucket capacity the node enforces locally,
 ///   plus tokens moved from the pool into its bucket.
 ///
+/// What differs by kind (refill, windows, how a lease is booked, what an ended lease leaves)
+/// is the `book`'s; the account keeps what every kind shares.
+///
 /// Invariants (checked by `checkInvariants`, argued in docs/design.md):
 /// - rate: `pool + Σ committed capacity ≤ burst` and `Σ committed rate ≤ rate`;
 /// - quota: `pool + outstanding + consumed + expired ≤ allowance` within a window;
@@ -64,24 +67,18 @@ struct BudgetAccount: Sendable {
     }
 
     let spec: BudgetSpec
-    let isRate: Bool
+    /// What differs by kind: its own state and rules.
+    var book: BudgetBook
     var epoch: UInt64 = 1
     /// Free units the coordinator can grant now.
     var pool: Int64
     /// Slices: Σ unreturned over leases. Rate: Σ committed capacity.
     var outstanding: Int64 = 0
-    /// Rate: Σ committed rate.
-    var committedRate: Int64 = 0
     /// Units reported consumed (this window, for quotas).
     var consumed: Int64 = 0
-    /// Units on leases that expired unreturned: counted as spent, never re-granted.
+    /// Slices: units on leases that ended unreturned (a quota's when they expire or close,
+    /// permits' only when they close): counted as spent, never re-granted.
     var expiredSpent: Int64 = 0
-    /// Token-bucket refill of the pool: fractional tokens × period-in-ns, and when.
-    var refillRemainder: Int64 = 0
-    var lastRefill: Instant
-    /// Current calendar window, for quotas.
-    var windowStart: Instant = .zero
-    var windowEnd: Instant = .distantFuture
     /// Learning mode: until then, grant nothing beyond what nodes report holding.
     var learningUntil: Instant?
     var nodes: [NodeID: NodeEntry] = [:]
@@ -101,28 +98,24 @@ struct BudgetAccount: Sendable {
 
     init(spec: BudgetSpec, now: Instant) {
         self.spec = spec
-        self.lastRefill = now
-        switch spec.kind {
-        case .rate(_, _, let burst):
-            pool = burst
-            isRate = true
-        case .quota(let allowance, let window):
-            pool = allowance
-            isRate = false
-            (windowStart, windowEnd) = window.window(containing: now)
-        case .concurrency(let limit):
-            pool = limit
-            isRate = false
-        }
+        book = BudgetBook(spec.kind, now: now)
+        pool = book.ceiling
     }
 
     var isLearning: Bool { learningUntil != nil }
+    /// Rate leases rather than slices.
+    var isRate: Bool { book.isRate }
+    /// Rate: Σ committed rate.
+    var committedRate: Int64 { book.rateBook?.committedRate ?? 0 }
+    /// Current calendar window, for quotas.
+    var windowStart: Instant { book.quotaBook?.windowStart ?? .zero }
+    var windowEnd: Instant { book.quotaBook?.windowEnd ?? .distantFuture }
 
     /// When `advance` next has work: learning ends, a quota window ends, an upstream lease or
     /// a node's lease runs out.
     var nextDeadline: Instant {
         var t = learningUntil ?? .distantFuture
-        if case .quota = spec.kind { t = min(t, windowEnd) }
+        if let d = book.deadline { t = min(t, d) }
         if let u = upstream, u.expiresAt != .zero { t = min(t, u.expiresAt) }
         for e in nodes.values { if let l = e.lease { t = min(t, l.expiresAt) } }
         return t
@@ -139,9 +132,8 @@ struct BudgetAccount: Sendable {
             refill(to: until)
             endLearning(at: until)
         }
-        if case .quota(let allowance, let window) = spec.kind, now >= windowEnd {
+        if let oldStart = book.rollWindow(to: now) {
             // Every lease of the old window ended with it (grants never outlive the window).
-            let oldStart = windowStart
             for (node, entry) in nodes where entry.lease != nil {
                 expired.append((node, entry.lease!.unreturned))
                 journal(oldStart) { $0.expired += entry.lease!.unreturned }
@@ -150,11 +142,10 @@ struct BudgetAccount: Sendable {
             for node in nodes.keys { nodes[node]!.lapsed = nil } // the old window is closed
             nodes = nodes.filter { !$0.value.retired }
             adoptable = 0
-            (windowStart, windowEnd) = window.window(containing: now)
             outstanding = 0
             consumed = 0
             expiredSpent = 0
-            pool = isLearning || upstream != nil ? 0 : allowance
+            pool = isLearning || upstream != nil ? 0 : book.ceiling
             if upstream != nil { upstream = Upstream() } // the upstream lease ended with the window
         }
         if var u = upstream, u.expiresAt != .zero, now >= u.expiresAt {
@@ -171,37 +162,35 @@ struct BudgetAccount: Sendable {
         }
         ending.sort { $0.node < $1.node } // the same order in every process
         for (node, lease) in ending {
-            expire(node: node, lease: lease)
-            expired.append((node, isRate ? lease.committedCapacity : lease.unreturned))
+            expired.append((node, expire(node: node, lease: lease)))
         }
         refill(to: now)
     }
 
-    private mutating func expire(node: NodeID, lease: Lease) {
+    /// Ends a lease that ran out; returns what it held (for metrics).
+    private mutating func expire(node: NodeID, lease: Lease) -> Int64 {
         defer { if nodes[node]?.retired == true { nodes[node] = nil } }
         nodes[node]?.lease = nil
         nodes[node]?.unacknowledged = []
-        if isRate {
-            // Whatever was in the node's bucket is counted as spent.
-            committedRate -= lease.committedRate
-            outstanding -= lease.committedCapacity
-        } else if spec.kind.isConcurrency {
-            // The node aborted its in-flight requests when its copy of the lease ended
-            // (earlier than ours), so the permits are free again.
-            outstanding -= lease.unreturned
+        let held = book.end(lease)
+        outstanding -= held
+        switch book.leftover(closing: false) {
+        case .dropped:
+            break // whatever was in the node's bucket is counted as spent
+        case .freed:
             if let u = upstream, u.expiresAt == .zero {
-                upstream!.lost += lease.unreturned // the upstream lease they came from is over
+                upstream!.lost += held // the upstream lease they came from is over
             } else if !isLearning {
-                pool += lease.unreturned
+                pool += held
             }
-        } else {
-            outstanding -= lease.unreturned
-            expiredSpent += lease.unreturned
-            journal(windowStart) { $0.expired += lease.unreturned }
-            if upstream == nil && lease.unreturned > 0 {
-                nodes[node]?.lapsed = Lapsed(leaseID: lease.id, unreturned: lease.unreturned, consumedSeen: lease.consumedSeen)
+        case .spent:
+            expiredSpent += held
+            journal(windowStart) { $0.expired += held }
+            if upstream == nil && held > 0 {
+                nodes[node]?.lapsed = Lapsed(leaseID: lease.id, unreturned: held, consumedSeen: lease.consumedSeen)
             }
         }
+        return held
     }
 
     /// A late, final report on a quota lease that ran out unreported (a region cut off from
@@ -210,7 +199,7 @@ struct BudgetAccount: Sendable {
     /// the pool. Returns the units returned, or nil when `req` is not such a report. Only in
     /// the window the lease was granted in, only once, never while learning.
     mutating func settleLapsed(_ req: ReleaseRequest) -> Int64? {
-        guard req.final, !isRate, !spec.kind.isConcurrency, upstream == nil, !isLearning,
+        guard req.final, book.leftover(closing: false) == .spent, upstream == nil, !isLearning,
               let l = nodes[req.node]?.lapsed, l.leaseID == req.leaseID else { return nil }
         nodes[req.node]!.lapsed = nil
         let used = min(max(0, req.consumed - l.consumedSeen), l.unreturned)
@@ -222,35 +211,10 @@ struct BudgetAccount: Sendable {
         return back
     }
 
-    /// Refills the pool of a rate budget at the rate no node holds, up to the burst minus
-    /// the capacity nodes hold. Exact integer arithmetic; fractions carry over.
+    /// Refills the pool of a rate budget up to `now` (`RateBook.refill`).
     mutating func refill(to now: Instant) {
-        guard case .rate(let limit, let period, let burst) = spec.kind else { return }
-        defer { lastRefill = max(lastRefill, now) }
-        guard !isLearning, now > lastRefill else { return }
-        let p = period.nanoseconds
-        let space = burst - pool - outstanding
-        let freeRate = limit - committedRate
-        let dt = (now - lastRefill).nanoseconds
-        guard space > 0, freeRate > 0 else {
-            refillRemainder = 0
-            return
-        }
-        if dt >= (burst / freeRate + 2) * p { // full whatever the remainder; avoids overflow
-            pool += space
-            refillRemainder = 0
-            return
-        }
-        let product = dt.multipliedFullWidth(by: freeRate)
-        let (low, carry) = product.low.addingReportingOverflow(UInt64(refillRemainder))
-        let (q, r) = p.dividingFullWidth((high: product.high + (carry ? 1 : 0), low: low))
-        if q >= space {
-            pool += space
-            refillRemainder = 0
-        } else {
-            pool += q
-            refillRemainder = r
-        }
+        let learning = isLearning
+        book.refill(to: now, pool: &pool, outstanding: outstanding, learning: learning)
     }
 
     // MARK: learning mode
@@ -259,10 +223,9 @@ struct BudgetAccount: Sendable {
         self.epoch = epoch
         learningUntil = until
         pool = 0
-        refillRemainder = 0
-        lastRefill = now
-        if case .quota(let allowance, _) = spec.kind {
-            consumed = min(allowance, max(0, committed))
+        book.restartRefill(at: now)
+        if let q = book.quotaBook {
+            consumed = q.consumed(committed: committed)
             self.adoptable = min(consumed, max(0, adoptable))
         }
     }
@@ -271,9 +234,9 @@ struct BudgetAccount: Sendable {
     /// the ledger does not know about): everything committed counts as consumed.
     mutating func resume(epoch: UInt64, committed: Int64) {
         self.epoch = epoch
-        guard case .quota(let allowance, _) = spec.kind else { return }
-        consumed = min(allowance, max(0, committed))
-        pool = max(0, allowance - consumed - outstanding - expiredSpent)
+        guard let q = book.quotaBook else { return }
+        consumed = q.consumed(committed: committed)
+        pool = q.free(consumed: consumed, outstanding: outstanding, expiredSpent: expiredSpent)
     }
 
     /// Learning mode again (or longer) without forgetting anything: leases held stay as they
@@ -285,15 +248,10 @@ struct BudgetAccount: Sendable {
 
     private mutating func endLearning(at until: Instant) {
         learningUntil = nil
-        lastRefill = until
-        refillRemainder = 0
-        switch spec.kind {
-        case .rate:
-            pool = 0 // refills from here on
-        case .quota(let allowance, _):
-            if upstream == nil { pool = max(0, allowance - consumed - outstanding - expiredSpent) }
-        case .concurrency(let limit):
-            if upstream == nil { pool = max(0, limit - outstanding) }
+        book.restartRefill(at: until)
+        if let p = book.poolAfterLearning(consumed: consumed, outstanding: outstanding, expiredSpent: expiredSpent,
+                                          upstream: upstream != nil) {
+            pool = p
         }
     }
 
@@ -303,38 +261,11 @@ struct BudgetAccount: Sendable {
     /// `closing`: the node gives the lease up with this report (its capacity is freed first).
     @discardableResult
     mutating func apply(consumed c: Int64, released r: Int64, to lease: inout Lease, closing: Bool = false) -> Int64 {
-        if isRate {
-            // Consumption is for statistics; released tokens return to the pool, within
-            // what the burst allows.
-            let dc = max(0, c - lease.consumedSeen)
-            let dr = max(0, r - lease.releasedSeen)
-            lease.consumedSeen += dc
-            lease.releasedSeen += dr
-            consumed = Checked.sum(consumed, dc)
-            guard case .rate(_, _, let burst) = spec.kind, !isLearning else { return 0 }
-            let own = closing ? lease.committedCapacity : 0
-            let back = max(0, min(dr, burst - pool - outstanding + own))
-            pool += back
-            return back
-        }
-        let ov = lease.unreturned
-        let dc = min(max(0, c - lease.consumedSeen), ov)
-        let dr = min(max(0, r - lease.releasedSeen), ov - dc)
-        lease.consumedSeen += dc
-        lease.releasedSeen += dr
-        outstanding -= dc + dr
-        consumed += dc
-        pool += dr
+        let learning = isLearning
+        let (dc, dr, back) = book.apply(consumed: c, released: r, to: &lease, closing: closing, learning: learning,
+                                        pool: &pool, outstanding: &outstanding, totalConsumed: &consumed)
         journal(windowStart) { $0.consumed += dc; $0.released += dr }
-        return dr
-    }
-
-    /// Sets what a rate lease's node may be enforcing, keeping the totals in step.
-    mutating func commit(_ lease: inout Lease, rate: Int64, capacity: Int64) {
-        committedRate = Checked.sum(committedRate, rate, -lease.committedRate)
-        outstanding = Checked.sum(outstanding, capacity, -lease.committedCapacity)
-        lease.committedRate = rate
-        lease.committedCapacity = capacity
+        return back
     }
 
     /// `node` restarted (a new incarnation in its hello): its previous life's entry moves to
@@ -357,13 +288,11 @@ struct BudgetAccount: Sendable {
     /// Ends a lease the node gave up; what is still out on it is counted as spent.
     mutating func close(_ node: NodeID) {
         guard let lease = nodes[node]?.lease else { return }
-        if isRate {
-            committedRate -= lease.committedRate
-            outstanding -= lease.committedCapacity
-        } else {
-            outstanding -= lease.unreturned
-            expiredSpent += lease.unreturned
-            journal(windowStart) { $0.expired += lease.unreturned }
+        let held = book.end(lease)
+        outstanding -= held
+        if book.leftover(closing: true) == .spent {
+            expiredSpent += held
+            journal(windowStart) { $0.expired += held }
         }
         nodes[node]!.lease = nil
         nodes[node]!.unacknowledged = []

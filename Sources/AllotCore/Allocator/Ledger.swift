@@ -52,19 +52,19 @@ extension BudgetAccount {
     /// Adds to the journal of a quota budget (when the allocator journals).
     mutating func journal(_ window: Instant, _ f: (inout LedgerCounters) -> Void) {
         // Upstream-backed budgets are recorded by the upstream's ledger, not this one.
-        guard journaling, upstream == nil, case .quota = spec.kind else { return }
+        guard journaling, upstream == nil, book.quotaBook != nil else { return }
         f(&journalEntries[window, default: LedgerCounters()])
     }
 
     /// The changes since the last call, oldest window first.
     mutating func takeJournal() -> [LedgerChange] {
-        guard !journalEntries.isEmpty, case .quota(let allowance, let window) = spec.kind else { return [] }
+        guard !journalEntries.isEmpty, let q = book.quotaBook else { return [] }
         defer { journalEntries = [:] }
         return journalEntries.keys.sorted().compactMap { start in
             let d = journalEntries[start]!
             guard !d.isZero else { return nil }
-            let end = start == windowStart ? windowEnd : window.window(containing: start).1
-            return LedgerChange(budget: spec.id, windowStart: start, windowEnd: end, allowance: allowance, delta: d)
+            let end = start == q.windowStart ? q.windowEnd : q.window.window(containing: start).1
+            return LedgerChange(budget: spec.id, windowStart: start, windowEnd: end, allowance: q.allowance, delta: d)
         }
     }
 

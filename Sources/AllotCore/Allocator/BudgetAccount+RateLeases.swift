@@ -1,10 +1,54 @@
-/// Rebalancing rate leases by push: nodes only ask when they need to, so when demand moves
-/// the coordinator offers freed rate to nodes that are short of their fair share, and
-/// recalls rate or capacity from nodes holding more than theirs.
+/// Rate leases: sizing a grant by fair share, and rebalancing by push. Nodes only ask when
+/// they need to, so when demand moves the coordinator offers freed rate to nodes that are
+/// short of their fair share, and recalls rate or capacity from nodes holding more than theirs.
 extension BudgetAccount {
+    /// Rate leases: a max-min fair share of the rate and of the burst, limited by what other
+    /// nodes may still be enforcing; the bucket topped up from the pool.
+    mutating func sizeRateLease(for node: NodeID, now: Instant, settings: AllocatorSettings)
+        -> (amount: Int64, rate: Int64, capacity: Int64, retry: Duration) {
+        guard let rates = book.rateBook else { preconditionFailure("not a rate budget") }
+        let limit = rates.limit, burst = rates.burst
+        let me = nodes[node]!
+        let (demands, mine) = activeWants(node, now: now, settings: settings) { $0.demandPerPeriod }
+        let (wants, _) = activeWants(node, now: now, settings: settings) { $0.want }
+        // Max-min fair shares of what nodes need; what nobody needs is spread evenly as slack
+        // (recalled as soon as someone is short), so idle rate and burst sit ready on nodes.
+        let rateShares = WaterFill.shares(capacity: limit, wants: demands)
+        let capShares = WaterFill.shares(capacity: burst, wants: wants)
+        let n = Int64(demands.count)
+        let rateShare = rateShares[mine] + (limit - rateShares.reduce(0, +)) / n
+        let capShare = min(capShares[mine] + (burst - capShares.reduce(0, +)) / n, settings.maxSlice)
+        let baseRateShare = rateShares[mine]
+        let myRate = me.lease?.committedRate ?? 0
+        let myCap = me.lease?.committedCapacity ?? 0
+        let othersRate = committedRate - myRate
+        let othersCap = outstanding - myCap
+        let rate = max(0, min(rateShare, limit - othersRate))
+        var capacity = max(0, min(capShare, burst - othersCap))
+        let level = min(me.available, myCap)
+        var topUp = min(max(0, capacity - level), pool)
+        pool -= topUp
+        capacity = max(0, min(capacity, burst - othersCap - pool))
+        if topUp > capacity {
+            pool += topUp - capacity
+            topUp = capacity
+        }
+        // Short of its fair share because others still hold it: come back soon, they are
+        // giving it back. Short of its demand at its fair share: no need to ask again until
+        // demand changes; meanwhile it runs on its own refill.
+        // (Offers are pushed when rate frees up, so a node at its fair share need not poll.)
+        let interval = settings.refreshInterval.nanoseconds
+        if baseRateShare - rate > baseRateShare / 16 || capShares[mine] - capacity > capShares[mine] / 16 {
+            return (topUp, rate, capacity, .nanoseconds(interval / 10))
+        }
+        if rate < me.demandPerPeriod { return (topUp, rate, capacity, settings.leaseTTL / 2) }
+        return (topUp, rate, capacity, .zero)
+    }
+
     /// Offers free rate to short nodes; recalls surplus when someone is still short.
     mutating func rebalance(now: Instant, settings: AllocatorSettings) {
-        guard isRate, !isLearning, case .rate(let limit, _, let burst) = spec.kind else { return }
+        guard !isLearning, let rates = book.rateBook else { return }
+        let limit = rates.limit, burst = rates.burst
         var ids: [NodeID] = []
         var demands: [Int64] = []
         var wants: [Int64] = []
@@ -72,10 +116,7 @@ extension BudgetAccount {
         guard var entry = nodes[node], var lease = entry.lease else { return }
         let seq = entry.nextSequence
         entry.nextSequence += 1
-        commit(&lease, rate: max(lease.committedRate, rate), capacity: max(lease.committedCapacity, capacity))
-        lease.rate = rate
-        lease.capacity = capacity
-        entry.unacknowledged.append((seq, rate, capacity))
+        book.offer(rate: rate, capacity: capacity, sequence: seq, on: &lease, entry: &entry, outstanding: &outstanding)
         entry.lease = lease
         entry.lastPushAt = now
         nodes[node] = entry
