@@ -58,7 +58,7 @@ public final class AuditLog: Sendable {
                 let content = file == last ? data : try Data(contentsOf: file)
                 guard let line = content.split(separator: UInt8(ascii: "\n")).last else { continue }
                 guard let record = try? JSONDecoder().decode(AuditRecord.self, from: Data(line)) else {
-                    throw AllotAuditError("\(file.path): its last line is not an audit record; check it with allot audit verify before starting")
+                    throw AllotAuditError(.corruptTrail, "\(file.path): its last line is not an audit record; check it with allot audit verify before starting")
                 }
                 seq = record.seq
                 prev = Self.link(Data(line), key: key)
@@ -77,20 +77,20 @@ public final class AuditLog: Sendable {
         let attributes = try FileManager.default.attributesOfItem(atPath: URL(fileURLWithPath: path).resolvingSymlinksInPath().path)
         let mode = (attributes[.posixPermissions] as? Int) ?? 0o777
         guard mode & 0o077 == 0 else {
-            throw AllotAuditError("\(path) is readable by others (mode \(String(mode, radix: 8))): chmod 600 it")
+            throw AllotAuditError(.keyFile, "\(path) is readable by others (mode \(String(mode, radix: 8))): chmod 600 it")
         }
         let text = try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let bytes = Hex.decode(text) ?? Array(text.utf8)
-        guard bytes.count >= 32 else { throw AllotAuditError("\(path) holds \(bytes.count) bytes of key; at least 32 (allot audit keygen makes one)") }
+        guard bytes.count >= 32 else { throw AllotAuditError(.keyFile, "\(path) holds \(bytes.count) bytes of key; at least 32 (allot audit keygen makes one)") }
         return SymmetricKey(data: bytes)
     }
 
     /// Writes a new random key (64 hex digits) to `path`, mode 0600; refuses to overwrite.
     public static func makeKey(path: String) throws {
-        guard !FileManager.default.fileExists(atPath: path) else { throw AllotAuditError("\(path) exists; not overwriting a key") }
+        guard !FileManager.default.fileExists(atPath: path) else { throw AllotAuditError(.keyFile, "\(path) exists; not overwriting a key") }
         let key = SymmetricKey(size: .bits256).withUnsafeBytes { Hex.encode($0) }
         guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-            throw AllotAuditError("cannot create \(path)")
+            throw AllotAuditError(.keyFile, "cannot create \(path)")
         }
         try Data((key + "\n").utf8).write(to: URL(fileURLWithPath: path))
     }
@@ -162,8 +162,12 @@ public final class AuditLog: Sendable {
     }
 }
 
-/// A problem with the audit trail's key or files, said plainly.
-public struct AllotAuditError: Error, CustomStringConvertible {
-    public var description: String
-    init(_ message: String) { description = message }
+/// A problem with the audit trail's key or files, in the one error shape (`CodedError`).
+public typealias AllotAuditError = CodedError<AuditErrorCode>
+
+public enum AuditErrorCode: String, ErrorCode {
+    /// A trail file does not end in an audit record.
+    case corruptTrail = "corrupt_trail"
+    /// The key file is missing, too short, too open, or would be overwritten.
+    case keyFile = "key_file"
 }

@@ -16,10 +16,10 @@ enum TestPostgres {
 
     static func ledger() throws -> PostgresLedger {
         guard let url = env["ALLOT_TEST_POSTGRES"] else {
-            throw LedgerError("ALLOT_TEST_POSTGRES is not set: run the tests with scripts/test.sh")
+            throw LedgerError(.unavailable, "ALLOT_TEST_POSTGRES is not set: run the tests with scripts/test.sh")
         }
         guard case .postgres(let target) = try LedgerLocation(parsing: url) else {
-            throw LedgerError("ALLOT_TEST_POSTGRES is not a postgres:// URL")
+            throw LedgerError(.unavailable, "ALLOT_TEST_POSTGRES is not a postgres:// URL")
         }
         return try PostgresLedger(target, timeout: .seconds(1), logger: quietLogger("pg"))
     }
@@ -28,7 +28,7 @@ enum TestPostgres {
     /// the end of `pg_ctl start`, which leaves a server running).
     static func run(_ command: String) throws {
         let status = system("exec </dev/null >/dev/null 2>&1; " + command)
-        guard status == 0 else { throw LedgerError("`\(command)` exited with \(status)") }
+        guard status == 0 else { throw LedgerError(.unavailable, "`\(command)` exited with \(status)") }
     }
 }
 
@@ -56,7 +56,7 @@ struct PostgresLedgerTests {
     @Test("TLS: the server's certificate is verified: its CA works, another CA is refused")
     func tls() async throws {
         guard let url = TestPostgres.env["ALLOT_TEST_POSTGRES"], case .postgres(let target) = try LedgerLocation(parsing: url) else {
-            throw LedgerError("ALLOT_TEST_POSTGRES is not set: run the tests with scripts/test.sh")
+            throw LedgerError(.unavailable, "ALLOT_TEST_POSTGRES is not set: run the tests with scripts/test.sh")
         }
         #expect(target.tls == .verifyFull && target.rootCertificate != nil, "scripts/test.sh starts the server with TLS: \(target)")
         let good = try PostgresLedger(target, timeout: .seconds(1), logger: quietLogger("pg"))

@@ -26,9 +26,18 @@ public protocol LedgerStore: Sendable {
     func close() async
 }
 
-public struct LedgerError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+/// What can go wrong with the ledger, in the one error shape (`CodedError`).
+public typealias LedgerError = CodedError<LedgerErrorCode>
+
+public enum LedgerErrorCode: String, ErrorCode {
+    /// The database's schema is newer than this allot knows.
+    case schemaTooNew = "schema_too_new"
+    /// The `ledger:` setting (or a file it names) cannot be used.
+    case invalidLocation = "invalid_location"
+    /// The database cannot be opened or reached.
+    case unavailable
+    /// The database did not answer in time.
+    case timeout
 }
 
 /// The schema, as numbered migrations. A database's version is the highest applied; a
@@ -77,7 +86,7 @@ enum LedgerSchema {
     static let createVersionTable = "CREATE TABLE IF NOT EXISTS allot_schema (version INTEGER NOT NULL, applied_at BIGINT NOT NULL)"
 
     static func newer(_ version: Int) -> LedgerError {
-        LedgerError("the ledger's schema is version \(version), newer than this allot knows (\(latest)): upgrade allot")
+        LedgerError(.schemaTooNew, "the ledger's schema is version \(version), newer than this allot knows (\(latest)): upgrade allot")
     }
 }
 
@@ -97,12 +106,12 @@ public enum LedgerLocation: Sendable, Equatable, CustomStringConvertible {
             self = .none
         } else if s.hasPrefix("sqlite:") {
             let path = String(s.dropFirst("sqlite:".count))
-            guard !path.isEmpty else { throw LedgerError("ledger: `sqlite:` needs a file path, e.g. sqlite:/var/lib/allot/ledger.db") }
+            guard !path.isEmpty else { throw LedgerError(.invalidLocation, "ledger: `sqlite:` needs a file path, e.g. sqlite:/var/lib/allot/ledger.db") }
             self = .sqlite(path: path)
         } else if s.hasPrefix("postgres://") || s.hasPrefix("postgresql://") {
             self = .postgres(try PostgresTarget(parsing: s, environment: environment))
         } else {
-            throw LedgerError("ledger: unknown kind \(PostgresTarget.redacted(s)) (expected sqlite:PATH, postgres://USER@HOST:PORT/DATABASE or none)")
+            throw LedgerError(.invalidLocation, "ledger: unknown kind \(PostgresTarget.redacted(s)) (expected sqlite:PATH, postgres://USER@HOST:PORT/DATABASE or none)")
         }
     }
 
@@ -150,13 +159,13 @@ public struct PostgresTarget: Sendable, Equatable, CustomStringConvertible {
         if let q = rest.firstIndex(of: "?") {
             for pair in rest[rest.index(after: q)...].split(separator: "&") {
                 let kv = pair.split(separator: "=", maxSplits: 1)
-                guard kv.count == 2 else { throw LedgerError("ledger: \(shown): option '\(pair)' is not NAME=VALUE") }
+                guard kv.count == 2 else { throw LedgerError(.invalidLocation, "ledger: \(shown): option '\(pair)' is not NAME=VALUE") }
                 options[String(kv[0])] = String(kv[1])
             }
             rest = rest[..<q]
         }
         guard let at = rest.lastIndex(of: "@") else {
-            throw LedgerError("ledger: \(shown) has no user (postgres://USER@HOST:PORT/DATABASE)")
+            throw LedgerError(.invalidLocation, "ledger: \(shown) has no user (postgres://USER@HOST:PORT/DATABASE)")
         }
         let cred = rest[..<at]
         rest = rest[rest.index(after: at)...]
@@ -164,31 +173,31 @@ public struct PostgresTarget: Sendable, Equatable, CustomStringConvertible {
         let user = (cred.split(separator: ":", maxSplits: 1).first.map(String.init) ?? "").removingPercentEncoding ?? ""
         var password = cred.contains(":") ? String(cred.split(separator: ":", maxSplits: 1)[1]).removingPercentEncoding : nil
         guard let slash = rest.firstIndex(of: "/") else {
-            throw LedgerError("ledger: \(shown) names no database (postgres://USER@HOST:PORT/DATABASE)")
+            throw LedgerError(.invalidLocation, "ledger: \(shown) names no database (postgres://USER@HOST:PORT/DATABASE)")
         }
         let database = String(rest[rest.index(after: slash)...])
         let parts = rest[..<slash].split(separator: ":", maxSplits: 1)
         let host = parts.first.map(String.init) ?? ""
         let port = parts.count > 1 ? Int(parts[1]) : 5432
         guard !user.isEmpty, !host.isEmpty, !database.isEmpty, let port, (1...65535).contains(port) else {
-            throw LedgerError("ledger: cannot read \(shown) (expected postgres://USER@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=PEM&password_file=PATH])")
+            throw LedgerError(.invalidLocation, "ledger: cannot read \(shown) (expected postgres://USER@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=PEM&password_file=PATH])")
         }
         for key in options.keys where !["sslmode", "sslrootcert", "password_file", "password_env"].contains(key) {
-            throw LedgerError("ledger: \(shown): unknown option '\(key)' (sslmode, sslrootcert, password_file, password_env)")
+            throw LedgerError(.invalidLocation, "ledger: \(shown): unknown option '\(key)' (sslmode, sslrootcert, password_file, password_env)")
         }
         guard let mode = TLSMode(rawValue: options["sslmode"] ?? "verify-full") else {
-            throw LedgerError("ledger: \(shown): sslmode must be verify-full, require or disable")
+            throw LedgerError(.invalidLocation, "ledger: \(shown): sslmode must be verify-full, require or disable")
         }
         if let file = options["password_file"] {
-            guard password == nil else { throw LedgerError("ledger: \(shown): a password in the URL and a password_file") }
+            guard password == nil else { throw LedgerError(.invalidLocation, "ledger: \(shown): a password in the URL and a password_file") }
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw LedgerError("ledger: cannot read the password file \(file)")
+                throw LedgerError(.invalidLocation, "ledger: cannot read the password file \(file)")
             }
             password = text.trimmingCharacters(in: .newlines)
         }
         if let name = options["password_env"] {
-            guard password == nil else { throw LedgerError("ledger: \(shown): two sources for the password") }
-            guard let v = environment[name] else { throw LedgerError("ledger: the environment variable \(name) (password_env) is not set") }
+            guard password == nil else { throw LedgerError(.invalidLocation, "ledger: \(shown): two sources for the password") }
+            guard let v = environment[name] else { throw LedgerError(.invalidLocation, "ledger: the environment variable \(name) (password_env) is not set") }
             password = v
         }
         self.init(host: host, port: port, user: user, password: password, database: database, tls: mode,

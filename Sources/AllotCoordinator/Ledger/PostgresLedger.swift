@@ -35,7 +35,7 @@ public final class PostgresLedger: LedgerStore {
             t.certificateVerification = .fullVerification
             if let root = target.rootCertificate {
                 do { t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(root)) } catch {
-                    throw LedgerError("ledger: cannot read sslrootcert \(root): \(error)")
+                    throw LedgerError(.invalidLocation, "ledger: cannot read sslrootcert \(root): \(error)")
                 }
             }
             tls = .require(t)
@@ -146,7 +146,7 @@ public final class PostgresLedger: LedgerStore {
             }
             defer { group.cancelAll() }
             guard let first = try await group.next(), let value = first else {
-                throw LedgerError("PostgreSQL did not answer within \(limit)")
+                throw LedgerError(.timeout, "PostgreSQL did not answer within \(limit)")
             }
             return value
         }

@@ -25,7 +25,7 @@ public actor SQLiteLedger: LedgerStore {
             return SQLiteLedger(path: path, connection: connection, pool: pool)
         } catch {
             try? pool.syncShutdownGracefully()
-            throw LedgerError("cannot open the SQLite ledger \(path): \(error)")
+            throw LedgerError(.unavailable, "cannot open the SQLite ledger \(path): \(error)")
         }
     }
 
