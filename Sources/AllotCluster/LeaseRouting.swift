@@ -44,6 +44,15 @@ public struct LeaseRouting: Sendable {
         targets.compactMap { a in pool.claim(a, now: now).map { (a, $0) } }
     }
 
+    /// When `dialsDue` next has a dial to start: the earliest end of a target's backoff (now
+    /// when one is free to dial; nil while every target is connected or being dialled).
+    public func nextDial(now: Instant) -> Instant? {
+        targets.compactMap { a -> Instant? in
+            guard let p = pool.peers[a] else { return now }
+            return p.connected || p.connecting ? nil : max(now, p.notBefore)
+        }.min()
+    }
+
     public mutating func connected(_ address: String, generation: Int) -> Bool { pool.connected(address, generation: generation) }
     public mutating func failed(_ address: String, generation: Int, now: Instant) { pool.failed(address, generation: generation, now: now) }
 
@@ -103,6 +112,9 @@ public struct LeaseRouting: Sendable {
         redirects[budget] = owner
         return pool.claim(owner, now: now, respectBackoff: false)
     }
+
+    /// When the next heartbeat is due.
+    public var nextHeartbeat: Instant { lastHeartbeat + settings.heartbeatInterval }
 
     /// The heartbeat's sequence number when one is due (every `heartbeatInterval`).
     public mutating func heartbeatDue(now: Instant) -> UInt64? {

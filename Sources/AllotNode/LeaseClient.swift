@@ -47,8 +47,9 @@ public final class LeaseClient: Service, Sendable {
     private let logger: Logger
     private let state: Mutex<State>
     private let stepLock = Mutex(())
-    /// The poll's timer while `run()` runs.
+    /// The poll's timer and the dials' timer while `run()` runs.
     private let timer = Mutex<WakeTimer?>(nil)
+    private let dialTimer = Mutex<WakeTimer?>(nil)
 
     /// One coordinator. `group`: where the periodic poll runs (an event loop of it).
     public convenience init(enforcer: SharedEnforcer, transport: any LeaseTransport, settings: Settings = Settings(), logger: Logger,
@@ -86,10 +87,17 @@ public final class LeaseClient: Service, Sendable {
         timer.withLock { $0 }?.offer(WallClock.now())
     }
 
-    /// Arms the poll for when the endpoint next has work.
+    /// Arms the poll for when the endpoint next has work, or a heartbeat is due.
     private func wakeLater(now: Instant) {
         guard let t = timer.withLock({ $0 }) else { return }
-        t.offer(isConnected ? endpoint.nextWake(now: now) : now + t.longest)
+        guard isConnected else { return t.offer(now + t.longest) }
+        t.offer(min(endpoint.nextWake(now: now), state.withLock { $0.routing.nextHeartbeat }))
+    }
+
+    /// Arms the dials' timer for when a target's backoff ends.
+    private func dialLater(now: Instant) {
+        guard let next = state.withLock({ s in s.stopped ? nil : s.routing.nextDial(now: now) }) else { return }
+        dialTimer.withLock { $0 }?.offer(next)
     }
 
     public var traffic: Traffic { state.withLock { $0.traffic } }
@@ -124,22 +132,32 @@ public final class LeaseClient: Service, Sendable {
             guard let self else { return }
             if self.isConnected { self.step(now: now) } else { self.wakeLater(now: now) }
         }
+        // Dials when a target's backoff ends (`LeaseRouting.nextDial`), and when a dial
+        // fails, a connection closes or a member list names a new coordinator.
+        let dialer = WakeTimer(loop: group.next(), spacing: .milliseconds(10), longest: .seconds(1)) { [weak self] now in
+            self?.connectMissing(now: now)
+        }
         timer.withLock { $0 = poller }
+        dialTimer.withLock { $0 = dialer }
         defer {
             timer.withLock { $0 = nil }
+            dialTimer.withLock { $0 = nil }
             poller.stop()
+            dialer.stop()
         }
         poller.offer(WallClock.now())
-        while !Task.isCancelled && !stopping() {
-            connectMissing(now: WallClock.now())
-            try? await Task.sleep(for: settings.pollInterval * 5)
+        connectMissing(now: WallClock.now())
+        while !Task.isCancelled && !stopping() && !Task.isShuttingDownGracefully {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
         }
     }
 
-    /// Starts a connection to every target not connected, each with its own backoff.
+    /// Starts a connection to every target not connected, each with its own backoff, and
+    /// arms the dials' timer for the next.
     private func connectMissing(now: Instant) {
         let due = state.withLock { s in s.stopped ? [] : s.routing.dialsDue(now: now) }
         for (a, generation) in due { Task { await connect(a, generation: generation) } }
+        dialLater(now: now)
     }
 
     /// Polls at once instead of at the next tick: a gateway calls this when a request was
@@ -198,6 +216,7 @@ public final class LeaseClient: Service, Sendable {
         guard let transport = dial(address) else {
             logger.error("cannot dial coordinator", metadata: ["allot.address": "\(address)"])
             state.withLock { $0.routing.failed(address, generation: generation, now: WallClock.now()) }
+            dialLater(now: WallClock.now())
             return
         }
         do {
@@ -228,6 +247,7 @@ public final class LeaseClient: Service, Sendable {
                 s.traffic.connectFailures += 1
                 s.routing.failed(address, generation: generation, now: WallClock.now())
             }
+            dialLater(now: WallClock.now())
             logger.debug("connect failed", metadata: ["allot.address": "\(address)", "allot.error": "\(error)"])
         }
     }
@@ -238,6 +258,7 @@ public final class LeaseClient: Service, Sendable {
             if s.connections[address]?.generation == generation { s.connections[address] = nil }
             return s.routing.closed(address, generation: generation, now: now)
         }
+        dialLater(now: now)
         // The budgets it owned go to the next coordinator in rank at once: re-send what was
         // waiting for an answer from it.
         if moved {

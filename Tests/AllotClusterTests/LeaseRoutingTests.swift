@@ -124,4 +124,23 @@ struct LeaseRoutingTests {
         let beats = [r.heartbeatDue(now: t0), r.heartbeatDue(now: t0 + .seconds(4)), r.heartbeatDue(now: t0 + .seconds(5))]
         #expect(beats == [1, nil, 2])
     }
+
+    @Test("nextDial: now for a target never dialled, the end of a failed dial's backoff, none while every target is connected or being dialled; nextHeartbeat follows the last beat")
+    func wakeUps() {
+        var r = LeaseRouting(seeds: ["a", "b"], seed: 5)
+        #expect(r.nextDial(now: t0) == t0, "never dialled: at once")
+        let due = r.dialsDue(now: t0)
+        #expect(due.map(\.address) == ["a", "b"])
+        #expect(r.nextDial(now: t0) == nil, "both being dialled")
+        r.failed("a", generation: due[0].generation, now: t0)
+        let backoffEnd = r.pool.peers["a"]!.notBefore
+        #expect(backoffEnd > t0 && r.nextDial(now: t0) == backoffEnd)
+        #expect(r.dialsDue(now: backoffEnd - .nanoseconds(1)).isEmpty, "nothing due before it")
+        #expect(r.dialsDue(now: backoffEnd).map(\.address) == ["a"], "due at it")
+        let kept = r.connected("b", generation: due[1].generation)
+        #expect(kept)
+        #expect(r.nextDial(now: backoffEnd) == nil)
+        _ = r.heartbeatDue(now: t0)
+        #expect(r.nextHeartbeat == t0 + r.settings.heartbeatInterval)
+    }
 }
