@@ -13,10 +13,10 @@ import Synchronization
 /// `Service`: migrates the ledger, resumes the durable budgets, serves the mTLS listener,
 /// and on graceful shutdown (SIGTERM) closes it, drains its peers and flushes the ledger.
 ///
-/// The coordinator's other long-running parts are services of their own; `services` lists
-/// them all in start order for one `ServiceGroup` (which stops them in reverse): this one,
-/// the cluster's gossip (once this one serves; it leaves first), the admin listener, and the
-/// certificate reloader (SIGHUP and file changes).
+/// The coordinator's other long-running parts are services of their own; `services()` lists
+/// them all for one `ServiceGroup` (which runs them together and stops them in reverse): the
+/// admin listener, this one, the cluster's gossip (it waits until this one serves, and leaves
+/// first), and the certificate reloader (SIGHUP and file changes).
 public final class CoordinatorService: Service, Sendable {
     public let config: CoordinatorConfig
     public let core: CoordinatorCore
@@ -47,18 +47,19 @@ public final class CoordinatorService: Service, Sendable {
         }
     }
 
-    /// Every part, in start order (made anew at each call): put them in one `ServiceGroup`,
-    /// after a region's uplink (which must stop last).
+    /// Every part, in the order a `ServiceGroup` should hold them (it stops them in reverse):
+    /// the admin listener (stops last of these, so `/readyz` says 503 through the drain),
+    /// this service, the cluster's gossip (leaves first), the certificate reloader. Put them
+    /// after a region's uplink (which must stop last). Call once: this service and the
+    /// cluster are in every list.
     public func services() -> [any Service] {
         let admin = AdminServer(core: core, group: group, ready: { [weak self] in self?.isReady ?? false }, logger: logger)
         // Also reload when the certificate files change on disk.
         let files = ["ca.pem", "deny-list", "coordinator-\(config.name).pem", "coordinator-\(config.name)-key.pem"].map {
             URL(fileURLWithPath: config.tlsDirectory).appendingPathComponent($0).path
         }
-        return [self] + (cluster.map { [$0] } ?? []) + [
-            admin.service(host: config.adminHost, port: config.adminPort) { [weak self] in self?.listening(admin: $0) },
-            CertificateReloader(tls: tls, core: core, files: files, logger: logger),
-        ]
+        let adminService = admin.service(host: config.adminHost, port: config.adminPort) { [weak self] in self?.listening(admin: $0) }
+        return [adminService, self] + (cluster.map { [$0] } ?? []) + [CertificateReloader(tls: tls, core: core, files: files, logger: logger)]
     }
 
     private func listening(lease: SocketAddress? = nil, admin: SocketAddress? = nil) {
@@ -140,6 +141,7 @@ public final class CoordinatorService: Service, Sendable {
                     if Task.isCancelled || Task.isShuttingDownGracefully { return }
                     let wait = backoff
                     try? await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
+                    if Task.isCancelled || Task.isShuttingDownGracefully { return }
                     backoff = min(backoff * 2, .seconds(5))
                 }
             }

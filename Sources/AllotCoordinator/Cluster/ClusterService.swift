@@ -103,6 +103,8 @@ public final class ClusterService: Sendable {
 
     /// Starts gossiping (ticks on `loop`).
     public func start(on loop: any EventLoop) {
+        // The join timeout counts from here (a coordinator may have waited for its ledger).
+        state.withLock { $0.startedAt = WallClock.now() }
         core.onGossip { [weak self] e in self?.received(e) }
         let wake = WakeTimer(loop: loop, spacing: settings.tickInterval, longest: settings.membership.protocolPeriod) { [weak self] now in
             self?.step(now: now)

@@ -36,6 +36,21 @@ public struct DemandMeter: Sendable {
 
     @usableFromInline static let bucketCap: Int64 = 1 << 58
 
+    /// True when nothing was recorded in the second before `now` (read without rolling, so a
+    /// `now` older than the last record — another thread's clock — changes nothing; it
+    /// counts as not quiet).
+    public func isQuiet(now: Instant) -> Bool {
+        let b = now.nanoseconds / Self.bucketNs
+        if b - current >= 10 { return true }
+        if b < current { return _total == 0 }
+        var k = max(current - 9, b - 9)
+        while k <= current {
+            if buckets[Int(((k % 10) + 10) % 10)] != 0 { return false }
+            k += 1
+        }
+        return true
+    }
+
     /// Units per second over the last 300 ms only: quick to see a drop.
     public mutating func recentRate(now: Instant) -> Int64 {
         roll(to: now)

@@ -23,15 +23,16 @@ extension Enforcer {
     /// (renewal needs demand). A request that needs a poll sets `wantsPoll` (the gateway
     /// then wakes its lease client), so an idle node does not poll every interval.
     public mutating func nextWake(now: Instant) -> Instant {
+        _asleep = false
         if _wantsPoll { return now }
         var t = Instant.distantFuture
-        for i in slices.indices {
-            if slices[i].demand.average(now: now) > 0 || slices[i].admitted.average(now: now) > 0 { return now }
-            let s = slices[i]
+        for s in slices {
+            if !s.demand.isQuiet(now: now) || !s.admitted.isQuiet(now: now) { return now }
             let hasLease = s.leaseID != 0
-            if hasLease && (s.needsAck || s.reportOwner || now - s.heldBackAt < settings.refreshInterval) { return now }
-            // A rate lease whose demand stopped reports the drop once its bucket sits full.
-            if hasLease && s.isRate && s.reportedDemand > 1 { return now }
+            if hasLease && (s.isRate && s.needsAck || s.reportOwner || now - s.heldBackAt < settings.refreshInterval) { return now }
+            // A rate lease whose demand stopped reports the drop once its bucket sits full
+            // (it cannot fill at rate 0; the lease's end comes then).
+            if hasLease && s.isRate && s.reportedDemand > 1 && s.rate > 0 { return now }
             if hasLease { t = min(t, s.expiresAt) }
             if let p = s.pending {
                 t = min(t, p.lastSentAt + settings.retryTimeout)
@@ -41,6 +42,8 @@ extension Enforcer {
             if s.reserved == 0 { t = min(t, max(now, s.lastDemandAt + settings.idleRelease)) }
             if !s.isRate && s.debt > 0 { t = min(t, max(s.retryNotBefore, s.lastSentAt + settings.retryTimeout)) }
         }
+        // Nothing to watch: the next request or settlement wakes the shell (`wantsPoll`).
+        _asleep = true
         return t
     }
 

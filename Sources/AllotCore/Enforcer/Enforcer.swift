@@ -26,6 +26,9 @@ public struct Enforcer: Sendable {
     /// Set when some slice wants a refill; the shell SHOULD call `poll` soon after.
     @usableFromInline var _wantsPoll = false
     public var wantsPoll: Bool { _wantsPoll }
+    /// Set by `nextWake` when it answered a later deadline (nothing to watch): the next
+    /// reserve, admit or settle sets `wantsPoll`, so the shell polls again within its interval.
+    @usableFromInline var _asleep = false
     /// Every registered budget.
     public var budgetIDs: [BudgetID] { specs.map(\.id) }
 
@@ -66,6 +69,7 @@ public struct Enforcer: Sendable {
     /// at once (`admit`: the same books as reserve + settle, in one pass).
     @inlinable
     mutating func take(_ cost: Cost, on set: BudgetSet, now: Instant, hold: Bool) -> Decision {
+        if _asleep { (_asleep, _wantsPoll) = (false, true) }
         var r = Reservation(budgets: set)
         var denied = -1
         var waitOn = -1 // the one short budget (with a lease) this request waits for
@@ -179,6 +183,7 @@ public struct Enforcer: Sendable {
     /// it as spent). Concurrency permits are returned.
     @inlinable
     public mutating func settle(_ r: Reservation, actual: Cost, now: Instant) {
+        if _asleep { (_asleep, _wantsPoll) = (false, true) }
         for i in 0..<r.budgets.count {
             let idx = Int(r.budgets.handles[i])
             let reserved = r.amounts[i]

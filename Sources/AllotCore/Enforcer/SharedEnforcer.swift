@@ -15,9 +15,10 @@ public final class SharedEnforcer: Sendable {
         state.withLock { $0.register(spec) }
     }
 
-    /// Called (outside the lock) after a `reserve`, `admit` or `settle` that leaves
-    /// `Enforcer.wantsPoll` set: a slice ran low, a budget has no lease, a debt is owed. The
-    /// lease client polls soon then, instead of on a fixed timer.
+    /// Called (outside the lock) after a `reserve`, `admit` or `settle` that set
+    /// `Enforcer.wantsPoll` (it was clear before): a slice ran low, a budget has no lease, a
+    /// debt is owed, or the first event after `nextWake` found nothing to watch. The lease
+    /// client polls soon then, instead of on a fixed timer.
     public func onWantsPoll(_ handler: (@Sendable () -> Void)?) {
         pollWanted.withLock { $0 = handler }
     }
@@ -30,7 +31,10 @@ public final class SharedEnforcer: Sendable {
     /// See `Enforcer.reserve`. Allocation-free.
     @inlinable
     public func reserve(_ cost: Cost, on set: BudgetSet, now: Instant) -> Decision {
-        let (d, wants) = withEnforcer { ($0.reserve(cost, on: set, now: now), $0.wantsPoll) }
+        let (d, wants) = withEnforcer { e in
+            let before = e.wantsPoll
+            return (e.reserve(cost, on: set, now: now), !before && e.wantsPoll)
+        }
         if wants { wantsPoll() }
         return d
     }
@@ -39,8 +43,9 @@ public final class SharedEnforcer: Sendable {
     @inlinable
     public func settle(_ r: Reservation, actual: Cost, now: Instant) {
         let wants = withEnforcer { e in
+            let before = e.wantsPoll
             e.settle(r, actual: actual, now: now)
-            return e.wantsPoll
+            return !before && e.wantsPoll
         }
         if wants { wantsPoll() }
     }
@@ -48,7 +53,10 @@ public final class SharedEnforcer: Sendable {
     /// See `Enforcer.admit`. Allocation-free.
     @inlinable
     public func admit(_ cost: Cost, on set: BudgetSet, now: Instant) -> Decision {
-        let (d, wants) = withEnforcer { ($0.admit(cost, on: set, now: now), $0.wantsPoll) }
+        let (d, wants) = withEnforcer { e in
+            let before = e.wantsPoll
+            return (e.admit(cost, on: set, now: now), !before && e.wantsPoll)
+        }
         if wants { wantsPoll() }
         return d
     }
