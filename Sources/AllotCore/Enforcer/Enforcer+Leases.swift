@@ -132,7 +132,7 @@ extension Enforcer {
         return .applied
     }
 
-    /// Ends leases whose time is up. Call at `nextDeadline`.
+    /// Ends leases whose time is up (the shell calls it with `poll`, at `nextWake`).
     public mutating func tick(now: Instant) -> [Event] {
         var events: [Event] = []
         for i in slices.indices where slices[i].leaseID != 0 && now >= slices[i].expiresAt {
@@ -153,16 +153,6 @@ extension Enforcer {
             out.append(releaseAll(&slices[i], spec: specs[i], final: true))
         }
         return out
-    }
-
-    /// The next instant at which `tick` or `poll` has work.
-    public var nextDeadline: Instant {
-        var t = Instant.distantFuture
-        for s in slices {
-            if s.leaseID != 0 { t = min(t, s.expiresAt, s.expiresAt - settings.renewMargin) }
-            if let p = s.pending { t = min(t, p.lastSentAt + settings.retryTimeout) }
-        }
-        return t
     }
 
     // MARK: inspection
