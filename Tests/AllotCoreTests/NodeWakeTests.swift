@@ -75,7 +75,7 @@ struct NodeWakeTests {
                     for (i, sl) in e.slices.enumerated() {
                         var d = sl.demand, a = sl.admitted
                         let tags = [(d.average(now: now) > 0, "demand"), (a.average(now: now) > 0, "admitted"), (sl.needsAck, "ack"), (sl.reportOwner, "owner"),
-                                    (now - sl.heldBackAt < e.settings.refreshInterval, "heldBack"), (sl.isRate && sl.reportedDemand > 1, "drop"),
+                                    (now - sl.heldBackAt < e.settings.refreshInterval, "heldBack"), (sl.kind == .bucket && sl.reportedDemand > 1, "drop"),
                                     (sl.pending != nil, "pending"), (e.wantsPoll, "wants"), (sl.leaseID != 0, "lease"), (sl.reserved > 0, "reserved")]
                         why["\(i):" + tags.filter(\.0).map(\.1).joined(separator: ","), default: 0] += 1
                     }

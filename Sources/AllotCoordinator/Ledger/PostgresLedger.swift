@@ -115,7 +115,7 @@ public final class PostgresLedger: LedgerStore {
     }
 
     public func recordAuditHead(node: String, _ head: AuditHead, now: Instant) async throws {
-        try await bounded { [client, logger] in
+        _ = try await bounded { [client, logger] in
             try await client.query("""
                 INSERT INTO audit_heads (node, file, sequence, mac, reported_at)
                 VALUES (\(node), \(head.file), \(head.sequence), \(head.mac), \(now.nanoseconds))

@@ -195,11 +195,10 @@ public struct Allocator: Sendable {
             }
             return .ignoredUnknownLease
         }
-        let closing = req.final && acct.isRate
+        let closing = req.final && acct.book.closesOnFinalRelease
         let claimed = max(0, req.consumed - lease.consumedSeen) + max(0, req.released - lease.releasedSeen)
         // A node can never give back more than it could hold.
-        let excess = acct.isRate ? max(0, req.released - lease.releasedSeen - lease.committedCapacity)
-                                 : max(0, claimed - lease.unreturned)
+        let excess = acct.book.overClaim(released: req.released, claimed: claimed, on: lease)
         let returned = acct.apply(consumed: req.consumed, released: req.released, to: &lease, closing: closing)
         entry.lastSeen = now
         acct.nodes[req.node] = entry
@@ -207,9 +206,7 @@ public struct Allocator: Sendable {
         if closing {
             acct.close(req.node)
             acct.rebalance(now: now, settings: settings)
-        } else if req.final && (lease.unreturned == 0 || !acct.spec.kind.isConcurrency) {
-            // Units still out on a closed slice were reserved in flight and will never be
-            // reported: count them as spent. Permits still out stay leased until expiry.
+        } else if req.final && acct.book.closesAfterFinal(unreturned: lease.unreturned) {
             acct.close(req.node)
         }
         return excess > 0 ? .clamped(returned: returned, excess: excess) : .applied(returned: returned)
@@ -332,7 +329,7 @@ public struct Allocator: Sendable {
         guard var a = accounts[budget] else { return nil }
         // A rate pool refills with time; `tick` no longer visits budgets with nothing due, so
         // show it as of the last tick (what it would hold if asked then).
-        if a.isRate && lastTick > .zero { a.refill(to: lastTick) }
+        if lastTick > .zero { a.refill(to: lastTick) } // (only a rate pool refills)
         return Status(budget: budget, kind: a.spec.kind, pool: a.pool, outstanding: a.outstanding, committedRate: a.committedRate,
                       consumed: a.consumed, expiredSpent: a.expiredSpent, holders: a.holders,
                       epoch: a.epoch, learning: a.isLearning, grants: a.grantsTotal)

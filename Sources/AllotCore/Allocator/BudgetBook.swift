@@ -226,6 +226,26 @@ enum BudgetBook: Sendable {
         case .permits: closing ? .spent : .freed
         }
     }
+
+    /// A final release closes a rate lease at once (its rate goes back to the pool); a
+    /// slice's, once `closesAfterFinal`.
+    var closesOnFinalRelease: Bool { isRate }
+
+    /// After a final release of a slice: whether its lease closes now. Units still out were
+    /// reserved in flight and will never be reported (counted as spent, `leftover`); permits
+    /// still out stay leased until the lease ends.
+    func closesAfterFinal(unreturned: Int64) -> Bool {
+        if case .permits = self { unreturned == 0 } else { true }
+    }
+
+    /// What a release claims beyond what its node could hold: a bucket never gives back more
+    /// than its committed capacity, a slice never more than it has out.
+    func overClaim(released: Int64, claimed: Int64, on lease: Lease) -> Int64 {
+        switch self {
+        case .rate: max(0, released - lease.releasedSeen - lease.committedCapacity)
+        case .quota, .permits: max(0, claimed - lease.unreturned)
+        }
+    }
 }
 
 extension BudgetBook {

@@ -54,8 +54,8 @@ extension Enforcer {
         s.epoch = g.epoch
         s.retryNotBefore = now + g.retryAfter
         guard g.leaseID != 0 else { return .applied }
-        if s.isRate && s.leaseID != 0 && now < s.expiresAt { s.refill(now: now) }
-        if s.isRate && g.leaseID == s.leaseID && g.sequence <= s.lastSequence {
+        if s.leaseID != 0 && now < s.expiresAt { s.refillBucket(now: now) }
+        if s.hasNewerTerms(than: g) {
             // A push overtook this answer and carried newer terms: keep them, take the
             // renewal and the tokens.
             s.expiresAt = p.firstSentAt + g.ttl
@@ -82,18 +82,10 @@ extension Enforcer {
             }
             s.leaseID = g.leaseID
         }
-        s.available = Checked.add(s.available, g.amount)
-        if s.isRate {
-            s.noRefundLevel = Checked.add(s.noRefundLevel, g.amount)
-            if g.leaseID == s.leaseID && (g.rate < s.rate || g.capacity < s.capacity) {
-                // Lowered terms stay committed at the coordinator until it sees we applied them.
-                s.needsAck = true
-                _wantsPoll = true
-            }
-            s.rate = staleAdoption ? 0 : g.rate
-            s.capacity = staleAdoption ? 0 : g.capacity
-            s.lastRefill = now
-            giveBackAboveCapacity(&s)
+        if s.apply(g, staleAdoption: staleAdoption, now: now) {
+            // Lowered terms stay committed at the coordinator until it sees we applied them.
+            s.needsAck = true
+            _wantsPoll = true
         }
         s.expiresAt = p.firstSentAt + g.ttl
         if s.debt > 0 {
@@ -106,19 +98,12 @@ extension Enforcer {
         return .applied
     }
 
-    /// Tokens above a lowered capacity go back to the coordinator with the next message.
-    private func giveBackAboveCapacity(_ s: inout LocalSlice) {
-        let back = max(0, min(s.available, s.available + s.reserved - s.capacity))
-        s.withdraw(back)
-        s.released += back
-    }
-
-    /// An offer (raise) or recall (lower) of a rate lease, sent unasked.
+    /// An offer (raise) or recall (lower) of a bucket's terms, sent unasked.
     private mutating func receivePush(_ g: Grant, into s: inout LocalSlice, now: Instant) -> GrantOutcome {
         guard g.epoch == s.epoch else { return .ignoredStaleEpoch }
-        guard s.isRate, g.leaseID == s.leaseID, s.leaseID != 0, now < s.expiresAt,
+        guard s.takesPushes, g.leaseID == s.leaseID, s.leaseID != 0, now < s.expiresAt,
               g.sequence > s.lastSequence else { return .ignoredUnknownRequest }
-        s.refill(now: now)
+        s.refillBucket(now: now)
         s.lastSequence = g.sequence
         if g.rate < s.rate || g.capacity < s.capacity {
             // A recall: apply at once (tokens above the new capacity are given up), and
@@ -128,7 +113,7 @@ extension Enforcer {
         }
         s.rate = g.rate
         s.capacity = g.capacity
-        giveBackAboveCapacity(&s)
+        s.giveBackAboveCapacity()
         return .applied
     }
 
@@ -136,7 +121,7 @@ extension Enforcer {
     public mutating func tick(now: Instant) -> [Event] {
         var events: [Event] = []
         for i in slices.indices where slices[i].leaseID != 0 && now >= slices[i].expiresAt {
-            let inUse = slices[i].isConcurrency ? slices[i].reserved : 0
+            let inUse = slices[i].permitsInUse
             expireSlice(&slices[i])
             events.append(.leaseExpired(BudgetHandle(index: Int32(i)), permitsInUse: inUse))
         }
@@ -186,12 +171,7 @@ extension Enforcer {
     /// Nil when every slice's books balance (nothing negative, nothing spent beyond grants).
     public func checkInvariants() -> String? {
         for (i, s) in slices.enumerated() {
-            // A rate lease's two books may each go below 0 (the other admitted), never both.
-            let best = s.isRate ? max(s.available, s.noRefundLevel) : s.available
-            if best < 0 { return "\(settings.node) \(specs[i].id): available \(s.available) and \(s.noRefundLevel) both < 0" }
-            if s.isRate && s.leaseID != 0 && s.noRefundLevel > max(0, s.capacity) {
-                return "\(settings.node) \(specs[i].id): \(s.noRefundLevel) above the capacity \(s.capacity)"
-            }
+            if let v = s.bookViolation() { return "\(settings.node) \(specs[i].id): \(v)" }
             if s.reserved < 0 { return "\(settings.node) \(specs[i].id): reserved \(s.reserved) < 0" }
             if s.leaseID == 0 && (s.available != 0 || s.noRefundLevel != 0 || s.reserved != 0) {
                 return "\(settings.node) \(specs[i].id): holds \(s.available)+\(s.reserved) without a lease"

@@ -60,11 +60,6 @@ public struct Enforcer: Sendable {
         take(cost, on: set, now: now, hold: true)
     }
 
-    /// The order in which a request waits for the budgets of its set: rate budgets first,
-    /// then the set's order (the same on every node).
-    @inlinable
-    func rank(_ isRate: Bool, _ i: Int) -> Int { (isRate ? 0 : BudgetSet.capacity) + i }
-
     /// Checks and takes, then either holds the units until `settle` (`hold`) or spends them
     /// at once (`admit`: the same books as reserve + settle, in one pass).
     @inlinable
@@ -81,11 +76,10 @@ public struct Enforcer: Sendable {
             if amount == 0 { continue }
             slices[idx].lastCost = amount
             if now < slices[idx].expiresAt {
-                if slices[idx].isRate { slices[idx].refill(now: now) }
+                slices[idx].refillBucket(now: now)
                 guard slices[idx].spendable < amount else { continue }
                 if denied < 0 { denied = i }
-                // Rate budgets first (they refill by themselves), then the set's order.
-                if waitOn < 0 || rank(slices[idx].isRate, i) < rank(slices[Int(set.handles[waitOn])].isRate, waitOn) { waitOn = i }
+                if waitOn < 0 || slices[idx].waitRank(i) < slices[Int(set.handles[waitOn])].waitRank(waitOn) { waitOn = i }
             } else {
                 var short = false
                 switch slices[idx].mode {
@@ -111,11 +105,11 @@ public struct Enforcer: Sendable {
             // of them made a hold-and-wait cycle between nodes: one node waiting for
             // tokens/min kept the monthly quota that the others, waiting for the monthly quota
             // while holding tokens/min, needed (FleetCapTests, docs/design.md "Requests
-            // charged to several budgets"). One fixed order (rate budgets first) breaks it.
+            // charged to several budgets"). One fixed order (`LocalSlice.waitRank`) breaks it.
             // Only budgets after the awaited one in that order are held back: those before it
             // are kept (ordered acquisition: two slices that both run short are taken one
             // after the other, never given back in turn).
-            let waitRank = waitOn < 0 ? 0 : rank(slices[Int(set.handles[waitOn])].isRate, waitOn)
+            let waitRank = waitOn < 0 ? 0 : slices[Int(set.handles[waitOn])].waitRank(waitOn)
             for i in 0..<set.count where r.amounts[i] > 0 {
                 let idx = Int(set.handles[i])
                 slices[idx].demand.record(r.amounts[i], now: now)
@@ -123,7 +117,7 @@ public struct Enforcer: Sendable {
                     slices[idx].heldBackAt = LocalSlice.notHeldBack
                     slices[idx].needsRefill = true
                     _wantsPoll = true
-                } else if waitOn >= 0 && now < slices[idx].expiresAt && rank(slices[idx].isRate, i) > waitRank {
+                } else if waitOn >= 0 && now < slices[idx].expiresAt && slices[idx].waitRank(i) > waitRank {
                     slices[idx].heldBackAt = now
                 }
             }
@@ -137,8 +131,7 @@ public struct Enforcer: Sendable {
                 r.fromFailMode[i] = true // nothing taken from any lease: settles to nothing
                 continue
             }
-            // Spent at once, a permit is back at once: only a held request keeps it.
-            let keeps = hold || !slices[idx].isConcurrency
+            let keeps = slices[idx].keeps(hold: hold)
             slices[idx].demand.record(amount, now: now)
             slices[idx].admitted.record(amount, now: now)
             slices[idx].heldBackAt = LocalSlice.notHeldBack
@@ -150,16 +143,7 @@ public struct Enforcer: Sendable {
                     slices[idx].needsRefill = true
                     _wantsPoll = true
                 }
-                guard keeps else { continue }
-                slices[idx].charge(amount)
-                if hold {
-                    slices[idx].reserved += amount
-                } else {
-                    slices[idx].consumed += amount
-                    if slices[idx].isRate { // as settle would: never above the bucket's capacity
-                        slices[idx].available = min(slices[idx].available, max(0, slices[idx].capacity - slices[idx].reserved))
-                    }
-                }
+                if keeps { slices[idx].take(amount, hold: hold) }
             } else {
                 r.fromFailMode[i] = true
                 switch slices[idx].mode {
@@ -187,7 +171,7 @@ public struct Enforcer: Sendable {
         for i in 0..<r.budgets.count {
             let idx = Int(r.budgets.handles[i])
             let reserved = r.amounts[i]
-            let spent = slices[idx].isConcurrency ? 0 : slices[idx].amount(for: actual)
+            let spent = slices[idx].spent(actual)
             if reserved == 0 {
                 // Nothing was taken (a zero charge): whatever the request cost after all is
                 // owed, and asked for, so the next grant repays it and the ledger counts it.
@@ -215,11 +199,7 @@ public struct Enforcer: Sendable {
                 slices[idx].debt -= repaid
                 slices[idx].consumed += spent + repaid
                 slices[idx].available += reserved - spent - repaid
-                if slices[idx].isRate {
-                    // A refund never lifts a local bucket above its capacity.
-                    slices[idx].available = min(slices[idx].available,
-                                                max(0, slices[idx].capacity - slices[idx].reserved))
-                }
+                slices[idx].fitToCapacity()
             } else {
                 // The upstream used more than the bound: pay from the slice, owe the rest
                 // (reported as consumed when a later grant repays it, never before: the

@@ -13,8 +13,9 @@ struct LocalSlice: Sendable {
     }
 
     @usableFromInline let unit: Unit
-    @usableFromInline let isConcurrency: Bool
-    @usableFromInline let isRate: Bool
+    /// What differs by budget kind lives in `LocalSlice+Kinds.swift`, and only there.
+    @usableFromInline let kind: Kind
+    /// Buckets: the period their rate is per (1 otherwise).
     @usableFromInline let periodNs: Int64
     @usableFromInline let mode: Mode
     @usableFromInline let staticAllowance: Int64
@@ -80,14 +81,7 @@ struct LocalSlice: Sendable {
 
     init(spec: BudgetSpec) {
         unit = spec.unit
-        isConcurrency = spec.kind.isConcurrency
-        if case .rate(_, let p, _) = spec.kind {
-            isRate = true
-            periodNs = p.nanoseconds
-        } else {
-            isRate = false
-            periodNs = 1
-        }
+        (kind, periodNs) = Kind.of(spec.kind)
         switch spec.failMode {
         case .closed: mode = .closed; staticAllowance = 0
         case .open: mode = .open; staticAllowance = 0
@@ -95,34 +89,11 @@ struct LocalSlice: Sendable {
         }
     }
 
-    @inlinable
-    func amount(for cost: Cost) -> Int64 { isConcurrency ? 1 : cost[unit] }
-
     /// Units the node holds under its lease (spendable plus reserved in flight).
     var holding: Int64 { max(0, available) + reserved }
 
-    /// What a request may take now: the better of the two books of a rate lease.
+    /// What a request may take now: the better of the two books of a bucket.
     @inlinable var spendable: Int64 { preferNoRefund ? max(available, noRefundLevel) : available }
-
-    /// Takes `amount` from the spendable units (both books of a rate lease).
-    @inlinable mutating func charge(_ amount: Int64) {
-        available -= amount
-        if isRate { noRefundLevel -= amount }
-    }
-
-    /// Tokens arriving (a grant moving tokens from the pool): into both books, within the
-    /// capacity (`available` never above capacity − reserved, nor lifted above what it had
-    /// when that is already negative: tokens only ever fill, never erase a charge).
-    mutating func deposit(_ amount: Int64) {
-        available = max(min(available, 0), min(Checked.add(available, amount), capacity - reserved))
-        if isRate { noRefundLevel = max(min(noRefundLevel, 0), min(Checked.add(noRefundLevel, amount), capacity)) }
-    }
-
-    /// Units leaving the node (given back to the pool, or repaying debt): out of both books.
-    mutating func withdraw(_ amount: Int64) {
-        available -= amount
-        if isRate { noRefundLevel = min(noRefundLevel - amount, capacity) }
-    }
 
     /// Both books emptied (a lease ended or was replaced).
     mutating func empty() {
@@ -137,55 +108,5 @@ struct LocalSlice: Sendable {
         reserved = 0
         consumed = 0
         released = 0
-    }
-
-    /// Rate leases, off the hot path: which book decides (`preferNoRefund`), from what is
-    /// reserved now and the rate units are admitted at.
-    mutating func chooseBook(admittedPerSecond: Int64) {
-        guard isRate, reserved > 0, rate > 0 else {
-            preferNoRefund = false
-            return
-        }
-        // capacity < rate × reserved ÷ admitted, without dividing by an admitted rate of 0.
-        let refillPerSecond = Double(rate) * 1e9 / Double(periodNs)
-        preferNoRefund = Double(capacity) * Double(max(0, admittedPerSecond)) < refillPerSecond * Double(reserved)
-    }
-
-    /// Rate leases: refill the local bucket at the enforced rate, both books: `available` up
-    /// to the capacity minus what is reserved (so a later refund can never lift it above the
-    /// capacity), `noRefundLevel` up to the capacity (it never gets refunds).
-    @inlinable
-    mutating func refill(now: Instant) {
-        let dt = now.nanoseconds &- lastRefill.nanoseconds
-        guard dt > 0 else { return }
-        lastRefill = now
-        let inside = capacity - reserved - available
-        let outside = capacity - noRefundLevel
-        let room = max(inside, outside)
-        guard room > 0, rate > 0 else {
-            refillRemainder = 0
-            return
-        }
-        let add: Int64
-        if dt < 1 << 31 && rate < 1 << 31 {
-            let x = dt &* rate &+ refillRemainder
-            add = x / periodNs
-            refillRemainder = x - add &* periodNs
-        } else {
-            let p = dt.multipliedFullWidth(by: rate)
-            let (low, carry) = p.low.addingReportingOverflow(UInt64(refillRemainder))
-            let high = p.high &+ (carry ? 1 : 0)
-            if high >= periodNs / 2 { // more than any room: full
-                add = room
-                refillRemainder = 0
-            } else {
-                let (q, r) = periodNs.dividingFullWidth((high: high, low: low))
-                add = q
-                refillRemainder = r
-            }
-        }
-        if add >= room { refillRemainder = 0 }
-        available += min(add, max(0, inside))
-        noRefundLevel += min(add, max(0, outside))
     }
 }
