@@ -22,6 +22,8 @@ public enum ConfigFields {
         public var fail_mode: String?
         public var static_allowance: Int64?
         public var reach: String?
+        /// Shadow mode: decided, never applied (the gateway's; `DeploymentConfig.shadow`).
+        public var shadow: Bool?
     }
 
     /// Decodes `yaml` as `T`, a decoding error named by its path.

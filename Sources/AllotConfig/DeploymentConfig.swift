@@ -16,6 +16,11 @@ public struct DeploymentConfig: Sendable {
     public var budgets: [BudgetSpec] = []
     /// Budgets created on first use from ids `tier.template/key`.
     public var tiers: [Tier] = []
+    /// Shadow mode (`shadow: true` on a budget, a template or a whole tier): the explicit
+    /// budgets and the `tier.template`s whose denials a gateway reports instead of applying
+    /// (docs/gateway.md, "Shadow mode"). Coordinators lease them as any other budget.
+    public var shadowBudgets: Set<BudgetID> = []
+    public var shadowTemplates: Set<String> = []
 
     public init() {}
 
@@ -40,6 +45,7 @@ public struct DeploymentConfig: Sendable {
                 throw AllotError(.duplicateBudget, "budgets[\(i)].id: '\(spec.id)' is defined twice")
             }
             budgets.append(spec)
+            if b.shadow == true { shadowBudgets.insert(spec.id) }
         }
         for (i, t) in (raw.tiers ?? []).enumerated() {
             guard let name = t.name, !name.isEmpty, !name.contains("."), !name.contains("/") else {
@@ -54,6 +60,7 @@ public struct DeploymentConfig: Sendable {
                 let scope = try (b.scope ?? []).map { d throws(AllotError) in try Dimension(parsing: d) }
                 templates.append(try BudgetTemplate(name: spec.id.rawValue, unit: spec.unit, kind: spec.kind,
                                                     scope: scope, failMode: spec.failMode, reach: spec.reach))
+                if b.shadow ?? t.shadow ?? false { shadowTemplates.insert("\(name).\(spec.id.rawValue)") }
             }
             tiers.append(try Tier(name: name, templates: templates))
         }
@@ -61,6 +68,14 @@ public struct DeploymentConfig: Sendable {
         guard !budgets.isEmpty || !tiers.isEmpty else {
             throw AllotError(.invalidSettings, "budgets: the configuration defines no budget and no tier; add at least one")
         }
+    }
+
+    /// Whether a gateway only reports this budget's denials. An explicit budget says so
+    /// itself (it wins over its template); another is made from `tier.template/key`.
+    public func isShadow(_ id: BudgetID) -> Bool {
+        if budgets.contains(where: { $0.id == id }) { return shadowBudgets.contains(id) }
+        guard !shadowTemplates.isEmpty, let slash = id.rawValue.firstIndex(of: "/") else { return false }
+        return shadowTemplates.contains(String(id.rawValue[..<slash]))
     }
 
     /// Quota budgets, explicit or in tier templates, that `included` keeps.
@@ -76,7 +91,7 @@ public struct DeploymentConfig: Sendable {
         struct Lease: Decodable { var ttl: String?; var refresh_interval: String?; var min_slice: Int64?; var max_slice: Int64? }
         /// A tier's templates have the shape of budgets, with `name` and `scope` instead of `id`
         /// (`ConfigKeys` keeps each list to its own keys).
-        struct TierEntry: Decodable { var name: String?; var templates: [ConfigFields.Budget]? }
+        struct TierEntry: Decodable { var name: String?; var templates: [ConfigFields.Budget]?; var shadow: Bool? }
         var tls: TLS?
         var lease: Lease?
         var budgets: [ConfigFields.Budget]?

@@ -33,12 +33,14 @@ public struct AuditRecord: Codable, Hashable, Sendable {
     public var cachedTokens: Int64?
     /// Input tokens written to the upstream's prompt cache (Anthropic; absent when none).
     public var cacheWriteTokens: Int64?
+    /// Shadow mode: the budget that would have denied this admitted request (absent otherwise).
+    public var wouldDeny: String?
 
     public init(time: String, node: String, consumer: String, keyID: String, tier: String, route: String,
                 model: String?, reserved: Int64, inputTokens: Int64, outputTokens: Int64, costMicroDollars: Int64,
                 upstreamStatus: Int?, latencyMs: Int64, decision: String, budget: String?, runaway: Bool,
                 settlement: String? = nil, overBound: Bool? = nil, cachedTokens: Int64? = nil,
-                cacheWriteTokens: Int64? = nil) {
+                cacheWriteTokens: Int64? = nil, wouldDeny: String? = nil) {
         self.time = time
         self.node = node
         self.consumer = consumer
@@ -59,6 +61,7 @@ public struct AuditRecord: Codable, Hashable, Sendable {
         self.overBound = overBound
         self.cachedTokens = cachedTokens
         self.cacheWriteTokens = cacheWriteTokens
+        self.wouldDeny = wouldDeny
     }
 
     /// The record of a torn tail cut at start-up: `budget` names the file and how much was cut.
@@ -79,5 +82,6 @@ public struct AuditRecord: Codable, Hashable, Sendable {
         case overBound = "over_bound"
         case cachedTokens = "cached_tokens"
         case cacheWriteTokens = "cache_write_tokens"
+        case wouldDeny = "would_deny"
     }
 }

@@ -87,6 +87,32 @@ struct SidecarAndMetricsTests {
         await fleet.stop()
     }
 
+    @Test("shadow mode over HTTP (real-time process test): a shadow tier lets every request through, names the budget that would have denied in a header, the sidecar's answer, the metric and the audit trail")
+    func shadow() async throws {
+        // The free tier (5 requests a minute, burst 5) in shadow mode.
+        let yaml = testConfigYAML.replacingOccurrences(of: "  - name: free\n", with: "  - name: free\n    shadow: true\n")
+            .replacingOccurrences(of: "admission_wait: 300ms", with: "admission_wait: 2s") // a cold start's leases, surely
+        let (config, consumers) = try testConfig(yaml: yaml)
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 1)
+        let budget = "free.rpm/consumer=f1"
+        var statuses: [Int] = [], named = 0
+        for _ in 0..<9 {
+            let r = try await call(port: fleet.proxyPorts[0], key: "sk-free-1", body: chatBody(maxTokens: 10))
+            statuses.append(r.status)
+            if r.headers["x-allot-would-deny"] == budget { named += 1 }
+            #expect(r.headers["x-ratelimit-limit-requests"] == nil) // shadow limits stay out of the headers
+        }
+        #expect(statuses == Array(repeating: 200, count: 9))
+        #expect(named >= 4) // at most the burst of 5 in these few seconds: the rest would have been denied
+        let check = try await sidecar(fleet.adminPorts[0], "/v1/check", body: #"{"consumer": "f1", "route": "chat", "model": "small", "input_tokens": 10, "output_tokens": 10}"#)
+        #expect(check.status == 200 && check.json?["would_deny"] as? String == budget)
+        let metrics = try await call(port: fleet.adminPorts[0], path: "/metrics", method: .GET, key: nil, body: nil)
+        #expect(metrics.body.contains("allot_gateway_would_deny_total{budget=\"\(budget)\",tier=\"free\"} \(named + 1)"))
+        await fleet.stop()
+        let recs = try auditRecords(fleet).filter { $0.consumer == "f1" }
+        #expect(recs.filter { $0.wouldDeny == budget }.count == named + 1 && recs.allSatisfy { $0.decision == "admit" })
+    }
+
     @Test("a runaway agent is flagged in metrics and the audit trail and throttled by its tier's policy")
     func runaway() async throws {
         let (config, consumers) = try testConfig()

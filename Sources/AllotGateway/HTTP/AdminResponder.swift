@@ -124,9 +124,11 @@ final class Sidecar: Service, Sendable {
             let id = "r-" + UUID().uuidString.lowercased()
             let ttl = core.config.sidecarReservationTTL
             held.withLock { $0[id] = (a, core.now() + ttl) }
-            return HTTPSupport.json(200, ["allowed": true, "reservation_id": id, "expires_in_s": ttl.components.seconds,
-                                          "reserved": ["input_tokens": plan.inputBound, "output_tokens": plan.outputBound,
-                                                       "micro_dollars": plan.costBound]], headers: a.headers)
+            var body: [String: Any] = ["allowed": true, "reservation_id": id, "expires_in_s": ttl.components.seconds,
+                                       "reserved": ["input_tokens": plan.inputBound, "output_tokens": plan.outputBound,
+                                                    "micro_dollars": plan.costBound]]
+            if let w = a.wouldDeny { body["would_deny"] = w } // shadow mode
+            return HTTPSupport.json(200, body, headers: a.headers)
         }
     }
 

@@ -29,6 +29,10 @@ public final class GatewayCore: Sendable {
         var specs: [BudgetSpec]
         var handles: [BudgetHandle]
         var set: BudgetSet
+        /// The budgets not in shadow mode (`set` itself when none is), and those that are.
+        var enforced: BudgetSet
+        var shadowSet: BudgetSet
+        var shadow: Set<BudgetHandle>
     }
 
     public init(config: GatewayConfig, consumers: ConsumerDirectory, enforcer: SharedEnforcer, audit: AuditLog?,
@@ -114,27 +118,33 @@ public final class GatewayCore: Sendable {
             throw GatewayError(500, type: "server_error", code: "budget_configuration", error.message)
         }
         let handles = specs.map { enforcer.register($0) }
-        let set: BudgetSet
-        do { set = try BudgetSet(handles) } catch {
+        let shadow = Set(zip(specs, handles).filter { config.shared.isShadow($0.0.id) }.map(\.1))
+        let set: BudgetSet, enforced: BudgetSet, shadowSet: BudgetSet
+        do {
+            set = try BudgetSet(handles)
+            enforced = shadow.isEmpty ? set : try BudgetSet(handles.filter { !shadow.contains($0) })
+            shadowSet = try BudgetSet(handles.filter { shadow.contains($0) })
+        } catch {
             throw GatewayError(500, type: "server_error", code: "budget_configuration", error.message)
         }
-        let r = Resolved(specs: specs, handles: handles, set: set)
+        let r = Resolved(specs: specs, handles: handles, set: set, enforced: enforced, shadowSet: shadowSet, shadow: shadow)
         resolved.withLock { $0[key] = r }
         return r
     }
 
+    /// The enforced budgets' standing (shadow budgets stay out of the response headers).
     func standings(_ r: Resolved) -> [BudgetStanding] {
         enforcer.withEnforcer { e in
-            zip(r.specs, r.handles).map { BudgetStanding(spec: $0, remaining: e.status($1).spendable) }
+            zip(r.specs, r.handles).filter { !r.shadow.contains($0.1) }.map { BudgetStanding(spec: $0, remaining: e.status($1).spendable) }
         }
     }
 
     // MARK: admission
 
-    /// Reserves the plan's upper bound on every budget of the request, all or nothing.
-    /// A denial by a slice that its node is refilling waits up to `admission_wait` for the
-    /// refill; a denial that stands is a 429 naming the budget (503 when the node has no
-    /// lease for it and no connection to the coordinator, and the budget fails closed).
+    /// Reserves the plan's upper bound on every budget of the request, all or nothing
+    /// (`reserve`: waiting up to `admission_wait` for a refill); a denial that stands is a 429
+    /// naming the budget (503 when the node has no lease for it and no connection to the
+    /// coordinator, and the budget fails closed).
     public func admit(_ entry: ConsumerDirectory.Entry, plan: RequestPlan) async -> Result<Admission, GatewayError> {
         let started = clock()
         let tier = entry.consumer.tier
@@ -154,8 +164,12 @@ public final class GatewayCore: Sendable {
             return .failure(error)
         }
         let cost = plan.reserveCost
-        for spec in r.specs {
+        // Shadow mode (docs/gateway.md): the enforced budgets decide first, alone, then the
+        // shadow ones as they would if enforced; a shadow refusal is reported, not applied.
+        var wouldDeny: String?
+        for (spec, h) in zip(r.specs, r.handles) {
             do { try spec.check(cost: cost) } catch {
+                if r.shadow.contains(h) { wouldDeny = wouldDeny ?? spec.id.rawValue; continue }
                 let e = GatewayError(400, type: "invalid_request_error", code: "request_exceeds_budget",
                                      "\(error.message); lower max_tokens or the prompt", budget: spec.id.rawValue)
                 record(entry, plan: plan, decision: "reject", error: e, runaway: isRunaway, started: started)
@@ -163,34 +177,59 @@ public final class GatewayCore: Sendable {
             }
         }
         let deadline = started + config.admissionWait
-        // Retries while the node is not asking for more: other requests on this node may take
-        // a refill that arrived between a denial and the look at the slice.
+        var held: Reservation?, now = started
+        if r.enforced.count > 0 {
+            switch await reserve(cost, on: r.enforced, r, deadline: deadline) {
+            case .admitted(let reservation, let at): (held, now) = (reservation, at)
+            case .refused(let spec, let status, let at):
+                let e = denial(spec, reachable: status.leaseID != 0 || connected(), amount: spec.amount(for: cost), now: at)
+                record(entry, plan: plan, decision: "deny", error: e, runaway: isRunaway, started: started)
+                return .failure(e)
+            }
+        }
+        var shadowHeld: Reservation?
+        if r.shadowSet.count > 0 && wouldDeny == nil {
+            switch await reserve(cost, on: r.shadowSet, r, deadline: deadline) {
+            case .admitted(let reservation, let at): (shadowHeld, now) = (reservation, at)
+            case .refused(let spec, _, let at): (wouldDeny, now) = (spec.id.rawValue, at) // charged nothing, as refused
+            }
+        }
+        if let wouldDeny { metrics.wouldDeny(budget: wouldDeny, tier: tier) }
+        metrics.request(consumer: entry.consumer.id, tier: tier, model: plan.model, decision: "admit")
+        metrics.inflight(1)
+        let id = nextAdmission.wrappingAdd(1, ordering: .relaxed).oldValue
+        observer?(GatewayEvent(kind: .admit, id: id, node: node, consumer: entry.consumer.id, tier: entry.consumer.tier,
+                               time: now, cost: cost, budget: wouldDeny))
+        return .success(Admission(core: self, id: id, entry: entry, plan: plan, reservations: (held, shadowHeld),
+                                  standings: standings(r), runaway: isRunaway, started: started, wouldDeny: wouldDeny))
+    }
+
+    enum Reserved {
+        case admitted(Reservation, at: Instant)
+        /// The budget whose denial stands, and its slice then.
+        case refused(BudgetSpec, Enforcer.SliceStatus, at: Instant)
+    }
+
+    /// Reserves `cost` on `set`, all or nothing. A denial by a slice that its node is asking
+    /// to refill waits up to `deadline`; retries a few times while the node is not asking
+    /// (other requests here may take a refill that arrived between a denial and the look).
+    private func reserve(_ cost: Cost, on set: BudgetSet, _ r: Resolved, deadline: Instant) async -> Reserved {
         var idleRetries = 0
         while true {
             let now = clock()
-            switch enforcer.reserve(cost, on: r.set, now: now) {
-            case .admitted(let reservation):
-                metrics.request(consumer: entry.consumer.id, tier: tier, model: plan.model, decision: "admit")
-                metrics.inflight(1)
-                let id = nextAdmission.wrappingAdd(1, ordering: .relaxed).oldValue
-                observer?(GatewayEvent(kind: .admit, id: id, node: node, consumer: entry.consumer.id, tier: entry.consumer.tier,
-                                       time: now, cost: cost, budget: nil))
-                return .success(Admission(core: self, id: id, entry: entry, plan: plan, reservation: reservation,
-                                          standings: standings(r), runaway: isRunaway, started: started))
+            switch enforcer.reserve(cost, on: set, now: now) {
+            case .admitted(let reservation): return .admitted(reservation, at: now)
             case .denied(let h):
                 // Ask now (the poll decides whether asking is worth it), then look.
                 poke()
                 let status = enforcer.withEnforcer { $0.status(h) }
-                let spec = r.specs[r.handles.firstIndex(of: h) ?? 0]
                 let waiting = status.awaitingGrant || status.leaseID == 0
                 if clock() < deadline && (waiting || idleRetries < 3) {
                     if !waiting { idleRetries += 1 }
                     try? await Task.sleep(for: .milliseconds(1))
                     continue
                 }
-                let e = denial(spec, reachable: status.leaseID != 0 || connected(), amount: spec.amount(for: cost), now: now)
-                record(entry, plan: plan, decision: "deny", error: e, runaway: isRunaway, started: started)
-                return .failure(e)
+                return .refused(r.specs[r.handles.firstIndex(of: h) ?? 0], status, at: now)
             }
         }
     }
@@ -269,7 +308,8 @@ public final class GatewayCore: Sendable {
         // Observed before the permit is back, so an observer never sees two holders at once.
         observer?(GatewayEvent(kind: .settle, id: a.id, node: node, consumer: a.entry.consumer.id, tier: a.entry.consumer.tier,
                                time: now, cost: actual, budget: nil))
-        enforcer.settle(a.reservation, actual: actual, now: now)
+        if let r = a.reservations.enforced { enforcer.settle(r, actual: actual, now: now) }
+        if let r = a.reservations.shadow { enforcer.settle(r, actual: actual, now: now) }
         metrics.inflight(-1)
         let entry = a.entry
         metrics.settled(consumer: entry.consumer.id, tier: entry.consumer.tier, model: plan.model,
@@ -281,7 +321,8 @@ public final class GatewayCore: Sendable {
                                 latencyMs: (now - a.started).nanoseconds / 1_000_000, decision: "admit", budget: nil,
                                 runaway: a.runaway, settlement: settlement,
                                 overBound: Checked.sum(input, output) > Checked.sum(plan.inputBound, plan.outputBound) ? true : nil,
-                                cachedTokens: cached > 0 ? cached : nil, cacheWriteTokens: cacheWrite > 0 ? cacheWrite : nil))
+                                cachedTokens: cached > 0 ? cached : nil, cacheWriteTokens: cacheWrite > 0 ? cacheWrite : nil,
+                                wouldDeny: a.wouldDeny))
     }
 
     /// Audits and counts a request refused before or at admission.
@@ -308,65 +349,5 @@ public final class GatewayCore: Sendable {
     static func rfc3339(_ t: Instant) -> String {
         let date = Date(timeIntervalSince1970: t.seconds)
         return date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
-    }
-}
-
-/// What a gateway decided, as it happens: for the demo's live table and for tests that
-/// check caps from the gateways' own timestamps.
-public struct GatewayEvent: Sendable {
-    public typealias Observer = @Sendable (GatewayEvent) -> Void
-    public enum Kind: Sendable { case admit, settle, deny, reject }
-    public var kind: Kind
-    /// Pairs an `admit` with its `settle` (per node).
-    public var id: UInt64
-    public var node: String
-    public var consumer: String
-    public var tier: String
-    public var time: Instant
-    /// Reserved (admit) or charged (settle).
-    public var cost: Cost?
-    /// What denied or rejected.
-    public var budget: String?
-}
-
-/// An admitted request: its reservation must be settled exactly once. If it is dropped
-/// unsettled (a response body that was never written), it settles at the full bound.
-public final class Admission: Sendable {
-    let core: GatewayCore
-    public let id: UInt64
-    public let entry: ConsumerDirectory.Entry
-    public let plan: RequestPlan
-    let reservation: Reservation
-    /// The budgets' standing right after the reservation (for the response headers).
-    public let standings: [BudgetStanding]
-    public let runaway: Bool
-    let started: Instant
-    private let done = Mutex(false)
-
-    init(core: GatewayCore, id: UInt64, entry: ConsumerDirectory.Entry, plan: RequestPlan, reservation: Reservation,
-         standings: [BudgetStanding], runaway: Bool, started: Instant) {
-        self.core = core
-        self.id = id
-        self.entry = entry
-        self.plan = plan
-        self.reservation = reservation
-        self.standings = standings
-        self.runaway = runaway
-        self.started = started
-    }
-
-    /// In the route's dialect: `anthropic-ratelimit-*` on Messages, `x-ratelimit-*` elsewhere.
-    public var headers: [(String, String)] { RateLimitHeaders.make(standings, now: core.now(), anthropic: plan.route.isAnthropic) }
-
-    /// Settles (only the first call counts).
-    public func settle(_ outcome: GatewayCore.Outcome) {
-        guard done.withLock({ d in defer { d = true }; return !d }) else { return }
-        core.settle(self, outcome: outcome)
-    }
-
-    public var isSettled: Bool { done.withLock { $0 } }
-
-    deinit {
-        if !done.withLock({ $0 }) { core.settle(self, outcome: .incomplete(status: nil)) }
     }
 }

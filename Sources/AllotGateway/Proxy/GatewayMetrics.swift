@@ -41,6 +41,11 @@ public final class GatewayMetrics: Sendable {
     public func streamFirstByte(_ d: Duration) { firstByte.record(d) }
     public func inflight(_ delta: Int) { inflight.increment(by: Double(delta)) }
 
+    /// Shadow mode: a request a shadow budget would have denied, let through.
+    public func wouldDeny(budget: String, tier: String) {
+        counter("allot_gateway_would_deny_total", "Requests let through that a budget in shadow mode would have denied, by budget", [("budget", budget), ("tier", tier)]).increment()
+    }
+
     public func runaway(consumer: String, tier: String) {
         counter("allot_gateway_runaway_flags_total", "Times a consumer was flagged as a runaway (rate above its own baseline)", [("consumer", consumer), ("tier", tier)]).increment()
     }
