@@ -132,6 +132,27 @@ struct ShadowModeTests {
         #expect(run.wouldDeny > 0 && run.decisions.allSatisfy { $0 == nil || $0 == "would:trial.tpm/consumer=t1" || $0!.hasPrefix("deny:") })
     }
 
+    @Test("bounds at the edge of Int64 on a shadow tier: let through as would-deny, never a trap or a 400")
+    func extremeBounds() async throws {
+        let config = try GatewayConfig(yaml: Self.yaml(tier: true))
+        let directory = try ConsumerDirectory(
+            yaml: "consumers:\n  - {id: t1, team: lab, tenant: acme, tier: trial, key_sha256: \(ConsumerDirectory.hash("sk-t1"))}\n",
+            tiers: ["trial"])
+        let entry = try #require(directory.lookup(key: "sk-t1"))
+        let enforcer = try SharedEnforcer(settings: EnforcerSettings(node: "g1"))
+        let core = try GatewayCore(config: config, consumers: directory, enforcer: enforcer, audit: nil,
+                                   clock: { Instant(nanoseconds: 5_000_000_000) })
+        for (input, output) in [(Int64.max, Int64.max), (0, Int64.max), (Int64.max - 1, 1)] {
+            let plan = RequestPlan(route: .chat, model: "small", stream: false, inputBound: input, outputBound: output,
+                                   costBound: Int64.max, body: Data())
+            guard case .success(let a) = await core.admit(entry, plan: plan) else {
+                Issue.record("bound \(input)+\(output) refused on a shadow tier"); continue
+            }
+            #expect(a.wouldDeny == "trial.tpm/consumer=t1")
+            a.settle(.usage(Usage(input: Int64.max, output: Int64.max), status: 200))
+        }
+    }
+
     @Test("shadow in the file: on a budget, a template or a tier; a template's false wins; bad values are named")
     func config() throws {
         let c = try GatewayConfig(yaml: Self.yaml(tier: true, rpm: false))

@@ -135,7 +135,9 @@ public final class GatewayCore: Sendable {
     /// The enforced budgets' standing (shadow budgets stay out of the response headers).
     func standings(_ r: Resolved) -> [BudgetStanding] {
         enforcer.withEnforcer { e in
-            zip(r.specs, r.handles).filter { !r.shadow.contains($0.1) }.map { BudgetStanding(spec: $0, remaining: e.status($1).spendable) }
+            zip(r.specs, r.handles).compactMap { spec, h in // one array on the admit path, no filtered copy
+                r.shadow.contains(h) ? nil : BudgetStanding(spec: spec, remaining: e.status(h).spendable)
+            }
         }
     }
 
