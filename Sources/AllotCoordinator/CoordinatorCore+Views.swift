@@ -35,6 +35,20 @@ extension CoordinatorCore {
         }
     }
 
+    /// The named budgets' status, those this coordinator holds (a node's lookup; the session
+    /// has bounded their number to one frame's items).
+    public func status(of budgets: [String], query: UInt64) -> Allot_V1_Frame {
+        machine { m in
+            var r = Allot_V1_StatusResponse()
+            r.coordinatorName = settings.name
+            r.queryID = query
+            r.budgets = budgets.compactMap { id in m.allocator.status(BudgetID(id)).map { Allot_V1_BudgetStatus(BudgetID(id), $0) } }
+            var f = Allot_V1_Frame()
+            f.statusResponse = r
+            return f
+        }
+    }
+
     /// Every budget's status at once (for `/metrics`, which is not bound by a frame's size).
     public func budgetStatuses() -> [Allot_V1_BudgetStatus] {
         machine { m in m.allocator.budgetIDs.compactMap { id in m.allocator.status(id).map { Allot_V1_BudgetStatus(id, $0) } } }

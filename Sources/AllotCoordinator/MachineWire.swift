@@ -48,6 +48,8 @@ extension Allot_V1_BudgetStatus {
         holders = UInt32(clamping: st.holders)
         committedRate = st.committedRate
         expiredSpent = st.expiredSpent
+        learning = st.learning
+        heldAvailable = st.heldAvailable
     }
 }
 

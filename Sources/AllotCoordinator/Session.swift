@@ -22,6 +22,8 @@ public struct Session: Sendable {
         case release([Allot_V1_Release])
         case heartbeat(Allot_V1_Heartbeat)
         case status(after: String)
+        /// A node's lookup of named budgets (its gateway's usage endpoint), echoing `query`.
+        case lookup([String], query: UInt64)
         /// A membership message from another coordinator.
         case gossip(Allot_V1_Gossip)
         /// A node's audit head, for the ledger.
@@ -101,6 +103,10 @@ public struct Session: Sendable {
             guard identity.role == .node else { return deny(frame) }
             return within(batch.items.count, now: now) ?? named(batch.items.map(\.budget))
                 ?? counted(batch.items.lazy.compactMap(\.outOfRange).first) ?? .release(batch.items)
+        case .statusRequest(let r) where identity.role == .node:
+            // A node may read only the budgets it names (its callers' own, for their usage).
+            guard !r.budgets.isEmpty else { return deny(frame) }
+            return within(r.budgets.count, now: now) ?? named(r.budgets) ?? .lookup(r.budgets, query: r.queryID)
         case .statusRequest(let r):
             guard identity.role == .admin || identity.role == .coordinator else { return deny(frame) }
             return within(1, now: now) ?? named([r.after]) ?? .status(after: r.after)

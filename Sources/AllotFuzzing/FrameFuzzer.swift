@@ -129,6 +129,7 @@ public struct FrameFuzzer {
             case .release(let items): core.release(items, from: NodeID(identity.name), now: now)
             case .heartbeat(let h): answers.append(.heartbeat(h.sequence, reply: true))
             case .status(let after): answers.append(core.status(after: after))
+            case .lookup(let budgets, let query): answers.append(core.status(of: budgets, query: query))
             case .gossip(let g): if let e = core.gossip(g, from: identity) { answers.append(e) }
             case .auditHead(let h): if let e = core.auditHead(h, from: NodeID(identity.name), now: now) { answers.append(e) }
             case .reject(let code, let message, let closing):
@@ -181,6 +182,12 @@ public struct FrameFuzzer {
         var status = Allot_V1_Frame()
         status.statusRequest.after = "q"
         out["status"] = stream([Allot_V1_Frame.hello(name: "ops"), status, Allot_V1_Frame.heartbeat(.max, reply: false)])
+        var lookup = Allot_V1_Frame()
+        lookup.statusRequest.budgets = ["q", "", "pro.rpm/consumer=alice", String(repeating: "x", count: 513)]
+        lookup.statusRequest.queryID = .max
+        var pages = Allot_V1_Frame()
+        pages.statusRequest.after = "q"
+        out["lookup"] = stream([hello, .acquire([AcquireRequest(requestID: 1, node: "x", budget: "q", want: 10)]), lookup, pages])
         let gossip = Membership.Envelope(from: MemberID(name: "c1", address: "127.0.0.1:7001"), to: MemberID(name: "c0", address: "127.0.0.1:7000"),
                                          message: .ping(seq: 1),
                                          updates: [Membership.Update(member: MemberID(name: "c0", address: "127.0.0.1:7000"), incarnation: .max, state: .suspect),

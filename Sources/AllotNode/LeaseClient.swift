@@ -46,6 +46,8 @@ public final class LeaseClient: Service, Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let state: Mutex<State>
+    /// Lookups of named budgets awaiting their answers (LeaseClient+Lookup.swift).
+    let lookups = Lookups()
     private let stepLock = Mutex(())
     /// The poll's timer and the dials' timer while `run()` runs.
     private let timer = Mutex<WakeTimer?>(nil)
@@ -110,6 +112,10 @@ public final class LeaseClient: Service, Sendable {
         return connection != nil
     }
     public var isConnected: Bool { state.withLock { !$0.connections.isEmpty } }
+    /// The open connection to `budget`'s coordinator (its owner, as far as this node knows).
+    func connection(for budget: BudgetID) -> (address: String, connection: any LeaseConnection)? {
+        state.withLock { s in s.routing.route(budget).flatMap { a in s.connections[a].map { (a, $0.connection) } } }
+    }
     /// The live coordinators as last told (empty with a single coordinator).
     public var members: [MemberID] { state.withLock { $0.routing.members } }
 
@@ -303,6 +309,8 @@ public final class LeaseClient: Service, Sendable {
         case .heartbeat(let h) where !h.reply:
             let c = state.withLock { $0.connections[address]?.connection }
             c?.send([.heartbeat(h.sequence, reply: true)])
+        case .statusResponse(let r):
+            lookups.answer(r)
         case .error(let e):
             logger.warning("coordinator error", metadata: ["allot.reason": "\(e.code): \(e.message)"])
         default:

@@ -53,6 +53,7 @@ final class InProcessConnection: LeaseConnection, FrameSink {
             case .release(let items): core.release(items, from: NodeID(identity.name), now: now)
             case .heartbeat(let h): onFrame(.heartbeat(h.sequence, reply: true))
             case .status(let after): onFrame(core.status(after: after))
+            case .lookup(let budgets, let query): onFrame(core.status(of: budgets, query: query))
             case .gossip(let g):
                 if let e = core.gossip(g, from: identity) { onFrame(e) }
             case .auditHead(let h):

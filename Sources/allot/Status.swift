@@ -28,9 +28,10 @@ struct Status: AsyncParsableCommand {
             print(try response.jsonString())
         } else {
             print("coordinator \(response.coordinatorName), \(response.connectedNodes) nodes connected")
-            let header = ["budget", "kind", "limit", "pool", "outstanding", "consumed", "expired", "holders"]
+            let header = ["budget", "kind", "limit", "pool", "outstanding", "consumed", "expired", "holders", "held_available"]
             let rows = response.budgets.map { b in
-                [b.budget, b.kind, "\(b.limit)", "\(b.pool)", "\(b.outstanding)", "\(b.consumed)", "\(b.expiredSpent)", "\(b.holders)"]
+                [b.budget, b.kind, "\(b.limit)", "\(b.pool)", "\(b.outstanding)", "\(b.consumed)", "\(b.expiredSpent)", "\(b.holders)",
+                 "\(b.heldAvailable)"]
             }
             let widths = header.indices.map { i in max(header[i].count, rows.map { $0[i].count }.max() ?? 0) + 2 }
             func line(_ r: [String]) -> String { zip(r, widths).map { $0 + String(repeating: " ", count: $1 - $0.count) }.joined() }

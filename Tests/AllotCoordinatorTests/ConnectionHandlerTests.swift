@@ -86,6 +86,35 @@ struct ConnectionHandlerTests {
         #expect(r.channel.isActive && r.core.counters.rejected["permission_denied"] == 1)
     }
 
+    @Test("a node may look up the budgets it names (its gateway's usage endpoint), answered with its query id; it may not page through every budget")
+    func nodeLookup() throws {
+        let r = try Self.rig()
+        try r.channel.writeInbound(Allot_V1_Frame.hello(name: "gw-1"))
+        _ = try r.written()
+        try r.channel.writeInbound(Allot_V1_Frame.acquire([AcquireRequest(requestID: 1, node: "x", budget: "rps", want: 5, demandRate: 5)]))
+        _ = try r.written()
+        var lookup = Allot_V1_Frame()
+        lookup.statusRequest.budgets = ["rps", "unknown"]
+        lookup.statusRequest.queryID = 42
+        try r.channel.writeInbound(lookup)
+        let answers = try r.written().compactMap { f -> Allot_V1_StatusResponse? in if case .statusResponse(let s) = f.body { return s } else { return nil } }
+        #expect(answers.count == 1 && answers[0].queryID == 42)
+        // Only what it named and the coordinator holds; the books as `allot status` shows them.
+        #expect(answers.first?.budgets.map(\.budget) == ["rps"])
+        #expect(answers.first?.budgets.first?.outstanding == r.core.allocatorStatus("rps")?.outstanding)
+        // Paging through every budget is for admin certificates.
+        var pages = Allot_V1_Frame()
+        pages.statusRequest.after = ""
+        try r.channel.writeInbound(pages)
+        let e = r.errors(try r.written())
+        #expect(e.count == 1 && e[0].code == .permissionDenied && !e[0].closing)
+        // A name no budget can have is refused, the connection stays.
+        lookup.statusRequest.budgets = [String(repeating: "x", count: 600)]
+        try r.channel.writeInbound(lookup)
+        let long = r.errors(try r.written())
+        #expect(long.count == 1 && long[0].code == .protocolViolation && r.channel.isActive)
+    }
+
     @Test("a certificate that fails the identity check (deny list) is refused at its first frame")
     func identityRefused() throws {
         let r = try Self.rig(peer: { _ in throw TransportError(.denied, "serial 01 is on the deny list") })

@@ -323,6 +323,9 @@ public struct Allocator: Sendable {
         public var epoch: UInt64
         public var learning: Bool
         public var grants: Int64
+        /// Σ the spendable units nodes holding a lease reported with their last acquire (as
+        /// of each one's last report; a fleet-wide view of rate and concurrency budgets).
+        public var heldAvailable: Int64 = 0
     }
 
     public func status(_ budget: BudgetID) -> Status? {
@@ -332,7 +335,8 @@ public struct Allocator: Sendable {
         if lastTick > .zero { a.refill(to: lastTick) } // (only a rate pool refills)
         return Status(budget: budget, kind: a.spec.kind, pool: a.pool, outstanding: a.outstanding, committedRate: a.committedRate,
                       consumed: a.consumed, expiredSpent: a.expiredSpent, holders: a.holders,
-                      epoch: a.epoch, learning: a.isLearning, grants: a.grantsTotal)
+                      epoch: a.epoch, learning: a.isLearning, grants: a.grantsTotal,
+                      heldAvailable: a.nodes.values.reduce(0) { $1.lease != nil ? Checked.sum($0, max(0, $1.available)) : $0 })
     }
 
     /// Σ the demand (units per second) last reported by the nodes active on `budget`: those

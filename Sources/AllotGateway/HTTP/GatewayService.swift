@@ -57,7 +57,8 @@ public final class GatewayService: Service, Sendable {
         }
         core = try GatewayCore(config: config, consumers: consumers, enforcer: enforcer, audit: audit,
                                poke: { [weak client] in client?.pollNow() },
-                               connected: { [weak client] in client?.isConnected ?? false }, observer: observer)
+                               connected: { [weak client] in client?.isConnected ?? false }, observer: observer,
+                               lookup: { [weak client] budgets in await client?.lookup(budgets) ?? LeaseClient.Lookup() })
         leaseClient = client
         sidecar = Sidecar(core: core)
         var http = HTTPClient.Configuration()

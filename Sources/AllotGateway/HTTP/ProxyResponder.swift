@@ -15,6 +15,21 @@ struct ProxyResponder: Sendable {
     let upstreamKey: String?
 
     var config: GatewayConfig { core.config }
+    /// The caller's own budgets, fleet-wide (`GatewayCore.usage`), authenticated by its key.
+    static let usagePath = "/v1/allot/usage"
+
+    func usage(_ request: Request, _ entry: ConsumerDirectory.Entry) async -> Response {
+        guard request.method == .get else {
+            core.metrics.rejected("usage_method")
+            return HTTPSupport.error(GatewayError(405, type: "invalid_request_error", code: "method_not_allowed", "\(Self.usagePath) answers GET only"))
+        }
+        do {
+            let lines = try await core.usage(entry)
+            return HTTPSupport.json(200, GatewayCore.usageJSON(entry, lines, now: core.now()), headers: [("cache-control", "no-store")])
+        } catch {
+            return HTTPSupport.error(error)
+        }
+    }
 
     func respond(_ request: Request) async -> Response {
         // A path that is not canonical is refused before anything else: spelled another way
@@ -34,6 +49,9 @@ struct ProxyResponder: Sendable {
             entry = try core.authenticate(authorization: key)
         } catch {
             return HTTPSupport.error(error, anthropic: anthropic)
+        }
+        if target.prefix(while: { $0 != "?" && $0 != "#" }) == Self.usagePath {
+            return await usage(request, entry)
         }
         let route: Route
         switch matched {

@@ -1,5 +1,7 @@
 import AllotCore
+import AllotNode
 import AllotTransport
+import AllotWire
 import Foundation
 import Synchronization
 
@@ -12,13 +14,15 @@ public final class GatewayCore: Sendable {
     public let metrics: GatewayMetrics
     public let audit: AuditLog?
     private let consumers: Mutex<ConsumerDirectory>
-    private let catalog: TierCatalog
-    private let overrides: [BudgetID: BudgetSpec]
+    let catalog: TierCatalog
+    let overrides: [BudgetID: BudgetSpec]
+    /// Reads budgets' books at their coordinators (`GET /v1/allot/usage`; GatewayCore+Usage).
+    let lookup: @Sendable ([BudgetID]) async -> LeaseClient.Lookup
     /// Asks the lease client to poll now (a refill may turn a denial into an admission).
     private let poke: @Sendable () -> Void
     /// Whether the node has a connection to its coordinator (a denial without a lease is a
     /// 503 only when it has none).
-    private let connected: @Sendable () -> Bool
+    let connected: @Sendable () -> Bool
     private let clock: @Sendable () -> Instant
     private let resolved = Mutex<[String: Resolved]>([:])
     private let observer: GatewayEvent.Observer?
@@ -28,8 +32,7 @@ public final class GatewayCore: Sendable {
     struct Resolved: Sendable {
         var specs: [BudgetSpec]
         var handles: [BudgetHandle]
-        var set: BudgetSet
-        /// The budgets not in shadow mode (`set` itself when none is), and those that are.
+        /// The budgets not in shadow mode (all of them when none is), and those that are.
         var enforced: BudgetSet
         var shadowSet: BudgetSet
         var shadow: Set<BudgetHandle>
@@ -38,6 +41,7 @@ public final class GatewayCore: Sendable {
     public init(config: GatewayConfig, consumers: ConsumerDirectory, enforcer: SharedEnforcer, audit: AuditLog?,
                 metrics: GatewayMetrics = GatewayMetrics(), poke: @escaping @Sendable () -> Void = {},
                 connected: @escaping @Sendable () -> Bool = { true }, observer: GatewayEvent.Observer? = nil,
+                lookup: @escaping @Sendable ([BudgetID]) async -> LeaseClient.Lookup = { _ in LeaseClient.Lookup() },
                 clock: @escaping @Sendable () -> Instant = { WallClock.now() }) throws(AllotError) {
         self.observer = observer
         self.config = config
@@ -50,6 +54,7 @@ public final class GatewayCore: Sendable {
         overrides = Dictionary(config.shared.budgets.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         self.poke = poke
         self.connected = connected
+        self.lookup = lookup
         self.clock = clock
     }
 
@@ -119,15 +124,14 @@ public final class GatewayCore: Sendable {
         }
         let handles = specs.map { enforcer.register($0) }
         let shadow = Set(zip(specs, handles).filter { config.shared.isShadow($0.0.id) }.map(\.1))
-        let set: BudgetSet, enforced: BudgetSet, shadowSet: BudgetSet
+        let enforced: BudgetSet, shadowSet: BudgetSet
         do {
-            set = try BudgetSet(handles)
-            enforced = shadow.isEmpty ? set : try BudgetSet(handles.filter { !shadow.contains($0) })
+            enforced = try BudgetSet(shadow.isEmpty ? handles : handles.filter { !shadow.contains($0) })
             shadowSet = try BudgetSet(handles.filter { shadow.contains($0) })
         } catch {
             throw GatewayError(500, type: "server_error", code: "budget_configuration", error.message)
         }
-        let r = Resolved(specs: specs, handles: handles, set: set, enforced: enforced, shadowSet: shadowSet, shadow: shadow)
+        let r = Resolved(specs: specs, handles: handles, enforced: enforced, shadowSet: shadowSet, shadow: shadow)
         resolved.withLock { $0[key] = r }
         return r
     }

@@ -533,8 +533,10 @@ public nonisolated struct Allot_V1_Error: Sendable {
   public init() {}
 }
 
-/// Admin certificates only. Budgets come in pages (ids in byte order), at most
+/// Admin certificates: every budget, in pages (ids in byte order), at most
 /// max_items_per_frame per response: ask again with `after` = the last response's `next`.
+/// Nodes: only the named `budgets` (a gateway's usage endpoint), in one response that echoes
+/// `query_id`; budgets this coordinator does not hold are left out.
 public nonisolated struct Allot_V1_StatusRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -542,6 +544,10 @@ public nonisolated struct Allot_V1_StatusRequest: Sendable {
 
   /// List budgets whose id sorts after this one ("": from the first).
   public var after: String = String()
+
+  public var budgets: [String] = []
+
+  public var queryID: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -561,6 +567,9 @@ public nonisolated struct Allot_V1_StatusResponse: Sendable {
 
   /// The id to pass as `after` for the next page; "" when this was the last page.
   public var next: String = String()
+
+  /// The request's query_id (a node's lookup of named budgets).
+  public var queryID: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -591,6 +600,13 @@ public nonisolated struct Allot_V1_BudgetStatus: Sendable {
   public var expiredSpent: Int64 = 0
 
   public var unit: String = String()
+
+  /// The coordinator is learning what nodes hold (after a takeover): its pool is not final.
+  public var learning: Bool = false
+
+  /// Σ the spendable units the nodes holding a lease reported with their last acquire (each
+  /// as of its own last report): with `pool`, what the fleet can still admit now.
+  public var heldAvailable: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1606,7 +1622,7 @@ nonisolated extension Allot_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Allot_V1_StatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}after\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}after\0\u{1}budgets\0\u{3}query_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1615,6 +1631,8 @@ nonisolated extension Allot_V1_StatusRequest: SwiftProtobuf.Message, SwiftProtob
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.after) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.budgets) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.queryID) }()
       default: break
       }
     }
@@ -1624,11 +1642,19 @@ nonisolated extension Allot_V1_StatusRequest: SwiftProtobuf.Message, SwiftProtob
     if !self.after.isEmpty {
       try visitor.visitSingularStringField(value: self.after, fieldNumber: 1)
     }
+    if !self.budgets.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.budgets, fieldNumber: 2)
+    }
+    if self.queryID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.queryID, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Allot_V1_StatusRequest, rhs: Allot_V1_StatusRequest) -> Bool {
     if lhs.after != rhs.after {return false}
+    if lhs.budgets != rhs.budgets {return false}
+    if lhs.queryID != rhs.queryID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1636,7 +1662,7 @@ nonisolated extension Allot_V1_StatusRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Allot_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}budgets\0\u{3}connected_nodes\0\u{3}coordinator_name\0\u{1}next\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}budgets\0\u{3}connected_nodes\0\u{3}coordinator_name\0\u{1}next\0\u{3}query_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1648,6 +1674,7 @@ nonisolated extension Allot_V1_StatusResponse: SwiftProtobuf.Message, SwiftProto
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.connectedNodes) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.coordinatorName) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.next) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.queryID) }()
       default: break
       }
     }
@@ -1666,6 +1693,9 @@ nonisolated extension Allot_V1_StatusResponse: SwiftProtobuf.Message, SwiftProto
     if !self.next.isEmpty {
       try visitor.visitSingularStringField(value: self.next, fieldNumber: 4)
     }
+    if self.queryID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.queryID, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1674,6 +1704,7 @@ nonisolated extension Allot_V1_StatusResponse: SwiftProtobuf.Message, SwiftProto
     if lhs.connectedNodes != rhs.connectedNodes {return false}
     if lhs.coordinatorName != rhs.coordinatorName {return false}
     if lhs.next != rhs.next {return false}
+    if lhs.queryID != rhs.queryID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1681,7 +1712,7 @@ nonisolated extension Allot_V1_StatusResponse: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Allot_V1_BudgetStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BudgetStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}budget\0\u{1}kind\0\u{1}limit\0\u{1}pool\0\u{1}outstanding\0\u{1}consumed\0\u{1}holders\0\u{3}committed_rate\0\u{3}expired_spent\0\u{1}unit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}budget\0\u{1}kind\0\u{1}limit\0\u{1}pool\0\u{1}outstanding\0\u{1}consumed\0\u{1}holders\0\u{3}committed_rate\0\u{3}expired_spent\0\u{1}unit\0\u{1}learning\0\u{3}held_available\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1699,6 +1730,8 @@ nonisolated extension Allot_V1_BudgetStatus: SwiftProtobuf.Message, SwiftProtobu
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.committedRate) }()
       case 9: try { try decoder.decodeSingularInt64Field(value: &self.expiredSpent) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.unit) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.learning) }()
+      case 12: try { try decoder.decodeSingularInt64Field(value: &self.heldAvailable) }()
       default: break
       }
     }
@@ -1735,6 +1768,12 @@ nonisolated extension Allot_V1_BudgetStatus: SwiftProtobuf.Message, SwiftProtobu
     if !self.unit.isEmpty {
       try visitor.visitSingularStringField(value: self.unit, fieldNumber: 10)
     }
+    if self.learning != false {
+      try visitor.visitSingularBoolField(value: self.learning, fieldNumber: 11)
+    }
+    if self.heldAvailable != 0 {
+      try visitor.visitSingularInt64Field(value: self.heldAvailable, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1749,6 +1788,8 @@ nonisolated extension Allot_V1_BudgetStatus: SwiftProtobuf.Message, SwiftProtobu
     if lhs.committedRate != rhs.committedRate {return false}
     if lhs.expiredSpent != rhs.expiredSpent {return false}
     if lhs.unit != rhs.unit {return false}
+    if lhs.learning != rhs.learning {return false}
+    if lhs.heldAvailable != rhs.heldAvailable {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
