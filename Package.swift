@@ -183,7 +183,7 @@ let package = Package(
         .testTarget(name: "AllotCoreTests", dependencies: ["AllotCore"]),
         .testTarget(name: "AllotSimulatorTests", dependencies: ["AllotCore", "AllotSimulator"]),
         .testTarget(name: "AllotClusterTests", dependencies: ["AllotCore", "AllotCluster"]),
-        .testTarget(name: "AllotCoordinationTests", dependencies: ["AllotCore", "AllotCluster", "AllotCoordination", "AllotSimulator"]),
+        .testTarget(name: "AllotCoordinationTests", dependencies: ["AllotCore", "AllotCluster", "AllotConfig", "AllotCoordination", "AllotSimulator"]),
         .testTarget(
             name: "AllotCoordinatorTests",
             dependencies: [

@@ -24,6 +24,24 @@ public enum ConfigFields {
         public var reach: String?
         /// Shadow mode: decided, never applied (the gateway's; `DeploymentConfig.shadow`).
         public var shadow: Bool?
+        /// Soft limits: percents of the limit (`[80, 95]`) whose crossing, once per window,
+        /// a coordinator reports (`DeploymentConfig.softLimits`).
+        public var soft_limits: [Int]?
+    }
+
+    /// `soft_limits`: whole percents 1...100, each once, for a quota or rate budget.
+    public static func softLimits(_ list: [Int]?, kind: BudgetKind?, field: String) throws(AllotError) -> [Int]? {
+        guard let list else { return nil }
+        for p in list where !(1...100).contains(p) {
+            throw AllotError(.invalidSettings, "\(field).soft_limits: \(p) is not a percent of the limit from 1 to 100 (e.g. [80, 95])")
+        }
+        guard Set(list).count == list.count else {
+            throw AllotError(.invalidSettings, "\(field).soft_limits: \(list) names a percent twice")
+        }
+        if case .concurrency? = kind {
+            throw AllotError(.invalidSettings, "\(field).soft_limits: a concurrency budget has no window to count in; soft limits apply to quota and rate budgets")
+        }
+        return list.sorted()
     }
 
     /// Decodes `yaml` as `T`, a decoding error named by its path.

@@ -7,9 +7,9 @@ import Yams
 public enum ConfigKeys {
     static let known: [String: Set<String>] = [
         "": ["coordinator", "cluster", "ledger", "upstream", "tls", "lease", "limits", "budgets", "tiers", "gateway", "models"],
-        "tiers[]": ["name", "templates", "entitlements", "shadow"],
+        "tiers[]": ["name", "templates", "entitlements", "shadow", "soft_limits"],
         "templates[]": ["name", "scope", "unit", "kind", "limit", "period", "burst", "allowance", "window",
-                        "time_zone", "reset", "fail_mode", "static_allowance", "reach", "shadow"],
+                        "time_zone", "reset", "fail_mode", "static_allowance", "reach", "shadow", "soft_limits"],
         "coordinator": ["name", "listen", "admin", "advertise"],
         "cluster": ["seeds", "members", "protocol_period", "ping_timeout", "suspicion_timeout", "join_timeout", "indirect_probes", "quorum"],
         "tls": ["dir", "trust_domain"],
@@ -18,7 +18,7 @@ public enum ConfigKeys {
                    "idle_timeout", "max_connections", "max_connections_per_identity", "max_refused_frames",
                    "tier_budgets", "tier_budgets_per_tier", "tier_budgets_per_node"],
         "budgets[]": ["id", "unit", "kind", "limit", "period", "burst", "allowance", "window", "time_zone",
-                      "reset", "fail_mode", "static_allowance", "reach", "shadow"],
+                      "reset", "fail_mode", "static_allowance", "reach", "shadow", "soft_limits"],
         "upstream": ["coordinators", "name", "tls_dir", "trust_domain", "refresh_interval"],
     ]
 

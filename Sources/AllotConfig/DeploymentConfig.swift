@@ -21,6 +21,10 @@ public struct DeploymentConfig: Sendable {
     /// (docs/gateway.md, "Shadow mode"). Coordinators lease them as any other budget.
     public var shadowBudgets: Set<BudgetID> = []
     public var shadowTemplates: Set<String> = []
+    /// Soft limits (`soft_limits: [80, 95]` on a budget, a template or a whole tier): by
+    /// explicit budget id, and by `tier.template`. Coordinators report each percent crossed,
+    /// once per window (docs/operations.md, "Soft limits").
+    public var softLimits = SoftLimitTable()
 
     public init() {}
 
@@ -46,6 +50,7 @@ public struct DeploymentConfig: Sendable {
             }
             budgets.append(spec)
             if b.shadow == true { shadowBudgets.insert(spec.id) }
+            softLimits.explicit[spec.id] = try ConfigFields.softLimits(b.soft_limits, kind: spec.kind, field: "budgets[\(i)]") ?? []
         }
         for (i, t) in (raw.tiers ?? []).enumerated() {
             guard let name = t.name, !name.isEmpty, !name.contains("."), !name.contains("/") else {
@@ -61,6 +66,12 @@ public struct DeploymentConfig: Sendable {
                 templates.append(try BudgetTemplate(name: spec.id.rawValue, unit: spec.unit, kind: spec.kind,
                                                     scope: scope, failMode: spec.failMode, reach: spec.reach))
                 if b.shadow ?? t.shadow ?? false { shadowTemplates.insert("\(name).\(spec.id.rawValue)") }
+                // A tier's list applies to its rate and quota templates (a template's own wins).
+                let tierList = spec.kind.isConcurrency ? nil : t.soft_limits
+                if let list = try ConfigFields.softLimits(b.soft_limits ?? tierList, kind: spec.kind,
+                                                          field: b.soft_limits != nil ? field : "tiers[\(i)]") {
+                    softLimits.templates["\(name).\(spec.id.rawValue)"] = list
+                }
             }
             tiers.append(try Tier(name: name, templates: templates))
         }
@@ -91,7 +102,7 @@ public struct DeploymentConfig: Sendable {
         struct Lease: Decodable { var ttl: String?; var refresh_interval: String?; var min_slice: Int64?; var max_slice: Int64? }
         /// A tier's templates have the shape of budgets, with `name` and `scope` instead of `id`
         /// (`ConfigKeys` keeps each list to its own keys).
-        struct TierEntry: Decodable { var name: String?; var templates: [ConfigFields.Budget]?; var shadow: Bool? }
+        struct TierEntry: Decodable { var name: String?; var templates: [ConfigFields.Budget]?; var shadow: Bool?; var soft_limits: [Int]? }
         var tls: TLS?
         var lease: Lease?
         var budgets: [ConfigFields.Budget]?

@@ -31,6 +31,8 @@ public struct CoordinatorMachine: Sendable {
         public var upstream: UpstreamClient.Settings?
         /// Quota budgets are durable: their grants wait for the ledger, their rows are loaded.
         public var durable = false
+        /// Percents of budgets' limits to report when crossed, once per window.
+        public var softLimits = SoftLimitTable()
         public init() {}
     }
 
@@ -60,6 +62,8 @@ public struct CoordinatorMachine: Sendable {
         case loadLedger(BudgetID)
         /// Tell every connected node the cluster's members.
         case members([MemberID], version: UInt64)
+        /// Soft limits crossed (log them; the counts are in `softLimits`).
+        case softLimitCrossed([SoftLimits.Crossing])
     }
 
     public let settings: Settings
@@ -76,6 +80,8 @@ public struct CoordinatorMachine: Sendable {
     var lastRetirement: Instant = .zero
     var lastEpoch: UInt64 = 0
     var durableGrants = DurableGrants()
+    /// Soft limits: what each watched budget crossed in its window, and the counts.
+    public internal(set) var softLimits: SoftLimits
     /// A region: the global budgets' side towards the global cluster, and messages for it
     /// made outside a poll (releases of budgets this coordinator stopped owning).
     var upstream: UpstreamClient?
@@ -83,6 +89,7 @@ public struct CoordinatorMachine: Sendable {
 
     public init(settings: Settings, budgets: [BudgetSpec], now: Instant) throws(AllotError) {
         self.settings = settings
+        softLimits = SoftLimits(settings.softLimits)
         catalog = try TierCatalog(settings.tiers)
         allocator = try Allocator(settings: settings.allocator, budgets: [], now: now)
         allocator.journaling = settings.durable
@@ -196,6 +203,7 @@ public struct CoordinatorMachine: Sendable {
         // Loads first (they were started while serving), then pushes, then the ledger.
         actions += takePushes()
         actions += write(allocator.takeJournal(), held: held)
+        actions += watchSoftLimits(items.lazy.map(\.budget), now: now)
         return (out, actions)
     }
 
@@ -220,18 +228,30 @@ public struct CoordinatorMachine: Sendable {
             case .unknownBudget: counters.rejected["unknown_budget", default: 0] += 1
             }
         }
-        return takePushes() + write(allocator.takeJournal(), held: [])
+        return takePushes() + write(allocator.takeJournal(), held: []) + watchSoftLimits(items.lazy.map(\.budget), now: now)
     }
 
     /// Expires leases and rolls windows (every ~100 ms); once a second, retires idle tier budgets.
     public mutating func tick(now: Instant) -> [Action] {
-        _ = allocator.tick(now: now)
+        let expired = allocator.tick(now: now)
         var journal: [LedgerChange] = []
         if now - lastRetirement >= .seconds(1) {
             lastRetirement = now
             journal = retireIdleTierBudgets(now: now)
+            softLimits.prune(now: now)
         }
-        return takePushes() + write(journal + allocator.takeJournal(), held: [])
+        return takePushes() + write(journal + allocator.takeJournal(), held: []) + watchSoftLimits(expired.lazy.map(\.budget), now: now)
+    }
+
+    /// Looks at the soft limits of `budgets` (those just spent from, or whose leases ran out).
+    mutating func watchSoftLimits(_ budgets: some Sequence<BudgetID>, now: Instant) -> [Action] {
+        guard !settings.softLimits.isEmpty else { return [] }
+        var seen = Set<BudgetID>(), crossed: [SoftLimits.Crossing] = []
+        for id in budgets where seen.insert(id).inserted && !settings.softLimits.percents(for: id).isEmpty {
+            guard let st = allocator.status(id), !loading.contains(id) else { continue }
+            crossed += softLimits.observe(st, quotaWindow: allocator.window(id)?.start, now: now)
+        }
+        return crossed.isEmpty ? [] : [.softLimitCrossed(crossed)]
     }
 
     /// The next instant `tick` has work: a lease's expiry, a window's end, the end of learning

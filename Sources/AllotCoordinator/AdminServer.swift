@@ -1,4 +1,5 @@
 import AllotCore
+import AllotTransport
 import AllotWire
 import HTTPTypes
 import Hummingbird
@@ -120,7 +121,42 @@ public final class AdminServer: Sendable {
         if core.settings.member != nil {
             registry.makeGauge(descriptor: .init(metricName: "allot_cluster_members", unitName: "", helpText: "Live coordinators in this one's view")).set(Int64(core.members.list.count))
         }
-        return registry.emitToString() + budgetLines(core.budgetStatuses())
+        return registry.emitToString() + budgetLines(core.budgetStatuses()) + softLimitLines(core)
+    }
+
+    /// `allot_soft_limit_crossings_total{budget,percent}` and, per budget above one of its
+    /// soft limits in its current window, `allot_budget_soft_limit_percent{budget}`.
+    static func softLimitLines(_ core: CoordinatorCore) -> String {
+        let counts = core.softLimitCounts()
+        let levels = core.softLimitLevels(now: WallClock.now())
+        var out = "# HELP allot_soft_limit_crossings_total Soft limits crossed (each percent once per window)\n# TYPE allot_soft_limit_crossings_total counter\n"
+        for (budget, byPercent) in counts.sorted(by: { $0.key < $1.key }) {
+            for (p, n) in byPercent.sorted(by: { $0.key < $1.key }) {
+                out += "allot_soft_limit_crossings_total{budget=\"\(label(budget.rawValue))\",percent=\"\(p)\"} \(n)\n"
+            }
+        }
+        out += "# HELP allot_budget_soft_limit_percent The highest soft limit (percent) a budget crossed in its current window\n# TYPE allot_budget_soft_limit_percent gauge\n"
+        for l in levels { out += "allot_budget_soft_limit_percent{budget=\"\(label(l.budget.rawValue))\"} \(l.percent)\n" }
+        return out
+    }
+
+    /// A label value escaped for the Prometheus text format.
+    static func label(_ s: String) -> String {
+        var out = ""
+        append(label: s, to: &out)
+        return out
+    }
+
+    /// Appends `s` escaped as a label value (no string made per budget).
+    static func append(label s: String, to out: inout String) {
+        for ch in s.unicodeScalars {
+            switch ch {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.unicodeScalars.append(ch)
+            }
+        }
     }
 
     /// The per-budget gauges, written straight out: a coordinator may hold tens of thousands
@@ -140,14 +176,7 @@ public final class AdminServer: Sendable {
             for b in budgets {
                 out += name
                 out += "{budget=\""
-                for ch in b.budget.unicodeScalars {
-                    switch ch {
-                    case "\\": out += "\\\\"
-                    case "\"": out += "\\\""
-                    case "\n": out += "\\n"
-                    default: out.unicodeScalars.append(ch)
-                    }
-                }
+                append(label: b.budget, to: &out)
                 out += "\"} \(value(b))\n"
             }
         }

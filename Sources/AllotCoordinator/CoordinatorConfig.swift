@@ -76,6 +76,7 @@ public struct CoordinatorConfig: Sendable {
         self.shared = shared
         core.allocator = shared.allocator
         core.tiers = shared.tiers
+        core.softLimits = shared.softLimits
     }
 
     /// Parses and validates a YAML document (see docs/operations.md for a full example).

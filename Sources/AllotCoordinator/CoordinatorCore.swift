@@ -29,6 +29,7 @@ public final class CoordinatorCore: Sendable {
         public var member: MemberID?
         public var quorum = 0
         public var upstream: UpstreamClient.Settings?
+        public var softLimits = SoftLimitTable()
         public init() {}
     }
 
@@ -55,7 +56,7 @@ public final class CoordinatorCore: Sendable {
         self.ledger = ledger
         var m = CoordinatorMachine.Settings()
         (m.allocator, m.tiers, m.tierLimits, m.member, m.quorum) = (settings.allocator, settings.tiers, settings.tierLimits, settings.member, settings.quorum)
-        (m.upstream, m.durable) = (settings.upstream, ledger != nil)
+        (m.upstream, m.durable, m.softLimits) = (settings.upstream, ledger != nil, settings.softLimits)
         state = Mutex(State(machine: try CoordinatorMachine(settings: m, budgets: budgets, now: now)))
     }
 
@@ -200,7 +201,7 @@ public final class CoordinatorCore: Sendable {
             case .members(let members, let version):
                 let frame = Allot_V1_Frame.members(members, version: version)
                 for sink in s.peers.nodeSinks { sends.append((sink, frame)) }
-            case .writeLedger, .loadLedger:
+            case .writeLedger, .loadLedger, .softLimitCrossed:
                 io.append(action)
             }
         }
@@ -216,6 +217,7 @@ public final class CoordinatorCore: Sendable {
                     self?.run { ((), $0.recorded(journal, held: held, accepted: accepted)) }
                 }
             case .loadLedger(let budget): load(budget)
+            case .softLimitCrossed(let crossings): Self.log(crossings)
             case .push, .send, .members: break
             }
         }

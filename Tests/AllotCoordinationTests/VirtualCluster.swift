@@ -224,6 +224,7 @@ struct VirtualCluster {
             case .loadLedger(let b): schedule(.ledgerLoad(to: c, b))
             case .members(let list, _):
                 for n in nodes.indices { schedule(.members(node: n, list)) }
+            case .softLimitCrossed: break
             }
         }
     }

@@ -1,5 +1,6 @@
 @testable import AllotGateway
 import AllotCore
+import AllotCoordinator
 import AllotDemo
 import AllotTransport
 import AllotWire
@@ -11,7 +12,10 @@ import Testing
 struct UsageTests {
     @Test("real time, 2 gateways: the usage one gateway answers matches `allot status` for the consumer's budgets, counting what the other gateway spent")
     func matchesStatus() async throws {
-        let (config, consumers) = try testConfig()
+        // With a soft limit at 1 % of the monthly quota (150 tokens), crossed by the spend below.
+        let yaml = testConfigYAML.replacingOccurrences(of: "window: month, time_zone: Europe/Berlin}",
+                                                       with: "window: month, time_zone: Europe/Berlin, soft_limits: [1, 99]}")
+        let (config, consumers) = try testConfig(yaml: yaml)
         let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: 2)
         // p1 spends on gw-1 only; it asks gw-2, which has served it nothing.
         var spent: Int64 = 0
@@ -70,6 +74,11 @@ struct UsageTests {
         #expect(tpmRemaining > 20_000 - spent - 20_000 / 60 * 5 && tpmRemaining <= 20_000, "usage \(tpmRemaining), status \(tpmBooks)")
         // Read a moment apart while the bucket refills (at most 5 s of the rate between them).
         #expect(abs(fleetFree - tpmRemaining) <= 20_000 / 60 * 5, "usage \(tpmRemaining), status \(tpmBooks)")
+        // The soft limit: counted once at the coordinator, shown as the budget's level.
+        let metricsText = AdminServer.metricsText(fleet.coordinator)
+        #expect(metricsText.contains(#"allot_soft_limit_crossings_total{budget="pro.month/consumer=p1",percent="1"} 1"#))
+        #expect(metricsText.contains(#"allot_budget_soft_limit_percent{budget="pro.month/consumer=p1"} 1"#))
+        #expect(!metricsText.contains(#"percent="99""#))
         // A budget no gateway has asked for yet: no books at the coordinator.
         let large = try #require(usage["pro.per-model/consumer=p1,model=large"])
         #expect(large["source"] as? String == "idle" && large["remaining"] as? Int == 600)
