@@ -54,6 +54,9 @@ extension CoordinatorCore {
         machine { m in m.allocator.budgetIDs.compactMap { id in m.allocator.status(id).map { Allot_V1_BudgetStatus(id, $0) } } }
     }
 
+    /// Every connected node's connection (to send the consumer directory).
+    public var nodeSinks: [any FrameSink] { state.withLock { $0.peers.nodeSinks } }
+
     public var counters: Counters { machine { $0.counters } }
     public func count(frame kind: String) { machine { $0.counters.framesIn[kind, default: 0] += 1 } }
     public func count(rejected reason: String) { machine { $0.counters.rejected[reason, default: 0] += 1 } }

@@ -42,6 +42,8 @@ public final class CoordinatorCore: Sendable {
 
     public let settings: Settings
     public let ledger: LedgerWriter?
+    /// The consumer directory (keys and consumers), kept in the ledger.
+    public let directory: DirectoryKeeper
     /// Rate limit on warnings about peers' frames (a flood must not become a flood of logs).
     public let warnings = WarningLimiter()
     let state: Mutex<State>
@@ -54,6 +56,7 @@ public final class CoordinatorCore: Sendable {
     public init(settings: Settings, budgets: [BudgetSpec], ledger: LedgerWriter? = nil, now: Instant) throws(AllotError) {
         self.settings = settings
         self.ledger = ledger
+        directory = DirectoryKeeper(tiers: Set(settings.tiers.map(\.name)), store: ledger?.store)
         var m = CoordinatorMachine.Settings()
         (m.allocator, m.tiers, m.tierLimits, m.member, m.quorum) = (settings.allocator, settings.tiers, settings.tierLimits, settings.member, settings.quorum)
         (m.upstream, m.durable, m.softLimits) = (settings.upstream, ledger != nil, settings.softLimits)

@@ -59,7 +59,8 @@ public final class CoordinatorService: Service, Sendable {
             URL(fileURLWithPath: config.tlsDirectory).appendingPathComponent($0).path
         }
         let adminService = admin.service(host: config.adminHost, port: config.adminPort) { [weak self] in self?.listening(admin: $0) }
-        return [adminService, self] + (cluster.map { [$0] } ?? []) + [CertificateReloader(tls: tls, core: core, files: files, logger: logger)]
+        return [adminService, self] + (cluster.map { [$0] } ?? []) + [CertificateReloader(tls: tls, core: core, files: files, logger: logger),
+                                                                     DirectoryKeeper.Poller(core: core, logger: logger)]
     }
 
     private func listening(lease: SocketAddress? = nil, admin: SocketAddress? = nil) {

@@ -28,6 +28,8 @@ public struct Session: Sendable {
         case gossip(Allot_V1_Gossip)
         /// A node's audit head, for the ledger.
         case auditHead(Allot_V1_AuditHead)
+        /// The consumer directory: a node's wish for a newer one, or an admin's change or read.
+        case directory(Allot_V1_DirectoryRequest)
         /// Reply with an error frame; close the connection if `closing`.
         case reject(Allot_V1_Error.Code, String, closing: Bool)
         /// Nothing to do (a heartbeat reply, an error from the peer).
@@ -122,11 +124,18 @@ public struct Session: Sendable {
         case .auditHead(let h):
             guard identity.role == .node else { return deny(frame) }
             return within(1, now: now) ?? .auditHead(h)
+        case .directoryRequest(let r):
+            // Nodes may only read it; changes and history are for admin certificates.
+            guard identity.role == .admin || (identity.role == .node && r.change.isEmpty && r.history == 0) else { return deny(frame) }
+            guard r.change.utf8.count <= 16_384, r.history <= 1_000 else {
+                return .reject(.protocolViolation, "a directory change over 16 KiB or a history of over 1,000 versions; frame dropped", closing: false)
+            }
+            return within(1, now: now) ?? .directory(r)
         case .error:
             return .ignore
         case .hello:
             return .reject(.protocolViolation, "hello was already received", closing: false)
-        case .helloAck, .grants, .push, .statusResponse, .members:
+        case .helloAck, .grants, .push, .statusResponse, .members, .directoryResponse:
             state = .closed
             return .reject(.permissionDenied, "\(identity.uri) may not send \(frame.kind): only a coordinator sends it", closing: true)
         case .none:

@@ -85,6 +85,7 @@ public final class LocalFleet: Sendable {
             g.coordinatorPort = cport
             if mport > 0 { g.upstream = URL(string: "http://127.0.0.1:\(mport)")! }
             if base.auditDirectory != nil { g.auditDirectory = dir.appendingPathComponent("audit-gw-\(i + 1)").path }
+            if base.directoryCache != nil { g.directoryCache = dir.appendingPathComponent("directory-gw-\(i + 1).json").path }
             let name = g.name
             let tls = try TLSMaterialStore { try TLSMaterial.load(dir: certDir, role: .node, name: name) }
             let transport = TLSLeaseTransport(host: "127.0.0.1", port: cport, tls: tls, group: MultiThreadedEventLoopGroup.singleton)

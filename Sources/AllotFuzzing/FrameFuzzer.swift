@@ -130,6 +130,9 @@ public struct FrameFuzzer {
             case .heartbeat(let h): answers.append(.heartbeat(h.sequence, reply: true))
             case .status(let after): answers.append(core.status(after: after))
             case .lookup(let budgets, let query): answers.append(core.status(of: budgets, query: query))
+            case .directory(let r) where identity.role == .node:
+                if core.directory.version > Int64(clamping: r.have) { answers.append(core.directory.frame()) }
+            case .directory: break // an admin's change writes the ledger (none here)
             case .gossip(let g): if let e = core.gossip(g, from: identity) { answers.append(e) }
             case .auditHead(let h): if let e = core.auditHead(h, from: NodeID(identity.name), now: now) { answers.append(e) }
             case .reject(let code, let message, let closing):
@@ -188,6 +191,12 @@ public struct FrameFuzzer {
         var pages = Allot_V1_Frame()
         pages.statusRequest.after = "q"
         out["lookup"] = stream([hello, .acquire([AcquireRequest(requestID: 1, node: "x", budget: "q", want: 10)]), lookup, pages])
+        var wish = Allot_V1_Frame()
+        wish.directoryRequest.have = .max
+        var edit = Allot_V1_Frame()
+        edit.directoryRequest.change = #"{"revokeKey":{"keyID":"000000000000"}}"#
+        edit.directoryRequest.history = .max
+        out["directory"] = stream([hello, wish, edit, Allot_V1_Frame()])
         let gossip = Membership.Envelope(from: MemberID(name: "c1", address: "127.0.0.1:7001"), to: MemberID(name: "c0", address: "127.0.0.1:7000"),
                                          message: .ping(seq: 1),
                                          updates: [Membership.Update(member: MemberID(name: "c0", address: "127.0.0.1:7000"), incarnation: .max, state: .suspect),

@@ -1,6 +1,7 @@
 import AllotCore
 import AllotTransport
 import AllotWire
+import Foundation
 import Synchronization
 
 /// Reading budgets' books at their coordinators (a gateway's `GET /v1/allot/usage`): one
@@ -56,6 +57,26 @@ extension LeaseClient {
             }
             return out
         }
+    }
+
+    /// A gateway's consumer directory: the version it holds, and what to do with a newer one.
+    struct DirectoryHook: Sendable {
+        let have: @Sendable () -> UInt64
+        let receive: @Sendable (UInt64, Data) -> Void
+    }
+
+    /// Asks each coordinator, after hello, for the consumer directory when it holds a newer
+    /// version than `have`; `receive` gets each one sent (asked for, or pushed on a change).
+    public func onDirectory(have: @escaping @Sendable () -> UInt64, receive: @escaping @Sendable (UInt64, Data) -> Void) {
+        directoryHook.withLock { $0 = DirectoryHook(have: have, receive: receive) }
+    }
+
+    /// The frame that asks for a newer directory (none without `onDirectory`).
+    func directoryWish() -> [Allot_V1_Frame] {
+        guard let hook = directoryHook.withLock({ $0 }) else { return [] }
+        var f = Allot_V1_Frame()
+        f.directoryRequest.have = hook.have()
+        return [f]
     }
 
     /// Lookups waiting for their answer, by query id.

@@ -48,6 +48,8 @@ public final class LeaseClient: Service, Sendable {
     private let state: Mutex<State>
     /// Lookups of named budgets awaiting their answers (LeaseClient+Lookup.swift).
     let lookups = Lookups()
+    /// The consumer directory's receiver, on a gateway (`onDirectory`).
+    let directoryHook = Mutex<DirectoryHook?>(nil)
     private let stepLock = Mutex(())
     /// The poll's timer and the dials' timer while `run()` runs.
     private let timer = Mutex<WakeTimer?>(nil)
@@ -235,7 +237,7 @@ public final class LeaseClient: Service, Sendable {
                 })
             // The hello first, before the connection is visible to the poll (whose heartbeat
             // or acquires would otherwise overtake it and be refused).
-            conn.send([.hello(name: endpoint.nodeName, incarnation: incarnation)])
+            conn.send([.hello(name: endpoint.nodeName, incarnation: incarnation)] + directoryWish())
             let kept = state.withLock { s -> Bool in
                 // Closed before it could be stored (its close was handled), or dropped from the
                 // view meanwhile: keep no dead connection (dialled again).
@@ -311,6 +313,8 @@ public final class LeaseClient: Service, Sendable {
             c?.send([.heartbeat(h.sequence, reply: true)])
         case .statusResponse(let r):
             lookups.answer(r)
+        case .directoryResponse(let r) where r.error.isEmpty && !r.document.isEmpty:
+            directoryHook.withLock { $0 }?.receive(r.version, r.document)
         case .error(let e):
             logger.warning("coordinator error", metadata: ["allot.reason": "\(e.code): \(e.message)"])
         default:

@@ -54,6 +54,7 @@ final class InProcessConnection: LeaseConnection, FrameSink {
             case .heartbeat(let h): onFrame(.heartbeat(h.sequence, reply: true))
             case .status(let after): onFrame(core.status(after: after))
             case .lookup(let budgets, let query): onFrame(core.status(of: budgets, query: query))
+            case .directory(let r): core.directory.handle(r, from: identity, reply: self, nodes: { [core] in core.nodeSinks })
             case .gossip(let g):
                 if let e = core.gossip(g, from: identity) { onFrame(e) }
             case .auditHead(let h):

@@ -177,6 +177,8 @@ extension Allot_V1_Frame {
         case .gossip: "gossip"
         case .members: "members"
         case .auditHead: "audit_head"
+        case .directoryRequest: "directory_request"
+        case .directoryResponse: "directory_response"
         case .none: "unknown"
         }
     }

@@ -115,6 +115,25 @@ struct ConnectionHandlerTests {
         #expect(long.count == 1 && long[0].code == .protocolViolation && r.channel.isActive)
     }
 
+    @Test("a node may ask for the consumer directory, not change it or read its history")
+    func nodeDirectory() throws {
+        let r = try Self.rig()
+        try r.channel.writeInbound(Allot_V1_Frame.hello(name: "gw-1"))
+        _ = try r.written()
+        var ask = Allot_V1_Frame()
+        ask.directoryRequest.have = 0
+        try r.channel.writeInbound(ask)
+        #expect(try r.written().isEmpty, "version 0 (no directory): nothing to send")
+        for edit in [{ (f: inout Allot_V1_Frame) in f.directoryRequest.change = #"{"revokeKey":{"keyID":"x"}}"# },
+                     { (f: inout Allot_V1_Frame) in f.directoryRequest.history = 5 }] {
+            var f = ask
+            edit(&f)
+            try r.channel.writeInbound(f)
+            let e = r.errors(try r.written())
+            #expect(e.count == 1 && e[0].code == .permissionDenied && !e[0].closing && r.channel.isActive)
+        }
+    }
+
     @Test("a certificate that fails the identity check (deny list) is refused at its first frame")
     func identityRefused() throws {
         let r = try Self.rig(peer: { _ in throw TransportError(.denied, "serial 01 is on the deny list") })

@@ -23,7 +23,28 @@ public protocol LedgerStore: Sendable {
     func recordAuditHead(node: String, _ head: AuditHead, now: Instant) async throws
     /// `node`'s audit head, as last recorded.
     func auditHead(node: String) async throws -> AuditHead?
+    /// The consumer directory's newest version (nil: none yet).
+    func directoryHead() async throws -> DirectoryVersionRow?
+    /// Adds `row` as a new version; false when its version number is taken (another
+    /// coordinator wrote first: read the head again and redo the change on it).
+    func appendDirectory(_ row: DirectoryVersionRow) async throws -> Bool
+    /// The newest `limit` versions, newest first, without their documents.
+    func directoryHistory(limit: Int) async throws -> [DirectoryVersionRow]
     func close() async
+}
+
+/// One version of the consumer directory: who made it (an admin certificate's name), when,
+/// what it changed (one line), and the whole directory after it (JSON).
+public struct DirectoryVersionRow: Sendable, Hashable {
+    public var version: Int64
+    public var author: String
+    public var created: Instant
+    public var change: String
+    public var document: String
+
+    public init(version: Int64, author: String, created: Instant, change: String, document: String) {
+        (self.version, self.author, self.created, self.change, self.document) = (version, author, created, change, document)
+    }
 }
 
 /// What can go wrong with the ledger, in the one error shape (`CodedError`).
@@ -68,6 +89,17 @@ enum LedgerSchema {
               sequence BIGINT NOT NULL,
               mac TEXT NOT NULL,
               reported_at BIGINT NOT NULL
+            )
+            """,
+        ]),
+        (3, [
+            """
+            CREATE TABLE directory_versions (
+              version BIGINT PRIMARY KEY,
+              author TEXT NOT NULL,
+              created_at BIGINT NOT NULL,
+              change TEXT NOT NULL,
+              document TEXT NOT NULL
             )
             """,
         ]),

@@ -135,6 +135,42 @@ public final class PostgresLedger: LedgerStore {
         }
     }
 
+    public func directoryHead() async throws -> DirectoryVersionRow? {
+        try await bounded { [client, logger] in
+            var out: DirectoryVersionRow?
+            for try await (v, a, t, c, d) in try await client.query(
+                "SELECT version, author, created_at, change, document FROM directory_versions ORDER BY version DESC LIMIT 1", logger: logger)
+                .decode((Int64, String, Int64, String, String).self) {
+                out = DirectoryVersionRow(version: v, author: a, created: Instant(nanoseconds: t), change: c, document: d)
+            }
+            return out
+        }
+    }
+
+    public func appendDirectory(_ row: DirectoryVersionRow) async throws -> Bool {
+        try await bounded { [client, logger] in
+            var added = false
+            for try await _ in try await client.query("""
+                INSERT INTO directory_versions (version, author, created_at, change, document)
+                VALUES (\(row.version), \(row.author), \(row.created.nanoseconds), \(row.change), \(row.document))
+                ON CONFLICT DO NOTHING RETURNING version
+                """, logger: logger) { added = true }
+            return added
+        }
+    }
+
+    public func directoryHistory(limit: Int) async throws -> [DirectoryVersionRow] {
+        try await bounded { [client, logger] in
+            var out: [DirectoryVersionRow] = []
+            for try await (v, a, t, c) in try await client.query(
+                "SELECT version, author, created_at, change FROM directory_versions ORDER BY version DESC LIMIT \(max(0, limit))", logger: logger)
+                .decode((Int64, String, Int64, String).self) {
+                out.append(DirectoryVersionRow(version: v, author: a, created: Instant(nanoseconds: t), change: c, document: ""))
+            }
+            return out
+        }
+    }
+
     /// Runs `body`, giving up after `timeout` (the pool waits for a connection otherwise).
     private func bounded<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let limit = timeout

@@ -109,6 +109,29 @@ public actor SQLiteLedger: LedgerStore {
         return AuditHead(file: file, sequence: Int64(seq), mac: mac)
     }
 
+    public func directoryHead() async throws -> DirectoryVersionRow? {
+        try await directoryRows("SELECT version, author, created_at, change, document FROM directory_versions ORDER BY version DESC LIMIT 1").first
+    }
+
+    public func appendDirectory(_ row: DirectoryVersionRow) async throws -> Bool {
+        let rows = try await connection.query(
+            "INSERT INTO directory_versions (version, author, created_at, change, document) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING version",
+            [.integer(Int(row.version)), .text(row.author), .integer(Int(row.created.nanoseconds)), .text(row.change), .text(row.document)])
+        return !rows.isEmpty
+    }
+
+    public func directoryHistory(limit: Int) async throws -> [DirectoryVersionRow] {
+        try await directoryRows("SELECT version, author, created_at, change, '' AS document FROM directory_versions ORDER BY version DESC LIMIT \(max(0, limit))")
+    }
+
+    private func directoryRows(_ sql: String) async throws -> [DirectoryVersionRow] {
+        try await connection.query(sql, []).map { r in
+            DirectoryVersionRow(version: Int64(r.column("version")?.integer ?? 0), author: r.column("author")?.string ?? "",
+                                created: Instant(nanoseconds: Int64(r.column("created_at")?.integer ?? 0)),
+                                change: r.column("change")?.string ?? "", document: r.column("document")?.string ?? "")
+        }
+    }
+
     /// One statement, results dropped (tests).
     func execute(_ sql: String) async throws {
         _ = try await connection.query(sql, [])

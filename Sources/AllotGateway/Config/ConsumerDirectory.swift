@@ -20,6 +20,8 @@ public struct ConsumerDirectory: Sendable {
         /// The first 12 hex digits of the key's hash: names the key in logs and the audit trail.
         public var keyID: String
         public var maxChainDepth: Int?
+        /// A key from the ledger's directory: refused from this instant on.
+        public var expires: Instant?
     }
 
     private var byHash: [String: Entry] = [:]
@@ -33,6 +35,8 @@ public struct ConsumerDirectory: Sendable {
     }
 
     public var count: Int { byHash.count }
+    /// Every key's hash and entry (to merge two directories).
+    public var all: [(keySHA256: String, entry: Entry)] { byHash.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
 
     /// The entry for a presented key (hashed here; the key is never stored).
     public func lookup(key: String) -> Entry? { byHash[Self.hash(key)] }
@@ -42,7 +46,9 @@ public struct ConsumerDirectory: Sendable {
         Hex.encode(SHA256.hash(data: Data(key.utf8)))
     }
 
+    /// `path` "" (`gateway.consumers: ""`): no file, every consumer comes from the ledger's directory.
     public static func load(path: String, tiers: Set<String>) throws -> ConsumerDirectory {
+        if path.isEmpty { return ConsumerDirectory(entries: []) }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw AllotError(.invalidSettings, "cannot read the consumers file \(path)")
         }

@@ -27,6 +27,9 @@ public struct GatewayConfig: Sendable {
     /// The audit chain's HMAC key (a 0600 file of at least 32 bytes; `allot audit keygen`).
     /// Unset: the chain is plain SHA-256 (finds accidents, not a rewrite).
     public var auditKeyFile: String?
+    /// Where the consumer directory received from the coordinators is kept (nil: not kept),
+    /// so a restart with no coordinator reachable still authenticates its keys.
+    public var directoryCache: String?
     /// How often the audit head goes to the coordinator (kept in its ledger).
     public var auditReportInterval: Duration = .seconds(5)
     /// The coordinator, HOST:PORT (mutual TLS with `tls.dir`).
@@ -71,9 +74,10 @@ public struct GatewayConfig: Sendable {
         }
         var cfg = try GatewayConfig(yaml: text)
         // Relative paths in the file are relative to the file.
-        cfg.consumersFile = ConfigFields.resolve(cfg.consumersFile, relativeTo: path)
+        if !cfg.consumersFile.isEmpty { cfg.consumersFile = ConfigFields.resolve(cfg.consumersFile, relativeTo: path) }
         cfg.auditDirectory = cfg.auditDirectory.map { ConfigFields.resolve($0, relativeTo: path) }
         cfg.auditKeyFile = cfg.auditKeyFile.map { ConfigFields.resolve($0, relativeTo: path) }
+        cfg.directoryCache = cfg.directoryCache.map { ConfigFields.resolve($0, relativeTo: path) }
         cfg.shared.tlsDirectory = ConfigFields.resolve(cfg.shared.tlsDirectory, relativeTo: path)
         return cfg
     }
@@ -107,6 +111,7 @@ public struct GatewayConfig: Sendable {
             if let v = g.consumers { consumersFile = v }
             if let v = g.audit_dir { auditDirectory = v.isEmpty ? nil : v }
             if let v = g.audit_key_file { auditKeyFile = v }
+            if let v = g.directory_cache { directoryCache = v.isEmpty ? nil : v }
             if let v = g.audit_report_interval { auditReportInterval = try Self.timeout(v, field: "gateway.audit_report_interval") }
             if let v = g.audit_max_bytes {
                 guard v >= 4096 else { throw AllotError(.invalidSettings, "gateway.audit_max_bytes must be at least 4096 (got \(v))") }
@@ -213,6 +218,7 @@ public struct GatewayConfig: Sendable {
             var name: String?; var listen: String?; var admin: String?; var upstream: String?
             var upstream_key_env: String?; var upstream_timeout: String?; var upstream_idle_timeout: String?
             var max_body_bytes: Int?; var consumers: String?; var audit_dir: String?; var audit_max_bytes: Int?; var audit_key_file: String?; var audit_report_interval: String?
+            var directory_cache: String?
             var coordinator: String?; var admission_wait: String?; var chain_depth_header: String?
             var sidecar_reservation_ttl: String?; var routes: [RouteEntry]?
             var sidecar_tokens_sha256: [String]?; var metrics: String?
@@ -242,7 +248,7 @@ public struct GatewayConfig: Sendable {
     static func checkKeys(_ yaml: String) throws(AllotError) {
         let known: [String: Set<String>] = [
             "gateway": ["name", "listen", "admin", "upstream", "upstream_key_env", "upstream_timeout", "upstream_idle_timeout",
-                        "max_body_bytes", "consumers", "audit_dir", "audit_max_bytes", "audit_key_file", "audit_report_interval", "coordinator", "admission_wait",
+                        "max_body_bytes", "consumers", "audit_dir", "audit_max_bytes", "audit_key_file", "audit_report_interval", "coordinator", "admission_wait", "directory_cache",
                         "chain_depth_header", "sidecar_reservation_ttl", "routes", "sidecar_tokens_sha256", "metrics",
                         "client_header_timeout", "client_body_timeout", "client_idle_timeout"],
             "routes[]": ["method", "path", "route"],

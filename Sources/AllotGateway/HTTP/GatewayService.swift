@@ -1,3 +1,4 @@
+import AllotConfig
 import AllotCore
 import AllotNode
 import AllotTransport
@@ -23,6 +24,27 @@ public final class GatewayService: Service, Sendable {
     private let httpClient: HTTPClient
     private let logger: Logger
     private let onListening: @Sendable (_ proxyPort: Int, _ adminPort: Int) -> Void
+
+    /// Applies the cached consumer directory, then each newer one the coordinators send
+    /// (kept in `cache`).
+    static func followDirectory(core: GatewayCore, client: LeaseClient, cache: String?, logger: Logger) throws {
+        if let cache, let held = try GatewayCore.loadDirectory(from: cache) {
+            core.apply(directory: held.directory, version: held.version)
+            logger.info("consumer directory from the cache", metadata: ["allot.version": "\(held.version)", "allot.file": "\(cache)"])
+        }
+        client.onDirectory(have: { [weak core] in core?.directoryVersion ?? 0 }) { [weak core] version, document in
+            guard let core else { return }
+            do {
+                let d = try Directory(decoding: document)
+                guard core.apply(directory: d, version: version) else { return }
+                if let cache { try core.saveDirectory(to: cache) }
+                logger.info("consumer directory", metadata: ["allot.version": "\(version)", "allot.keys": "\(d.keys.count)"])
+            } catch {
+                core.metrics.directoryUnreadable()
+                logger.error("consumer directory not applied", metadata: ["allot.version": "\(version)", "allot.error": "\(error)"])
+            }
+        }
+    }
 
     /// `transport`: how this node reaches its one coordinator.
     public convenience init(config: GatewayConfig, consumers: ConsumerDirectory, transport: any LeaseTransport,
@@ -60,6 +82,7 @@ public final class GatewayService: Service, Sendable {
                                connected: { [weak client] in client?.isConnected ?? false }, observer: observer,
                                lookup: { [weak client] budgets in await client?.lookup(budgets) ?? LeaseClient.Lookup() })
         leaseClient = client
+        try Self.followDirectory(core: core, client: client, cache: config.directoryCache, logger: logger)
         sidecar = Sidecar(core: core)
         var http = HTTPClient.Configuration()
         http.timeout = .init(connect: .seconds(2), read: .nanoseconds(config.upstreamIdleTimeout.nanoseconds))

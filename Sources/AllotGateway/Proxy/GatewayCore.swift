@@ -13,7 +13,10 @@ public final class GatewayCore: Sendable {
     public let enforcer: SharedEnforcer
     public let metrics: GatewayMetrics
     public let audit: AuditLog?
-    private let consumers: Mutex<ConsumerDirectory>
+    /// Who holds which key: the consumers file merged with the ledger's directory
+    /// (`sources`; GatewayCore+Directory.swift).
+    let consumers: Mutex<ConsumerDirectory>
+    let sources: Mutex<DirectorySources>
     let catalog: TierCatalog
     let overrides: [BudgetID: BudgetSpec]
     /// Reads budgets' books at their coordinators (`GET /v1/allot/usage`; GatewayCore+Usage).
@@ -50,6 +53,7 @@ public final class GatewayCore: Sendable {
         self.metrics = metrics
         self.audit = audit
         self.consumers = Mutex(consumers)
+        sources = Mutex(DirectorySources(file: consumers))
         catalog = try config.catalog
         overrides = Dictionary(config.shared.budgets.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         self.poke = poke
@@ -62,9 +66,14 @@ public final class GatewayCore: Sendable {
     public let node: String
     public func now() -> Instant { clock() }
 
-    /// Replaces the consumers (a reloaded consumers file); budgets already resolved stay.
+    /// Replaces the consumers file's part (a reload); the ledger's directory stays; budgets
+    /// already resolved stay.
     public func reload(consumers directory: ConsumerDirectory) {
-        consumers.withLock { $0 = directory }
+        let merged = sources.withLock { s in
+            s.file = directory
+            return s.merged
+        }
+        consumers.withLock { $0 = merged }
     }
 
     // MARK: identity
@@ -77,7 +86,7 @@ public final class GatewayCore: Sendable {
             throw GatewayError(401, type: "invalid_request_error", code: "missing_api_key",
                                "no API key: send Authorization: Bearer <key>")
         }
-        guard let entry = consumers.withLock({ $0.lookup(key: key) }) else {
+        guard let entry = consumers.withLock({ $0.lookup(key: key) }), entry.expires.map({ clock() < $0 }) ?? true else {
             metrics.request(consumer: "-", tier: "-", model: nil, decision: "unauthenticated")
             throw GatewayError(401, type: "invalid_request_error", code: "invalid_api_key", "the API key is not known to this gateway")
         }

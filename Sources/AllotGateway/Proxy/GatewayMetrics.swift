@@ -46,6 +46,21 @@ public final class GatewayMetrics: Sendable {
         counter("allot_gateway_would_deny_total", "Requests let through that a budget in shadow mode would have denied, by budget", [("budget", budget), ("tier", tier)]).increment()
     }
 
+    /// The ledger's consumer directory as applied: its version, consumers and keys; consumers
+    /// left out because this gateway does not know their tier.
+    public func directory(version: UInt64, consumers: Int, keys: Int, skipped: Int) {
+        func gauge(_ name: String, _ help: String) -> Gauge { registry.makeGauge(descriptor: .init(metricName: name, unitName: "", helpText: help)) }
+        gauge("allot_gateway_directory_version", "The consumer directory version applied (from the coordinators)").set(Int64(clamping: version))
+        gauge("allot_gateway_directory_consumers", "Consumers in the applied directory").set(Int64(consumers))
+        gauge("allot_gateway_directory_keys", "API keys in the applied directory").set(Int64(keys))
+        if skipped > 0 { counter("allot_gateway_directory_skipped_consumers_total", "Directory consumers left out: their tier is not configured on this gateway", []).increment(by: Int64(skipped)) }
+    }
+
+    /// A directory from a coordinator (or the cache) that could not be read or kept.
+    public func directoryUnreadable() {
+        counter("allot_gateway_directory_unreadable_total", "Consumer directories received that could not be read or cached", []).increment()
+    }
+
     public func runaway(consumer: String, tier: String) {
         counter("allot_gateway_runaway_flags_total", "Times a consumer was flagged as a runaway (rate above its own baseline)", [("consumer", consumer), ("tier", tier)]).increment()
     }

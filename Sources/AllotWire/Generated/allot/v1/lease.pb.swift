@@ -15,6 +15,11 @@
 /// `Frame` bodies it does not know. A change that old peers would misread bumps
 /// `PROTOCOL_VERSION` and is negotiated in `Hello`.
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -138,6 +143,22 @@ public nonisolated struct Allot_V1_Frame: Sendable {
     set {body = .auditHead(newValue)}
   }
 
+  public var directoryRequest: Allot_V1_DirectoryRequest {
+    get {
+      if case .directoryRequest(let v)? = body {return v}
+      return Allot_V1_DirectoryRequest()
+    }
+    set {body = .directoryRequest(newValue)}
+  }
+
+  public var directoryResponse: Allot_V1_DirectoryResponse {
+    get {
+      if case .directoryResponse(let v)? = body {return v}
+      return Allot_V1_DirectoryResponse()
+    }
+    set {body = .directoryResponse(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -154,8 +175,76 @@ public nonisolated struct Allot_V1_Frame: Sendable {
     case gossip(Allot_V1_Gossip)
     case members(Allot_V1_MemberList)
     case auditHead(Allot_V1_AuditHead)
+    case directoryRequest(Allot_V1_DirectoryRequest)
+    case directoryResponse(Allot_V1_DirectoryResponse)
 
   }
+
+  public init() {}
+}
+
+/// The consumer directory (docs/operations.md, "Keys and consumers").
+/// Node: send me the directory if the coordinator's version is newer than `have` (after hello).
+/// Admin: apply `change` (a Directory.Change as JSON; `author` is the certificate's name), or
+/// read the document and the last `history` versions. Answered with `request_id`.
+public nonisolated struct Allot_V1_DirectoryRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var have: UInt64 = 0
+
+  public var requestID: UInt64 = 0
+
+  public var change: String = String()
+
+  public var history: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Coordinator: the directory at `version` (its JSON `document`), sent to a node that asked
+/// with an older one and pushed to every node when a new version is made or learned; to an
+/// admin, the result of its request (`error` set when it changed nothing).
+public nonisolated struct Allot_V1_DirectoryResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var requestID: UInt64 = 0
+
+  public var version: UInt64 = 0
+
+  public var document: Data = Data()
+
+  public var history: [Allot_V1_DirectoryVersion] = []
+
+  public var error: String = String()
+
+  /// What the change did, in one line.
+  public var summary: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Allot_V1_DirectoryVersion: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var version: UInt64 = 0
+
+  public var author: String = String()
+
+  public var createdUnixNs: Int64 = 0
+
+  public var change: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -807,7 +896,7 @@ fileprivate nonisolated let _protobuf_package = "allot.v1"
 
 nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Frame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}hello_ack\0\u{1}heartbeat\0\u{1}acquire\0\u{1}grants\0\u{1}release\0\u{1}push\0\u{1}error\0\u{3}status_request\0\u{3}status_response\0\u{1}gossip\0\u{1}members\0\u{3}audit_head\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}hello_ack\0\u{1}heartbeat\0\u{1}acquire\0\u{1}grants\0\u{1}release\0\u{1}push\0\u{1}error\0\u{3}status_request\0\u{3}status_response\0\u{1}gossip\0\u{1}members\0\u{3}audit_head\0\u{3}directory_request\0\u{3}directory_response\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -984,6 +1073,32 @@ nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Mess
           self.body = .auditHead(v)
         }
       }()
+      case 14: try {
+        var v: Allot_V1_DirectoryRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .directoryRequest(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .directoryRequest(v)
+        }
+      }()
+      case 15: try {
+        var v: Allot_V1_DirectoryResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .directoryResponse(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .directoryResponse(v)
+        }
+      }()
       default: break
       }
     }
@@ -1047,6 +1162,14 @@ nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Mess
       guard case .auditHead(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
     }()
+    case .directoryRequest?: try {
+      guard case .directoryRequest(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+    }()
+    case .directoryResponse?: try {
+      guard case .directoryResponse(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1054,6 +1177,151 @@ nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
   public static func ==(lhs: Allot_V1_Frame, rhs: Allot_V1_Frame) -> Bool {
     if lhs.body != rhs.body {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Allot_V1_DirectoryRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DirectoryRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}have\0\u{3}request_id\0\u{1}change\0\u{1}history\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.have) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.change) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.history) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.have != 0 {
+      try visitor.visitSingularUInt64Field(value: self.have, fieldNumber: 1)
+    }
+    if self.requestID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.requestID, fieldNumber: 2)
+    }
+    if !self.change.isEmpty {
+      try visitor.visitSingularStringField(value: self.change, fieldNumber: 3)
+    }
+    if self.history != 0 {
+      try visitor.visitSingularUInt32Field(value: self.history, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Allot_V1_DirectoryRequest, rhs: Allot_V1_DirectoryRequest) -> Bool {
+    if lhs.have != rhs.have {return false}
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.change != rhs.change {return false}
+    if lhs.history != rhs.history {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Allot_V1_DirectoryResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DirectoryResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}version\0\u{1}document\0\u{1}history\0\u{1}error\0\u{1}summary\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.document) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.history) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.summary) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.requestID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.requestID, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
+    }
+    if !self.document.isEmpty {
+      try visitor.visitSingularBytesField(value: self.document, fieldNumber: 3)
+    }
+    if !self.history.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.history, fieldNumber: 4)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 5)
+    }
+    if !self.summary.isEmpty {
+      try visitor.visitSingularStringField(value: self.summary, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Allot_V1_DirectoryResponse, rhs: Allot_V1_DirectoryResponse) -> Bool {
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.document != rhs.document {return false}
+    if lhs.history != rhs.history {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs.summary != rhs.summary {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Allot_V1_DirectoryVersion: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DirectoryVersion"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}author\0\u{3}created_unix_ns\0\u{1}change\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.author) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.createdUnixNs) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.change) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 1)
+    }
+    if !self.author.isEmpty {
+      try visitor.visitSingularStringField(value: self.author, fieldNumber: 2)
+    }
+    if self.createdUnixNs != 0 {
+      try visitor.visitSingularInt64Field(value: self.createdUnixNs, fieldNumber: 3)
+    }
+    if !self.change.isEmpty {
+      try visitor.visitSingularStringField(value: self.change, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Allot_V1_DirectoryVersion, rhs: Allot_V1_DirectoryVersion) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.author != rhs.author {return false}
+    if lhs.createdUnixNs != rhs.createdUnixNs {return false}
+    if lhs.change != rhs.change {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,177 @@
+import AllotConfig
+import AllotCore
+import AllotTransport
+import AllotWire
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The coordinator's copy of the consumer directory (`Directory`), kept in the ledger:
+/// applies admins' changes as new versions (compare-and-set on the version number, so two
+/// coordinators sharing a PostgreSQL ledger never lose one), learns versions other
+/// coordinators wrote by reading the head every `pollInterval`, and sends the directory to
+/// nodes: to one that asks with an older version, and to every connected node when a new
+/// version is made or learned.
+public final class DirectoryKeeper: Sendable {
+    struct Current: Sendable {
+        var version: Int64 = 0
+        var directory = Directory()
+        var document = Data()
+    }
+
+    let tiers: Set<String>
+    let store: (any LedgerStore)?
+    private let current = Mutex(Current())
+    /// One change at a time from this coordinator (others are serialized by the version).
+    private let writing = AsyncLock()
+
+    public init(tiers: Set<String>, store: (any LedgerStore)?) {
+        self.tiers = tiers
+        self.store = store
+    }
+
+    public var version: Int64 { current.withLock { $0.version } }
+    public var directory: Directory { current.withLock { $0.directory } }
+
+    /// Reads the ledger's newest version; true when it is newer than the one held (then held).
+    @discardableResult
+    public func refresh() async throws -> Bool {
+        guard let store, let head = try await store.directoryHead() else { return false }
+        return try adopt(head)
+    }
+
+    private func adopt(_ row: DirectoryVersionRow) throws -> Bool {
+        let d = try Directory(decoding: Data(row.document.utf8))
+        return current.withLock { c in
+            guard row.version > c.version else { return false }
+            c = Current(version: row.version, directory: d, document: Data(row.document.utf8))
+            return true
+        }
+    }
+
+    /// The directory as a frame (request id 0: sent unasked).
+    public func frame(requestID: UInt64 = 0) -> Allot_V1_Frame {
+        let c = current.withLock { $0 }
+        var r = Allot_V1_DirectoryResponse()
+        r.requestID = requestID
+        r.version = UInt64(max(0, c.version))
+        r.document = c.document
+        var f = Allot_V1_Frame()
+        f.directoryResponse = r
+        return f
+    }
+
+    /// A node's or an admin's request; the answer goes to `reply`, and a new version to
+    /// every sink `nodes` gives.
+    public func handle(_ r: Allot_V1_DirectoryRequest, from identity: PeerIdentity, reply: any FrameSink,
+                       nodes: @escaping @Sendable () -> [any FrameSink]) {
+        if identity.role == .node {
+            if version > Int64(clamping: r.have) { reply.send(frame()) }
+            return
+        }
+        Task {
+            var answer = Allot_V1_DirectoryResponse()
+            answer.requestID = r.requestID
+            do {
+                if !r.change.isEmpty {
+                    let (row, summary) = try await change(try Directory.decode(change: r.change), author: identity.name)
+                    answer.summary = summary
+                    answer.version = UInt64(row.version)
+                    for sink in nodes() { sink.send(frame()) }
+                }
+                if let store, r.history > 0 {
+                    answer.history = try await store.directoryHistory(limit: Int(r.history)).map { row in
+                        var v = Allot_V1_DirectoryVersion()
+                        (v.version, v.author, v.createdUnixNs, v.change) = (UInt64(row.version), row.author, row.created.nanoseconds, row.change)
+                        return v
+                    }
+                }
+                let c = current.withLock { $0 }
+                answer.version = UInt64(max(0, c.version))
+                answer.document = c.document
+            } catch let e as AllotError {
+                answer.error = e.message
+            } catch {
+                answer.error = "\(error)"
+            }
+            var f = Allot_V1_Frame()
+            f.directoryResponse = answer
+            reply.send(f)
+        }
+    }
+
+    /// Applies `change` on the newest version as the next one, by `author`; redone on the new
+    /// head when another coordinator wrote first (at most 5 times).
+    func change(_ change: Directory.Change, author: String) async throws -> (DirectoryVersionRow, String) {
+        guard let store else {
+            throw AllotError(.invalidSettings, "this coordinator has no ledger: the consumer directory lives in the ledger (--ledger sqlite:PATH or postgres://...)")
+        }
+        return try await writing.run { [self] in
+            for _ in 0..<5 {
+                try await refresh()
+                var (version, next) = current.withLock { ($0.version, $0.directory) }
+                let summary = try next.apply(change, tiers: tiers)
+                let row = DirectoryVersionRow(version: version + 1, author: author, created: WallClock.now(), change: summary,
+                                              document: String(decoding: next.encoded(), as: UTF8.self))
+                if try await store.appendDirectory(row) {
+                    _ = try adopt(row)
+                    return (row, summary)
+                }
+                version += 1
+            }
+            throw AllotError(.invalidSettings, "the directory changed under this change five times in a row; try again")
+        }
+    }
+
+    /// Reads the ledger's head every `interval` and sends a newer version to every node: how
+    /// a coordinator learns a version another one wrote (and resumes after a restart).
+    public struct Poller: Service {
+        let core: CoordinatorCore
+        let interval: Duration
+        let logger: Logger
+
+        public init(core: CoordinatorCore, interval: Duration = .seconds(1), logger: Logger) {
+            (self.core, self.interval, self.logger) = (core, interval, logger)
+        }
+
+        public func run() async throws {
+            // A service that returns stops its group: without a ledger, wait for the shutdown.
+            guard core.directory.store != nil else { return try await gracefulShutdown() }
+            var failing = false
+            while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                do {
+                    if try await core.directory.refresh() {
+                        let f = core.directory.frame()
+                        for sink in core.nodeSinks { sink.send(f) }
+                        logger.info("consumer directory", metadata: ["allot.version": "\(core.directory.version)"])
+                    }
+                    failing = false
+                } catch {
+                    if !failing { logger.warning("cannot read the consumer directory", metadata: ["allot.error": "\(error)"]) }
+                    failing = true
+                }
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            }
+        }
+    }
+}
+
+/// Runs async bodies one at a time.
+final class AsyncLock: Sendable {
+    private let tail = Mutex<Task<Void, Never>?>(nil)
+
+    func run<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let (previous, mine) = tail.withLock { t -> (Task<Void, Never>?, Task<Result<T, any Error>, Never>) in
+            let before = t
+            let task = Task { () -> Result<T, any Error> in
+                await before?.value
+                do { return .success(try await body()) } catch { return .failure(error) }
+            }
+            t = Task { _ = await task.value }
+            return (before, task)
+        }
+        _ = previous
+        return try await mine.value.get()
+    }
+}
