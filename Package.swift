@@ -43,7 +43,7 @@ let package = Package(
         // and its field parsers: read by the coordinator and the gateway alike.
         .target(
             name: "AllotConfig",
-            dependencies: ["AllotCore", .product(name: "Yams", package: "Yams")]
+            dependencies: ["AllotCore", .product(name: "Yams", package: "Yams"), .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Deterministic fleet simulator in virtual time, with the peers' strategies.
         .target(name: "AllotSimulator", dependencies: ["AllotCore", "AllotCoordination"]),
@@ -82,6 +82,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

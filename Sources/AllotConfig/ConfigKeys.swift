@@ -10,7 +10,7 @@ public enum ConfigKeys {
         "tiers[]": ["name", "templates", "entitlements", "shadow", "soft_limits"],
         "templates[]": ["name", "scope", "unit", "kind", "limit", "period", "burst", "allowance", "window",
                         "time_zone", "reset", "fail_mode", "static_allowance", "reach", "shadow", "soft_limits"],
-        "coordinator": ["name", "listen", "admin", "advertise"],
+        "coordinator": ["name", "listen", "admin", "admin_api", "advertise"],
         "cluster": ["seeds", "members", "protocol_period", "ping_timeout", "suspicion_timeout", "join_timeout", "indirect_probes", "quorum"],
         "tls": ["dir", "trust_domain"],
         "lease": ["ttl", "refresh_interval", "min_slice", "max_slice"],

@@ -1,4 +1,5 @@
 import AllotCore
+import Crypto
 import Foundation
 
 /// The consumer directory kept in the ledger (docs/operations.md, "Keys and consumers"):
@@ -57,8 +58,9 @@ public struct Directory: Codable, Hashable, Sendable {
     public static let maxEntries = 2_000
 
     /// Applies `change` as one step; returns what it did, in one line (the version's `change`
-    /// in the history). `tiers`: the tiers a consumer may name. Bad input changes nothing.
-    public mutating func apply(_ change: Change, tiers: Set<String>) throws(AllotError) -> String {
+    /// in the history). `tiers`: the tiers a consumer may name; `maxBytes`: the most the
+    /// encoded directory may take (it travels in one frame). Bad input changes nothing.
+    public mutating func apply(_ change: Change, tiers: Set<String>, maxBytes: Int = .max) throws(AllotError) -> String {
         var next = self
         let summary: String
         switch change {
@@ -115,6 +117,10 @@ public struct Directory: Codable, Hashable, Sendable {
         }
         next.consumers.sort { $0.id < $1.id }
         next.keys.sort { $0.key_id < $1.key_id }
+        let size = next.encoded().count
+        guard size <= maxBytes else {
+            throw AllotError(.invalidSettings, "the directory would take \(size) bytes, more than the \(maxBytes) one frame can carry (limits.max_frame_bytes)")
+        }
         self = next
         return summary
     }
@@ -135,6 +141,17 @@ public struct Directory: Codable, Hashable, Sendable {
     static func describe(_ c: ConsumerRecord) -> String {
         "tier \(c.tier)" + (c.team.map { ", team \($0)" } ?? "") + (c.tenant.map { ", tenant \($0)" } ?? "")
             + (c.max_chain_depth.map { ", max_chain_depth \($0)" } ?? "")
+    }
+
+    /// A new API key (`sk-allot-` and 64 random hex digits) and its SHA-256 (hex).
+    public static func newKey() -> (key: String, sha256: String) {
+        var random = SystemRandomNumberGenerator()
+        let key = "sk-allot-" + (0..<32).map { _ in String(UInt8.random(in: 0...255, using: &random), radix: 16).leftPadded }.joined()
+        return (key, sha256(key))
+    }
+
+    public static func sha256(_ key: String) -> String {
+        SHA256.hash(data: Data(key.utf8)).map { String($0, radix: 16).leftPadded }.joined()
     }
 
     // MARK: encoding
@@ -162,4 +179,9 @@ public struct Directory: Codable, Hashable, Sendable {
             throw AllotError(.invalidSettings, "the change cannot be read: \(error)")
         }
     }
+}
+
+private extension String {
+    /// Two hex digits.
+    var leftPadded: String { count == 1 ? "0" + self : self }
 }

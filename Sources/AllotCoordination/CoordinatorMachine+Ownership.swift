@@ -92,6 +92,7 @@ extension CoordinatorMachine {
     /// Forgets `budget`; a global one gives its free units back upstream.
     mutating func drop(_ budget: BudgetID) -> [LedgerChange] {
         if upstream?.contains(budget) == true { _ = releaseUpstream(budget) }
+        softLimits.forget(budget)
         return allocator.remove(budget)
     }
 

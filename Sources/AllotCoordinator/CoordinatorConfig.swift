@@ -31,6 +31,9 @@ public struct CoordinatorConfig: Sendable {
         set { shared.tiers = newValue }
     }
     public var core = CoordinatorCore.Settings()
+    /// The admin API (`coordinator.admin_api`: HTTPS, mutual TLS, admin certificates; off when nil).
+    public var adminAPIHost: String?
+    public var adminAPIPort = 0
     /// Where peers and nodes reach this coordinator (`coordinator.advertise`; default: listen).
     public var advertise: String?
     /// Cluster mode when set (`cluster.seeds`).
@@ -88,6 +91,10 @@ public struct CoordinatorConfig: Sendable {
             if let n = c.name { name = n }
             if let l = c.listen { (listenHost, listenPort) = try ConfigFields.address(l, field: "coordinator.listen") }
             if let a = c.admin { (adminHost, adminPort) = try ConfigFields.address(a, field: "coordinator.admin") }
+            if let a = c.admin_api {
+                let (h, p) = try ConfigFields.address(a, field: "coordinator.admin_api")
+                (adminAPIHost, adminAPIPort) = (h, p)
+            }
             if let a = c.advertise {
                 _ = try ConfigFields.address(a, field: "coordinator.advertise")
                 advertise = a
@@ -199,7 +206,7 @@ public struct CoordinatorConfig: Sendable {
     // MARK: the file's shape
 
     struct File: Decodable {
-        struct Coordinator: Decodable { var name: String?; var listen: String?; var admin: String?; var advertise: String? }
+        struct Coordinator: Decodable { var name: String?; var listen: String?; var admin: String?; var admin_api: String?; var advertise: String? }
         struct Cluster: Decodable {
             var seeds: [String]?
             var protocol_period: String?

@@ -42,7 +42,10 @@ extension CoordinatorCore {
             var r = Allot_V1_StatusResponse()
             r.coordinatorName = settings.name
             r.queryID = query
-            r.budgets = budgets.compactMap { id in m.allocator.status(BudgetID(id)).map { Allot_V1_BudgetStatus(BudgetID(id), $0) } }
+            // A budget whose ledger row is still loading has no books to show yet.
+            r.budgets = budgets.compactMap { id in
+                m.loading.contains(BudgetID(id)) ? nil : m.allocator.status(BudgetID(id)).map { Allot_V1_BudgetStatus(BudgetID(id), $0) }
+            }
             var f = Allot_V1_Frame()
             f.statusResponse = r
             return f

@@ -56,7 +56,7 @@ public final class CoordinatorCore: Sendable {
     public init(settings: Settings, budgets: [BudgetSpec], ledger: LedgerWriter? = nil, now: Instant) throws(AllotError) {
         self.settings = settings
         self.ledger = ledger
-        directory = DirectoryKeeper(tiers: Set(settings.tiers.map(\.name)), store: ledger?.store)
+        directory = DirectoryKeeper(tiers: Set(settings.tiers.map(\.name)), store: ledger?.store, maxFrameBytes: settings.maxFrameBytes)
         var m = CoordinatorMachine.Settings()
         (m.allocator, m.tiers, m.tierLimits, m.member, m.quorum) = (settings.allocator, settings.tiers, settings.tierLimits, settings.member, settings.quorum)
         (m.upstream, m.durable, m.softLimits) = (settings.upstream, ledger != nil, settings.softLimits)

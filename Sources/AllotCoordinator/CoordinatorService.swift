@@ -27,6 +27,9 @@ public final class CoordinatorService: Service, Sendable {
     /// Called once both listeners are bound (the coordinator and admin addresses).
     private let onListening: @Sendable (SocketAddress, SocketAddress) -> Void
     private let bound = Mutex<(lease: SocketAddress?, admin: SocketAddress?)>((nil, nil))
+    private let apiPort = Mutex<Int?>(nil)
+    /// The admin API's bound port, once it listens (`coordinator.admin_api`).
+    public var adminAPIPort: Int? { apiPort.withLock { $0 } }
     /// The cluster's gossip when `config.cluster` is set.
     public let cluster: ClusterService?
 
@@ -59,8 +62,18 @@ public final class CoordinatorService: Service, Sendable {
             URL(fileURLWithPath: config.tlsDirectory).appendingPathComponent($0).path
         }
         let adminService = admin.service(host: config.adminHost, port: config.adminPort) { [weak self] in self?.listening(admin: $0) }
-        return [adminService, self] + (cluster.map { [$0] } ?? []) + [CertificateReloader(tls: tls, core: core, files: files, logger: logger),
-                                                                     DirectoryKeeper.Poller(core: core, logger: logger)]
+        var api: [any Service] = []
+        if let host = config.adminAPIHost {
+            let (core, tls, logger, port) = (core, tls, logger, config.adminAPIPort)
+            api.append(ServiceRunner { [weak self] in
+                try await AdminAPI(core: core, tls: tls, logger: logger).service(host: host, port: port) { [weak self] p in
+                    self?.apiPort.withLock { $0 = p }
+                    logger.info("admin API listening", metadata: ["allot.address": "https://\(host):\(p)"])
+                }.run()
+            })
+        }
+        return [adminService] + api + [self] + (cluster.map { [$0] } ?? [])
+            + [CertificateReloader(tls: tls, core: core, files: files, logger: logger), DirectoryKeeper.Poller(core: core, logger: logger)]
     }
 
     private func listening(lease: SocketAddress? = nil, admin: SocketAddress? = nil) {
@@ -165,4 +178,11 @@ public final class CoordinatorService: Service, Sendable {
             await ledger.store.close()
         }
     }
+}
+
+/// A `Service` from a closure (a part made when the group starts, so its errors stop the group).
+struct ServiceRunner: Service {
+    let body: @Sendable () async throws -> Void
+    init(_ body: @escaping @Sendable () async throws -> Void) { self.body = body }
+    func run() async throws { try await body() }
 }

@@ -22,13 +22,17 @@ public final class DirectoryKeeper: Sendable {
 
     let tiers: Set<String>
     let store: (any LedgerStore)?
+    /// The most the encoded directory may take: it travels in one frame, to gateways whose
+    /// frames are at most the default size.
+    let maxBytes: Int
     private let current = Mutex(Current())
     /// One change at a time from this coordinator (others are serialized by the version).
     private let writing = AsyncLock()
 
-    public init(tiers: Set<String>, store: (any LedgerStore)?) {
+    public init(tiers: Set<String>, store: (any LedgerStore)?, maxFrameBytes: Int = WireProtocol.defaultMaxFrameBytes) {
         self.tiers = tiers
         self.store = store
+        maxBytes = max(0, min(maxFrameBytes, WireProtocol.defaultMaxFrameBytes) - 4_096)
     }
 
     public var version: Int64 { current.withLock { $0.version } }
@@ -75,10 +79,7 @@ public final class DirectoryKeeper: Sendable {
             answer.requestID = r.requestID
             do {
                 if !r.change.isEmpty {
-                    let (row, summary) = try await change(try Directory.decode(change: r.change), author: identity.name)
-                    answer.summary = summary
-                    answer.version = UInt64(row.version)
-                    for sink in nodes() { sink.send(frame()) }
+                    (_, answer.summary) = try await apply(try Directory.decode(change: r.change), author: identity.name, nodes: nodes)
                 }
                 if let store, r.history > 0 {
                     answer.history = try await store.directoryHistory(limit: Int(r.history)).map { row in
@@ -101,17 +102,29 @@ public final class DirectoryKeeper: Sendable {
         }
     }
 
+    /// Applies `change` as a new version by `author` and sends it to every sink `nodes` gives;
+    /// returns the version and what it did.
+    public func apply(_ change: Directory.Change, author: String, nodes: @Sendable () -> [any FrameSink]) async throws -> (Int64, String) {
+        let (row, summary) = try await self.change(change, author: author)
+        let f = frame()
+        for sink in nodes() { sink.send(f) }
+        return (row.version, summary)
+    }
+
     /// Applies `change` on the newest version as the next one, by `author`; redone on the new
     /// head when another coordinator wrote first (at most 5 times).
     func change(_ change: Directory.Change, author: String) async throws -> (DirectoryVersionRow, String) {
         guard let store else {
             throw AllotError(.invalidSettings, "this coordinator has no ledger: the consumer directory lives in the ledger (--ledger sqlite:PATH or postgres://...)")
         }
+        if case .createKey(let k, _) = change, let e = k.expires_unix_ns, e <= WallClock.now().nanoseconds {
+            throw AllotError(.invalidSettings, "the key's expiry is in the past (by this coordinator's clock)")
+        }
         return try await writing.run { [self] in
             for _ in 0..<5 {
                 try await refresh()
                 var (version, next) = current.withLock { ($0.version, $0.directory) }
-                let summary = try next.apply(change, tiers: tiers)
+                let summary = try next.apply(change, tiers: tiers, maxBytes: maxBytes)
                 let row = DirectoryVersionRow(version: version + 1, author: author, created: WallClock.now(), change: summary,
                                               document: String(decoding: next.encoded(), as: UTF8.self))
                 if try await store.appendDirectory(row) {

@@ -108,7 +108,12 @@ public struct Session: Sendable {
         case .statusRequest(let r) where identity.role == .node:
             // A node may read only the budgets it names (its callers' own, for their usage).
             guard !r.budgets.isEmpty else { return deny(frame) }
-            return within(r.budgets.count, now: now) ?? named(r.budgets) ?? .lookup(r.budgets, query: r.queryID)
+            guard r.budgets.count <= limits.maxItemsPerFrame else {
+                return .reject(.tooManyItems, "\(r.budgets.count) budgets in one lookup; the maximum is \(limits.maxItemsPerFrame)", closing: false)
+            }
+            // One item whatever it names: a consumer polling its usage must not use up the
+            // item budget its gateway's acquires need.
+            return within(1, now: now) ?? named(r.budgets) ?? .lookup(r.budgets, query: r.queryID)
         case .statusRequest(let r):
             guard identity.role == .admin || identity.role == .coordinator else { return deny(frame) }
             return within(1, now: now) ?? named([r.after]) ?? .status(after: r.after)

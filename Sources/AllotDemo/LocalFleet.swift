@@ -20,6 +20,8 @@ public final class LocalFleet: Sendable {
     public let adminPorts: [Int]
     public let mockPort: Int?
     public let coordinatorPort: Int
+    /// The coordinator's service (its admin API's port, when started with `adminAPI`).
+    public let coordinatorService: CoordinatorService
     private let group: ServiceGroup
     private let runner: Task<Void, any Error>
 
@@ -31,7 +33,7 @@ public final class LocalFleet: Sendable {
     public static func start(config base: GatewayConfig, consumers: ConsumerDirectory, nodes: Int,
                              mock: MockUpstream.Settings? = MockUpstream.Settings(), clientSettings: LeaseClient.Settings = .init(),
                              logLevel: Logger.Level = .critical, observer: GatewayEvent.Observer? = nil,
-                             ledgerPath: String? = nil) async throws -> LocalFleet {
+                             ledgerPath: String? = nil, adminAPI: Bool = false) async throws -> LocalFleet {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-fleet-\(UUID().uuidString.prefix(8))")
         let ca = try CertificateAuthority.create(in: dir.appendingPathComponent("certs"), trustDomain: "demo.allot.local")
         _ = try ca.issue(role: .coordinator, name: "coordinator", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
@@ -46,6 +48,7 @@ public final class LocalFleet: Sendable {
         cc.name = "coordinator"
         cc.core.name = "coordinator"
         cc.tlsDirectory = ca.directory.path
+        if adminAPI { cc.adminAPIHost = "127.0.0.1" }
         let certDir = ca.directory
         let ctls = try TLSMaterialStore { try TLSMaterial.load(dir: certDir, role: .coordinator, name: "coordinator") }
         // With `ledgerPath`, a SQLite ledger (quota budgets durable, audit heads kept).
@@ -108,11 +111,12 @@ public final class LocalFleet: Sendable {
             try await Task.sleep(for: .milliseconds(10))
         }
         return LocalFleet(directory: dir, coordinator: core, gateways: gateways, proxyPorts: proxies, adminPorts: admins,
-                          mockPort: mport > 0 ? mport : nil, coordinatorPort: cport, group: group, runner: runner)
+                          mockPort: mport > 0 ? mport : nil, coordinatorPort: cport, coordinatorService: coordinatorService,
+                          group: group, runner: runner)
     }
 
     private init(directory: URL, coordinator: CoordinatorCore, gateways: [GatewayService], proxyPorts: [Int], adminPorts: [Int],
-                 mockPort: Int?, coordinatorPort: Int, group: ServiceGroup, runner: Task<Void, any Error>) {
+                 mockPort: Int?, coordinatorPort: Int, coordinatorService: CoordinatorService, group: ServiceGroup, runner: Task<Void, any Error>) {
         self.directory = directory
         self.coordinator = coordinator
         self.gateways = gateways
@@ -120,6 +124,7 @@ public final class LocalFleet: Sendable {
         self.adminPorts = adminPorts
         self.mockPort = mockPort
         self.coordinatorPort = coordinatorPort
+        self.coordinatorService = coordinatorService
         self.group = group
         self.runner = runner
     }

@@ -10,6 +10,9 @@ public struct TLSMaterial: Sendable {
     public let identity: PeerIdentity
     public let serverContext: NIOSSLContext
     public let clientContext: NIOSSLContext
+    /// The same, as configurations (for HTTPS listeners and clients: the admin API).
+    public let serverConfiguration: TLSConfiguration
+    public let clientConfiguration: TLSConfiguration
     /// Identities refused even with a valid certificate (`<dir>/deny-list`).
     public let denyList: DenyList
 
@@ -56,7 +59,8 @@ public struct TLSMaterial: Sendable {
         client.maximumTLSVersion = .tlsv13
         return TLSMaterial(identity: identity,
                            serverContext: try NIOSSLContext(configuration: server),
-                           clientContext: try NIOSSLContext(configuration: client), denyList: denyList)
+                           clientContext: try NIOSSLContext(configuration: client),
+                           serverConfiguration: server, clientConfiguration: client, denyList: denyList)
     }
 }
 

@@ -18,6 +18,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "YAML configuration file (see docs/operations.md).") var config: String
     @Option(help: "Override coordinator.listen (HOST:PORT).") var listen: String?
     @Option(help: "Override coordinator.admin (HOST:PORT).") var admin: String?
+    @Option(help: "Override coordinator.admin_api (HOST:PORT): the HTTPS admin API, admin certificates only.") var adminApi: String?
     @Option(help: "Override tls.dir.") var tlsDir: String?
     @Option(help: "Override coordinator.name (the certificate is coordinator-<name>.pem).") var name: String?
     @Option(help: "Override tls.trust_domain.") var trustDomain: String?
@@ -35,6 +36,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
         var cfg = try CoordinatorConfig.load(path: config)
         if let listen { (cfg.listenHost, cfg.listenPort) = try ConfigFields.address(listen, field: "--listen") }
         if let admin { (cfg.adminHost, cfg.adminPort) = try ConfigFields.address(admin, field: "--admin") }
+        if let adminApi {
+            let (h, p) = try ConfigFields.address(adminApi, field: "--admin-api")
+            (cfg.adminAPIHost, cfg.adminAPIPort) = (h, p)
+        }
         if let tlsDir { cfg.tlsDirectory = tlsDir }
         if let name { cfg.name = name; cfg.core.name = name }
         if let trustDomain { cfg.trustDomain = trustDomain }

@@ -79,9 +79,7 @@ struct Keys: AsyncParsableCommand {
         @Option(help: "Refuse the key after this long (e.g. 30d, 12h); never by default.") var expires: String?
 
         func run() async throws {
-            var random = SystemRandomNumberGenerator()
-            let key = "sk-allot-" + (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &random)) }.joined()
-            let hash = ConsumerDirectory.hash(key)
+            let (key, hash) = Directory.newKey()
             let now = WallClock.now()
             let until = try expires.map { now + (try ConfigFields.duration($0, field: "--expires")) }
             let answer = try await target.change(.createKey(Directory.KeyRecord(consumer: consumer, keySHA256: hash, created: now, expires: until), tier: tier))

@@ -43,7 +43,7 @@ struct SoftLimitTests {
         #expect(s.observe(Self.status("other", kind, consumed: 1_000), quotaWindow: day.start, now: t0).isEmpty)
     }
 
-    @Test("a rate budget counts what nodes reported in the current period only, against its limit per period")
+    @Test("a rate budget counts what nodes reported in the current period, against its limit per period; a report lands in the period it arrives in")
     func rate() throws {
         var table = SoftLimitTable()
         table.templates["pro.tpm"] = [50]
@@ -51,13 +51,28 @@ struct SoftLimitTests {
         let kind = BudgetKind.rate(limit: 600, period: .seconds(60), burst: 600)
         let id: BudgetID = "pro.tpm/consumer=alice"
         let minute = Instant(nanoseconds: t0.nanoseconds - t0.nanoseconds % 60_000_000_000)
-        // 10,000 consumed before (earlier periods): the period starts counting here.
-        #expect(s.observe(Self.status(id, kind, consumed: 10_000), quotaWindow: nil, now: minute + .seconds(1)).isEmpty)
-        #expect(s.observe(Self.status(id, kind, consumed: 10_299), quotaWindow: nil, now: minute + .seconds(20)).isEmpty)
-        #expect(s.observe(Self.status(id, kind, consumed: 10_300), quotaWindow: nil, now: minute + .seconds(30)).map(\.used) == [300])
-        // The next minute: counted afresh from what was consumed when it was first seen.
-        #expect(s.observe(Self.status(id, kind, consumed: 10_400), quotaWindow: nil, now: minute + .seconds(61)).isEmpty)
-        #expect(s.observe(Self.status(id, kind, consumed: 10_700), quotaWindow: nil, now: minute + .seconds(62)).map(\.used) == [300])
+        // A budget first seen now was made now: its first report counts.
+        #expect(s.observe(Self.status(id, kind, consumed: 299), quotaWindow: nil, now: minute + .seconds(1)).isEmpty)
+        #expect(s.observe(Self.status(id, kind, consumed: 300), quotaWindow: nil, now: minute + .seconds(30)).map(\.used) == [300])
+        #expect(s.observe(Self.status(id, kind, consumed: 10_000), quotaWindow: nil, now: minute + .seconds(40)).isEmpty, "once per period")
+        // The next minute counts from what was reported before it: its first report counts.
+        let next = s.observe(Self.status(id, kind, consumed: 10_300), quotaWindow: nil, now: minute + .seconds(61))
+        #expect(next.map(\.used) == [300])
+        // One report per period, each period its own (a 1 s period, reports every second).
+        let second = BudgetKind.rate(limit: 100, period: .seconds(1), burst: 100)
+        var fast = SoftLimits(table)
+        var crossed: [Int64] = []
+        for i in 1...5 {
+            crossed += fast.observe(Self.status(id, second, consumed: Int64(i) * 60), quotaWindow: nil, now: minute + .seconds(Int64(i))).map(\.used)
+        }
+        #expect(crossed == [60, 60, 60, 60, 60], "each second's 60 of 100 crosses 50 %")
+        // Idle for a while: pruning keeps a rate budget's last count, so the next report is
+        // counted alone (20, not the 320 reported since the budget was made).
+        fast.prune(now: minute + .seconds(300))
+        #expect(fast.observe(Self.status(id, second, consumed: 320), quotaWindow: nil, now: minute + .seconds(301)).isEmpty)
+        // Its books retired and made again: counted from 0.
+        fast.forget(id)
+        #expect(fast.observe(Self.status(id, second, consumed: 50), quotaWindow: nil, now: minute + .seconds(302)).map(\.used) == [50])
         // An explicit budget with an empty list has none, whatever a template says.
         table.explicit["pro.tpm/consumer=bob"] = []
         #expect(table.percents(for: "pro.tpm/consumer=bob").isEmpty && table.percents(for: "pro.tpm/consumer=carol") == [50])
@@ -104,6 +119,34 @@ struct SoftLimitTests {
         #expect(reported.map(\.1) == [500, 900], "reported as the report that crossed it arrived")
         #expect(m.softLimits.counts["q0"] == [50: 1, 90: 1])
         #expect(m.softLimits.level("q1", now: now) == 0 && m.softLimits.counts["r0"] == nil)
+    }
+
+    @Test("through the coordinator's machine: a rate budget (200/s) reported at 120 per second crosses 50 % once in each second, not at 40 per second")
+    func machineRate() throws {
+        var settings = CoordinatorMachine.Settings()
+        settings.allocator = fastAllocator
+        settings.softLimits.explicit["r0"] = [50]
+        var m = try CoordinatorMachine(settings: settings, budgets: try budgets(quota: 0, rate: 1), now: t0)
+        var now = Instant(nanoseconds: t0.nanoseconds - t0.nanoseconds % 1_000_000_000)
+        var lease: LeaseID = 0, consumed: Int64 = 0, id: UInt64 = 0
+        var crossings: [Instant] = []
+        for (perSecond, seconds) in [(Int64(40), 3), (120, 4)] {
+            for _ in 0..<seconds * 5 {
+                now = now + .milliseconds(200)
+                id += 1
+                let (answers, actions) = m.acquire([AcquireRequest(requestID: id, node: "n0", budget: "r0", want: 100, demandRate: 100,
+                                                                   leaseID: lease, consumed: consumed)], from: "n0", now: now)
+                if case .grant(let g)? = answers.first, g.leaseID != 0 { lease = g.leaseID }
+                crossings += Self.crossings(actions).map { _ in now }
+                consumed += perSecond / 5
+                crossings += Self.crossings(m.tick(now: now)).map { _ in now }
+            }
+        }
+        // 3 s at 40/s: none; then 4 s at 120/s: one per second (the first second's reports
+        // straddle the change, so at least 3).
+        #expect((3...4).contains(crossings.count), "\(crossings)")
+        #expect(Set(crossings.map { $0.nanoseconds / 1_000_000_000 }).count == crossings.count, "at most once per second")
+        #expect(crossings.allSatisfy { $0 - Instant(nanoseconds: t0.nanoseconds - t0.nanoseconds % 1_000_000_000) > .seconds(3) })
     }
 
     @Test("configuration: percents 1 to 100 on a budget, a template or a tier (a template's own list wins); concurrency and bad values are refused by name")

@@ -64,6 +64,15 @@ struct DirectoryLedgerTests {
         try? FileManager.default.removeItem(atPath: path)
         let none = DirectoryKeeper(tiers: ["pro"], store: nil)
         await #expect(throws: AllotError.self) { _ = try await none.change(.setConsumer(.init(id: "x", tier: "pro")), author: "ops") }
+        // An expiry in the past by the coordinator's clock (whatever the client says it is).
+        let c = try SQLiteLedger.open(path: path)
+        try await c.migrate()
+        let keeper = DirectoryKeeper(tiers: ["pro"], store: c)
+        let hex = String(repeating: "ab", count: 32)
+        let stale = Directory.KeyRecord(consumer: "x", keySHA256: hex, created: Instant(seconds: 1), expires: Instant(seconds: 2))
+        await #expect(throws: AllotError.self) { _ = try await keeper.change(.createKey(stale, tier: "pro"), author: "ops") }
+        await c.close()
+        try? FileManager.default.removeItem(atPath: path)
     }
 
     @Test("PostgreSQL: the same, two clients on one database", .enabled(if: TestPostgres.enabled))

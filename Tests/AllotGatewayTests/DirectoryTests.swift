@@ -1,7 +1,7 @@
 import AllotConfig
 import AllotCore
 import AllotDemo
-import AllotGateway
+@testable import AllotGateway
 import AllotTransport
 import Foundation
 import Logging
@@ -87,6 +87,7 @@ struct DirectoryTests {
         g.adminPort = 0
         g.directoryCache = fleet.directory.appendingPathComponent("directory-gw-1.json").path
         g.upstream = URL(string: "http://127.0.0.1:9")!
+        g.auditDirectory = fleet.directory.appendingPathComponent("audit-restarted").path
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: fleet.directory.appendingPathComponent("certs"), role: .node, name: "gw-1") }
         let dead = TLSLeaseTransport(host: "127.0.0.1", port: fleet.coordinatorPort, tls: tls, group: MultiThreadedEventLoopGroup.singleton)
         let ports = PortBox(count: 1)
@@ -102,6 +103,40 @@ struct DirectoryTests {
         task.cancel()
         _ = await task.result
         try? FileManager.default.removeItem(atPath: ledger)
+    }
+
+    @Test("a gateway applies only newer versions (two coordinators' pushes may race), refuses expired keys, keeps file keys beside the directory's, and caches only the newest")
+    func gatewaySide() throws {
+        let (config, consumers) = try testConfig()
+        let core = try GatewayCore(config: config, consumers: consumers, enforcer: try SharedEnforcer(settings: EnforcerSettings(node: "gw")), audit: nil)
+        let now = WallClock.now()
+        var v1 = Directory()
+        let (k1, h1) = Directory.newKey(), (k2, h2) = Directory.newKey(), (k3, h3) = Directory.newKey()
+        _ = try v1.apply(.createKey(.init(consumer: "carol", keySHA256: h1, created: now, expires: nil), tier: "pro"), tiers: ["pro", "agent"])
+        _ = try v1.apply(.createKey(.init(consumer: "carol", keySHA256: h2, created: now - .seconds(10), expires: now - .seconds(1)), tier: nil), tiers: ["pro"])
+        _ = try v1.apply(.createKey(.init(consumer: "bot", keySHA256: h3, created: now, expires: nil), tier: "gold"), tiers: ["gold"])
+        #expect(core.apply(directory: v1, version: 5))
+        #expect((try? core.authenticate(authorization: "Bearer \(k1)"))?.consumer.id == "carol")
+        #expect(throws: GatewayError.self, "expired") { try core.authenticate(authorization: "Bearer \(k2)") }
+        #expect(throws: GatewayError.self, "a tier this gateway does not know") { try core.authenticate(authorization: "Bearer \(k3)") }
+        #expect((try? core.authenticate(authorization: "Bearer sk-pro-1"))?.consumer.id == "p1", "the file's keys stay")
+        // An older version arriving late changes nothing; the same version neither.
+        var v0 = v1
+        _ = try v0.apply(.revokeKey(keyID: String(h1.prefix(12))), tiers: ["pro"])
+        #expect(!core.apply(directory: v0, version: 4) && !core.apply(directory: v0, version: 5))
+        #expect((try? core.authenticate(authorization: "Bearer \(k1)")) != nil && core.directoryVersion == 5)
+        // The cache: written, newest only; a reload of the file keeps the directory.
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("allot-dircache-\(UUID().uuidString.prefix(8)).json").path
+        try core.saveDirectory(to: path)
+        #expect(core.apply(directory: v0, version: 6))
+        try core.saveDirectory(to: path)
+        let cached = try #require(try GatewayCore.loadDirectory(from: path))
+        #expect(cached.version == 6 && cached.directory == v0, "kept whole, the unknown tier's consumer too")
+        core.reload(consumers: consumers)
+        #expect(throws: GatewayError.self, "revoked in version 6") { try core.authenticate(authorization: "Bearer \(k1)") }
+        try Data("{not json".utf8).write(to: URL(fileURLWithPath: path))
+        #expect(throws: AllotError.self) { try GatewayCore.loadDirectory(from: path) }
+        try? FileManager.default.removeItem(atPath: path)
     }
 
     @Test("Directory.apply: each change checked (ids, tiers, hashes, expiry, duplicates, size); a refused change leaves the directory as it was")
@@ -125,6 +160,9 @@ struct DirectoryTests {
             #expect(throws: AllotError.self, "\(change)") { try d.apply(change, tiers: tiers) }
             #expect(d == before)
         }
+        // A directory too large for one frame is refused.
+        #expect(throws: AllotError.self) { try d.apply(.setConsumer(.init(id: "b", tier: "pro")), tiers: tiers, maxBytes: 200) }
+        #expect(d == before)
         let deleted = try d.apply(.deleteConsumer(id: "a"), tiers: tiers)
         #expect(d.keys.isEmpty && d.consumers.isEmpty && deleted.contains(String(hash.prefix(12))))
         // The wire form round-trips, and an unreadable one is refused.

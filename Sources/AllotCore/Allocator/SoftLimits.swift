@@ -39,8 +39,11 @@ public struct SoftLimits: Sendable {
     struct Track: Sendable {
         var windowStart: Instant
         var windowEnd: Instant
-        /// A rate budget's cumulative consumption at the window's start.
+        /// A rate budget's cumulative consumption when the window began (what was reported
+        /// before its first report), and as last seen.
         var base: Int64
+        var last: Int64 = 0
+        var rate = false
         /// The highest percent reported in this window (0: none).
         var level: Int
     }
@@ -79,17 +82,27 @@ public struct SoftLimits: Sendable {
         case .rate(let l, let period, _):
             limit = l
             let p = max(1, period.nanoseconds)
-            start = Instant(nanoseconds: now.nanoseconds - ((now.nanoseconds % p) + p) % p)
-            end = Instant(nanoseconds: start.nanoseconds &+ p)
+            let r = now.nanoseconds % p
+            let (s, overflow) = now.nanoseconds.subtractingReportingOverflow(r < 0 ? r + p : r)
+            start = Instant(nanoseconds: overflow ? .min : s)
+            end = Instant(nanoseconds: Checked.sum(start.nanoseconds, p))
             cumulative = max(0, status.consumed)
         case .concurrency:
             return []
         }
-        let fresh = Track(windowStart: start, windowEnd: end, base: kind.isRate ? cumulative : 0, level: 0)
-        // A new window: a quota's books restart with it; a rate budget counts from here.
-        var track = tracks[id].flatMap { $0.windowStart == start ? $0 : nil } ?? fresh
+        let previous = tracks[id]
+        var track: Track
+        if let previous, previous.windowStart == start {
+            track = previous
+        } else {
+            // A new window. A quota's books restart with it. A rate budget counts what is
+            // reported from now on: everything reported before belongs to earlier periods
+            // (a budget first seen now was made now: its books start at 0).
+            track = Track(windowStart: start, windowEnd: end, base: kind.isRate ? (previous?.last ?? 0) : 0, rate: kind.isRate, level: 0)
+        }
         // A rate budget's cumulative count can drop (its books retired and made again).
         if cumulative < track.base { track.base = cumulative }
+        track.last = cumulative
         let used = cumulative - track.base
         var out: [Crossing] = []
         for p in percents where p > track.level && Self.reaches(used, percent: p, of: limit) {
@@ -101,10 +114,17 @@ public struct SoftLimits: Sendable {
         return out
     }
 
-    /// Forgets the budgets whose window has ended (the counts stay). A budget retired and made
-    /// again within its window keeps its level, so a crossing is not reported twice.
+    /// Forgets quotas whose window has ended (the counts stay). A quota retired and made again
+    /// within its window keeps its level, so a crossing is not reported twice. Rate budgets
+    /// stay until `forget`: their last count is the next period's start.
     public mutating func prune(now: Instant) {
-        tracks = tracks.filter { $0.value.windowEnd > now }
+        tracks = tracks.filter { _, t in t.rate || t.windowEnd > now }
+    }
+
+    /// `budget`'s books are gone (retired, or owned elsewhere now): a rate budget made again
+    /// counts from 0.
+    public mutating func forget(_ budget: BudgetID) {
+        if tracks[budget]?.rate == true { tracks[budget] = nil }
     }
 
     /// `used ≥ percent% of limit`, exactly: used·100 ≥ percent·limit in 128 bits.

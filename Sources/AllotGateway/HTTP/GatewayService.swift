@@ -27,10 +27,16 @@ public final class GatewayService: Service, Sendable {
 
     /// Applies the cached consumer directory, then each newer one the coordinators send
     /// (kept in `cache`).
-    static func followDirectory(core: GatewayCore, client: LeaseClient, cache: String?, logger: Logger) throws {
-        if let cache, let held = try GatewayCore.loadDirectory(from: cache) {
-            core.apply(directory: held.directory, version: held.version)
-            logger.info("consumer directory from the cache", metadata: ["allot.version": "\(held.version)", "allot.file": "\(cache)"])
+    static func followDirectory(core: GatewayCore, client: LeaseClient, cache: String?, logger: Logger) {
+        do {
+            if let cache, let held = try GatewayCore.loadDirectory(from: cache) {
+                core.apply(directory: held.directory, version: held.version)
+                logger.info("consumer directory from the cache", metadata: ["allot.version": "\(held.version)", "allot.file": "\(cache)"])
+            }
+        } catch {
+            // Start without it: the coordinators send the directory after hello.
+            core.metrics.directoryUnreadable()
+            logger.error("the consumer directory cache cannot be read; starting without it", metadata: ["allot.error": "\(error)"])
         }
         client.onDirectory(have: { [weak core] in core?.directoryVersion ?? 0 }) { [weak core] version, document in
             guard let core else { return }
@@ -82,7 +88,7 @@ public final class GatewayService: Service, Sendable {
                                connected: { [weak client] in client?.isConnected ?? false }, observer: observer,
                                lookup: { [weak client] budgets in await client?.lookup(budgets) ?? LeaseClient.Lookup() })
         leaseClient = client
-        try Self.followDirectory(core: core, client: client, cache: config.directoryCache, logger: logger)
+        Self.followDirectory(core: core, client: client, cache: config.directoryCache, logger: logger)
         sidecar = Sidecar(core: core)
         var http = HTTPClient.Configuration()
         http.timeout = .init(connect: .seconds(2), read: .nanoseconds(config.upstreamIdleTimeout.nanoseconds))

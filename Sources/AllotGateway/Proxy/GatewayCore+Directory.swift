@@ -8,16 +8,25 @@ import Foundation
 /// coordinator reachable still authenticates). A key in both names the ledger's consumer.
 public struct DirectorySources: Sendable {
     public var file: ConsumerDirectory
+    /// The newest directory received, as received (consumers of every tier).
     public var ledger: (version: UInt64, directory: Directory)?
+    /// The tiers this gateway knows: a directory consumer of another tier is left out.
+    public var tiers: Set<String>
 
-    public init(file: ConsumerDirectory, ledger: (version: UInt64, directory: Directory)? = nil) {
+    public init(file: ConsumerDirectory, tiers: Set<String>, ledger: (version: UInt64, directory: Directory)? = nil) {
         self.file = file
+        self.tiers = tiers
         self.ledger = ledger
     }
 
+    /// Consumers of the directory whose tier this gateway does not know.
+    public var skipped: Int { ledger?.directory.consumers.filter { !tiers.contains($0.tier) }.count ?? 0 }
+
+    /// File keys are managed in the file, directory keys in the directory (`allot keys`);
+    /// each key names its own source's consumer.
     public var merged: ConsumerDirectory {
         guard let d = ledger?.directory else { return file }
-        let consumers = Dictionary(d.consumers.map { ($0.id, $0) }) { a, _ in a }
+        let consumers = Dictionary(d.consumers.filter { tiers.contains($0.tier) }.map { ($0.id, $0) }) { a, _ in a }
         var entries = Dictionary(file.all.map { ($0.keySHA256, $0.entry) }) { a, _ in a }
         for k in d.keys {
             guard let c = consumers[k.consumer] else { continue }
@@ -33,25 +42,21 @@ extension GatewayCore {
     /// The ledger directory's version this gateway holds (0: none).
     public var directoryVersion: UInt64 { sources.withLock { $0.ledger?.version ?? 0 } }
 
-    /// A directory from a coordinator (or the cache): applied when newer than the one held.
-    /// Its tiers must be this gateway's: a consumer of an unknown tier is left out, with
-    /// the count in `skipped`. True when applied.
+    /// A directory from a coordinator (or the cache): applied when newer than the one held,
+    /// under the same lock as the check (two coordinators' pushes may race: the newer one
+    /// stays). Consumers of a tier this gateway does not know are left out (and counted),
+    /// but kept: a restart that adds the tier serves them. True when applied.
     @discardableResult
     public func apply(directory: Directory, version: UInt64) -> Bool {
-        let tiers = Set(config.shared.tiers.map(\.name))
-        var d = directory
-        let known = Set(d.consumers.filter { tiers.contains($0.tier) }.map(\.id))
-        d.consumers.removeAll { !known.contains($0.id) }
-        d.keys.removeAll { !known.contains($0.consumer) }
-        let merged = sources.withLock { s -> ConsumerDirectory? in
+        let applied = sources.withLock { s -> (consumers: Int, keys: Int, skipped: Int)? in
             guard version > (s.ledger?.version ?? 0) else { return nil }
-            s.ledger = (version, d)
-            return s.merged
+            s.ledger = (version, directory)
+            let merged = s.merged
+            consumers.withLock { $0 = merged }
+            return (directory.consumers.count - s.skipped, directory.keys.count, s.skipped)
         }
-        guard let merged else { return false }
-        consumers.withLock { $0 = merged }
-        metrics.directory(version: version, consumers: d.consumers.count, keys: d.keys.count,
-                          skipped: directory.consumers.count - d.consumers.count)
+        guard let applied else { return false }
+        metrics.directory(version: version, consumers: applied.consumers, keys: applied.keys, skipped: applied.skipped)
         return true
     }
 
@@ -62,16 +67,24 @@ extension GatewayCore {
         var document: Directory
     }
 
-    /// Writes the directory held to `path` (a new file renamed over the old one).
+    /// Writes the directory held to `path`: one save at a time, a file of its own renamed
+    /// over the old one after it is on disk, and never an older version over a newer one.
     public func saveDirectory(to path: String) throws {
-        guard let held = sources.withLock({ $0.ledger }) else { return }
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        let data = try e.encode(Cached(version: held.version, document: held.directory))
-        let tmp = path + ".tmp"
-        try data.write(to: URL(fileURLWithPath: tmp))
-        guard rename(tmp, path) == 0 else {
-            throw AllotError(.invalidSettings, "gateway.directory_cache: cannot replace \(path) (errno \(errno))")
+        try saving.withLock { savedVersion in
+            guard let held = sources.withLock({ $0.ledger }), held.version > savedVersion else { return }
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys]
+            let data = try e.encode(Cached(version: held.version, document: held.directory))
+            let tmp = "\(path).\(held.version).tmp"
+            guard FileManager.default.createFile(atPath: tmp, contents: data), let h = FileHandle(forUpdatingAtPath: tmp) else {
+                throw AllotError(.invalidSettings, "gateway.directory_cache: cannot write \(tmp)")
+            }
+            try h.synchronize()
+            try h.close()
+            guard rename(tmp, path) == 0 else {
+                throw AllotError(.invalidSettings, "gateway.directory_cache: cannot replace \(path) (errno \(errno))")
+            }
+            savedVersion = held.version
         }
     }
 

@@ -22,9 +22,11 @@ extension GatewayCore {
         public var remaining: Int64?
         /// When the budget is whole again: a quota's window end, a rate bucket's refill.
         public var reset: Instant?
-        /// "coordinator" (its books, read now), "idle" (the coordinator holds none: not used
-        /// since it took the budget, or retired), or "unreachable" (not connected to the
-        /// budget's coordinator, or no answer within a second).
+        /// "coordinator" (its books, read now, at most a second old), "learning" (a coordinator
+        /// that just took the budget over, still learning what nodes hold: a quota's numbers
+        /// are not final and left out), "idle" (the coordinator holds none: not used since it
+        /// took the budget, retired, or its ledger row still loading), or "unreachable" (not
+        /// connected to the budget's coordinator, or no answer within a second).
         public var source: String
     }
 
@@ -45,7 +47,7 @@ extension GatewayCore {
             throw GatewayError(500, type: "server_error", code: "budget_configuration", error.message)
         }
         let ids = specs.keys.sorted()
-        let answer = connected() ? await lookup(ids) : LeaseClient.Lookup()
+        let answer = connected() ? await cachedLookup(entry.consumer.id, ids) : LeaseClient.Lookup()
         let now = self.now()
         let local = enforcer.withEnforcer { en in ids.map { en.handle(for: $0).map { en.status($0).spendable } ?? 0 } }
         return zip(ids, local).map { id, here in
@@ -54,15 +56,28 @@ extension GatewayCore {
         }
     }
 
+    /// The coordinators' answer for `consumer`'s budgets, asked at most once a second per
+    /// consumer (a consumer polling its usage costs its coordinators one lookup a second).
+    func cachedLookup(_ consumer: String, _ ids: [BudgetID]) async -> LeaseClient.Lookup {
+        let now = self.now()
+        if let hit = usageCache.withLock({ $0[consumer] }), now - hit.at < .seconds(1) { return hit.answer }
+        let answer = await lookup(ids)
+        usageCache.withLock { c in
+            c = c.filter { now - $0.value.at < .seconds(1) }
+            c[consumer] = (now, answer)
+        }
+        return answer
+    }
+
     /// One budget's line from the coordinator's books (`books`) and this node's unspent `here`.
     /// `answered`: its coordinator answered (without `books`: it holds none).
     static func line(_ spec: BudgetSpec, books: Allot_V1_BudgetStatus?, here: Int64, shadow: Bool, answered: Bool, now: Instant) -> UsageLine {
-        let source = books != nil ? "coordinator" : answered ? "idle" : "unreachable"
+        let source = books.map { $0.learning ? "learning" : "coordinator" } ?? (answered ? "idle" : "unreachable")
         var line = UsageLine(spec: spec, shadow: shadow, used: nil, remaining: nil, reset: nil, source: source)
         switch spec.kind {
         case .quota(let allowance, let window):
             line.reset = window.window(containing: now).end
-            if let b = books {
+            if let b = books, !b.learning {
                 let used = Checked.sum(max(0, b.consumed), max(0, b.expiredSpent))
                 line.used = used
                 line.remaining = max(0, allowance - min(used, allowance))

@@ -17,10 +17,14 @@ public final class GatewayCore: Sendable {
     /// (`sources`; GatewayCore+Directory.swift).
     let consumers: Mutex<ConsumerDirectory>
     let sources: Mutex<DirectorySources>
+    /// The directory version last written to `gateway.directory_cache` (one save at a time).
+    let saving = Mutex<UInt64>(0)
     let catalog: TierCatalog
     let overrides: [BudgetID: BudgetSpec]
     /// Reads budgets' books at their coordinators (`GET /v1/allot/usage`; GatewayCore+Usage).
     let lookup: @Sendable ([BudgetID]) async -> LeaseClient.Lookup
+    /// The last lookup per consumer, kept a second (GatewayCore+Usage).
+    let usageCache = Mutex<[String: (at: Instant, answer: LeaseClient.Lookup)]>([:])
     /// Asks the lease client to poll now (a refill may turn a denial into an admission).
     private let poke: @Sendable () -> Void
     /// Whether the node has a connection to its coordinator (a denial without a lease is a
@@ -53,7 +57,7 @@ public final class GatewayCore: Sendable {
         self.metrics = metrics
         self.audit = audit
         self.consumers = Mutex(consumers)
-        sources = Mutex(DirectorySources(file: consumers))
+        sources = Mutex(DirectorySources(file: consumers, tiers: Set(config.shared.tiers.map(\.name))))
         catalog = try config.catalog
         overrides = Dictionary(config.shared.budgets.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         self.poke = poke
@@ -69,11 +73,11 @@ public final class GatewayCore: Sendable {
     /// Replaces the consumers file's part (a reload); the ledger's directory stays; budgets
     /// already resolved stay.
     public func reload(consumers directory: ConsumerDirectory) {
-        let merged = sources.withLock { s in
+        sources.withLock { s in
             s.file = directory
-            return s.merged
+            let merged = s.merged
+            consumers.withLock { $0 = merged }
         }
-        consumers.withLock { $0 = merged }
     }
 
     // MARK: identity
