@@ -137,8 +137,9 @@ public final class DirectoryKeeper: Sendable {
         }
     }
 
-    /// Reads the ledger's head every `interval` and sends a newer version to every node: how
-    /// a coordinator learns a version another one wrote (and resumes after a restart).
+    /// Reads the ledger's head every `interval`, and at once when PostgreSQL notifies that
+    /// another coordinator appended a version, and sends a newer version to every node: how a
+    /// coordinator learns a version another one wrote (and resumes after a restart).
     public struct Poller: Service {
         let core: CoordinatorCore
         let interval: Duration
@@ -164,7 +165,9 @@ public final class DirectoryKeeper: Sendable {
                     if !failing { logger.warning("cannot read the consumer directory", metadata: ["allot.error": "\(error)"]) }
                     failing = true
                 }
-                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+                if let store = core.directory.store {
+                    try? await cancelWhenGracefulShutdown { await store.waitForDirectoryChange(timeout: interval) }
+                }
             }
         }
     }

@@ -49,6 +49,21 @@ enum DirectoryLedgerChecks {
     }
 }
 
+extension DirectoryLedgerChecks {
+    /// PostgreSQL: a coordinator waiting for a change hears another's append at once.
+    static func notifies(_ a: any LedgerStore, _ b: any LedgerStore) async throws {
+        let start = ContinuousClock.now
+        async let waited: Void = b.waitForDirectoryChange(timeout: .seconds(8))
+        try await Task.sleep(for: .milliseconds(500)) // its LISTEN is in place
+        let v = (try await a.directoryHead()?.version ?? 0) + 1
+        #expect(try await a.appendDirectory(DirectoryVersionRow(version: v, author: "ops", created: Instant(seconds: 1), change: "n",
+                                                                document: "{\"consumers\":[],\"keys\":[]}")))
+        await waited
+        let took = ContinuousClock.now - start
+        #expect(took < .seconds(3), "woken by NOTIFY after \(took), not by the 8 s timeout")
+    }
+}
+
 @Suite("Consumer directory in the ledger (SQLite)", .serialized)
 struct DirectoryLedgerTests {
     @Test("compare-and-set versions; two coordinators on one file lose no change; the keeper refuses a change without a ledger")
@@ -81,6 +96,7 @@ struct DirectoryLedgerTests {
         try await a.migrate()
         try await DirectoryLedgerChecks.compareAndSet(a)
         try await DirectoryLedgerChecks.concurrentWriters(a, b)
+        try await DirectoryLedgerChecks.notifies(a, b)
         await a.close()
         await b.close()
     }

@@ -30,6 +30,9 @@ public protocol LedgerStore: Sendable {
     func appendDirectory(_ row: DirectoryVersionRow) async throws -> Bool
     /// The newest `limit` versions, newest first, without their documents.
     func directoryHistory(limit: Int) async throws -> [DirectoryVersionRow]
+    /// Returns after `timeout`, or as soon as another writer says it appended a directory
+    /// version (PostgreSQL: LISTEN/NOTIFY; SQLite: only the timeout, the caller reads the head).
+    func waitForDirectoryChange(timeout: Duration) async
     func close() async
 }
 

@@ -155,6 +155,10 @@ public final class PostgresLedger: LedgerStore {
                 VALUES (\(row.version), \(row.author), \(row.created.nanoseconds), \(row.change), \(row.document))
                 ON CONFLICT DO NOTHING RETURNING version
                 """, logger: logger) { added = true }
+            // Every coordinator listening reads the new head at once.
+            if added {
+                for try await _ in try await client.query("SELECT pg_notify('allot_directory', \(String(row.version)))", logger: logger) {}
+            }
             return added
         }
     }
@@ -168,6 +172,29 @@ public final class PostgresLedger: LedgerStore {
                 out.append(DirectoryVersionRow(version: v, author: a, created: Instant(nanoseconds: t), change: c, document: ""))
             }
             return out
+        }
+    }
+
+    public func waitForDirectoryChange(timeout: Duration) async {
+        let client = client
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: timeout) }
+            group.addTask {
+                // A connection of the pool, listening for this wait only (a notification sent
+                // between two waits is found by the read of the head after each).
+                do {
+                    try await client.withConnection { conn in
+                        try await conn.listen(on: "allot_directory") { notifications in
+                            for try await _ in notifications { return }
+                        }
+                    }
+                } catch {
+                    // No connection (the server is down): wait out the timeout instead.
+                    try? await Task.sleep(for: timeout)
+                }
+            }
+            await group.next()
+            group.cancelAll()
         }
     }
 

@@ -124,6 +124,10 @@ public actor SQLiteLedger: LedgerStore {
         try await directoryRows("SELECT version, author, created_at, change, '' AS document FROM directory_versions ORDER BY version DESC LIMIT \(max(0, limit))")
     }
 
+    public nonisolated func waitForDirectoryChange(timeout: Duration) async {
+        try? await Task.sleep(for: timeout)
+    }
+
     private func directoryRows(_ sql: String) async throws -> [DirectoryVersionRow] {
         try await connection.query(sql, []).map { r in
             DirectoryVersionRow(version: Int64(r.column("version")?.integer ?? 0), author: r.column("author")?.string ?? "",
