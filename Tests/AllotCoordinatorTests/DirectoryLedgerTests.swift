@@ -56,10 +56,12 @@ extension DirectoryLedgerChecks {
         async let waited: Void = b.waitForDirectoryChange(timeout: .seconds(8))
         try await Task.sleep(for: .milliseconds(500)) // its LISTEN is in place
         let v = (try await a.directoryHead()?.version ?? 0) + 1
+        let appended = ContinuousClock.now
         #expect(try await a.appendDirectory(DirectoryVersionRow(version: v, author: "ops", created: Instant(seconds: 1), change: "n",
                                                                 document: "{\"consumers\":[],\"keys\":[]}")))
         await waited
         let took = ContinuousClock.now - start
+        print("DirectoryLedgerTests: woken \(ContinuousClock.now - appended) after another client's append")
         #expect(took < .seconds(3), "woken by NOTIFY after \(took), not by the 8 s timeout")
     }
 }
