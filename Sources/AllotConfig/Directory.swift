@@ -128,8 +128,8 @@ public struct Directory: Codable, Hashable, Sendable {
     static func check(_ c: ConsumerRecord, tiers: Set<String>) throws(AllotError) {
         for (name, v) in [("id", c.id), ("tier", c.tier), ("team", c.team), ("tenant", c.tenant)] as [(String, String?)] {
             guard let v else { continue }
-            guard TierCatalog.acceptable(v), !v.contains("/") else {
-                throw AllotError(.invalidSettings, "consumer \(name) must be 1 to \(TierCatalog.maxValueBytes) bytes of printable ASCII without ',', '=', '/' or spaces")
+            guard TierCatalog.acceptable(v), !v.contains("/"), !v.contains("%"), !v.contains("?"), !v.contains("#") else {
+                throw AllotError(.invalidSettings, "consumer \(name) must be 1 to \(TierCatalog.maxValueBytes) bytes of printable ASCII without ',', '=', '/', '%', '?', '#' or spaces")
             }
         }
         guard tiers.contains(c.tier) else {

@@ -48,7 +48,9 @@ public struct AdminAPI: Sendable {
         let api = self
         return Application(
             responder: CallbackResponder<Context> { request, context in await api.respond(request, context) },
-            server: try .tls(.http1(), tlsConfiguration: tls.current.serverConfiguration),
+            // A connection idle for 30 s is closed, a TLS handshake that never ends too (no
+            // request reaches the HTTP layer meanwhile).
+            server: try .tls(.http1(configuration: .init(idleTimeout: .seconds(30))), tlsConfiguration: tls.current.serverConfiguration),
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in onBound(channel.localAddress?.port ?? 0) }, logger: logger)
     }
@@ -62,7 +64,10 @@ public struct AdminAPI: Sendable {
         do {
             let cert = try await context.channel.nioSSL_peerCertificate().get()
             let material = tls.current
-            author = try PeerVerifier.inspect(cert, trustDomain: material.identity.trustDomain, roles: [.admin], denyList: material.denyList).identity.name
+            let peer = try PeerVerifier.inspect(cert, trustDomain: material.identity.trustDomain, roles: [.admin], denyList: material.denyList)
+            // Checked on every request: a kept-alive connection outlives no certificate.
+            guard peer.notValidAfter > Date() else { throw AllotError(.invalidSettings, "the certificate has expired") }
+            author = peer.identity.name
         } catch {
             core.count(rejected: "admin_api_forbidden")
             return Self.error(403, "forbidden", "the admin API takes admin certificates only: \(error)")
@@ -78,9 +83,11 @@ public struct AdminAPI: Sendable {
             case .get where seg == ["v1", "directory"]:
                 return Self.json(200, try directoryObject())
             case .get where seg == ["v1", "directory", "history"]:
-                let last = request.uri.queryParameters.get("last").flatMap { Int($0) } ?? 20
+                let raw = request.uri.queryParameters.get("last")
+                guard let last = raw.map({ Int($0) }) ?? 20 else { throw AllotError(.invalidSettings, "last: a whole number from 1 to 1000 is required") }
                 guard let store = core.directory.store else { throw Self.noLedger }
-                let rows = try await store.directoryHistory(limit: max(1, min(last, 1_000)))
+                guard (1...1_000).contains(last) else { throw AllotError(.invalidSettings, "last: a whole number from 1 to 1000 is required") }
+                let rows = try await store.directoryHistory(limit: last)
                 return Self.json(200, ["versions": rows.map { ["version": $0.version, "author": $0.author, "created_unix_ns": $0.created.nanoseconds, "change": $0.change] }])
             case .post where seg == ["v1", "keys"]:
                 let body = try await Self.object(request, allowed: ["consumer", "tier", "expires_in"])
@@ -99,9 +106,14 @@ public struct AdminAPI: Sendable {
                 let body = try await Self.object(request, allowed: ["tier", "team", "tenant", "max_chain_depth"])
                 guard let tier = body["tier"] as? String else { throw AllotError(.invalidSettings, "tier: a string is required") }
                 var depth: Int?
-                if let d = body["max_chain_depth"] {
-                    guard let n = d as? Int, !(d is Bool) else { throw AllotError(.invalidSettings, "max_chain_depth: a whole number is required") }
-                    depth = n
+                if let d = body["max_chain_depth"], !(d is NSNull) {
+                    // Typed by a decoder: JSONSerialization's numbers 0 and 1 also read as booleans.
+                    struct Depth: Decodable { var max_chain_depth: Int }
+                    let data = try JSONSerialization.data(withJSONObject: ["max_chain_depth": d])
+                    guard let v = try? JSONDecoder().decode(Depth.self, from: data).max_chain_depth else {
+                        throw AllotError(.invalidSettings, "max_chain_depth: a whole number is required")
+                    }
+                    depth = v
                 }
                 let record = Directory.ConsumerRecord(id: id(under: "consumers")!, tier: tier, team: try Self.string(body, "team"),
                                                       tenant: try Self.string(body, "tenant"), maxChainDepth: depth)
@@ -116,7 +128,9 @@ public struct AdminAPI: Sendable {
             }
         } catch let e as AllotError {
             core.count(rejected: "admin_api_invalid")
-            return e.message == Self.noLedger.message ? Self.error(503, "no_ledger", e.message) : Self.error(400, "invalid_request", e.message)
+            if e.message == Self.noLedger.message { return Self.error(503, "no_ledger", e.message) }
+            if e.message == DirectoryKeeper.contended.message { return Self.error(409, "conflict", e.message) }
+            return Self.error(400, "invalid_request", e.message)
         } catch {
             core.count(rejected: "admin_api_failed")
             return Self.error(503, "ledger_unavailable", "\(error)")

@@ -72,7 +72,8 @@ public final class CoordinatorService: Service, Sendable {
                 }.run()
             })
         }
-        return [adminService] + api + [self] + (cluster.map { [$0] } ?? [])
+        // The API after this service: stopped before it (the ledger closes last).
+        return [adminService, self] + api + (cluster.map { [$0] } ?? [])
             + [CertificateReloader(tls: tls, core: core, files: files, logger: logger), DirectoryKeeper.Poller(core: core, logger: logger)]
     }
 

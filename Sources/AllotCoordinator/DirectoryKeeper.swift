@@ -133,9 +133,11 @@ public final class DirectoryKeeper: Sendable {
                 }
                 version += 1
             }
-            throw AllotError(.invalidSettings, "the directory changed under this change five times in a row; try again")
+            throw Self.contended
         }
     }
+
+    static let contended = AllotError(.invalidSettings, "the directory changed under this change five times in a row; try again")
 
     /// Reads the ledger's head every `interval`, and at once when PostgreSQL notifies that
     /// another coordinator appended a version, and sends a newer version to every node: how a

@@ -111,9 +111,9 @@ public struct Session: Sendable {
             guard r.budgets.count <= limits.maxItemsPerFrame else {
                 return .reject(.tooManyItems, "\(r.budgets.count) budgets in one lookup; the maximum is \(limits.maxItemsPerFrame)", closing: false)
             }
-            // One item whatever it names: a consumer polling its usage must not use up the
-            // item budget its gateway's acquires need.
-            return within(1, now: now) ?? named(r.budgets) ?? .lookup(r.budgets, query: r.queryID)
+            // One item per 32 budgets named: a consumer polling its usage must not use up the
+            // item budget its gateway's acquires need, nor read thousands of books per item.
+            return within((r.budgets.count + 31) / 32, now: now) ?? named(r.budgets) ?? .lookup(r.budgets, query: r.queryID)
         case .statusRequest(let r):
             guard identity.role == .admin || identity.role == .coordinator else { return deny(frame) }
             return within(1, now: now) ?? named([r.after]) ?? .status(after: r.after)

@@ -86,16 +86,31 @@ struct AdminAPITests {
             let r = try await Self.https(admin, api, method, path, body)
             #expect(r.status == 400 && ((r.json["error"] as? [String: Any])?["message"] as? String)?.contains(says) == true, "\(method) \(path): \(r.body)")
         }
-        #expect(try await Self.https(admin, api, .GET, "/v1/nothing").status == 404)
         let history = try await Self.https(admin, api, .GET, "/v1/directory/history?last=10")
         let versions = history.json["versions"] as? [[String: Any]] ?? []
         #expect(versions.count == 2 && versions.allSatisfy { $0["author"] as? String == "ops" }, "\(history.body)")
+        #expect(try await Self.https(admin, api, .GET, "/v1/nothing").status == 404)
+        #expect(try await Self.https(admin, api, .GET, "/v1/directory/history?last=0").status == 400)
+        // 0 and 1 are numbers (JSONSerialization also reads them as booleans).
+        for depth in [0, 1] {
+            let r = try await Self.https(admin, api, .PUT, "/v1/consumers/dora", #"{"tier": "agent", "max_chain_depth": \#(depth)}"#)
+            #expect(r.status == 200, "max_chain_depth \(depth): \(r.body)")
+        }
+        // Every route the OpenAPI file describes is served (answered, if only with a 400).
+        let doc = try #require(try Yams.load(yaml: String(contentsOf: Self.docs, encoding: .utf8)) as? [String: Any])
+        for (path, item) in try #require(doc["paths"] as? [String: Any]) {
+            for method in (item as? [String: Any] ?? [:]).keys {
+                let concrete = path.replacingOccurrences(of: "{key_id}", with: "000000000000").replacingOccurrences(of: "{id}", with: "nobody")
+                let r = try await Self.https(admin, api, HTTPMethod(rawValue: method.uppercased()), concrete, method == "get" ? nil : "{}")
+                #expect(r.status != 404 && r.status < 500, "\(method) \(path): \(r.status) \(r.body)")
+            }
+        }
 
         // A node certificate: refused, nothing changed.
         let refused = try await Self.https(node, api, .POST, "/v1/keys", #"{"consumer": "dora"}"#)
         #expect(refused.status == 403)
         let revoked = try await Self.https(admin, api, .DELETE, "/v1/keys/\(created.json["key_id"] as? String ?? "")")
-        #expect(revoked.status == 200 && revoked.json["version"] as? Int == 3)
+        #expect(revoked.status == 200 && revoked.json["version"] as? Int == 5, "two depth changes, then this: \(revoked.body)")
         try await admin.shutdown()
         try await node.shutdown()
         await fleet.stop(remove: true)

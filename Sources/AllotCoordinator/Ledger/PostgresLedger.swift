@@ -43,7 +43,8 @@ public final class PostgresLedger: LedgerStore {
         var config = PostgresClient.Configuration(host: target.host, port: target.port, username: target.user, password: target.password,
                                                   database: target.database, tls: tls)
         config.options.connectTimeout = timeout
-        config.options.maximumConnections = 4
+        // Four for the ledger's writes and reads, one for the directory's LISTEN.
+        config.options.maximumConnections = 5
         let client = PostgresClient(configuration: config, backgroundLogger: logger)
         self.client = client
         self.logger = logger
@@ -150,15 +151,14 @@ public final class PostgresLedger: LedgerStore {
     public func appendDirectory(_ row: DirectoryVersionRow) async throws -> Bool {
         try await bounded { [client, logger] in
             var added = false
+            // The NOTIFY in the same statement: sent at its commit, with it or not at all.
             for try await _ in try await client.query("""
-                INSERT INTO directory_versions (version, author, created_at, change, document)
-                VALUES (\(row.version), \(row.author), \(row.created.nanoseconds), \(row.change), \(row.document))
-                ON CONFLICT DO NOTHING RETURNING version
+                WITH ins AS (
+                  INSERT INTO directory_versions (version, author, created_at, change, document)
+                  VALUES (\(row.version), \(row.author), \(row.created.nanoseconds), \(row.change), \(row.document))
+                  ON CONFLICT DO NOTHING RETURNING version)
+                SELECT pg_notify('allot_directory', version::text) FROM ins
                 """, logger: logger) { added = true }
-            // Every coordinator listening reads the new head at once.
-            if added {
-                for try await _ in try await client.query("SELECT pg_notify('allot_directory', \(String(row.version)))", logger: logger) {}
-            }
             return added
         }
     }
@@ -181,7 +181,7 @@ public final class PostgresLedger: LedgerStore {
             group.addTask { try? await Task.sleep(for: timeout) }
             group.addTask {
                 // A connection of the pool, listening for this wait only (a notification sent
-                // between two waits is found by the read of the head after each).
+                // between two waits is found by the next read of the head, at most `timeout` later).
                 do {
                     try await client.withConnection { conn in
                         try await conn.listen(on: "allot_directory") { notifications in

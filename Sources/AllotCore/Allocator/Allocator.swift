@@ -323,8 +323,9 @@ public struct Allocator: Sendable {
         public var epoch: UInt64
         public var learning: Bool
         public var grants: Int64
-        /// Σ the spendable units nodes holding a lease reported with their last acquire (as
-        /// of each one's last report; a fleet-wide view of rate and concurrency budgets).
+        /// Σ over nodes holding a lease: the spendable units each reported with its last
+        /// acquire plus what that acquire was granted (within its capacity), as of each one's
+        /// last exchange; a fleet-wide view of rate and concurrency budgets.
         public var heldAvailable: Int64 = 0
     }
 
@@ -336,7 +337,12 @@ public struct Allocator: Sendable {
         return Status(budget: budget, kind: a.spec.kind, pool: a.pool, outstanding: a.outstanding, committedRate: a.committedRate,
                       consumed: a.consumed, expiredSpent: a.expiredSpent, holders: a.holders,
                       epoch: a.epoch, learning: a.isLearning, grants: a.grantsTotal,
-                      heldAvailable: a.nodes.values.reduce(0) { $1.lease != nil ? Checked.sum($0, max(0, $1.available)) : $0 })
+                      heldAvailable: a.nodes.values.reduce(0) { sum, e in
+                          guard let lease = e.lease else { return sum }
+                          // What it reported with its last acquire, plus what that acquire was granted.
+                          let held = Checked.sum(max(0, e.available), max(0, e.lastGrant?.amount ?? 0))
+                          return Checked.sum(sum, lease.capacity > 0 ? min(held, lease.capacity) : held)
+                      })
     }
 
     /// Σ the demand (units per second) last reported by the nodes active on `budget`: those

@@ -40,14 +40,20 @@ public final class GatewayService: Service, Sendable {
         }
         client.onDirectory(have: { [weak core] in core?.directoryVersion ?? 0 }) { [weak core] version, document in
             guard let core else { return }
-            do {
-                let d = try Directory(decoding: document)
-                guard core.apply(directory: d, version: version) else { return }
-                if let cache { try core.saveDirectory(to: cache) }
-                logger.info("consumer directory", metadata: ["allot.version": "\(version)", "allot.keys": "\(d.keys.count)"])
-            } catch {
+            let d: Directory
+            do { d = try Directory(decoding: document) } catch {
                 core.metrics.directoryUnreadable()
-                logger.error("consumer directory not applied", metadata: ["allot.version": "\(version)", "allot.error": "\(error)"])
+                return logger.error("consumer directory not applied", metadata: ["allot.version": "\(version)", "allot.error": "\(error)"])
+            }
+            guard core.apply(directory: d, version: version) else { return }
+            logger.info("consumer directory", metadata: ["allot.version": "\(version)", "allot.keys": "\(d.keys.count)"])
+            guard let cache else { return }
+            // Off the event loop that received it: a slow disk must not hold up leases.
+            Task.detached {
+                do { try core.saveDirectory(to: cache) } catch {
+                    core.metrics.directoryCacheFailed()
+                    logger.error("cannot write the consumer directory cache (applied all the same)", metadata: ["allot.error": "\(error)"])
+                }
             }
         }
     }

@@ -82,7 +82,9 @@ extension GatewayCore {
             try h.synchronize()
             try h.close()
             guard rename(tmp, path) == 0 else {
-                throw AllotError(.invalidSettings, "gateway.directory_cache: cannot replace \(path) (errno \(errno))")
+                let e = errno
+                try? FileManager.default.removeItem(atPath: tmp)
+                throw AllotError(.invalidSettings, "gateway.directory_cache: cannot replace \(path) (errno \(e))")
             }
             savedVersion = held.version
         }

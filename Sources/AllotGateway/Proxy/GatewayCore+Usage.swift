@@ -56,15 +56,16 @@ extension GatewayCore {
         }
     }
 
-    /// The coordinators' answer for `consumer`'s budgets, asked at most once a second per
-    /// consumer (a consumer polling its usage costs its coordinators one lookup a second).
+    /// The coordinators' answer for `consumer`'s budgets, reused for a second (a consumer
+    /// polling its usage in a loop costs its coordinators about one lookup a second).
     func cachedLookup(_ consumer: String, _ ids: [BudgetID]) async -> LeaseClient.Lookup {
-        let now = self.now()
-        if let hit = usageCache.withLock({ $0[consumer] }), now - hit.at < .seconds(1) { return hit.answer }
+        let key = consumer + "|" + ids.map(\.rawValue).joined(separator: ",")
+        if let hit = usageCache.withLock({ $0[key] }), self.now() - hit.at < .seconds(1) { return hit.answer }
         let answer = await lookup(ids)
+        let now = self.now() // stamped when it arrived
         usageCache.withLock { c in
             c = c.filter { now - $0.value.at < .seconds(1) }
-            c[consumer] = (now, answer)
+            c[key] = (now, answer)
         }
         return answer
     }

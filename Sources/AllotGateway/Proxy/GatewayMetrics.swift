@@ -61,6 +61,11 @@ public final class GatewayMetrics: Sendable {
         counter("allot_gateway_directory_unreadable_total", "Consumer directories received that could not be read or cached", []).increment()
     }
 
+    /// A directory applied but not written to `gateway.directory_cache`.
+    public func directoryCacheFailed() {
+        counter("allot_gateway_directory_cache_failures_total", "Consumer directories applied but not written to the cache", []).increment()
+    }
+
     public func runaway(consumer: String, tier: String) {
         counter("allot_gateway_runaway_flags_total", "Times a consumer was flagged as a runaway (rate above its own baseline)", [("consumer", consumer), ("tier", tier)]).increment()
     }

@@ -693,8 +693,9 @@ public nonisolated struct Allot_V1_BudgetStatus: Sendable {
   /// The coordinator is learning what nodes hold (after a takeover): its pool is not final.
   public var learning: Bool = false
 
-  /// Σ the spendable units the nodes holding a lease reported with their last acquire (each
-  /// as of its own last report): with `pool`, what the fleet can still admit now.
+  /// Σ over the nodes holding a lease: the spendable units each reported with its last
+  /// acquire plus what that acquire was granted (within its capacity), each as of its own
+  /// last exchange: with `pool`, what the fleet can still admit now.
   public var heldAvailable: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
