@@ -112,7 +112,7 @@ public final class DirectoryKeeper: Sendable {
     }
 
     /// Applies `change` on the newest version as the next one, by `author`; redone on the new
-    /// head when another coordinator wrote first (at most 5 times).
+    /// head when another coordinator wrote first (for up to five seconds).
     func change(_ change: Directory.Change, author: String) async throws -> (DirectoryVersionRow, String) {
         guard let store else {
             throw AllotError(.invalidSettings, "this coordinator has no ledger: the consumer directory lives in the ledger (--ledger sqlite:PATH or postgres://...)")
@@ -121,9 +121,13 @@ public final class DirectoryKeeper: Sendable {
             throw AllotError(.invalidSettings, "the key's expiry is in the past (by this coordinator's clock)")
         }
         return try await writing.run { [self] in
-            for _ in 0..<5 {
+            // Other coordinators may win the version again and again while they drain their
+            // own queues: retry with a short random pause for up to five seconds.
+            let deadline = ContinuousClock.now + .seconds(5)
+            repeat {
                 try await refresh()
-                var (version, next) = current.withLock { ($0.version, $0.directory) }
+                let (version, base) = current.withLock { ($0.version, $0.directory) }
+                var next = base
                 let summary = try next.apply(change, tiers: tiers, maxBytes: maxBytes)
                 let row = DirectoryVersionRow(version: version + 1, author: author, created: WallClock.now(), change: summary,
                                               document: String(decoding: next.encoded(), as: UTF8.self))
@@ -131,13 +135,13 @@ public final class DirectoryKeeper: Sendable {
                     _ = try adopt(row)
                     return (row, summary)
                 }
-                version += 1
-            }
+                try await Task.sleep(for: .milliseconds(Int64.random(in: 1...20)))
+            } while ContinuousClock.now < deadline
             throw Self.contended
         }
     }
 
-    static let contended = AllotError(.invalidSettings, "the directory changed under this change five times in a row; try again")
+    static let contended = AllotError(.invalidSettings, "the directory kept changing under this change for five seconds; try again")
 
     /// Reads the ledger's head every `interval`, and at once when PostgreSQL notifies that
     /// another coordinator appended a version, and sends a newer version to every node: how a

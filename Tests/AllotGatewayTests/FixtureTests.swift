@@ -13,7 +13,7 @@ struct FixtureTests {
 
     /// One gateway (or `nodes`) in front of a fresh `FixtureUpstream`; `month`: the pro
     /// tier's monthly token quota (tokens/min then high enough never to bind first).
-    func start(nodes: Int = 1, month: Int64? = nil, retrieve: Bool = false) async throws -> (LocalFleet, FixtureUpstream) {
+    func start(nodes: Int = 1, month: Int64? = nil, retrieve: Bool = false, ledgerPath: String? = nil) async throws -> (LocalFleet, FixtureUpstream) {
         setenv(Self.keyEnv, "sk-operator-key", 1)
         let upstream = FixtureUpstream()
         let port = try await upstream.start()
@@ -29,7 +29,7 @@ struct FixtureTests {
             c.models["large"]!.maxPartTokens = [.image: 1_600]
             if retrieve { c.entitlements["pro"]!.routes.insert(.retrieve) }
         }
-        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: nodes, mock: nil)
+        let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: nodes, mock: nil, ledgerPath: ledgerPath)
         return (fleet, upstream)
     }
 
