@@ -66,12 +66,17 @@ public final class DirectoryKeeper: Sendable {
         return f
     }
 
+    /// The directory for a node that holds version `have`; nil when it has this one already.
+    public func frame(newerThan have: UInt64) -> Allot_V1_Frame? {
+        version > Int64(clamping: have) ? frame() : nil
+    }
+
     /// A node's or an admin's request; the answer goes to `reply`, and a new version to
     /// every sink `nodes` gives.
     public func handle(_ r: Allot_V1_DirectoryRequest, from identity: PeerIdentity, reply: any FrameSink,
                        nodes: @escaping @Sendable () -> [any FrameSink]) {
         if identity.role == .node {
-            if version > Int64(clamping: r.have) { reply.send(frame()) }
+            if let f = frame(newerThan: r.have) { reply.send(f) }
             return
         }
         Task {
@@ -184,16 +189,15 @@ final class AsyncLock: Sendable {
     private let tail = Mutex<Task<Void, Never>?>(nil)
 
     func run<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        let (previous, mine) = tail.withLock { t -> (Task<Void, Never>?, Task<Result<T, any Error>, Never>) in
+        let mine = tail.withLock { t -> Task<Result<T, any Error>, Never> in
             let before = t
             let task = Task { () -> Result<T, any Error> in
                 await before?.value
                 do { return .success(try await body()) } catch { return .failure(error) }
             }
             t = Task { _ = await task.value }
-            return (before, task)
+            return task
         }
-        _ = previous
         return try await mine.value.get()
     }
 }

@@ -131,7 +131,7 @@ public struct FrameFuzzer {
             case .status(let after): answers.append(core.status(after: after))
             case .lookup(let budgets, let query): answers.append(core.status(of: budgets, query: query))
             case .directory(let r) where identity.role == .node:
-                if core.directory.version > Int64(clamping: r.have) { answers.append(core.directory.frame()) }
+                if let f = core.directory.frame(newerThan: r.have) { answers.append(f) }
             case .directory: break // an admin's change writes the ledger (none here)
             case .gossip(let g): if let e = core.gossip(g, from: identity) { answers.append(e) }
             case .auditHead(let h): if let e = core.auditHead(h, from: NodeID(identity.name), now: now) { answers.append(e) }

@@ -65,6 +65,11 @@ struct AdminTarget: ParsableArguments {
     }
 }
 
+extension Allot_V1_DirectoryResponse {
+    /// A change's answer as the commands print it.
+    var changed: String { "directory version \(version): \(summary)" }
+}
+
 /// `allot keys`: API keys in the consumer directory (kept in the ledger, sent to gateways).
 struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -95,7 +100,7 @@ struct Keys: AsyncParsableCommand {
 
         func run() async throws {
             let answer = try await target.change(.revokeKey(keyID: keyID))
-            print("directory version \(answer.version): \(answer.summary)")
+            print(answer.changed)
         }
     }
 
@@ -148,7 +153,7 @@ struct Consumers: AsyncParsableCommand {
         func run() async throws {
             let c = Directory.ConsumerRecord(id: id, tier: tier, team: team, tenant: tenant, maxChainDepth: maxChainDepth)
             let answer = try await target.change(.setConsumer(c))
-            print("directory version \(answer.version): \(answer.summary)")
+            print(answer.changed)
         }
     }
 
@@ -159,7 +164,7 @@ struct Consumers: AsyncParsableCommand {
 
         func run() async throws {
             let answer = try await target.change(.deleteConsumer(id: id))
-            print("directory version \(answer.version): \(answer.summary)")
+            print(answer.changed)
         }
     }
 
