@@ -245,9 +245,9 @@ public struct CoordinatorMachine: Sendable {
 
     /// Looks at the soft limits of `budgets` (those just spent from, or whose leases ran out).
     mutating func watchSoftLimits(_ budgets: some Sequence<BudgetID>, now: Instant) -> [Action] {
-        guard !settings.softLimits.isEmpty else { return [] }
+        guard softLimits.watching else { return [] }
         var seen = Set<BudgetID>(), crossed: [SoftLimits.Crossing] = []
-        for id in budgets where seen.insert(id).inserted && !settings.softLimits.percents(for: id).isEmpty {
+        for id in budgets where seen.insert(id).inserted && !softLimits.table.percents(for: id).isEmpty {
             guard let st = allocator.status(id), !loading.contains(id) else { continue }
             crossed += softLimits.observe(st, quotaWindow: allocator.window(id)?.start, now: now)
         }

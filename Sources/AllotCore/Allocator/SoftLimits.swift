@@ -53,7 +53,13 @@ public struct SoftLimits: Sendable {
     /// Crossings reported, by budget and percent (the metric's counter).
     public private(set) var counts: [BudgetID: [Int: Int64]] = [:]
 
-    public init(_ table: SoftLimitTable) { self.table = table }
+    /// Whether any budget has soft limits (computed once: asked at every lease event).
+    public let watching: Bool
+
+    public init(_ table: SoftLimitTable) {
+        self.table = table
+        watching = !table.isEmpty
+    }
 
     /// The highest percent crossed in `budget`'s window that holds `now` (0: none).
     public func level(_ budget: BudgetID, now: Instant) -> Int {
