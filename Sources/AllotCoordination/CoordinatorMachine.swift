@@ -66,7 +66,8 @@ public struct CoordinatorMachine: Sendable {
         case softLimitCrossed([SoftLimits.Crossing])
     }
 
-    public let settings: Settings
+    /// Tiers and soft limits change with `reconfigure`; the rest is fixed at start.
+    public internal(set) var settings: Settings
     public internal(set) var allocator: Allocator
     public var counters = CoordinatorCounters()
     /// Cluster mode: who owns what, the quorum, recent views (nil when standalone).
@@ -74,8 +75,8 @@ public struct CoordinatorMachine: Sendable {
     /// Quota budgets whose ledger row is being read: nothing granted until it arrives.
     public internal(set) var loading: Set<BudgetID> = []
     public internal(set) var auditHeads: [String: AuditHead] = [:]
-    let catalog: TierCatalog
-    let configured: [BudgetID: BudgetSpec]
+    var catalog: TierCatalog
+    var configured: [BudgetID: BudgetSpec]
     var tierBudgets: TierBudgets
     var lastRetirement: Instant = .zero
     var lastEpoch: UInt64 = 0

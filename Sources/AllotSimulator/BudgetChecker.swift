@@ -9,7 +9,7 @@ import AllotCore
 /// - quota: the sum per calendar window against the allowance.
 /// - concurrency: requests in flight at every instant against the limit.
 public struct BudgetChecker: Sendable {
-    public let spec: BudgetSpec
+    public private(set) var spec: BudgetSpec
     public let epoch: Instant
 
     // rate: level × period-in-ns (Int128: exact, no overflow)
@@ -80,6 +80,20 @@ public struct BudgetChecker: Sendable {
             maxInFlight = max(maxInFlight, Int64(ends.count))
             _ = l
         }
+    }
+
+    /// The budget's limit changes at `t` (ns since `epoch`, a configuration applied at run
+    /// time; rate budgets of the same period). Raised: the bucket's room grows by the
+    /// difference at once, as the coordinator's pool does. Lowered: the bucket is clipped to the
+    /// new burst, from the instant the new terms are in force on every node. So an interval
+    /// inside one regime is checked against that regime's burst + rate·T, an interval across a
+    /// change against the larger of the two, never their sum.
+    public mutating func change(to new: BudgetSpec, at t: Int64) {
+        guard case .rate(_, let p, let oldBurst) = spec.kind, case .rate(_, let q, let burst) = new.kind, p == q else { return }
+        advance(t)
+        let period = Int128(p.nanoseconds)
+        level = burst >= oldBurst ? level + Int128(burst - oldBurst) * period : min(level, Int128(burst) * period)
+        spec = new
     }
 
     /// Replays single-unit admissions at absolute times (ns, any order), counted from the first.

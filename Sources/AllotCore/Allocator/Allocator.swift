@@ -104,6 +104,8 @@ public struct Allocator: Sendable {
 
     /// Stores an account back, noting it when it has something to take.
     private mutating func put(_ acct: BudgetAccount, _ id: BudgetID) {
+        var acct = acct
+        acct.clampWhileDraining() // a lowered limit's old terms acknowledged during the event
         accounts[id] = acct
         if !acct.pushes.isEmpty || !acct.journalEntries.isEmpty { dirty.insert(id) }
         let d = acct.nextDeadline

@@ -112,7 +112,7 @@ extension BudgetAccount {
 
     /// Sends `node` new terms unasked. A raise is committed at once; a lowered term stays
     /// committed at the old value until the node acknowledges.
-    private mutating func push(to node: NodeID, rate: Int64, capacity: Int64, now: Instant) {
+    mutating func push(to node: NodeID, rate: Int64, capacity: Int64, now: Instant) {
         guard var entry = nodes[node], var lease = entry.lease else { return }
         let seq = entry.nextSequence
         entry.nextSequence += 1

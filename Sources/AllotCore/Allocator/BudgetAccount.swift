@@ -66,7 +66,8 @@ struct BudgetAccount: Sendable {
         var consumedSeen: Int64
     }
 
-    let spec: BudgetSpec
+    /// Changed at run time by `respec` (a new configuration version).
+    var spec: BudgetSpec
     /// What differs by kind: its own state and rules.
     var book: BudgetBook
     var epoch: UInt64 = 1
@@ -95,6 +96,10 @@ struct BudgetAccount: Sendable {
     /// Hierarchy: set when this budget's units come from an upstream lease (a region's
     /// coordinator leasing a global budget from the global cluster). See `Upstream`.
     var upstream: Upstream?
+    /// A lowered limit not yet in force: nodes may still enforce the old terms (committed until
+    /// they acknowledge, or until their leases end). Meanwhile the pool stays empty and the old
+    /// terms are what the books count; cleared once the totals fit the new limit.
+    var draining = false
 
     init(spec: BudgetSpec, now: Instant) {
         self.spec = spec
@@ -165,6 +170,7 @@ struct BudgetAccount: Sendable {
             expired.append((node, expire(node: node, lease: lease)))
         }
         refill(to: now)
+        clampWhileDraining()
     }
 
     /// Ends a lease that ran out; returns what it held (for metrics).
@@ -182,6 +188,7 @@ struct BudgetAccount: Sendable {
                 upstream!.lost += held // the upstream lease they came from is over
             } else if !isLearning {
                 pool += held
+                clampWhileDraining()
             }
         case .spent:
             expiredSpent += held
@@ -207,6 +214,7 @@ struct BudgetAccount: Sendable {
         expiredSpent -= l.unreturned
         consumed += used
         pool += back
+        clampWhileDraining()
         journal(windowStart) { $0.expired -= l.unreturned; $0.consumed += used; $0.released += back }
         return back
     }
@@ -265,6 +273,7 @@ struct BudgetAccount: Sendable {
         let (dc, dr, back) = book.apply(consumed: c, released: r, to: &lease, closing: closing, learning: learning,
                                         pool: &pool, outstanding: &outstanding, totalConsumed: &consumed)
         journal(windowStart) { $0.consumed += dc; $0.released += dr }
+        clampWhileDraining()
         return back
     }
 

@@ -53,8 +53,10 @@ struct RateBook: Sendable {
     /// Sets what `lease`'s node may be enforcing, keeping the totals in step (`outstanding`
     /// is Σ committed capacity).
     mutating func commit(_ lease: inout Lease, rate: Int64, capacity: Int64, outstanding: inout Int64) {
-        committedRate = Checked.sum(committedRate, rate, -lease.committedRate)
-        outstanding = Checked.sum(outstanding, capacity, -lease.committedCapacity)
+        // What the lease held comes off first: adding first overflowed near 2^62 (a sum that
+        // saturates stops there, and the totals no longer matched the leases).
+        committedRate = Checked.sum(committedRate, -lease.committedRate, rate)
+        outstanding = Checked.sum(outstanding, -lease.committedCapacity, capacity)
         lease.committedRate = rate
         lease.committedCapacity = capacity
     }
@@ -111,7 +113,8 @@ struct RateBook: Sendable {
 
 /// A quota's own books: its allowance per calendar window, and the window now current.
 struct QuotaBook: Sendable {
-    let allowance: Int64
+    /// Changed at run time by `BudgetAccount.respec`.
+    var allowance: Int64
     let window: CalendarWindow
     var windowStart: Instant
     var windowEnd: Instant

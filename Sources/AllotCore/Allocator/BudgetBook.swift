@@ -285,6 +285,8 @@ extension BudgetBook {
         switch self {
         case .rate(let r):
             if a.isLearning { return nil } // adopted terms may exceed the budget until they expire
+            // A lowered limit not yet in force: the old terms are still counted, nothing is free.
+            if a.draining { return pool > 0 ? "\(id): pool \(pool) > 0 while a lowered limit drains" : nil }
             if pool + outstanding > r.burst {
                 return "\(id): pool \(pool) + capacity on nodes \(outstanding) > burst \(r.burst)"
             }
@@ -294,7 +296,8 @@ extension BudgetBook {
                 return "\(id): pool+outstanding+consumed+expired = \(pool + outstanding + consumed + expiredSpent) > allowance \(q.allowance)"
             }
         case .permits(let p):
-            if pool + outstanding > p.limit && !a.isLearning {
+            if a.draining && pool > 0 { return "\(id): pool \(pool) > 0 while a lowered limit drains" }
+            if pool + outstanding > p.limit && !a.isLearning && !a.draining {
                 return "\(id): pool \(pool) + outstanding \(outstanding) > limit \(p.limit)"
             }
         }

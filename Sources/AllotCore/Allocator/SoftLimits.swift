@@ -48,17 +48,25 @@ public struct SoftLimits: Sendable {
         var level: Int
     }
 
-    public let table: SoftLimitTable
+    public private(set) var table: SoftLimitTable
     var tracks: [BudgetID: Track] = [:]
     /// Crossings reported, by budget and percent (the metric's counter).
     public private(set) var counts: [BudgetID: [Int: Int64]] = [:]
 
     /// Whether any budget has soft limits (computed once: asked at every lease event).
-    public let watching: Bool
+    public private(set) var watching: Bool
 
     public init(_ table: SoftLimitTable) {
         self.table = table
         watching = !table.isEmpty
+    }
+
+    /// A new configuration's table: the tracks of budgets still watched stay (a percent
+    /// already reported in this window is not reported again).
+    public mutating func replace(_ table: SoftLimitTable) {
+        self.table = table
+        watching = !table.isEmpty
+        tracks = tracks.filter { !table.percents(for: $0.key).isEmpty }
     }
 
     /// The highest percent crossed in `budget`'s window that holds `now` (0: none).

@@ -1,0 +1,162 @@
+import AllotCore
+import Testing
+
+/// A budget's limit changed at run time (`Allocator.respec`), in virtual time: raised at once,
+/// lowered once every node applied it or its lease ended, never both limits added up.
+@Suite("Limits changed at run time")
+struct RespecTests {
+    var settings: AllocatorSettings {
+        var s = AllocatorSettings()
+        s.leaseTTL = .seconds(10)
+        s.refreshInterval = .seconds(1)
+        return s
+    }
+
+    /// Three nodes each holding a rate lease of `r`: they ask in rounds, each showing it
+    /// applied the last terms it got (grants and pushes), until all hold a share.
+    func threeHolders(_ a: inout Allocator, limit: Int64, now: Instant) throws -> [NodeID: Grant] {
+        var last: [NodeID: Grant] = [:]
+        for round in 0..<6 {
+            for n in [NodeID("n1"), NodeID("n2"), NodeID("n3")] {
+                let g = last[n]
+                let req = AcquireRequest(requestID: UInt64(round + 1), node: n, budget: "r", want: limit, demandRate: limit,
+                                         leaseID: g?.leaseID ?? 0, available: 0, rateInUse: g?.rate ?? 0, capacityInUse: g?.capacity ?? 0,
+                                         appliedSequence: g?.sequence ?? 0)
+                if let granted = grant(a.acquire(req, now: now + .milliseconds(10 * round))) { last[n] = granted }
+                for p in a.takePushes() { last[p.node] = p.grant }
+            }
+        }
+        #expect(last.values.allSatisfy { $0.leaseID != 0 }, "three holders")
+        return last
+    }
+
+    @Test("a rate limit lowered 10×: proportional recalls pushed; old terms counted, pool empty, until each node acknowledges")
+    func rateLowered() throws {
+        var a = try Allocator(settings: settings, budgets: [rateBudget(limit: 6_000, period: .seconds(60), burst: 6_000)], now: at(0))
+        let leases = try threeHolders(&a, limit: 6_000, now: at(0))
+        let before = try #require(a.status("r"))
+        #expect(before.committedRate <= 6_000 && before.committedRate > 3_000)
+        #expect(a.respec(rateBudget(limit: 600, period: .seconds(60), burst: 600), now: at(1)) == .applied)
+        #expect(a.isDraining("r"))
+        let pushes = a.takePushes()
+        #expect(Set(pushes.map(\.node)) == Set(leases.keys), "every holder is recalled")
+        #expect(pushes.reduce(0) { $0 + $1.grant.rate } <= 600 && pushes.reduce(0) { $0 + $1.grant.capacity } <= 600)
+        // Until they apply it, the old terms are what the books count, and nothing is free.
+        let mid = try #require(a.status("r"))
+        #expect(mid.committedRate == before.committedRate && mid.pool == 0)
+        #expect(a.checkInvariants() == nil)
+        // A node asking meanwhile gets nothing beyond the new limit.
+        let g = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n4", budget: "r", want: 600, demandRate: 600), now: at(1.1))))
+        #expect(g.amount == 0 && g.rate == 0)
+        // Each node applies what it was pushed and says so with its next request (recalls the
+        // newcomer caused included), until nothing is left unacknowledged.
+        var toAck = pushes, req: UInt64 = 10, t = 1.2
+        for _ in 0..<6 where !toAck.isEmpty {
+            #expect(a.isDraining("r") || a.status("r")!.committedRate <= 600)
+            for p in toAck {
+                req += 1
+                t += 0.01
+                _ = a.acquire(AcquireRequest(requestID: req, node: p.node, budget: "r", want: 600, demandRate: 600, leaseID: p.grant.leaseID,
+                                             available: 0, rateInUse: p.grant.rate, capacityInUse: p.grant.capacity,
+                                             appliedSequence: p.grant.sequence), now: at(t))
+                #expect(a.checkInvariants() == nil)
+            }
+            toAck = a.takePushes()
+        }
+        #expect(!a.isDraining("r"))
+        let after = try #require(a.status("r"))
+        #expect(after.committedRate <= 600 && after.pool + after.outstanding <= 600)
+        #expect(a.spec("r")?.kind == .rate(limit: 600, period: .seconds(60), burst: 600))
+    }
+
+    @Test("a node that never acknowledges the lowered terms: they stop counting when its lease ends")
+    func rateLoweredSilentNode() throws {
+        var a = try Allocator(settings: settings, budgets: [rateBudget(limit: 1_000, burst: 1_000)], now: at(0))
+        _ = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n1", budget: "r", want: 1_000, demandRate: 1_000), now: at(0))))
+        #expect(a.respec(rateBudget(limit: 100, burst: 100), now: at(1)) == .applied)
+        #expect(a.isDraining("r") && a.status("r")!.committedRate == 1_000)
+        _ = a.tick(now: at(9.9))
+        #expect(a.isDraining("r"))
+        _ = a.tick(now: at(10))
+        #expect(!a.isDraining("r") && a.status("r")!.committedRate == 0)
+        #expect(a.checkInvariants() == nil)
+        // Then the pool refills to the new burst, no further.
+        _ = a.tick(now: at(100))
+        let g = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n2", budget: "r", want: 1_000, demandRate: 1_000), now: at(100))))
+        #expect(g.capacity <= 100 && g.rate <= 100)
+    }
+
+    @Test("a raised rate limit: the pool grows by the difference at once, committed rate within the new limit")
+    func rateRaised() throws {
+        var a = try Allocator(settings: settings, budgets: [rateBudget(limit: 100, burst: 100)], now: at(0))
+        let g = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n1", budget: "r", want: 100, demandRate: 100), now: at(0))))
+        #expect(g.amount == 100 && a.status("r")!.pool == 0)
+        #expect(a.respec(rateBudget(limit: 1_000, burst: 1_000), now: at(0)) == .applied)
+        #expect(!a.isDraining("r"))
+        let st = try #require(a.status("r"))
+        #expect(st.pool == 900 && st.pool + st.outstanding <= 1_000)
+        // The holder gets the free rate offered by push.
+        #expect(a.takePushes().contains { $0.node == "n1" && $0.grant.rate > 100 })
+        #expect(a.checkInvariants() == nil)
+    }
+
+    @Test("a quota's allowance changed inside its window keeps what was consumed")
+    func quotaChanged() throws {
+        var a = try Allocator(settings: settings, budgets: [quotaBudget(allowance: 1_000, window: try CalendarWindow(.day))], now: at(0))
+        let g = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n", budget: "q", want: 300), now: at(0))))
+        _ = a.release(ReleaseRequest(node: "n", budget: "q", leaseID: g.leaseID, consumed: 300, released: 0, final: false), now: at(1))
+        #expect(a.respec(quotaBudget(allowance: 400, window: try CalendarWindow(.day)), now: at(2)) == .applied)
+        var st = try #require(a.status("q"))
+        #expect(st.consumed == 300 && st.pool == 100)
+        #expect(a.respec(quotaBudget(allowance: 200, window: try CalendarWindow(.day)), now: at(3)) == .applied)
+        st = try #require(a.status("q"))
+        #expect(st.consumed == 300 && st.pool == 0, "below what was consumed: nothing more this window")
+        #expect(grant(a.acquire(AcquireRequest(requestID: 2, node: "n", budget: "q", want: 10, leaseID: g.leaseID, consumed: 300), now: at(4)))?.amount == 0)
+        #expect(a.respec(quotaBudget(allowance: 2_000, window: try CalendarWindow(.day)), now: at(5)) == .applied)
+        st = try #require(a.status("q"))
+        #expect(st.consumed == 300 && st.pool + st.outstanding + st.consumed + st.expiredSpent <= 2_000 && st.pool >= 1_600)
+        #expect(a.checkInvariants() == nil)
+    }
+
+    @Test("a concurrency limit lowered below the permits out: none granted until they come back under it")
+    func permitsLowered() throws {
+        var a = try Allocator(settings: settings, budgets: [concurrencyBudget(limit: 4)], now: at(0))
+        let g = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n", budget: "c", want: 4), now: at(0))))
+        #expect(g.amount == 4)
+        #expect(a.respec(concurrencyBudget(limit: 2), now: at(1)) == .applied)
+        #expect(a.isDraining("c") && a.status("c")!.pool == 0)
+        #expect(a.checkInvariants() == nil)
+        _ = a.release(ReleaseRequest(node: "n", budget: "c", leaseID: g.leaseID, consumed: 0, released: 3, final: false), now: at(2))
+        _ = a.tick(now: at(2.1))
+        #expect(!a.isDraining("c"))
+        let st = try #require(a.status("c"))
+        #expect(st.outstanding == 1 && st.pool == 1, "the new limit of 2: one out, one free")
+        #expect(a.checkInvariants() == nil)
+    }
+
+    @Test("same terms: unchanged; another kind, unit or period: replaced (a new budget); unknown id")
+    func outcomes() throws {
+        var a = try Allocator(settings: settings, budgets: [rateBudget(limit: 100, burst: 100)], now: at(0))
+        #expect(a.respec(rateBudget(limit: 100, burst: 100), now: at(1)) == .unchanged)
+        #expect(a.respec(rateBudget(limit: 100, period: .seconds(60), burst: 100), now: at(1)) == .replaced)
+        #expect(a.respec(quotaBudget("r"), now: at(1)) == .replaced)
+        #expect(a.respec(rateBudget("nope"), now: at(1)) == .unknownBudget)
+        #expect(a.spec("r")?.kind == .rate(limit: 100, period: .seconds(1), burst: 100))
+    }
+
+    @Test("adversarial terms: limits at the Int64 edges, lowered to 1 and raised back, never trap and keep the books balanced")
+    func edges() throws {
+        let huge = Checked.maxUnits
+        var a = try Allocator(settings: settings, budgets: [rateBudget(limit: huge, burst: huge)], now: at(0))
+        _ = try threeHolders(&a, limit: huge, now: at(0))
+        #expect(a.checkInvariants() == nil, "before any change")
+        for (k, limit) in [Int64(1), huge, 1, 7, huge / 3].enumerated() {
+            #expect(a.respec(rateBudget(limit: limit, burst: limit), now: at(1 + Double(k))) == .applied)
+            _ = a.takePushes()
+            #expect(a.checkInvariants() == nil, "after \(limit)")
+        }
+        _ = a.tick(now: at(30))
+        #expect(!a.isDraining("r"))
+        #expect(a.checkInvariants() == nil)
+    }
+}
