@@ -129,7 +129,7 @@ public struct AdminAPI: Sendable {
         } catch let e as AllotError {
             core.count(rejected: "admin_api_invalid")
             if e.message == Self.noLedger.message { return Self.error(503, "no_ledger", e.message) }
-            if e.message == DirectoryKeeper.contended.message { return Self.error(409, "conflict", e.message) }
+            if e.message == VersionedDocument.directory.contended.message { return Self.error(409, "conflict", e.message) }
             return Self.error(400, "invalid_request", e.message)
         } catch {
             core.count(rejected: "admin_api_failed")

@@ -87,6 +87,7 @@ public struct CoordinatorConfig: Sendable {
         let shared = try DeploymentConfig(yaml: yaml)
         let raw: File = try ConfigFields.decode(File.self, yaml)
         self.init(shared: shared)
+        core.policy = try PolicyDocument(file: yaml).yaml
         if let c = raw.coordinator {
             if let n = c.name { name = n }
             if let l = c.listen { (listenHost, listenPort) = try ConfigFields.address(l, field: "coordinator.listen") }

@@ -93,4 +93,9 @@ extension CoordinatorCore {
             sink.close()
         }
     }
+
+    /// Grants in frames within this coordinator's limits (none when there are none).
+    func frames(_ grants: [Allot_V1_Grant], push: Bool = false) -> [Allot_V1_Frame] {
+        Allot_V1_Frame.grants(grants, push: push, maxItems: settings.session.maxItemsPerFrame, maxBytes: settings.maxFrameBytes)
+    }
 }

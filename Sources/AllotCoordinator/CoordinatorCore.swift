@@ -30,6 +30,8 @@ public final class CoordinatorCore: Sendable {
         public var quorum = 0
         public var upstream: UpstreamClient.Settings?
         public var softLimits = SoftLimitTable()
+        /// The policy sections of the file it started with (`PolicyDocument`; "" when none).
+        public var policy = ""
         public init() {}
     }
 
@@ -42,8 +44,9 @@ public final class CoordinatorCore: Sendable {
 
     public let settings: Settings
     public let ledger: LedgerWriter?
-    /// The consumer directory (keys and consumers), kept in the ledger.
-    public let directory: DirectoryKeeper
+    /// The consumer directory (keys and consumers) and the policy (budgets, tiers, models),
+    /// each versioned in the ledger.
+    public let directory: DirectoryKeeper, config: ConfigKeeper
     /// Rate limit on warnings about peers' frames (a flood must not become a flood of logs).
     public let warnings = WarningLimiter()
     let state: Mutex<State>
@@ -57,6 +60,7 @@ public final class CoordinatorCore: Sendable {
         self.settings = settings
         self.ledger = ledger
         directory = DirectoryKeeper(tiers: Set(settings.tiers.map(\.name)), store: ledger?.store, maxFrameBytes: settings.maxFrameBytes)
+        config = ConfigKeeper(policy: settings.policy, store: ledger?.store)
         var m = CoordinatorMachine.Settings()
         (m.allocator, m.tiers, m.tierLimits, m.member, m.quorum) = (settings.allocator, settings.tiers, settings.tierLimits, settings.member, settings.quorum)
         (m.upstream, m.durable, m.softLimits) = (settings.upstream, ledger != nil, settings.softLimits)
@@ -69,7 +73,7 @@ public final class CoordinatorCore: Sendable {
 
     /// Runs `body` on the machine under the lock and finds, in the same critical section, the
     /// connections its answers go to; then sends and performs the rest outside the lock.
-    private func run<T>(_ body: (inout CoordinatorMachine) -> (T, [CoordinatorMachine.Action])) -> T {
+    func run<T>(_ body: (inout CoordinatorMachine) -> (T, [CoordinatorMachine.Action])) -> T {
         let (result, sends, io, wake) = state.withLock { s in
             let (result, actions) = body(&s.machine)
             let (sends, io) = deliveries(actions, &s)
@@ -240,10 +244,5 @@ public final class CoordinatorCore: Sendable {
                 backoff = min(backoff * 2, .seconds(2))
             }
         }
-    }
-
-    /// Grants in frames within this coordinator's limits (none when there are none).
-    func frames(_ grants: [Allot_V1_Grant], push: Bool = false) -> [Allot_V1_Frame] {
-        Allot_V1_Frame.grants(grants, push: push, maxItems: settings.session.maxItemsPerFrame, maxBytes: settings.maxFrameBytes)
     }
 }

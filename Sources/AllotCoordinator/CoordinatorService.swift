@@ -161,6 +161,13 @@ public final class CoordinatorService: Service, Sendable {
                 }
             }
         }
+        if core.ledger != nil {
+            // The newest policy version in the ledger, if any, wins over the file's (one read:
+            // the poller keeps trying when the ledger is not there yet).
+            do { try await core.config.refresh(core, logger: logger) } catch {
+                logger.warning("cannot read the policy's versions from the ledger; serving the file's until it can", metadata: ["allot.error": "\(error)"])
+            }
+        }
         core.start(now: WallClock.now())
         let server = CoordinatorServer(core: core, tls: tls, group: group, logger: logger)
         let address = try await server.start(host: config.listenHost, port: config.listenPort)

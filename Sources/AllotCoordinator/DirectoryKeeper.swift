@@ -20,7 +20,12 @@ public final class DirectoryKeeper: Sendable {
         var document = Data()
     }
 
-    let tiers: Set<String>
+    /// The tiers a consumer may be given (those of the policy in force).
+    private let tierNames: Mutex<Set<String>>
+    var tiers: Set<String> {
+        get { tierNames.withLock { $0 } }
+        set { tierNames.withLock { $0 = newValue } }
+    }
     let store: (any LedgerStore)?
     /// The most the encoded directory may take: it travels in one frame, to gateways whose
     /// frames are at most the default size.
@@ -30,7 +35,7 @@ public final class DirectoryKeeper: Sendable {
     private let writing = AsyncLock()
 
     public init(tiers: Set<String>, store: (any LedgerStore)?, maxFrameBytes: Int = WireProtocol.defaultMaxFrameBytes) {
-        self.tiers = tiers
+        tierNames = Mutex(tiers)
         self.store = store
         maxBytes = max(0, min(maxFrameBytes, WireProtocol.defaultMaxFrameBytes) - 4_096)
     }
@@ -79,31 +84,13 @@ public final class DirectoryKeeper: Sendable {
             if let f = frame(newerThan: r.have) { reply.send(f) }
             return
         }
-        Task {
-            var answer = Allot_V1_DirectoryResponse()
-            answer.requestID = r.requestID
-            do {
-                if !r.change.isEmpty {
-                    (_, answer.summary) = try await apply(try Directory.decode(change: r.change), author: identity.name, nodes: nodes)
-                }
-                if let store, r.history > 0 {
-                    answer.history = try await store.directoryHistory(limit: Int(r.history)).map { row in
-                        var v = Allot_V1_DirectoryVersion()
-                        (v.version, v.author, v.createdUnixNs, v.change) = (UInt64(row.version), row.author, row.created.nanoseconds, row.change)
-                        return v
-                    }
-                }
-                let c = current.withLock { $0 }
-                answer.version = UInt64(max(0, c.version))
-                answer.document = c.document
-            } catch let e as AllotError {
-                answer.error = e.message
-            } catch {
-                answer.error = "\(error)"
+        answerAdmin(r, of: .directory, store: store, reply: reply) { [self] answer in
+            if !r.change.isEmpty {
+                (_, answer.summary) = try await apply(try Directory.decode(change: r.change), author: identity.name, nodes: nodes)
             }
-            var f = Allot_V1_Frame()
-            f.directoryResponse = answer
-            reply.send(f)
+            let c = current.withLock { $0 }
+            answer.version = UInt64(max(0, c.version))
+            answer.document = c.document
         }
     }
 
@@ -126,31 +113,23 @@ public final class DirectoryKeeper: Sendable {
             throw AllotError(.invalidSettings, "the key's expiry is in the past (by this coordinator's clock)")
         }
         return try await writing.run { [self] in
-            // Other coordinators may win the version again and again while they drain their
-            // own queues: retry with a short random pause for up to five seconds.
-            let deadline = ContinuousClock.now + .seconds(5)
-            repeat {
-                try await refresh()
+            var summary = ""
+            let row = try await store.appendNext(to: .directory, refresh: { try await self.refresh() }) { [self] in
                 let (version, base) = current.withLock { ($0.version, $0.directory) }
                 var next = base
-                let summary = try next.apply(change, tiers: tiers, maxBytes: maxBytes)
-                let row = DirectoryVersionRow(version: version + 1, author: author, created: WallClock.now(), change: summary,
-                                              document: String(decoding: next.encoded(), as: UTF8.self))
-                if try await store.appendDirectory(row) {
-                    _ = try adopt(row)
-                    return (row, summary)
-                }
-                try await Task.sleep(for: .milliseconds(Int64.random(in: 1...20)))
-            } while ContinuousClock.now < deadline
-            throw Self.contended
+                summary = try next.apply(change, tiers: tiers, maxBytes: maxBytes)
+                return DirectoryVersionRow(version: version + 1, author: author, created: WallClock.now(), change: summary,
+                                           document: String(decoding: next.encoded(), as: UTF8.self))
+            }
+            _ = try adopt(row)
+            return (row, summary)
         }
     }
 
-    static let contended = AllotError(.invalidSettings, "the directory kept changing under this change for five seconds; try again")
-
-    /// Reads the ledger's head every `interval`, and at once when PostgreSQL notifies that
-    /// another coordinator appended a version, and sends a newer version to every node: how a
-    /// coordinator learns a version another one wrote (and resumes after a restart).
+    /// Reads the ledger's heads (the directory's and the policy's) every `interval`, and at once
+    /// when PostgreSQL notifies that another coordinator appended a version; sends a newer
+    /// directory to every node and puts a newer policy in force (`ConfigKeeper`): how a
+    /// coordinator learns a version another one wrote.
     public struct Poller: Service {
         let core: CoordinatorCore
         let interval: Duration
@@ -171,13 +150,14 @@ public final class DirectoryKeeper: Sendable {
                         for sink in core.nodeSinks { sink.send(f) }
                         logger.info("consumer directory", metadata: ["allot.version": "\(core.directory.version)"])
                     }
+                    try await core.config.refresh(core, logger: logger)
                     failing = false
                 } catch {
-                    if !failing { logger.warning("cannot read the consumer directory", metadata: ["allot.error": "\(error)"]) }
+                    if !failing { logger.warning("cannot read the consumer directory or the policy", metadata: ["allot.error": "\(error)"]) }
                     failing = true
                 }
                 if let store = core.directory.store {
-                    try? await cancelWhenGracefulShutdown { await store.waitForDirectoryChange(timeout: interval) }
+                    try? await cancelWhenGracefulShutdown { await store.waitForVersions(timeout: interval) }
                 }
             }
         }
@@ -199,5 +179,33 @@ final class AsyncLock: Sendable {
             return task
         }
         return try await mine.value.get()
+    }
+}
+
+/// Answers an admin's request about a versioned document: `body` fills the answer (and may
+/// change the document); then the history it asked for. The answer, or the error that
+/// stopped `body` (nothing changed then), goes to `reply` with the request's id.
+func answerAdmin(_ r: Allot_V1_DirectoryRequest, of document: VersionedDocument, store: (any LedgerStore)?, reply: any FrameSink,
+                 _ body: @escaping @Sendable (inout Allot_V1_DirectoryResponse) async throws -> Void) {
+    Task {
+        var answer = Allot_V1_DirectoryResponse()
+        answer.requestID = r.requestID
+        do {
+            try await body(&answer)
+            if let store, r.history > 0 {
+                answer.history = try await store.history(of: document, limit: Int(r.history)).map { row in
+                    var v = Allot_V1_DirectoryVersion()
+                    (v.version, v.author, v.createdUnixNs, v.change) = (UInt64(row.version), row.author, row.created.nanoseconds, row.change)
+                    return v
+                }
+            }
+        } catch let e as AllotError {
+            answer.error = e.message
+        } catch {
+            answer.error = "\(error)"
+        }
+        var f = Allot_V1_Frame()
+        f.directoryResponse = answer
+        reply.send(f)
     }
 }

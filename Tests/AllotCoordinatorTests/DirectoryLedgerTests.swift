@@ -53,7 +53,7 @@ extension DirectoryLedgerChecks {
     /// PostgreSQL: a coordinator waiting for a change hears another's append at once.
     static func notifies(_ a: any LedgerStore, _ b: any LedgerStore) async throws {
         let start = ContinuousClock.now
-        async let waited: Void = b.waitForDirectoryChange(timeout: .seconds(8))
+        async let waited: Void = b.waitForVersions(timeout: .seconds(8))
         try await Task.sleep(for: .milliseconds(500)) // its LISTEN is in place
         let v = (try await a.directoryHead()?.version ?? 0) + 1
         let appended = ContinuousClock.now

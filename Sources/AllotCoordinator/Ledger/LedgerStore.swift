@@ -23,21 +23,43 @@ public protocol LedgerStore: Sendable {
     func recordAuditHead(node: String, _ head: AuditHead, now: Instant) async throws
     /// `node`'s audit head, as last recorded.
     func auditHead(node: String) async throws -> AuditHead?
-    /// The consumer directory's newest version (nil: none yet).
-    func directoryHead() async throws -> DirectoryVersionRow?
+    /// The newest version of a versioned document (nil: none yet).
+    func head(of document: VersionedDocument) async throws -> DirectoryVersionRow?
     /// Adds `row` as a new version; false when its version number is taken (another
     /// coordinator wrote first: read the head again and redo the change on it).
-    func appendDirectory(_ row: DirectoryVersionRow) async throws -> Bool
+    func append(_ row: DirectoryVersionRow, to document: VersionedDocument) async throws -> Bool
     /// The newest `limit` versions, newest first, without their documents.
-    func directoryHistory(limit: Int) async throws -> [DirectoryVersionRow]
-    /// Returns after `timeout`, or as soon as another writer says it appended a directory
-    /// version (PostgreSQL: LISTEN/NOTIFY; SQLite: only the timeout, the caller reads the head).
-    func waitForDirectoryChange(timeout: Duration) async
+    func history(of document: VersionedDocument, limit: Int) async throws -> [DirectoryVersionRow]
+    /// Returns after `timeout`, or as soon as another writer says it appended a version of
+    /// any document (PostgreSQL: LISTEN/NOTIFY; SQLite: only the timeout, the caller reads the heads).
+    func waitForVersions(timeout: Duration) async
     func close() async
 }
 
-/// One version of the consumer directory: who made it (an admin certificate's name), when,
-/// what it changed (one line), and the whole directory after it (JSON).
+/// What the ledger keeps in versions: the consumer directory (keys and consumers, JSON) and
+/// the deployment's policy (budgets, tiers and models, YAML: `allot config apply`).
+public enum VersionedDocument: String, Sendable, CaseIterable {
+    case directory
+    case config
+
+    var table: String { self == .directory ? "directory_versions" : "config_versions" }
+    /// The refusal when other coordinators kept winning the next version (`appendNext`).
+    var contended: AllotError {
+        AllotError(.invalidSettings, "the \(self == .directory ? "directory" : "configuration") kept changing under this change for five seconds; try again")
+    }
+    /// PostgreSQL's notification channel, shared by both (a waiter reads every head).
+    static let channel = "allot_versions"
+}
+
+extension LedgerStore {
+    public func directoryHead() async throws -> DirectoryVersionRow? { try await head(of: .directory) }
+    public func appendDirectory(_ row: DirectoryVersionRow) async throws -> Bool { try await append(row, to: .directory) }
+    public func directoryHistory(limit: Int) async throws -> [DirectoryVersionRow] { try await history(of: .directory, limit: limit) }
+}
+
+/// One version of the consumer directory or of the policy: who made it (an admin certificate's name), when,
+/// what it changed (the directory: one line; the policy: a summary line and the diff), and the
+/// whole document after it.
 public struct DirectoryVersionRow: Sendable, Hashable {
     public var version: Int64
     public var author: String
@@ -98,6 +120,17 @@ enum LedgerSchema {
         (3, [
             """
             CREATE TABLE directory_versions (
+              version BIGINT PRIMARY KEY,
+              author TEXT NOT NULL,
+              created_at BIGINT NOT NULL,
+              change TEXT NOT NULL,
+              document TEXT NOT NULL
+            )
+            """,
+        ]),
+        (4, [
+            """
+            CREATE TABLE config_versions (
               version BIGINT PRIMARY KEY,
               author TEXT NOT NULL,
               created_at BIGINT NOT NULL,
@@ -251,5 +284,24 @@ public struct PostgresTarget: Sendable, Equatable, CustomStringConvertible {
         guard let scheme = s.range(of: "://"), let at = s.lastIndex(of: "@"), at > scheme.upperBound,
               let colon = s[scheme.upperBound..<at].firstIndex(of: ":") else { return s }
         return String(s[..<s.index(after: colon)]) + "***" + String(s[at...])
+    }
+}
+
+extension LedgerStore {
+    /// Appends the next version of `document`: `make` builds it from the newest version the
+    /// caller holds after `refresh`; compare-and-set on the version number, so two coordinators
+    /// never lose one. When another coordinator wins the number it is redone on the new head,
+    /// with a short random pause, for up to five seconds (they may win again and again while
+    /// they drain their own queues); then refused.
+    func appendNext(to document: VersionedDocument, refresh: () async throws -> Void,
+                    make: () throws -> DirectoryVersionRow) async throws -> DirectoryVersionRow {
+        let deadline = ContinuousClock.now + .seconds(5)
+        repeat {
+            try await refresh()
+            let row = try make()
+            if try await append(row, to: document) { return row }
+            try await Task.sleep(for: .milliseconds(Int64.random(in: 1...20)))
+        } while ContinuousClock.now < deadline
+        throw document.contended
     }
 }

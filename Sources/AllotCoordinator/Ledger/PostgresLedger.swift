@@ -43,7 +43,7 @@ public final class PostgresLedger: LedgerStore {
         var config = PostgresClient.Configuration(host: target.host, port: target.port, username: target.user, password: target.password,
                                                   database: target.database, tls: tls)
         config.options.connectTimeout = timeout
-        // Four for the ledger's writes and reads, one for the directory's LISTEN.
+        // Four for the ledger's writes and reads, one for the versions' LISTEN.
         config.options.maximumConnections = 5
         let client = PostgresClient(configuration: config, backgroundLogger: logger)
         self.client = client
@@ -136,11 +136,11 @@ public final class PostgresLedger: LedgerStore {
         }
     }
 
-    public func directoryHead() async throws -> DirectoryVersionRow? {
+    public func head(of document: VersionedDocument) async throws -> DirectoryVersionRow? {
         try await bounded { [client, logger] in
             var out: DirectoryVersionRow?
-            for try await (v, a, t, c, d) in try await client.query(
-                "SELECT version, author, created_at, change, document FROM directory_versions ORDER BY version DESC LIMIT 1", logger: logger)
+            for try await (v, a, t, c, d) in try await client.query(PostgresQuery(unsafeSQL:
+                "SELECT version, author, created_at, change, document FROM \(document.table) ORDER BY version DESC LIMIT 1"), logger: logger)
                 .decode((Int64, String, Int64, String, String).self) {
                 out = DirectoryVersionRow(version: v, author: a, created: Instant(nanoseconds: t), change: c, document: d)
             }
@@ -148,26 +148,32 @@ public final class PostgresLedger: LedgerStore {
         }
     }
 
-    public func appendDirectory(_ row: DirectoryVersionRow) async throws -> Bool {
+    public func append(_ row: DirectoryVersionRow, to document: VersionedDocument) async throws -> Bool {
         try await bounded { [client, logger] in
             var added = false
             // The NOTIFY in the same statement: sent at its commit, with it or not at all.
-            for try await _ in try await client.query("""
+            var bindings = PostgresBindings()
+            bindings.append(row.version)
+            bindings.append(row.author)
+            bindings.append(row.created.nanoseconds)
+            bindings.append(row.change)
+            bindings.append(row.document)
+            for try await _ in try await client.query(PostgresQuery(unsafeSQL: """
                 WITH ins AS (
-                  INSERT INTO directory_versions (version, author, created_at, change, document)
-                  VALUES (\(row.version), \(row.author), \(row.created.nanoseconds), \(row.change), \(row.document))
+                  INSERT INTO \(document.table) (version, author, created_at, change, document)
+                  VALUES ($1, $2, $3, $4, $5)
                   ON CONFLICT DO NOTHING RETURNING version)
-                SELECT pg_notify('allot_directory', version::text) FROM ins
-                """, logger: logger) { added = true }
+                SELECT pg_notify('\(VersionedDocument.channel)', version::text) FROM ins
+                """, binds: bindings), logger: logger) { added = true }
             return added
         }
     }
 
-    public func directoryHistory(limit: Int) async throws -> [DirectoryVersionRow] {
+    public func history(of document: VersionedDocument, limit: Int) async throws -> [DirectoryVersionRow] {
         try await bounded { [client, logger] in
             var out: [DirectoryVersionRow] = []
-            for try await (v, a, t, c) in try await client.query(
-                "SELECT version, author, created_at, change FROM directory_versions ORDER BY version DESC LIMIT \(max(0, limit))", logger: logger)
+            for try await (v, a, t, c) in try await client.query(PostgresQuery(unsafeSQL:
+                "SELECT version, author, created_at, change FROM \(document.table) ORDER BY version DESC LIMIT \(max(0, limit))"), logger: logger)
                 .decode((Int64, String, Int64, String).self) {
                 out.append(DirectoryVersionRow(version: v, author: a, created: Instant(nanoseconds: t), change: c, document: ""))
             }
@@ -175,16 +181,16 @@ public final class PostgresLedger: LedgerStore {
         }
     }
 
-    public func waitForDirectoryChange(timeout: Duration) async {
+    public func waitForVersions(timeout: Duration) async {
         let client = client
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await Task.sleep(for: timeout) }
             group.addTask {
                 // A connection of the pool, listening for this wait only (a notification sent
-                // between two waits is found by the next read of the head, at most `timeout` later).
+                // between two waits is found by the next read of the heads, at most `timeout` later).
                 do {
                     try await client.withConnection { conn in
-                        try await conn.listen(on: "allot_directory") { notifications in
+                        try await conn.listen(on: VersionedDocument.channel) { notifications in
                             for try await _ in notifications { return }
                         }
                     }

@@ -109,26 +109,26 @@ public actor SQLiteLedger: LedgerStore {
         return AuditHead(file: file, sequence: Int64(seq), mac: mac)
     }
 
-    public func directoryHead() async throws -> DirectoryVersionRow? {
-        try await directoryRows("SELECT version, author, created_at, change, document FROM directory_versions ORDER BY version DESC LIMIT 1").first
+    public func head(of document: VersionedDocument) async throws -> DirectoryVersionRow? {
+        try await versionRows("SELECT version, author, created_at, change, document FROM \(document.table) ORDER BY version DESC LIMIT 1").first
     }
 
-    public func appendDirectory(_ row: DirectoryVersionRow) async throws -> Bool {
+    public func append(_ row: DirectoryVersionRow, to document: VersionedDocument) async throws -> Bool {
         let rows = try await connection.query(
-            "INSERT INTO directory_versions (version, author, created_at, change, document) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING version",
+            "INSERT INTO \(document.table) (version, author, created_at, change, document) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING version",
             [.integer(Int(row.version)), .text(row.author), .integer(Int(row.created.nanoseconds)), .text(row.change), .text(row.document)])
         return !rows.isEmpty
     }
 
-    public func directoryHistory(limit: Int) async throws -> [DirectoryVersionRow] {
-        try await directoryRows("SELECT version, author, created_at, change, '' AS document FROM directory_versions ORDER BY version DESC LIMIT \(max(0, limit))")
+    public func history(of document: VersionedDocument, limit: Int) async throws -> [DirectoryVersionRow] {
+        try await versionRows("SELECT version, author, created_at, change, '' AS document FROM \(document.table) ORDER BY version DESC LIMIT \(max(0, limit))")
     }
 
-    public nonisolated func waitForDirectoryChange(timeout: Duration) async {
+    public nonisolated func waitForVersions(timeout: Duration) async {
         try? await Task.sleep(for: timeout)
     }
 
-    private func directoryRows(_ sql: String) async throws -> [DirectoryVersionRow] {
+    private func versionRows(_ sql: String) async throws -> [DirectoryVersionRow] {
         try await connection.query(sql, []).map { r in
             DirectoryVersionRow(version: Int64(r.column("version")?.integer ?? 0), author: r.column("author")?.string ?? "",
                                 created: Instant(nanoseconds: Int64(r.column("created_at")?.integer ?? 0)),

@@ -200,6 +200,14 @@ public nonisolated struct Allot_V1_DirectoryRequest: Sendable {
 
   public var history: UInt32 = 0
 
+  /// Admin: the request is about the policy (budgets, tiers, models: `allot config`), not the
+  /// directory. `policy`: a configuration file to apply (`dry_run`: only say what would change).
+  public var config: Bool = false
+
+  public var policy: Data = Data()
+
+  public var dryRun: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -225,6 +233,9 @@ public nonisolated struct Allot_V1_DirectoryResponse: Sendable {
 
   /// What the change did, in one line.
   public var summary: String = String()
+
+  /// The policy: the change as a line diff of its YAML.
+  public var diff: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1185,7 +1196,7 @@ nonisolated extension Allot_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Allot_V1_DirectoryRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DirectoryRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}have\0\u{3}request_id\0\u{1}change\0\u{1}history\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}have\0\u{3}request_id\0\u{1}change\0\u{1}history\0\u{1}config\0\u{1}policy\0\u{3}dry_run\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1197,6 +1208,9 @@ nonisolated extension Allot_V1_DirectoryRequest: SwiftProtobuf.Message, SwiftPro
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.change) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.history) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.config) }()
+      case 6: try { try decoder.decodeSingularBytesField(value: &self.policy) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.dryRun) }()
       default: break
       }
     }
@@ -1215,6 +1229,15 @@ nonisolated extension Allot_V1_DirectoryRequest: SwiftProtobuf.Message, SwiftPro
     if self.history != 0 {
       try visitor.visitSingularUInt32Field(value: self.history, fieldNumber: 4)
     }
+    if self.config != false {
+      try visitor.visitSingularBoolField(value: self.config, fieldNumber: 5)
+    }
+    if !self.policy.isEmpty {
+      try visitor.visitSingularBytesField(value: self.policy, fieldNumber: 6)
+    }
+    if self.dryRun != false {
+      try visitor.visitSingularBoolField(value: self.dryRun, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1223,6 +1246,9 @@ nonisolated extension Allot_V1_DirectoryRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.requestID != rhs.requestID {return false}
     if lhs.change != rhs.change {return false}
     if lhs.history != rhs.history {return false}
+    if lhs.config != rhs.config {return false}
+    if lhs.policy != rhs.policy {return false}
+    if lhs.dryRun != rhs.dryRun {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1230,7 +1256,7 @@ nonisolated extension Allot_V1_DirectoryRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Allot_V1_DirectoryResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DirectoryResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}version\0\u{1}document\0\u{1}history\0\u{1}error\0\u{1}summary\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}version\0\u{1}document\0\u{1}history\0\u{1}error\0\u{1}summary\0\u{1}diff\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1244,6 +1270,7 @@ nonisolated extension Allot_V1_DirectoryResponse: SwiftProtobuf.Message, SwiftPr
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.history) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.error) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.summary) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.diff) }()
       default: break
       }
     }
@@ -1268,6 +1295,9 @@ nonisolated extension Allot_V1_DirectoryResponse: SwiftProtobuf.Message, SwiftPr
     if !self.summary.isEmpty {
       try visitor.visitSingularStringField(value: self.summary, fieldNumber: 6)
     }
+    if !self.diff.isEmpty {
+      try visitor.visitSingularStringField(value: self.diff, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1278,6 +1308,7 @@ nonisolated extension Allot_V1_DirectoryResponse: SwiftProtobuf.Message, SwiftPr
     if lhs.history != rhs.history {return false}
     if lhs.error != rhs.error {return false}
     if lhs.summary != rhs.summary {return false}
+    if lhs.diff != rhs.diff {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,112 @@
+import AllotCore
+import Foundation
+import Yams
+
+/// The deployment's policy as the ledger keeps it (`allot config apply`): the `budgets`,
+/// `tiers` (templates, entitlements, shadow, soft limits) and `models` sections of a
+/// configuration file, as one canonical YAML document (keys sorted, lists in the file's
+/// order). Two files that say the same thing are the same document; a diff shows only what
+/// changed. Everything else in a file (listeners, TLS, lease settings, the cluster) stays in
+/// each process's own file.
+public struct PolicyDocument: Sendable, Equatable {
+    public static let sections = ["budgets", "tiers", "models"]
+    /// The most a document may take (it travels in one frame).
+    public static let maxBytes = 512 * 1024
+
+    public let yaml: String
+
+    /// The policy sections of a configuration file, checked as a coordinator reads them:
+    /// unknown keys and bad values are refused with the field named (`budgets[2].burst: …`).
+    public init(file text: String) throws(AllotError) {
+        try ConfigKeys.check(text)
+        let top: [String: Any]
+        do { top = (try Yams.load(yaml: text) as? [String: Any]) ?? [:] } catch {
+            throw AllotError(.invalidSettings, "the configuration is not valid YAML: \(error)")
+        }
+        var policy: [String: Any] = [:]
+        for s in Self.sections { if let v = top[s] { policy[s] = v } }
+        let yaml: String
+        do { yaml = try Yams.dump(object: policy, width: -1, sortKeys: true) } catch {
+            throw AllotError(.invalidSettings, "the configuration cannot be written back as YAML: \(error)")
+        }
+        guard yaml.utf8.count <= Self.maxBytes else {
+            throw AllotError(.invalidSettings, "budgets, tiers and models take \(yaml.utf8.count) bytes; at most \(Self.maxBytes)")
+        }
+        _ = try DeploymentConfig(yaml: yaml)
+        self.yaml = yaml
+    }
+
+    /// The shared sections it defines (budgets, tiers, shadow and soft limits).
+    public func deployment() throws(AllotError) -> DeploymentConfig { try DeploymentConfig(yaml: yaml) }
+
+    // MARK: what changed
+
+    /// A line diff from `old` to this document (`-`/`+` lines, with the unchanged line before
+    /// each change for context). Bounded: a changed middle section too large to compare line by line
+    /// sides (over 4 million line pairs) is shown as removed and added whole.
+    public func diff(from old: String) -> String {
+        let a = old.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let b = yaml.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var prefix = 0
+        while prefix < a.count && prefix < b.count && a[prefix] == b[prefix] { prefix += 1 }
+        var suffix = 0
+        while suffix < a.count - prefix && suffix < b.count - prefix && a[a.count - 1 - suffix] == b[b.count - 1 - suffix] { suffix += 1 }
+        let x = Array(a[prefix..<(a.count - suffix)]), y = Array(b[prefix..<(b.count - suffix)])
+        var out: [String] = []
+        if prefix > 0 && !(x.isEmpty && y.isEmpty) { out.append("  " + a[prefix - 1]) }
+        if x.count * y.count > 4_000_000 {
+            out += x.map { "- " + $0 } + y.map { "+ " + $0 }
+        } else {
+            // Longest common subsequence of the middles.
+            var l = [[Int32]](repeating: [Int32](repeating: 0, count: y.count + 1), count: x.count + 1)
+            for i in stride(from: x.count - 1, through: 0, by: -1) {
+                for j in stride(from: y.count - 1, through: 0, by: -1) {
+                    l[i][j] = x[i] == y[j] ? l[i + 1][j + 1] + 1 : max(l[i + 1][j], l[i][j + 1])
+                }
+            }
+            var i = 0, j = 0
+            while i < x.count || j < y.count {
+                if i < x.count && j < y.count && x[i] == y[j] {
+                    out.append("  " + x[i]); i += 1; j += 1
+                } else if j < y.count && (i == x.count || l[i][j + 1] >= l[i + 1][j]) {
+                    out.append("+ " + y[j]); j += 1
+                } else {
+                    out.append("- " + x[i]); i += 1
+                }
+            }
+        }
+        return out.joined(separator: "\n")
+    }
+
+    /// One line naming what changed from `old` (nil: no previous version): budgets by id,
+    /// tiers and models by name, `+` added, `-` removed, `~` changed.
+    public func summary(from old: String?) -> String {
+        guard let old else { return "first version: " + Self.items(yaml).keys.sorted().joined(separator: ", ") }
+        let before = Self.items(old), after = Self.items(yaml)
+        var parts: [String] = []
+        for k in Set(before.keys).union(after.keys).sorted() {
+            switch (before[k], after[k]) {
+            case (nil, .some): parts.append("+" + k)
+            case (.some, nil): parts.append("-" + k)
+            case (let x?, let y?) where x != y: parts.append("~" + k)
+            default: break
+            }
+        }
+        return parts.isEmpty ? "no change" : parts.joined(separator: ", ")
+    }
+
+    /// Each budget, tier and model as `section name` → its canonical YAML.
+    static func items(_ yaml: String) -> [String: String] {
+        guard let top = (try? Yams.load(yaml: yaml)) as? [String: Any] else { return [:] }
+        var out: [String: String] = [:]
+        for section in sections {
+            guard let list = top[section] as? [Any] else { continue }
+            for (i, item) in list.enumerated() {
+                let m = item as? [String: Any]
+                let name = (m?["id"] ?? m?["name"]).map { "\($0)" } ?? "#\(i)"
+                out["\(section) \(name)"] = (try? Yams.dump(object: item, width: -1, sortKeys: true)) ?? ""
+            }
+        }
+        return out
+    }
+}

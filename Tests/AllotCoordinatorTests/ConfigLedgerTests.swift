@@ -1,0 +1,127 @@
+import AllotConfig
+import AllotCoordination
+import AllotCore
+import AllotTransport
+@testable import AllotCoordinator
+import Foundation
+import Testing
+
+/// The policy in the ledger (issue 17, must-show 6): `allot config apply` makes versions with
+/// author and diff; a bad file changes nothing and names the field; every coordinator on the
+/// ledger puts the newest version in force, a restarted one too.
+enum ConfigLedgerChecks {
+    static func file(tpm: Int64, extra: String = "") -> String {
+        """
+        coordinator: {name: c1}
+        lease: {ttl: 2s, refresh_interval: 200ms}
+        budgets:
+          - {id: global-rps, unit: requests, kind: rate, limit: 100, period: 1s\(extra)}
+        tiers:
+          - name: pro
+            templates:
+              - {name: tpm, scope: [consumer], unit: tokens, kind: rate, limit: \(tpm), period: 1m}
+        """
+    }
+
+    static func core(_ yaml: String, _ store: any LedgerStore) throws -> CoordinatorCore {
+        let cfg = try CoordinatorConfig(yaml: yaml)
+        return try CoordinatorCore(settings: cfg.core, budgets: cfg.budgets, ledger: LedgerWriter(store: store), now: WallClock.now())
+    }
+
+    /// The terms of `consumer`'s tpm budget on `core` (made on first use).
+    static func tpm(_ core: CoordinatorCore, _ consumer: String) -> BudgetKind? {
+        let id = BudgetID("pro.tpm/consumer=\(consumer)")
+        return core.machine { m in
+            _ = m.acquire([AcquireRequest(requestID: 1, node: "n", budget: id, want: 1)], from: "n", now: WallClock.now())
+            return m.allocator.spec(id)?.kind
+        }
+    }
+
+    /// Two coordinators `a` and `b` on one ledger (two clients of it).
+    static func versions(_ sa: any LedgerStore, _ sb: any LedgerStore) async throws {
+        let a = try core(file(tpm: 60_000), sa), b = try core(file(tpm: 60_000), sb)
+        try await a.config.refresh(a)
+        try await b.config.refresh(b)
+        let start = a.config.version
+        // Bad files: nothing changes, the field is named.
+        for (bad, field) in [(file(tpm: -5), "tiers[0].templates[0]"), (file(tpm: 10, extra: ", brust: 3"), "budgets[0].brust"),
+                             ("budgets: [{id: x, unit: tokens, kind: rate, limit: 1, period: soon}]", "budgets[0].period"),
+                             ("tiers: {pro: 1}", "tiers"), ("budgets: [", "YAML")] {
+            do {
+                _ = try await a.config.apply(file: bad, author: "ops", dryRun: false, core: a)
+                Issue.record("applied a bad file: \(bad)")
+            } catch let e as AllotError {
+                #expect(e.message.contains(field), "\(e.message) should name \(field)")
+            }
+        }
+        let unchanged = try await sa.head(of: .config)?.version ?? 0
+        #expect(a.config.version == start && unchanged == start)
+        // A dry run says what would change and changes nothing.
+        let dry = try await a.config.apply(file: file(tpm: 6_000), author: "ops", dryRun: true, core: a)
+        #expect(dry.diff.contains("+ ") && dry.diff.contains("6000") && a.config.version == start)
+        // Applied: a version with author and diff, in force here at once, on `b` when it reads.
+        let applied = try await a.config.apply(file: file(tpm: 6_000), author: "ops", dryRun: false, core: a)
+        #expect(applied.version == start + 1 && applied.summary.contains("tiers pro"))
+        #expect(tpm(a, "alice")?.ceiling == 6_000)
+        #expect(tpm(b, "alice")?.ceiling == 60_000)
+        try await b.config.refresh(b)
+        #expect(b.config.version == start + 1 && tpm(b, "bob")?.ceiling == 6_000 && tpm(b, "alice")?.ceiling == 6_000)
+        let head = try #require(try await sa.history(of: .config, limit: 1).first)
+        #expect(head.author == "ops" && head.change.contains("- ") && head.change.contains("+ ") && head.change.contains("limit: 6000"))
+        // The same file again: nothing to apply.
+        await #expect(throws: AllotError.self) { _ = try await a.config.apply(file: file(tpm: 6_000), author: "ops", dryRun: false, core: a) }
+        // Both at once: compare-and-set keeps both versions, in some order.
+        async let x = a.config.apply(file: file(tpm: 7_000), author: "a", dryRun: false, core: a)
+        async let y = b.config.apply(file: file(tpm: 8_000, extra: ", burst: 200"), author: "b", dryRun: false, core: b)
+        let (vx, vy) = try await (x.version, y.version)
+        #expect(Set([vx, vy]) == [start + 2, start + 3])
+        try await a.config.refresh(a)
+        try await b.config.refresh(b)
+        #expect(a.config.version == start + 3 && b.config.version == start + 3 && a.config.document == b.config.document)
+        // A coordinator started later from its (old) file takes the ledger's newest version.
+        let c = try core(file(tpm: 60_000), sa)
+        try await c.config.refresh(c)
+        #expect(c.config.version == start + 3 && tpm(c, "carol")?.ceiling == tpm(a, "carol")?.ceiling)
+        #expect(c.machine { $0.allocator.spec("global-rps")?.kind } == a.machine { $0.allocator.spec("global-rps")?.kind })
+    }
+}
+
+@Suite("Policy versions in the ledger", .serialized)
+struct ConfigLedgerTests {
+    @Test("SQLite: bad files change nothing and name the field; dry run; versions with author and diff; two coordinators; a restart takes the newest")
+    func sqlite() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("allot-cfgledger-\(UUID().uuidString.prefix(8)).db").path
+        let a = try SQLiteLedger.open(path: path), b = try SQLiteLedger.open(path: path)
+        try await a.migrate()
+        try await ConfigLedgerChecks.versions(a, b)
+        await a.close()
+        await b.close()
+        try? FileManager.default.removeItem(atPath: path)
+        // Without a ledger there are no versions to make.
+        let none = try CoordinatorCore(settings: .init(), budgets: [try BudgetSpec(id: "r", unit: .requests, kind: .rate(limit: 1, period: .seconds(1), burst: 1))], now: WallClock.now())
+        await #expect(throws: AllotError.self) { _ = try await none.config.apply(file: ConfigLedgerChecks.file(tpm: 1), author: "ops", dryRun: false, core: none) }
+    }
+
+    @Test("PostgreSQL: the same, two clients on one database", .enabled(if: TestPostgres.enabled))
+    func postgres() async throws {
+        let a = try TestPostgres.ledger(), b = try TestPostgres.ledger()
+        try await a.migrate()
+        try await ConfigLedgerChecks.versions(a, b)
+        await a.close()
+        await b.close()
+    }
+
+    @Test("the line diff: changed lines with one line of context; a huge change is bounded")
+    func diff() throws {
+        let old = try PolicyDocument(file: ConfigLedgerChecks.file(tpm: 60_000))
+        let new = try PolicyDocument(file: ConfigLedgerChecks.file(tpm: 6_000))
+        let d = new.diff(from: old.yaml)
+        #expect(d.split(separator: "\n").filter { $0.hasPrefix("- ") || $0.hasPrefix("+ ") }.count == 2, "\(d)")
+        #expect(d.contains("- ") && d.contains("limit: 60000") && d.contains("limit: 6000"))
+        #expect(new.diff(from: new.yaml).isEmpty)
+        #expect(new.summary(from: old.yaml) == "~tiers pro")
+        let many = (0..<3_000).map { "l\($0)" }.joined(separator: "\n")
+        let lines = new.diff(from: many).split(separator: "\n")
+        #expect(lines.count >= 3_000 && lines.count < 3_100)
+    }
+}

@@ -1,0 +1,128 @@
+import AllotConfig
+import AllotCore
+import AllotDemo
+@testable import AllotGateway
+import AllotSimulator
+import AllotTransport
+import Foundation
+import Testing
+
+/// Limits changed at run time (issue 17, must-shows 1 and 6): `allot config apply` against a
+/// coordinator with a ledger, under load from three gateways.
+@Suite("Configuration applied at run time", .serialized)
+struct ConfigApplyTests {
+    /// The shared test file with the pro tier's tokens/min at `tpm` (its other limits out of the way).
+    static func yaml(tpm: Int64) -> String {
+        testConfigYAML
+            .replacingOccurrences(of: "{name: tpm, scope: [consumer], unit: tokens, kind: rate, limit: 20000, period: 1m}",
+                                  with: "{name: tpm, scope: [consumer], unit: tokens, kind: rate, limit: \(tpm), period: 1m}")
+            .replacingOccurrences(of: "allowance: 15000", with: "allowance: 100000000")
+            .replacingOccurrences(of: "limit: 600, period: 1m", with: "limit: 600000, period: 1m")
+    }
+
+    static func tpm(_ limit: Int64) throws -> BudgetSpec {
+        try BudgetSpec(id: "pro.tpm/consumer=p1", unit: .tokens, kind: .rate(limit: limit, period: .seconds(60), burst: limit))
+    }
+
+    /// Runs the CLI off the cooperative threads (it waits for a process).
+    static func allot(_ args: [String], _ fleet: LocalFleet) async -> (status: Int32, output: String) {
+        let certs = fleet.directory.appendingPathComponent("certs").path
+        let all = args + ["--coordinator", "127.0.0.1:\(fleet.coordinatorPort)", "--tls-dir", certs]
+        return await withCheckedContinuation { c in
+            Thread { c.resume(returning: (try? runAllot(all)) ?? (-1, "cannot run allot")) }.start()
+        }
+    }
+
+    @Test("real time, 3 gateways under steady load: a tier's tokens/min lowered 10× and raised back with allot config apply stays within burst + rate·T of the limit in force (exact replay); the lowered limit is in force on every node well within one lease TTL")
+    func lowerAndRaiseUnderLoad() async throws {
+        let (base, consumers) = try testConfig(yaml: Self.yaml(tpm: 60_000))
+        let ledger = FileManager.default.temporaryDirectory.appendingPathComponent("allot-cfg-\(UUID().uuidString.prefix(8)).db").path
+        let events = EventLog()
+        let fleet = try await LocalFleet.start(config: base, consumers: consumers, nodes: 3, observer: events.observer, ledgerPath: ledger)
+        _ = try CertificateAuthority.open(fleet.directory.appendingPathComponent("certs")).issue(role: .admin, name: "ops")
+        let low = fleet.directory.appendingPathComponent("low.yaml"), high = fleet.directory.appendingPathComponent("high.yaml")
+        try Self.yaml(tpm: 6_000).write(to: low, atomically: true, encoding: .utf8)
+        try Self.yaml(tpm: 60_000).write(to: high, atomically: true, encoding: .utf8)
+        let id: BudgetID = "pro.tpm/consumer=p1"
+        let start = ContinuousClock.now
+        let loadEnd = start + .seconds(7)
+        let load = Task { () -> [Int: Int] in
+            try await withThrowingTaskGroup(of: [Int].self) { group in
+                for node in 0..<3 {
+                    for _ in 0..<2 {
+                        let port = fleet.proxyPorts[node]
+                        group.addTask {
+                            var out: [Int] = []
+                            while ContinuousClock.now < loadEnd {
+                                let r = try await call(port: port, key: "sk-pro-1", body: chatBody(model: "small", maxTokens: 200),
+                                                       headers: [("x-mock-completion-tokens", "150"), ("x-mock-latency-ms", "10")])
+                                out.append(r.status)
+                                if r.status == 429 { try await Task.sleep(for: .milliseconds(10)) }
+                            }
+                            return out
+                        }
+                    }
+                }
+                var statuses: [Int: Int] = [:]
+                for try await list in group { for s in list { statuses[s, default: 0] += 1 } }
+                return statuses
+            }
+        }
+        // Lowered 10× two seconds in. Watched every millisecond: when the coordinator took
+        // the version, and when no node could still enforce the old terms (in force).
+        let watch = Task { () -> (taken: Instant, inForce: Instant)? in
+            var taken: Instant?
+            while ContinuousClock.now < loadEnd {
+                let (version, draining) = (fleet.coordinator.config.version, fleet.coordinator.machine { $0.allocator.isDraining(id) })
+                if version >= 1 && taken == nil { taken = WallClock.now() }
+                if let taken, !draining { return (taken, WallClock.now()) }
+                try? await Task.sleep(for: .milliseconds(1))
+            }
+            return nil
+        }
+        try await Task.sleep(until: start + .seconds(2))
+        let lowered = await Self.allot(["config", "apply", "-f", low.path], fleet)
+        #expect(lowered.status == 0, "\(lowered.output)")
+        #expect(lowered.output.contains("- ") && lowered.output.contains("limit: 6000"), "the diff: \(lowered.output)")
+        let (taken, inForce) = try #require(await watch.value)
+        let lag = inForce - taken
+        // Raised back at 4.5 s: counted from just before the command (in force at once).
+        try await Task.sleep(until: start + .milliseconds(4_500))
+        let raisedAt = WallClock.now()
+        let raised = await Self.allot(["config", "apply", "-f", high.path], fleet)
+        #expect(raised.status == 0, "\(raised.output)")
+        let raisedDone = WallClock.now()
+        let statuses = try await load.value
+        // Must-show 6 through the command: a bad file changes nothing and names the field;
+        // history lists both versions with author and diff; export gives the version in force.
+        let bad = fleet.directory.appendingPathComponent("bad.yaml")
+        try Self.yaml(tpm: 6_000).replacingOccurrences(of: "period: 1m, burst: 5}", with: "period: 1m, brust: 5}")
+            .write(to: bad, atomically: true, encoding: .utf8)
+        let refused = await Self.allot(["config", "apply", "-f", bad.path], fleet)
+        #expect(refused.status != 0 && refused.output.contains("tiers[0].templates[0].brust") && refused.output.contains("nothing was applied"),
+                "\(refused.output)")
+        #expect(fleet.coordinator.config.version == 2)
+        let history = await Self.allot(["config", "history"], fleet)
+        #expect(history.output.contains("version 2") && history.output.contains("version 1")
+                && history.output.components(separatedBy: "by ops").count == 3 && history.output.contains("-     limit: 6000") && history.output.contains("+     limit: 60000"), "\(history.output)")
+        let export = await Self.allot(["config", "export"], fleet)
+        #expect(export.output.contains("version 2") && export.output.contains("limit: 60000") && !export.output.contains("gateway:"), "\(export.output)")
+        await fleet.stop()
+
+        #expect(Set(statuses.keys).isSubset(of: [200, 429]), "\(statuses)")
+        #expect(lag < base.shared.allocator.leaseTTL, "the lowered limit took \(lag) to be in force on every node")
+        print("ConfigApplyTests: lowered limit in force on every node \(lag) after the coordinator took the version; lease TTL \(base.shared.allocator.leaseTTL)")
+        let admits = events.all.filter { $0.consumer == "p1" && $0.kind == .admit }
+        // The exact replay: 60,000/min until the lowered terms were in force, 6,000/min then,
+        // 60,000/min again from the raise.
+        let checker = BudgetChecker.replay(events.all, consumers: ["p1"], spec: try Self.tpm(60_000),
+                                           changes: [(inForce, try Self.tpm(6_000)), (raisedAt, try Self.tpm(60_000))])
+        #expect(checker.excess <= 0, "\(fleetSummary(events.all))")
+        // The phases really bound: refused requests, and few admitted while lowered.
+        #expect(statuses[429, default: 0] > 0 && statuses[200, default: 0] > 20)
+        let whileLow = admits.filter { $0.time >= inForce && $0.time < raisedAt }.count
+        let afterRaise = admits.filter { $0.time >= raisedDone }.count
+        #expect(afterRaise > whileLow, "lowered \(whileLow) admissions, after the raise \(afterRaise)")
+        #expect(fleet.coordinator.allocatorStatus(id)?.kind == (try Self.tpm(60_000)).kind)
+    }
+}
