@@ -10,7 +10,8 @@ extension CoordinatorMachine {
         /// Budgets new to this coordinator (explicit budgets it owns).
         public var added: [BudgetID] = []
         /// Budgets the configuration no longer has: their books are dropped; nodes asking get
-        /// "unknown budget" and follow their fail mode.
+        /// "unknown budget" and follow their fail mode. Made again within a lease TTL (a tier
+        /// template restored), such a budget learns first.
         public var removed: [BudgetID] = []
         /// Another kind, unit, period, window or reach under the same id: a new budget, which
         /// learns for one lease TTL (nodes may still hold the old one's leases).
@@ -39,6 +40,7 @@ extension CoordinatorMachine {
         for id in allocator.budgetIDs {
             guard let spec = newConfigured[id] ?? newCatalog.instantiate(id) else {
                 journal += drop(id)
+                removed[id] = now + settings.allocator.leaseTTL
                 loading.remove(id)
                 tierBudgets.removed(id)
                 report.removed.append(id)

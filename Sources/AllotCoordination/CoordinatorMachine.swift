@@ -81,6 +81,9 @@ public struct CoordinatorMachine: Sendable {
     var lastRetirement: Instant = .zero
     var lastEpoch: UInt64 = 0
     var durableGrants = DurableGrants()
+    /// Budgets a new configuration removed, until one lease TTL after: made again meanwhile
+    /// (a template restored), they learn first: nodes may still hold the old one's leases.
+    var removed: [BudgetID: Instant] = [:]
     /// Soft limits: what each watched budget crossed in its window, and the counts.
     public internal(set) var softLimits: SoftLimits
     /// A region: the global budgets' side towards the global cluster, and messages for it
@@ -178,7 +181,7 @@ public struct CoordinatorMachine: Sendable {
                     out.append(.unavailable(requestID: req.requestID, budget: req.budget, retryAfter: .milliseconds(10)))
                     continue
                 } else {
-                    if view?.movedRecently(spec.id, now: now) == true {
+                    if view?.movedRecently(spec.id, now: now) == true || (removed[spec.id].map { now < $0 } ?? false) {
                         gain(spec.id, ledger: nil, learning: true, now: now)
                     }
                     outcome = allocator.acquire(req, now: now)
@@ -239,6 +242,7 @@ public struct CoordinatorMachine: Sendable {
         if now - lastRetirement >= .seconds(1) {
             lastRetirement = now
             journal = retireIdleTierBudgets(now: now)
+            if !removed.isEmpty { removed = removed.filter { now < $0.value } }
             softLimits.prune(now: now)
         }
         return takePushes() + write(journal + allocator.takeJournal(), held: []) + watchSoftLimits(expired.lazy.map(\.budget), now: now)

@@ -88,4 +88,27 @@ struct ReconfigureTests {
         #expect(throws: AllotError.self) { try m.reconfigure(budgets: [low, low], tiers: [], softLimits: SoftLimitTable(), now: t0) }
         #expect(m.allocator.spec("r0") == r0)
     }
+
+    @Test("a tier removed and restored within a lease TTL (a rollback): its budgets made again learn first; after a TTL they need not")
+    func removedAndRestored() throws {
+        var s = CoordinatorMachine.Settings()
+        s.allocator = fastAllocator
+        s.tiers = [try Self.tier(tpm: 6_000)]
+        var m = try CoordinatorMachine(settings: s, budgets: [], now: t0)
+        let id: BudgetID = "pro.tpm/consumer=alice"
+        _ = m.acquire([DurableAndRestartTests.ask(1, id, want: 6_000)], from: "n0", now: t0)
+        #expect(m.allocator.status(id)?.holders == 1)
+        let (gone, _) = try m.reconfigure(budgets: [], tiers: [], softLimits: SoftLimitTable(), now: t0 + .seconds(1))
+        #expect(gone.removed == [id])
+        _ = try m.reconfigure(budgets: [], tiers: [try Self.tier(tpm: 6_000)], softLimits: SoftLimitTable(), now: t0 + .seconds(1))
+        let (answers, _) = m.acquire([DurableAndRestartTests.ask(1, id, want: 6_000, node: "n1")], from: "n1", now: t0 + .milliseconds(1_100))
+        #expect(m.allocator.status(id)?.learning == true, "n0 may still hold the old budget's lease")
+        if case .grant(let g) = answers.first { #expect(g.rate == 0 && g.capacity == 0) } else { Issue.record("\(answers)") }
+        // Removed again, and made long after: fresh.
+        _ = try m.reconfigure(budgets: [], tiers: [], softLimits: SoftLimitTable(), now: t0 + .seconds(2))
+        _ = try m.reconfigure(budgets: [], tiers: [try Self.tier(tpm: 6_000)], softLimits: SoftLimitTable(), now: t0 + .seconds(2))
+        _ = m.tick(now: t0 + .seconds(6))
+        _ = m.acquire([DurableAndRestartTests.ask(2, id, want: 6_000, node: "n1")], from: "n1", now: t0 + .seconds(6))
+        #expect(m.allocator.status(id)?.learning == false)
+    }
 }

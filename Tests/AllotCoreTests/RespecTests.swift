@@ -1,4 +1,4 @@
-import AllotCore
+@testable import AllotCore
 import Testing
 
 /// A budget's limit changed at run time (`Allocator.respec`), in virtual time: raised at once,
@@ -158,5 +158,50 @@ struct RespecTests {
         _ = a.tick(now: at(30))
         #expect(!a.isDraining("r"))
         #expect(a.checkInvariants() == nil)
+    }
+
+    @Test("a limit changed while the budget learns (after an ownership change): nothing granted until learning ends, then within the new terms")
+    func whileLearning() throws {
+        var a = try Allocator(settings: settings, budgets: [rateBudget(limit: 1_000, burst: 1_000)], now: at(0))
+        let gained = a.ownershipGained("r", epoch: 2, committed: 0, now: at(0))
+        #expect(gained)
+        // A node reports holding old terms from the previous owner: adopted, nothing added.
+        _ = a.acquire(AcquireRequest(requestID: 1, node: "n1", budget: "r", want: 1_000, demandRate: 1_000, leaseID: 9,
+                                     available: 800, rateInUse: 900, capacityInUse: 900), now: at(1))
+        #expect(a.respec(rateBudget(limit: 100, burst: 100), now: at(2)) == .applied)
+        #expect(a.status("r")!.pool == 0 && a.status("r")!.learning && a.checkInvariants() == nil)
+        _ = a.tick(now: at(30))
+        let g = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n2", budget: "r", want: 1_000, demandRate: 1_000), now: at(30))))
+        #expect(g.capacity <= 100 && g.rate <= 100)
+        let st = try #require(a.status("r"))
+        #expect(st.committedRate <= 100 && st.pool + st.outstanding <= 100 && a.checkInvariants() == nil)
+    }
+
+    @Test("permits out above a lowered limit whose lease runs out come back only within the new limit")
+    func permitsExpire() throws {
+        var a = try Allocator(settings: settings, budgets: [concurrencyBudget(limit: 6)], now: at(0))
+        _ = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n", budget: "c", want: 6), now: at(0))))
+        #expect(a.respec(concurrencyBudget(limit: 2), now: at(1)) == .applied)
+        #expect(a.isDraining("c") && a.checkInvariants() == nil)
+        _ = a.tick(now: at(10)) // the lease ends: its permits are free again, within the new limit
+        #expect(!a.isDraining("c"))
+        let st = try #require(a.status("c"))
+        #expect(st.outstanding == 0 && st.pool == 2 && a.checkInvariants() == nil)
+    }
+
+    @Test("hostile rate terms never trap the refill: a huge burst refilled a few units per minute; 2^62 per nanosecond")
+    func refillEdges() {
+        // (burst / freeRate + 2) × period overflowed: 10^9 / 3 × 6·10^10 ns.
+        var r = RateBook(limit: 1_000_000_000, period: .seconds(60), burst: 1_000_000_000, committedRate: 999_999_997, lastRefill: at(0))
+        var pool: Int64 = 0
+        r.refill(to: at(1_000), pool: &pool, outstanding: 0, learning: false)
+        #expect(pool == 50) // 3 per minute for 1,000 s
+        r.refill(to: Instant(nanoseconds: .max / 2), pool: &pool, outstanding: 0, learning: false)
+        #expect(pool > 230_000_000 && pool < 231_000_000) // 3 per minute for ~146 years, no more
+        // The quotient did not fit in 64 bits: 2 ns × 2^62 per ns.
+        var fast = RateBook(limit: Checked.maxUnits, period: .nanoseconds(1), burst: Checked.maxUnits, lastRefill: at(0))
+        var p2: Int64 = 0
+        fast.refill(to: at(0) + .nanoseconds(2), pool: &p2, outstanding: 0, learning: false)
+        #expect(p2 == Checked.maxUnits)
     }
 }

@@ -53,7 +53,8 @@ extension BudgetAccount {
     mutating func respec(to new: BudgetSpec, now: Instant, settings: AllocatorSettings) {
         var expired: [(NodeID, Int64)] = []
         advance(to: now, expired: &expired)
-        let oldCeiling = book.ceiling
+        let oldCeiling = book.ceiling, oldRate = book.rateBook?.limit ?? 0
+        let (bound, boundRate) = draining ? (drainCeiling, drainRate) : (oldCeiling, oldRate)
         spec = new
         switch (book, new.kind) {
         case (.rate(var r), .rate(let limit, _, let burst)):
@@ -84,6 +85,7 @@ extension BudgetAccount {
             pool = max(0, min(Checked.sum(pool, book.ceiling, -oldCeiling), book.ceiling - used))
         }
         draining = overTerms
+        (drainCeiling, drainRate) = (max(bound, book.ceiling), max(boundRate, book.rateBook?.limit ?? 0))
         clampWhileDraining()
         rebalance(now: now, settings: settings)
     }

@@ -100,6 +100,10 @@ struct BudgetAccount: Sendable {
     /// they acknowledge, or until their leases end). Meanwhile the pool stays empty and the old
     /// terms are what the books count; cleared once the totals fit the new limit.
     var draining = false
+    /// While draining: the most the books may count, by every terms in force since it began
+    /// (the ceiling; a rate budget's rate).
+    var drainCeiling: Int64 = 0
+    var drainRate: Int64 = 0
 
     init(spec: BudgetSpec, now: Instant) {
         self.spec = spec

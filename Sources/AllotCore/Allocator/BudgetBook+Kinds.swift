@@ -26,20 +26,31 @@ struct RateBook: Sendable {
             refillRemainder = 0
             return
         }
-        if dt >= (burst / freeRate + 2) * p { // full whatever the remainder; avoids overflow
+        // Full whatever the remainder (avoids overflow below). The threshold itself may not
+        // fit (a huge burst refilled at a rate of a few units per long period): then not full.
+        let (full, over) = (burst / freeRate + 2).multipliedReportingOverflow(by: p)
+        if !over && dt >= full {
             pool += space
             refillRemainder = 0
             return
         }
+        // dt·freeRate (+ the carried fraction) over the period, in unsigned 128-bit arithmetic:
+        // a quotient past 64 bits (dt·freeRate ≥ p·2^64) is past any space.
         let product = dt.multipliedFullWidth(by: freeRate)
         let (low, carry) = product.low.addingReportingOverflow(UInt64(refillRemainder))
-        let (q, r) = p.dividingFullWidth((high: product.high + (carry ? 1 : 0), low: low))
-        if q >= space {
+        let high = UInt64(product.high) + (carry ? 1 : 0)
+        guard high < UInt64(p) else {
+            pool += space
+            refillRemainder = 0
+            return
+        }
+        let (q, r) = UInt64(p).dividingFullWidth((high: high, low: low))
+        if q >= UInt64(space) {
             pool += space
             refillRemainder = 0
         } else {
-            pool += q
-            refillRemainder = r
+            pool += Int64(q)
+            refillRemainder = Int64(r)
         }
     }
 

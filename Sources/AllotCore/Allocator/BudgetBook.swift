@@ -285,18 +285,30 @@ extension BudgetBook {
         switch self {
         case .rate(let r):
             if a.isLearning { return nil } // adopted terms may exceed the budget until they expire
-            // A lowered limit not yet in force: the old terms are still counted, nothing is free.
-            if a.draining { return pool > 0 ? "\(id): pool \(pool) > 0 while a lowered limit drains" : nil }
+            // A lowered limit not yet in force: nothing is free, and the books stay within the
+            // terms in force since the lowering (never their sum).
+            if a.draining {
+                if pool > 0 { return "\(id): pool \(pool) > 0 while a lowered limit drains" }
+                if outstanding > a.drainCeiling || r.committedRate > a.drainRate {
+                    return "\(id): capacity \(outstanding) / rate \(r.committedRate) above every limit in force while draining (\(a.drainCeiling) / \(a.drainRate))"
+                }
+                return nil
+            }
             if pool + outstanding > r.burst {
                 return "\(id): pool \(pool) + capacity on nodes \(outstanding) > burst \(r.burst)"
             }
             if r.committedRate > r.limit { return "\(id): committed rate \(r.committedRate) > limit \(r.limit)" }
         case .quota(let q):
+            if a.draining && (pool > 0 || a.used > a.drainCeiling) {
+                return "\(id): pool \(pool), used \(a.used) while a lowered allowance drains (at most 0, \(a.drainCeiling))"
+            }
             if pool > 0 && pool + outstanding + consumed + expiredSpent > q.allowance {
                 return "\(id): pool+outstanding+consumed+expired = \(pool + outstanding + consumed + expiredSpent) > allowance \(q.allowance)"
             }
         case .permits(let p):
-            if a.draining && pool > 0 { return "\(id): pool \(pool) > 0 while a lowered limit drains" }
+            if a.draining && (pool > 0 || outstanding > a.drainCeiling) {
+                return "\(id): pool \(pool) + outstanding \(outstanding) while a lowered limit drains (at most 0 + \(a.drainCeiling))"
+            }
             if pool + outstanding > p.limit && !a.isLearning && !a.draining {
                 return "\(id): pool \(pool) + outstanding \(outstanding) > limit \(p.limit)"
             }
