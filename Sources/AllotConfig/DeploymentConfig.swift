@@ -25,11 +25,17 @@ public struct DeploymentConfig: Sendable {
     /// explicit budget id, and by `tier.template`. Coordinators report each percent crossed,
     /// once per window (docs/operations.md, "Soft limits").
     public var softLimits = SoftLimitTable()
+    /// `deleted_budgets`: what a gateway does with a request a removed tier template would
+    /// have been charged to, once a policy version removed it — `refuse` (403 naming the
+    /// version; the default) or `allow` (served without it).
+    public var refuseDeleted = true
 
     public init() {}
 
     /// Parses and validates the shared sections of a YAML document (and every key of it).
-    public init(yaml: String) throws(AllotError) {
+    /// `requirePolicy`: a file with no budget and no tier is an error (a gateway's may have
+    /// none: it receives the policy from the coordinators).
+    public init(yaml: String, requirePolicy: Bool = true) throws(AllotError) {
         try ConfigKeys.check(yaml)
         let raw: File = try ConfigFields.decode(File.self, yaml)
         self.init()
@@ -76,7 +82,12 @@ public struct DeploymentConfig: Sendable {
             tiers.append(try Tier(name: name, templates: templates))
         }
         _ = try TierCatalog(tiers)
-        guard !budgets.isEmpty || !tiers.isEmpty else {
+        switch raw.deleted_budgets {
+        case nil, "refuse": refuseDeleted = true
+        case "allow": refuseDeleted = false
+        case let v?: throw AllotError(.invalidSettings, "deleted_budgets must be refuse or allow (got '\(v)')")
+        }
+        guard !requirePolicy || !budgets.isEmpty || !tiers.isEmpty else {
             throw AllotError(.invalidSettings, "budgets: the configuration defines no budget and no tier; add at least one")
         }
     }
@@ -107,5 +118,6 @@ public struct DeploymentConfig: Sendable {
         var lease: Lease?
         var budgets: [ConfigFields.Budget]?
         var tiers: [TierEntry]?
+        var deleted_budgets: String?
     }
 }

@@ -9,7 +9,7 @@ import Yams
 /// changed. Everything else in a file (listeners, TLS, lease settings, the cluster) stays in
 /// each process's own file.
 public struct PolicyDocument: Sendable, Equatable {
-    public static let sections = ["budgets", "tiers", "models"]
+    public static let sections = ["budgets", "tiers", "models", "deleted_budgets"]
     /// The most a document may take (it travels in one frame).
     public static let maxBytes = 512 * 1024
 
@@ -19,14 +19,13 @@ public struct PolicyDocument: Sendable, Equatable {
     /// unknown keys and bad values are refused with the field named (`budgets[2].burst: …`).
     public init(file text: String) throws(AllotError) {
         try ConfigKeys.check(text)
-        let top: [String: Any]
-        do { top = (try Yams.load(yaml: text) as? [String: Any]) ?? [:] } catch {
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch {
             throw AllotError(.invalidSettings, "the configuration is not valid YAML: \(error)")
         }
-        var policy: [String: Any] = [:]
-        for s in Self.sections { if let v = top[s] { policy[s] = v } }
+        let pairs = root?.mapping?.filter { Self.sections.contains($0.key.string ?? "") }.map { ($0.key, $0.value) } ?? []
         let yaml: String
-        do { yaml = try Yams.dump(object: policy, width: -1, sortKeys: true) } catch {
+        do { yaml = try Yams.serialize(node: Self.block(.mapping(Node.Mapping(pairs))), width: -1, sortKeys: true) } catch {
             throw AllotError(.invalidSettings, "the configuration cannot be written back as YAML: \(error)")
         }
         guard yaml.utf8.count <= Self.maxBytes else {
@@ -34,6 +33,20 @@ public struct PolicyDocument: Sendable, Equatable {
         }
         _ = try DeploymentConfig(yaml: yaml)
         self.yaml = yaml
+    }
+
+    /// `node` in block style with its mappings' keys sorted; scalars exactly as written (a
+    /// round trip through typed values would turn `id: 007` into `7`, or a tier `no` into false).
+    static func block(_ node: Node) -> Node {
+        switch node {
+        case .mapping(let m):
+            let pairs = m.map { (block($0.key), block($0.value)) }.sorted { ($0.0.string ?? "") < ($1.0.string ?? "") }
+            return .mapping(Node.Mapping(pairs, m.tag, .block))
+        case .sequence(let s):
+            return .sequence(Node.Sequence(s.map(block), s.tag, .block))
+        default:
+            return node
+        }
     }
 
     /// The shared sections it defines (budgets, tiers, shadow and soft limits).
@@ -97,14 +110,13 @@ public struct PolicyDocument: Sendable, Equatable {
 
     /// Each budget, tier and model as `section name` → its canonical YAML.
     static func items(_ yaml: String) -> [String: String] {
-        guard let top = (try? Yams.load(yaml: yaml)) as? [String: Any] else { return [:] }
+        guard let top = (try? Yams.compose(yaml: yaml)) ?? nil else { return [:] }
         var out: [String: String] = [:]
         for section in sections {
-            guard let list = top[section] as? [Any] else { continue }
+            guard let list = top[section]?.sequence else { continue }
             for (i, item) in list.enumerated() {
-                let m = item as? [String: Any]
-                let name = (m?["id"] ?? m?["name"]).map { "\($0)" } ?? "#\(i)"
-                out["\(section) \(name)"] = (try? Yams.dump(object: item, width: -1, sortKeys: true)) ?? ""
+                let name = (item["id"] ?? item["name"])?.string ?? "#\(i)"
+                out["\(section) \(name)"] = (try? Yams.serialize(node: block(item), width: -1, sortKeys: true)) ?? ""
             }
         }
         return out

@@ -41,21 +41,37 @@ public final class ConfigKeeper: Sendable {
 
     /// Puts `row` in force unless a version as new is already.
     private func adopt(_ row: DirectoryVersionRow, core: CoordinatorCore, logger: Logger?) throws {
+        guard row.version > version else { return } // (read every second: parse only what is new)
         let deployment = try PolicyDocument(file: row.document).deployment()
         // Under this lock, so two versions learned at once are applied in their order.
         let done = try current.withLock { c -> CoordinatorMachine.Reconfigured? in
             guard row.version > c.version else { return nil }
             let r = try core.reconfigure(deployment, now: WallClock.now())
             c = Current(version: row.version, yaml: row.document)
+            core.directory.tiers = Set(deployment.tiers.map(\.name))
             return r
         }
         guard let done else { return }
-        core.directory.tiers = Set(deployment.tiers.map(\.name))
+        // Every connected gateway gets it (tiers, entitlements, models; they keep it on disk).
+        if let f = frame(newerThan: 0) { for sink in core.nodeSinks { sink.send(f) } }
         logger?.notice("configuration version in force", metadata: [
             "allot.version": "\(row.version)", "allot.author": "\(row.author)",
             "allot.changed": "\(done.changed.count)", "allot.added": "\(done.added.count)",
             "allot.removed": "\(done.removed.count)", "allot.replaced": "\(done.replaced.count)",
         ])
+    }
+
+    /// The policy in force for a node that holds version `have` (request id 0: sent unasked);
+    /// nil when it holds this one, or when the policy in force is the starting file's
+    /// (version 0: gateways keep their own file's then).
+    public func frame(newerThan have: UInt64) -> Allot_V1_Frame? {
+        let c = current.withLock { $0 }
+        guard c.version > 0, c.version > Int64(clamping: have) else { return nil }
+        var r = Allot_V1_DirectoryResponse()
+        (r.version, r.document, r.config) = (UInt64(c.version), Data(c.yaml.utf8), true)
+        var f = Allot_V1_Frame()
+        f.directoryResponse = r
+        return f
     }
 
     /// What an apply did or would do.
@@ -93,21 +109,45 @@ public final class ConfigKeeper: Sendable {
         }
     }
 
+    /// The most of a diff an answer carries (a frame is 1 MiB by default).
+    static let answerBytes = 256 * 1024
+
+    /// `text` cut to at most `bytes` (at a line), saying how many lines were left out.
+    static func clip(_ text: String, to bytes: Int) -> String {
+        guard text.utf8.count > bytes else { return text }
+        var out = "", used = 0, left = 0
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if left == 0 && used + line.utf8.count + 1 <= bytes - 64 {
+                out += line + "\n"
+                used += line.utf8.count + 1
+            } else {
+                left += 1
+            }
+        }
+        return out + "… \(left) more lines (allot config export for the whole version)"
+    }
+
     static func noChange(_ version: Int64) -> AllotError {
         AllotError(.invalidSettings, "the file's budgets, tiers and models are those of version \(version) already: nothing to apply")
     }
 
     /// An admin's request (`allot config`): apply `policy`, or read the version in force and
     /// the history. The answer goes to `reply`.
-    func handle(_ r: Allot_V1_DirectoryRequest, author: String, reply: any FrameSink, core: CoordinatorCore) {
+    func handle(_ r: Allot_V1_DirectoryRequest, from identity: PeerIdentity, reply: any FrameSink, core: CoordinatorCore) {
+        if identity.role == .node {
+            if let f = frame(newerThan: r.have) { reply.send(f) }
+            return
+        }
         answerAdmin(r, of: .config, store: store, reply: reply) { [self] answer in
             if !r.policy.isEmpty {
-                let a = try await apply(file: String(decoding: r.policy, as: UTF8.self), author: author, dryRun: r.dryRun, core: core)
-                (answer.summary, answer.diff) = (a.summary, a.diff)
+                let a = try await apply(file: String(decoding: r.policy, as: UTF8.self), author: identity.name, dryRun: r.dryRun, core: core)
+                (answer.summary, answer.diff) = (a.summary, Self.clip(a.diff, to: Self.answerBytes))
             }
             let c = current.withLock { $0 }
             answer.version = UInt64(max(0, c.version))
-            answer.document = Data(c.yaml.utf8)
+            // The document only for an export: an answer must fit in one frame.
+            if r.policy.isEmpty && r.history == 0 { answer.document = Data(c.yaml.utf8) }
         }
+
     }
 }

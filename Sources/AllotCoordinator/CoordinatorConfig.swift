@@ -87,7 +87,8 @@ public struct CoordinatorConfig: Sendable {
         let shared = try DeploymentConfig(yaml: yaml)
         let raw: File = try ConfigFields.decode(File.self, yaml)
         self.init(shared: shared)
-        core.policy = try PolicyDocument(file: yaml).yaml
+        // The first `allot config apply` is diffed against it ("" if it cannot be written back).
+        core.policy = (try? PolicyDocument(file: yaml).yaml) ?? ""
         if let c = raw.coordinator {
             if let n = c.name { name = n }
             if let l = c.listen { (listenHost, listenPort) = try ConfigFields.address(l, field: "coordinator.listen") }

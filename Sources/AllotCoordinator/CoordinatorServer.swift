@@ -234,7 +234,7 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
         case .status(let after):
             context.writeAndFlush(wrapOutboundOut(core.status(after: after)), promise: nil)
         case .directory(let r) where r.config:
-            core.config.handle(r, author: session!.identity.name, reply: ChannelSink(channel: context.channel), core: core)
+            core.config.handle(r, from: session!.identity, reply: ChannelSink(channel: context.channel), core: core)
         case .directory(let r):
             core.directory.handle(r, from: session!.identity, reply: ChannelSink(channel: context.channel), nodes: { [core] in core.nodeSinks })
         case .lookup(let budgets, let query):

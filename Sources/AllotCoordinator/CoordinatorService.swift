@@ -162,10 +162,25 @@ public final class CoordinatorService: Service, Sendable {
             }
         }
         if core.ledger != nil {
-            // The newest policy version in the ledger, if any, wins over the file's (one read:
-            // the poller keeps trying when the ledger is not there yet).
-            do { try await core.config.refresh(core, logger: logger) } catch {
-                logger.warning("cannot read the policy's versions from the ledger; serving the file's until it can", metadata: ["allot.error": "\(error)"])
+            // The newest policy version in the ledger, if any, wins over the file's: nothing is
+            // served before it is read (the file may hold limits a version lowered). A version
+            // this coordinator cannot take (written by a newer allot) is logged; the file's serve.
+            var backoff = Duration.milliseconds(100)
+            while true {
+                do {
+                    try await core.config.refresh(core, logger: logger)
+                    break
+                } catch let e as AllotError {
+                    logger.critical("the ledger's newest policy version cannot be put in force; serving the file's", metadata: ["allot.error": "\(e.message)"])
+                    break
+                } catch {
+                    logger.error("cannot read the policy's versions from the ledger; retrying", metadata: ["allot.error": "\(error)"])
+                    if Task.isCancelled || Task.isShuttingDownGracefully { return }
+                    let wait = backoff
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
+                    if Task.isCancelled || Task.isShuttingDownGracefully { return }
+                    backoff = min(backoff * 2, .seconds(5))
+                }
             }
         }
         core.start(now: WallClock.now())

@@ -193,10 +193,15 @@ func answerAdmin(_ r: Allot_V1_DirectoryRequest, of document: VersionedDocument,
         do {
             try await body(&answer)
             if let store, r.history > 0 {
-                answer.history = try await store.history(of: document, limit: Int(r.history)).map { row in
+                // Each change clipped, and no more versions than fit in one frame.
+                var room = ConfigKeeper.answerBytes * 2
+                for row in try await store.history(of: document, limit: Int(r.history)) {
                     var v = Allot_V1_DirectoryVersion()
-                    (v.version, v.author, v.createdUnixNs, v.change) = (UInt64(row.version), row.author, row.created.nanoseconds, row.change)
-                    return v
+                    (v.version, v.author, v.createdUnixNs) = (UInt64(row.version), row.author, row.created.nanoseconds)
+                    v.change = ConfigKeeper.clip(row.change, to: min(room, 64 * 1024))
+                    room -= v.change.utf8.count + v.author.utf8.count + 32
+                    answer.history.append(v)
+                    if room < 1_024 { break }
                 }
             }
         } catch let e as AllotError {

@@ -131,11 +131,12 @@ public struct Session: Sendable {
             guard identity.role == .node else { return deny(frame) }
             return within(1, now: now) ?? .auditHead(h)
         case .directoryRequest(let r):
-            // Nodes may only read it; changes and history are for admin certificates.
-            guard identity.role == .admin || (identity.role == .node && r.change.isEmpty && r.history == 0 && !r.config && r.policy.isEmpty)
+            // Nodes may only read them (the directory, the policy); changes and history are for
+            // admin certificates.
+            guard identity.role == .admin || (identity.role == .node && r.change.isEmpty && r.history == 0 && r.policy.isEmpty && !r.dryRun)
             else { return deny(frame) }
-            guard r.change.utf8.count <= 16_384, r.history <= 1_000, r.policy.count <= PolicyDocument.maxBytes * 4 else {
-                return .reject(.protocolViolation, "a directory change over 16 KiB, a configuration over 2 MiB or a history of over 1,000 versions; frame dropped", closing: false)
+            guard r.change.utf8.count <= 16_384, r.history <= 1_000, r.policy.count <= PolicyDocument.maxBytes * 2 else {
+                return .reject(.protocolViolation, "a directory change over 16 KiB, a configuration over 1 MiB or a history of over 1,000 versions; frame dropped", closing: false)
             }
             return within(1, now: now) ?? .directory(r)
         case .error:

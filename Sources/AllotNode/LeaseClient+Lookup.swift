@@ -71,12 +71,24 @@ extension LeaseClient {
         directoryHook.withLock { $0 = DirectoryHook(have: have, receive: receive) }
     }
 
-    /// The frame that asks for a newer directory (none without `onDirectory`).
+    /// Asks each coordinator, after hello, for the policy (budgets, tiers, models as YAML) when
+    /// it holds a newer version than `have`; `receive` gets each one sent.
+    public func onConfig(have: @escaping @Sendable () -> UInt64, receive: @escaping @Sendable (UInt64, Data) -> Void) {
+        configHook.withLock { $0 = DirectoryHook(have: have, receive: receive) }
+    }
+
+    /// The frames that ask for a newer directory and policy (none without the hooks).
     func directoryWish() -> [Allot_V1_Frame] {
-        guard let hook = directoryHook.withLock({ $0 }) else { return [] }
-        var f = Allot_V1_Frame()
-        f.directoryRequest.have = hook.have()
-        return [f]
+        var out: [Allot_V1_Frame] = []
+        let hooks = [(directoryHook.withLock { $0 }, false), (configHook.withLock { $0 }, true)]
+        for (hook, config) in hooks {
+            guard let hook else { continue }
+            var f = Allot_V1_Frame()
+            f.directoryRequest.have = hook.have()
+            f.directoryRequest.config = config
+            out.append(f)
+        }
+        return out
     }
 
     /// Lookups waiting for their answer, by query id.

@@ -50,6 +50,8 @@ public final class LeaseClient: Service, Sendable {
     let lookups = Lookups()
     /// The consumer directory's receiver, on a gateway (`onDirectory`).
     let directoryHook = Mutex<DirectoryHook?>(nil)
+    /// The policy's receiver, on a gateway (`onConfig`).
+    let configHook = Mutex<DirectoryHook?>(nil)
     private let stepLock = Mutex(())
     /// The poll's timer and the dials' timer while `run()` runs.
     private let timer = Mutex<WakeTimer?>(nil)
@@ -314,7 +316,8 @@ public final class LeaseClient: Service, Sendable {
         case .statusResponse(let r):
             lookups.answer(r)
         case .directoryResponse(let r) where r.error.isEmpty && !r.document.isEmpty:
-            directoryHook.withLock { $0 }?.receive(r.version, r.document)
+            let hook = r.config ? configHook.withLock { $0 } : directoryHook.withLock { $0 }
+            hook?.receive(r.version, r.document)
         case .error(let e):
             logger.warning("coordinator error", metadata: ["allot.reason": "\(e.code): \(e.message)"])
         default:

@@ -123,5 +123,22 @@ struct ConfigLedgerTests {
         let many = (0..<3_000).map { "l\($0)" }.joined(separator: "\n")
         let lines = new.diff(from: many).split(separator: "\n")
         #expect(lines.count >= 3_000 && lines.count < 3_100)
+        // Past 4 million line pairs: removed and added whole, no table of that size.
+        var big = "budgets:\n"
+        for i in 0..<2_100 { big += "  - {id: b\(i), unit: requests, kind: rate, limit: \(i + 1), period: 1s}\n" }
+        let bigDoc = try PolicyDocument(file: big)
+        let other = (0..<2_100 * 7).map { "x\($0)" }.joined(separator: "\n")
+        let whole = bigDoc.diff(from: other).split(separator: "\n")
+        #expect(whole.filter { $0.hasPrefix("- ") }.count == 2_100 * 7 && whole.filter { $0.hasPrefix("+ ") }.count == bigDoc.yaml.split(separator: "\n", omittingEmptySubsequences: false).count)
+    }
+
+    @Test("the canonical form keeps every value as written (no round trip through typed values) and ignores style")
+    func canonical() throws {
+        let a = try PolicyDocument(file: "budgets:\n  - {id: '007', unit: requests, kind: rate, limit: 10, period: 1s}\ntiers:\n  - name: off\n    templates: [{name: rpm, scope: [consumer], unit: requests, kind: rate, limit: 5, period: 1m}]\nmodels:\n  - {name: m, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}\n")
+        let b = try PolicyDocument(file: "models:\n- name: m\n  output_usd_per_mtok: 0.6\n  input_usd_per_mtok: 0.15\ntiers:\n- templates:\n  - {unit: requests, name: rpm, scope: [consumer], kind: rate, limit: 5, period: 1m}\n  name: off\nbudgets:\n- {kind: rate, id: '007', unit: requests, limit: 10, period: 1s}\n")
+        #expect(a == b, "\(a.yaml)\n---\n\(b.yaml)")
+        let d = try a.deployment()
+        #expect(d.budgets.first?.id == "007" && d.tiers.first?.name == "off")
+        #expect(a.yaml.contains("0.15") && !a.yaml.contains("e-1"))
     }
 }

@@ -4,6 +4,8 @@ import AllotDemo
 @testable import AllotGateway
 import AllotSimulator
 import AllotTransport
+import Logging
+import NIOPosix
 import Foundation
 import Testing
 
@@ -124,5 +126,100 @@ struct ConfigApplyTests {
         let afterRaise = admits.filter { $0.time >= raisedDone }.count
         #expect(afterRaise > whileLow, "lowered \(whileLow) admissions, after the raise \(afterRaise)")
         #expect(fleet.coordinator.allocatorStatus(id)?.kind == (try Self.tpm(60_000)).kind)
+    }
+
+    @Test("real time, 2 gateways: a model added and a tier removed by allot config apply reach every gateway without a restart (the model served within 1 s; the tier's consumers refused with 403 naming the version); a gateway restarted with no coordinator keeps the policy from its cache")
+    func gatewaysTakeThePolicy() async throws {
+        let (base, consumers) = try testConfig { $0.directoryCache = "set per gateway" }
+        let ledger = FileManager.default.temporaryDirectory.appendingPathComponent("allot-pol-\(UUID().uuidString.prefix(8)).db").path
+        let fleet = try await LocalFleet.start(config: base, consumers: consumers, nodes: 2, ledgerPath: ledger)
+        _ = try CertificateAuthority.open(fleet.directory.appendingPathComponent("certs")).issue(role: .admin, name: "ops")
+        let xl = chatBody(model: "xl", maxTokens: 20)
+        for port in fleet.proxyPorts {
+            let r = try await call(port: port, key: "sk-pro-1", body: xl)
+            #expect(r.status == 400 || r.status == 404, "a model nobody configured: \(r.status) \(r.body)")
+            #expect(try await call(port: port, key: "sk-free-1", body: chatBody(maxTokens: 20)).status == 200)
+        }
+        let freeTier = """
+              - name: free
+                templates:
+                  - {name: rpm, scope: [consumer], unit: requests, kind: rate, limit: 5, period: 1m, burst: 5}
+                  - {name: tpm, scope: [consumer], unit: tokens, kind: rate, limit: 30000, period: 1m}
+                entitlements: {models: [small], routes: [chat, embeddings], max_prompt_bytes: 4096, max_tokens: 256}
+
+            """
+        #expect(testConfigYAML.contains(freeTier))
+        let agentTPM = "      - {name: tpm, scope: [consumer], unit: tokens, kind: rate, limit: 1000000, period: 1m}\n"
+        #expect(testConfigYAML.contains(agentTPM))
+        let policy = testConfigYAML.replacingOccurrences(of: freeTier, with: "").replacingOccurrences(of: agentTPM, with: "")
+            .replacingOccurrences(of: "models:\n", with: "models:\n  - {name: xl, input_usd_per_mtok: 1, output_usd_per_mtok: 2, max_output_tokens: 1000}\n")
+        let file = fleet.directory.appendingPathComponent("policy.yaml")
+        try policy.write(to: file, atomically: true, encoding: .utf8)
+        let applied = await Self.allot(["config", "apply", "-f", file.path], fleet)
+        // (This coordinator was not started from a file: the first version is diffed against nothing.)
+        #expect(applied.status == 0 && applied.output.contains("models xl") && !applied.output.contains("tiers free"), "\(applied.output)")
+        let start = ContinuousClock.now
+        var pending = Set(fleet.proxyPorts)
+        while !pending.isEmpty && ContinuousClock.now - start < .seconds(5) {
+            for p in pending.sorted() where try await call(port: p, key: "sk-pro-1", body: xl).status == 200 { pending.remove(p) }
+            if !pending.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        let took = ContinuousClock.now - start
+        print("ConfigApplyTests: a model added by allot config apply served by every gateway \(took) after the command returned")
+        #expect(pending.isEmpty && took < .seconds(1), "served after \(took); still not on \(pending)")
+        for (i, port) in fleet.proxyPorts.enumerated() {
+            let r = try await call(port: port, key: "sk-free-1", body: chatBody(maxTokens: 20))
+            #expect(r.status == 403 && r.errorCode == "tier_removed" && r.body.contains("configuration version 1"), "\(r.status) \(r.body)")
+            #expect(fleet.gateways[i].core.policyVersion == 1)
+            // A template removed from a tier (deleted_budgets: refuse, the default).
+            let a = try await call(port: port, key: "sk-agent-1", body: chatBody(maxTokens: 20))
+            #expect(a.status == 403 && a.errorCode == "budget_removed" && a.body.contains("agent.tpm") && a.body.contains("version 1"),
+                    "\(a.status) \(a.body)")
+        }
+        // deleted_budgets: allow — served without it.
+        try (policy + "\ndeleted_budgets: allow\n").write(to: file, atomically: true, encoding: .utf8)
+        #expect(await Self.allot(["config", "apply", "-f", file.path], fleet).status == 0)
+        try await Task.sleep(for: .milliseconds(300))
+        for port in fleet.proxyPorts {
+            let a = try await call(port: port, key: "sk-agent-1", body: chatBody(maxTokens: 20))
+            #expect(a.status == 200, "\(a.status) \(a.body)")
+        }
+
+        // A gateway whose file has only its own settings: tiers, models and keys all come from
+        // the coordinators.
+        _ = try CertificateAuthority.open(fleet.directory.appendingPathComponent("certs")).issue(role: .node, name: "gw-bare")
+        var bare = try GatewayConfig(yaml: "gateway:\n  consumers: \"\"\n  upstream_timeout: 1s\n  admission_wait: 300ms\n")
+        bare.name = "gw-bare"
+        bare.upstream = URL(string: "http://127.0.0.1:\(try #require(fleet.mockPort))")!
+        bare.auditDirectory = nil
+        bare.directoryCache = fleet.directory.appendingPathComponent("directory-bare.json").path
+        let (bareService, barePort, bareTask) = try await startGateway(bare, consumers: ConsumerDirectory(entries: []), beside: fleet)
+        let created = await Self.allot(["keys", "create", "--consumer", "zed", "--tier", "pro"], fleet)
+        let key = try #require(created.output.split(separator: "\n").map(String.init).first { $0.hasPrefix("sk-allot-") })
+        let bareStart = ContinuousClock.now
+        var bareStatus = 0
+        while ContinuousClock.now - bareStart < .seconds(5) {
+            bareStatus = try await call(port: barePort, key: key, body: xl).status
+            if bareStatus == 200 { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(bareStatus == 200 && bareService.core.policyVersion == 2, "a bare gateway: \(bareStatus)")
+        bareTask.cancel()
+        _ = await bareTask.result
+
+        // Restart gw-1 with no coordinator reachable: its cache still has the policy.
+        await fleet.stop()
+        var g = base
+        g.name = "gw-1"
+        g.directoryCache = fleet.directory.appendingPathComponent("directory-gw-1.json").path
+        g.upstream = URL(string: "http://127.0.0.1:9")!
+        g.auditDirectory = fleet.directory.appendingPathComponent("audit-restarted").path
+        let (restarted, port, task) = try await startGateway(g, consumers: consumers, beside: fleet)
+        #expect(restarted.core.policyVersion == 2 && restarted.core.config.models["xl"] != nil)
+        let r = try await call(port: port, key: "sk-free-1", body: chatBody(maxTokens: 20))
+        #expect(r.status == 403 && r.errorCode == "tier_removed", "\(r.status) \(r.body)")
+        task.cancel()
+        _ = await task.result
+        try? FileManager.default.removeItem(atPath: ledger)
     }
 }

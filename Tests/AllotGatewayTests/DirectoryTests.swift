@@ -83,20 +83,11 @@ struct DirectoryTests {
         await fleet.stop()
         var g = base
         g.name = "gw-1"
-        g.listenPort = 0
-        g.adminPort = 0
         g.directoryCache = fleet.directory.appendingPathComponent("directory-gw-1.json").path
         g.upstream = URL(string: "http://127.0.0.1:9")!
         g.auditDirectory = fleet.directory.appendingPathComponent("audit-restarted").path
-        let tls = try TLSMaterialStore { try TLSMaterial.load(dir: fleet.directory.appendingPathComponent("certs"), role: .node, name: "gw-1") }
-        let dead = TLSLeaseTransport(host: "127.0.0.1", port: fleet.coordinatorPort, tls: tls, group: MultiThreadedEventLoopGroup.singleton)
-        let ports = PortBox(count: 1)
-        var logger = Logger(label: "restart")
-        logger.logLevel = .critical
-        let restarted = try GatewayService(config: g, consumers: consumers, transport: dead, logger: logger) { p, _ in ports.set(0, p) }
+        let (restarted, port, task) = try await startGateway(g, consumers: consumers, beside: fleet)
         #expect(restarted.core.directoryVersion == 3)
-        let task = Task { try await restarted.run() }
-        let port = try await ports.wait(0)
         let known = try await call(port: port, key: second, body: chatBody(maxTokens: 20))
         #expect(known.status != 401, "authenticated from the cache (\(known.status): \(known.body))")
         #expect(try await call(port: port, key: key, body: chatBody(maxTokens: 20)).status == 401, "the revoked key stays refused")

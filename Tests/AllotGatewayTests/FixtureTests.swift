@@ -102,7 +102,7 @@ struct FixtureTests {
     @Test("every recorded shape: bound ≥ usage, charged = usage, ledger = audit; header hygiene both ways")
     func recordedShapes() async throws {
         let (fleet, upstream) = try await start()
-        for (fixture, path, body, usage) in Self.cases {
+        for (fixture, path, body, _) in Self.cases {
             // Anthropic's clients authenticate with x-api-key; the OpenAI ones with Bearer.
             let anthropic = path == "/v1/messages"
             var headers = [("x-fixture", fixture), ("openai-organization", "org-client"), ("openai-project", "proj-client"),

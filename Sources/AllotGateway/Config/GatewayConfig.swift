@@ -83,7 +83,7 @@ public struct GatewayConfig: Sendable {
     }
 
     public init(yaml: String) throws(AllotError) {
-        try self.init(shared: DeploymentConfig(yaml: yaml))
+        try self.init(shared: DeploymentConfig(yaml: yaml, requirePolicy: false))
         try Self.checkKeys(yaml)
         let raw: File
         do { raw = try YAMLDecoder().decode(File.self, from: yaml) } catch {

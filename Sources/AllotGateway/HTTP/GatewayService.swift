@@ -58,6 +58,43 @@ public final class GatewayService: Service, Sendable {
         }
     }
 
+    /// Applies the cached policy, then each newer one the coordinators send (kept beside the
+    /// directory cache). A policy this gateway cannot take is logged, counted and skipped.
+    static func followPolicy(core: GatewayCore, client: LeaseClient, directoryCache: String?, logger: Logger) {
+        let cache = GatewayCore.policyCache(directoryCache)
+        do {
+            if let cache, let held = try GatewayCore.loadPolicy(from: cache) {
+                _ = take(held.yaml, held.version, from: cache, core: core, logger: logger)
+            }
+        } catch {
+            core.metrics.policyUnreadable()
+            logger.error("the policy cache cannot be read; starting with the file's", metadata: ["allot.error": "\(error)"])
+        }
+        client.onConfig(have: { [weak core] in core?.policyVersion ?? 0 }) { [weak core] version, document in
+            guard let core, take(String(decoding: document, as: UTF8.self), version, from: "coordinator", core: core, logger: logger),
+                  let cache else { return }
+            Task.detached {
+                do { try core.savePolicy(to: cache) } catch {
+                    core.metrics.policyUnreadable()
+                    logger.error("cannot write the policy cache (applied all the same)", metadata: ["allot.error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    /// Applies a policy version; false (logged, counted) when it is not newer or cannot be taken.
+    private static func take(_ yaml: String, _ version: UInt64, from source: String, core: GatewayCore, logger: Logger) -> Bool {
+        do {
+            guard try core.apply(policy: yaml, version: version) else { return false }
+            logger.notice("policy in force", metadata: ["allot.version": "\(version)", "allot.from": "\(source)"])
+            return true
+        } catch {
+            core.metrics.policyUnreadable()
+            logger.error("policy not applied", metadata: ["allot.version": "\(version)", "allot.error": "\(error)"])
+            return false
+        }
+    }
+
     /// `transport`: how this node reaches its one coordinator.
     public convenience init(config: GatewayConfig, consumers: ConsumerDirectory, transport: any LeaseTransport,
                             clientSettings: LeaseClient.Settings = LeaseClient.Settings(), logger: Logger,
@@ -95,6 +132,7 @@ public final class GatewayService: Service, Sendable {
                                lookup: { [weak client] budgets in await client?.lookup(budgets) ?? LeaseClient.Lookup() })
         leaseClient = client
         Self.followDirectory(core: core, client: client, cache: config.directoryCache, logger: logger)
+        Self.followPolicy(core: core, client: client, directoryCache: config.directoryCache, logger: logger)
         sidecar = Sidecar(core: core)
         var http = HTTPClient.Configuration()
         http.timeout = .init(connect: .seconds(2), read: .nanoseconds(config.upstreamIdleTimeout.nanoseconds))

@@ -10,8 +10,11 @@ public struct DirectorySources: Sendable {
     public var file: ConsumerDirectory
     /// The newest directory received, as received (consumers of every tier).
     public var ledger: (version: UInt64, directory: Directory)?
-    /// The tiers this gateway knows: a directory consumer of another tier is left out.
+    /// The tiers this gateway knows: a directory consumer of another tier is left out, unless
+    /// the policy came from the coordinators (`everyTier`): then its tier was removed, and its
+    /// requests are refused naming the version (`GatewayCore.Policy.check`), not its key.
     public var tiers: Set<String>
+    public var everyTier = false
 
     public init(file: ConsumerDirectory, tiers: Set<String>, ledger: (version: UInt64, directory: Directory)? = nil) {
         self.file = file
@@ -20,13 +23,13 @@ public struct DirectorySources: Sendable {
     }
 
     /// Consumers of the directory whose tier this gateway does not know.
-    public var skipped: Int { ledger?.directory.consumers.filter { !tiers.contains($0.tier) }.count ?? 0 }
+    public var skipped: Int { everyTier ? 0 : ledger?.directory.consumers.filter { !tiers.contains($0.tier) }.count ?? 0 }
 
     /// File keys are managed in the file, directory keys in the directory (`allot keys`);
     /// each key names its own source's consumer.
     public var merged: ConsumerDirectory {
         guard let d = ledger?.directory else { return file }
-        let consumers = Dictionary(d.consumers.filter { tiers.contains($0.tier) }.map { ($0.id, $0) }) { a, _ in a }
+        let consumers = Dictionary(d.consumers.filter { everyTier || tiers.contains($0.tier) }.map { ($0.id, $0) }) { a, _ in a }
         var entries = Dictionary(file.all.map { ($0.keySHA256, $0.entry) }) { a, _ in a }
         for k in d.keys {
             guard let c = consumers[k.consumer] else { continue }
@@ -74,19 +77,25 @@ extension GatewayCore {
             guard let held = sources.withLock({ $0.ledger }), held.version > savedVersion else { return }
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]
-            let data = try e.encode(Cached(version: held.version, document: held.directory))
-            let tmp = "\(path).\(held.version).tmp"
-            guard FileManager.default.createFile(atPath: tmp, contents: data), let h = FileHandle(forUpdatingAtPath: tmp) else {
-                throw AllotError(.invalidSettings, "gateway.directory_cache: cannot write \(tmp)")
-            }
-            try h.synchronize()
-            try h.close()
-            guard rename(tmp, path) == 0 else {
-                let e = errno
-                try? FileManager.default.removeItem(atPath: tmp)
-                throw AllotError(.invalidSettings, "gateway.directory_cache: cannot replace \(path) (errno \(e))")
-            }
+            try Self.replace(path, with: try e.encode(Cached(version: held.version, document: held.directory)), tag: held.version,
+                             field: "gateway.directory_cache")
             savedVersion = held.version
+        }
+    }
+
+    /// Writes `data` to `path` whole: a file of its own (`tag` in its name), synced, then
+    /// renamed over the old one.
+    static func replace(_ path: String, with data: Data, tag: UInt64, field: String) throws {
+        let tmp = "\(path).\(tag).tmp"
+        guard FileManager.default.createFile(atPath: tmp, contents: data), let h = FileHandle(forUpdatingAtPath: tmp) else {
+            throw AllotError(.invalidSettings, "\(field): cannot write \(tmp)")
+        }
+        try h.synchronize()
+        try h.close()
+        guard rename(tmp, path) == 0 else {
+            let e = errno
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw AllotError(.invalidSettings, "\(field): cannot replace \(path) (errno \(e))")
         }
     }
 

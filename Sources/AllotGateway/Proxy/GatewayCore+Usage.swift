@@ -33,8 +33,11 @@ extension GatewayCore {
     /// Every budget `entry` can be charged to (each entitled route, with and without each
     /// entitled model), each with its standing at its coordinator.
     public func usage(_ entry: ConsumerDirectory.Entry) async throws(GatewayError) -> [UsageLine] {
-        let e = entitlements(for: entry)
-        let models: [String?] = [nil] + (e.models ?? Set(config.models.keys)).sorted()
+        let p = policy.withLock { $0 }
+        try p.check(tier: entry.consumer.tier)
+        let (catalog, overrides) = (p.catalog, p.overrides)
+        let e = p.config.entitlements[entry.consumer.tier] ?? Entitlements()
+        let models: [String?] = [nil] + (e.models ?? Set(p.config.models.keys)).sorted()
         let routes: [String?] = [nil] + e.routes.map(\.rawValue).sorted()
         var specs: [BudgetID: BudgetSpec] = [:]
         do {

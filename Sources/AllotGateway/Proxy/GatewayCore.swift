@@ -9,7 +9,8 @@ import Synchronization
 /// do, which budgets a request is charged to, reserve (waiting briefly for a lease the node is
 /// already asking for), settle, and the audit record and metrics of each request.
 public final class GatewayCore: Sendable {
-    public let config: GatewayConfig
+    /// The file's configuration, with the policy in force (`GatewayCore+Policy`).
+    public var config: GatewayConfig { policy.withLock { $0.config } }
     public let enforcer: SharedEnforcer
     public let metrics: GatewayMetrics
     public let audit: AuditLog?
@@ -19,8 +20,10 @@ public final class GatewayCore: Sendable {
     let sources: Mutex<DirectorySources>
     /// The directory version last written to `gateway.directory_cache` (one save at a time).
     let saving = Mutex<UInt64>(0)
-    let catalog: TierCatalog
-    let overrides: [BudgetID: BudgetSpec]
+    /// The policy version last written beside it.
+    let savingPolicy = Mutex<UInt64>(0)
+    /// The policy in force: the file's, or the newest version a coordinator sent.
+    let policy: Mutex<Policy>
     /// Reads budgets' books at their coordinators (`GET /v1/allot/usage`; GatewayCore+Usage).
     let lookup: @Sendable ([BudgetID]) async -> LeaseClient.Lookup
     /// The last lookup per consumer, kept a second (GatewayCore+Usage).
@@ -31,7 +34,9 @@ public final class GatewayCore: Sendable {
     /// 503 only when it has none).
     let connected: @Sendable () -> Bool
     private let clock: @Sendable () -> Instant
-    private let resolved = Mutex<[String: Resolved]>([:])
+    /// Budgets resolved per consumer, tier, route and model, under the policy version they
+    /// were resolved with (a new policy empties it; `GatewayCore+Policy`).
+    let resolved = Mutex<(version: UInt64, map: [String: Resolved])>((0, [:]))
     private let observer: GatewayEvent.Observer?
     private let nextAdmission = Atomic<UInt64>(1)
     private let runaway = Mutex(RunawayDetector())
@@ -51,15 +56,13 @@ public final class GatewayCore: Sendable {
                 lookup: @escaping @Sendable ([BudgetID]) async -> LeaseClient.Lookup = { _ in LeaseClient.Lookup() },
                 clock: @escaping @Sendable () -> Instant = { WallClock.now() }) throws(AllotError) {
         self.observer = observer
-        self.config = config
+        policy = Mutex(try Policy(config: config))
         self.enforcer = enforcer
         node = enforcer.withEnforcer { $0.settings.node.rawValue }
         self.metrics = metrics
         self.audit = audit
         self.consumers = Mutex(consumers)
         sources = Mutex(DirectorySources(file: consumers, tiers: Set(config.shared.tiers.map(\.name))))
-        catalog = try config.catalog
-        overrides = Dictionary(config.shared.budgets.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         self.poke = poke
         self.connected = connected
         self.lookup = lookup
@@ -128,15 +131,18 @@ public final class GatewayCore: Sendable {
 
     func resolve(_ entry: ConsumerDirectory.Entry, route: Route, model: String?) throws(GatewayError) -> Resolved {
         let key = "\(entry.consumer.id)|\(entry.consumer.tier)|\(route.rawValue)|\(model ?? "")"
-        if let r = resolved.withLock({ $0[key] }) { return r }
+        if let r = resolved.withLock({ $0.map[key] }) { return r }
+        let p = policy.withLock { $0 }
+        try p.check(tier: entry.consumer.tier)
+        try p.checkRemoved(entry.consumer, route: route.rawValue, model: model)
         let specs: [BudgetSpec]
         do {
-            specs = try catalog.budgets(for: entry.consumer, route: route.rawValue, model: model).map { overrides[$0.id] ?? $0 }
+            specs = try p.catalog.budgets(for: entry.consumer, route: route.rawValue, model: model).map { p.overrides[$0.id] ?? $0 }
         } catch {
             throw GatewayError(500, type: "server_error", code: "budget_configuration", error.message)
         }
         let handles = specs.map { enforcer.register($0) }
-        let shadow = Set(zip(specs, handles).filter { config.shared.isShadow($0.0.id) }.map(\.1))
+        let shadow = Set(zip(specs, handles).filter { p.config.shared.isShadow($0.0.id) }.map(\.1))
         let enforced: BudgetSet, shadowSet: BudgetSet
         do {
             enforced = try BudgetSet(shadow.isEmpty ? handles : handles.filter { !shadow.contains($0) })
@@ -145,7 +151,8 @@ public final class GatewayCore: Sendable {
             throw GatewayError(500, type: "server_error", code: "budget_configuration", error.message)
         }
         let r = Resolved(specs: specs, handles: handles, enforced: enforced, shadowSet: shadowSet, shadow: shadow)
-        resolved.withLock { $0[key] = r }
+        // Kept only if no newer policy came meanwhile.
+        resolved.withLock { if $0.version == p.version { $0.map[key] = r } }
         return r
     }
 

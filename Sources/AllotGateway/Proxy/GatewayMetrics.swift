@@ -61,6 +61,18 @@ public final class GatewayMetrics: Sendable {
         counter("allot_gateway_directory_unreadable_total", "Consumer directories received that could not be read or cached", []).increment()
     }
 
+    /// The policy version applied (budgets, tiers, models from the coordinators; 0: the file's).
+    public func policy(version: UInt64) {
+        registry.makeGauge(descriptor: .init(metricName: "allot_gateway_policy_version", unitName: "",
+                                             helpText: "The policy version applied (budgets, tiers, models from the coordinators; 0: the file's)"))
+            .set(Int64(clamping: version))
+    }
+
+    /// A policy from a coordinator (or the cache) that could not be read, applied or kept.
+    public func policyUnreadable() {
+        counter("allot_gateway_policy_unreadable_total", "Policies received that could not be read, applied or cached", []).increment()
+    }
+
     /// A directory applied but not written to `gateway.directory_cache`.
     public func directoryCacheFailed() {
         counter("allot_gateway_directory_cache_failures_total", "Consumer directories applied but not written to the cache", []).increment()

@@ -200,8 +200,9 @@ public nonisolated struct Allot_V1_DirectoryRequest: Sendable {
 
   public var history: UInt32 = 0
 
-  /// Admin: the request is about the policy (budgets, tiers, models: `allot config`), not the
-  /// directory. `policy`: a configuration file to apply (`dry_run`: only say what would change).
+  /// The request is about the policy (budgets, tiers, models: `allot config`), not the
+  /// directory. Node: send it if newer than `have`. Admin: `policy`, a configuration file to
+  /// apply (`dry_run`: only say what would change), and/or `history`.
   public var config: Bool = false
 
   public var policy: Data = Data()
@@ -236,6 +237,10 @@ public nonisolated struct Allot_V1_DirectoryResponse: Sendable {
 
   /// The policy: the change as a line diff of its YAML.
   public var diff: String = String()
+
+  /// The document is the policy (YAML: budgets, tiers, models), not the directory: to a node
+  /// that asked with `config` and an older `have`, and pushed to every node on a new version.
+  public var config: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1256,7 +1261,7 @@ nonisolated extension Allot_V1_DirectoryRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Allot_V1_DirectoryResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DirectoryResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}version\0\u{1}document\0\u{1}history\0\u{1}error\0\u{1}summary\0\u{1}diff\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}version\0\u{1}document\0\u{1}history\0\u{1}error\0\u{1}summary\0\u{1}diff\0\u{1}config\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1271,6 +1276,7 @@ nonisolated extension Allot_V1_DirectoryResponse: SwiftProtobuf.Message, SwiftPr
       case 5: try { try decoder.decodeSingularStringField(value: &self.error) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.summary) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.diff) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.config) }()
       default: break
       }
     }
@@ -1298,6 +1304,9 @@ nonisolated extension Allot_V1_DirectoryResponse: SwiftProtobuf.Message, SwiftPr
     if !self.diff.isEmpty {
       try visitor.visitSingularStringField(value: self.diff, fieldNumber: 7)
     }
+    if self.config != false {
+      try visitor.visitSingularBoolField(value: self.config, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1309,6 +1318,7 @@ nonisolated extension Allot_V1_DirectoryResponse: SwiftProtobuf.Message, SwiftPr
     if lhs.error != rhs.error {return false}
     if lhs.summary != rhs.summary {return false}
     if lhs.diff != rhs.diff {return false}
+    if lhs.config != rhs.config {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,141 @@
+import AllotConfig
+import AllotCore
+import Foundation
+
+/// The policy — budgets, tiers (templates, entitlements, shadow, soft limits) and models —
+/// as coordinators send it (`allot config apply`): a gateway starts with its file's and takes
+/// each newer version it receives, without a restart, keeping the newest on disk beside its
+/// directory cache (`<gateway.directory_cache>.policy`), so a restart with no coordinator
+/// reachable still has it. Listeners, TLS, the upstream and lease settings stay the file's.
+extension GatewayCore {
+    struct Policy: Sendable {
+        /// 0: the file's.
+        var version: UInt64 = 0
+        var yaml = ""
+        var config: GatewayConfig
+        var catalog: TierCatalog
+        var overrides: [BudgetID: BudgetSpec]
+        var tiers: Set<String>
+        /// Tier templates versions removed (and not restored since), by tier: the version that
+        /// removed each. A request one would have been charged to follows `deleted_budgets`.
+        var removed: [String: [(template: BudgetTemplate, version: UInt64)]] = [:]
+        var removedCatalog: TierCatalog?
+
+        init(config: GatewayConfig, version: UInt64 = 0, yaml: String = "") throws(AllotError) {
+            (self.config, self.version, self.yaml) = (config, version, yaml)
+            catalog = try config.catalog
+            overrides = Dictionary(config.shared.budgets.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+            tiers = Set(config.shared.tiers.map(\.name))
+        }
+
+        /// A consumer of a tier the policy in force no longer has is refused with 403 naming
+        /// the version (its budgets are gone: nothing would bound its requests).
+        func check(tier: String) throws(GatewayError) {
+            guard version > 0, !tiers.contains(tier) else { return }
+            throw GatewayError(403, type: "permission_error", code: "tier_removed",
+                               "tier \(tier) is not in configuration version \(version) (removed; see allot config history)",
+                               budget: "config.v\(version)")
+        }
+
+        /// With `deleted_budgets: refuse`: a request a removed template of its tier would have
+        /// been charged to is refused with 403 naming the template and the version.
+        func checkRemoved(_ consumer: Consumer, route: String, model: String?) throws(GatewayError) {
+            guard config.shared.refuseDeleted, let c = removedCatalog, let list = removed[consumer.tier],
+                  let hit = try? c.budgets(for: consumer, route: route, model: model).first else { return }
+            let name = String(hit.id.rawValue.prefix { $0 != "/" })
+            let version = list.first { "\(consumer.tier).\($0.template.name)" == name }?.version ?? self.version
+            throw GatewayError(403, type: "permission_error", code: "budget_removed",
+                               "budget \(name) was removed by configuration version \(version) (deleted_budgets: refuse; see allot config history)",
+                               budget: name)
+        }
+
+        /// The templates `next` removes from this policy, added to those removed before (a
+        /// template restored leaves the list).
+        func removals(into next: inout Policy) {
+            var removed = self.removed
+            for t in config.shared.tiers {
+                guard let kept = next.config.shared.tiers.first(where: { $0.name == t.name }) else { continue } // whole tier: check(tier:)
+                for template in t.templates where !kept.templates.contains(where: { $0.name == template.name }) {
+                    removed[t.name, default: []].append((template, next.version))
+                }
+            }
+            for (tier, list) in removed {
+                let kept = Set(next.config.shared.tiers.first { $0.name == tier }?.templates.map(\.name) ?? [])
+                removed[tier] = list.filter { !kept.contains($0.template.name) }
+                if removed[tier]!.isEmpty { removed[tier] = nil }
+            }
+            next.removed = removed
+            next.removedCatalog = try? TierCatalog(removed.map { tier, list in
+                try Tier(name: tier, templates: list.map(\.template))
+            })
+        }
+    }
+
+    /// The policy version in force (0: the file's).
+    public var policyVersion: UInt64 { policy.withLock { $0.version } }
+
+    /// A policy from a coordinator (or the cache), as YAML: applied when newer than the one in
+    /// force (under the lock of the check: pushes of two coordinators may cross). Its budgets,
+    /// tiers, shadow and soft limits, models and entitlements replace the file's. Requests
+    /// resolve their budgets again; a directory consumer of a tier it adds is served. True
+    /// when applied; an error (nothing applied) for a document this gateway cannot take.
+    @discardableResult
+    public func apply(policy yaml: String, version: UInt64) throws(AllotError) -> Bool {
+        let incoming = try GatewayConfig(yaml: yaml)
+        let applied = try policy.withLock { p throws(AllotError) -> Bool in
+            // Under this lock: a resolve that read the old policy cannot keep its answer.
+            guard version > p.version else { return false }
+            var next = p.config
+            next.shared.budgets = incoming.shared.budgets
+            next.shared.tiers = incoming.shared.tiers
+            next.shared.shadowBudgets = incoming.shared.shadowBudgets
+            next.shared.shadowTemplates = incoming.shared.shadowTemplates
+            next.shared.softLimits = incoming.shared.softLimits
+            next.shared.refuseDeleted = incoming.shared.refuseDeleted
+            next.models = incoming.models
+            next.entitlements = incoming.entitlements
+            var policy = try Policy(config: next, version: version, yaml: yaml)
+            p.removals(into: &policy)
+            p = policy
+            resolved.withLock { $0 = (version, [:]) }
+            return true
+        }
+        guard applied else { return false }
+        let tiers = Set(incoming.shared.tiers.map(\.name))
+        sources.withLock { s in
+            (s.tiers, s.everyTier) = (tiers, true)
+            let merged = s.merged
+            consumers.withLock { $0 = merged }
+        }
+        metrics.policy(version: version)
+        return true
+    }
+
+    /// Where the policy is kept on disk: beside the directory cache (none without one).
+    static func policyCache(_ directoryCache: String?) -> String? { directoryCache.map { $0 + ".policy" } }
+
+    struct CachedPolicy: Codable {
+        var version: UInt64
+        var document: String
+    }
+
+    /// Writes the policy in force to `path` (as `saveDirectory` does: whole, then renamed).
+    public func savePolicy(to path: String) throws {
+        try savingPolicy.withLock { savedVersion in
+            let (version, yaml) = policy.withLock { ($0.version, $0.yaml) }
+            guard version > savedVersion else { return }
+            try Self.replace(path, with: try JSONEncoder().encode(CachedPolicy(version: version, document: yaml)), tag: version,
+                             field: "gateway.directory_cache (policy)")
+            savedVersion = version
+        }
+    }
+
+    /// Reads a policy saved by `savePolicy` (nil when there is no file).
+    public static func loadPolicy(from path: String) throws(AllotError) -> (version: UInt64, yaml: String)? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        guard let data = FileManager.default.contents(atPath: path), let c = try? JSONDecoder().decode(CachedPolicy.self, from: data) else {
+            throw AllotError(.invalidSettings, "\(path) is not a policy saved by allot")
+        }
+        return (c.version, c.document)
+    }
+}
