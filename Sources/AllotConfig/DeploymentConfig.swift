@@ -25,10 +25,6 @@ public struct DeploymentConfig: Sendable {
     /// explicit budget id, and by `tier.template`. Coordinators report each percent crossed,
     /// once per window (docs/operations.md, "Soft limits").
     public var softLimits = SoftLimitTable()
-    /// `deleted_budgets`: what a gateway does with a request a removed tier template would
-    /// have been charged to, once a policy version removed it — `refuse` (403 naming the
-    /// version; the default) or `allow` (served without it).
-    public var refuseDeleted = true
 
     public init() {}
 
@@ -82,11 +78,6 @@ public struct DeploymentConfig: Sendable {
             tiers.append(try Tier(name: name, templates: templates))
         }
         _ = try TierCatalog(tiers)
-        switch raw.deleted_budgets {
-        case nil, "refuse": refuseDeleted = true
-        case "allow": refuseDeleted = false
-        case let v?: throw AllotError(.invalidSettings, "deleted_budgets must be refuse or allow (got '\(v)')")
-        }
         guard !requirePolicy || !budgets.isEmpty || !tiers.isEmpty else {
             throw AllotError(.invalidSettings, "budgets: the configuration defines no budget and no tier; add at least one")
         }
@@ -118,6 +109,5 @@ public struct DeploymentConfig: Sendable {
         var lease: Lease?
         var budgets: [ConfigFields.Budget]?
         var tiers: [TierEntry]?
-        var deleted_budgets: String?
     }
 }

@@ -9,7 +9,7 @@ import Yams
 /// changed. Everything else in a file (listeners, TLS, lease settings, the cluster) stays in
 /// each process's own file.
 public struct PolicyDocument: Sendable, Equatable {
-    public static let sections = ["budgets", "tiers", "models", "deleted_budgets"]
+    public static let sections = ["budgets", "tiers", "models"]
     /// The most a document may take (it travels in one frame).
     public static let maxBytes = 512 * 1024
 
@@ -51,6 +51,37 @@ public struct PolicyDocument: Sendable, Equatable {
 
     /// The shared sections it defines (budgets, tiers, shadow and soft limits).
     public func deployment() throws(AllotError) -> DeploymentConfig { try DeploymentConfig(yaml: yaml) }
+
+    /// Refuses a change a budget cannot take in place: another kind, unit, period, calendar
+    /// window or reach under the same budget id or tier template. Nodes would go on enforcing
+    /// the old definition with the new terms (a rate per hour refilled every minute); such a
+    /// budget needs a new name (remove the old one in the same version).
+    public func checkInPlace(from old: String) throws(AllotError) {
+        guard !old.isEmpty, let before = try? DeploymentConfig(yaml: old) else { return }
+        let now = try deployment()
+        func shape(_ kind: BudgetKind) -> String {
+            switch kind {
+            case .rate(_, let p, _): "a rate per \(p)"
+            case .quota(_, let w): "a quota per \(w)"
+            case .concurrency: "a concurrency limit"
+            }
+        }
+        func compare(_ field: String, _ name: String, _ a: (AllotCore.Unit, BudgetKind, Reach), _ b: (AllotCore.Unit, BudgetKind, Reach)) throws(AllotError) {
+            guard a.0 != b.0 || shape(a.1) != shape(b.1) || a.2 != b.2 else { return }
+            throw AllotError(.invalidSettings, "\(field): \(name) was \(shape(a.1)) of \(a.0.rawValue) (\(a.2.rawValue)), now \(shape(b.1)) of \(b.0.rawValue) (\(b.2.rawValue)); kind, unit, period, window and reach cannot change in place: give it a new name")
+        }
+        let oldBudgets = Dictionary(before.budgets.map { ($0.id, $0) }) { a, _ in a }
+        for (i, b) in now.budgets.enumerated() {
+            if let o = oldBudgets[b.id] { try compare("budgets[\(i)]", "budget \(b.id)", (o.unit, o.kind, o.reach), (b.unit, b.kind, b.reach)) }
+        }
+        let oldTiers = Dictionary(before.tiers.map { ($0.name, $0) }) { a, _ in a }
+        for (i, t) in now.tiers.enumerated() {
+            for (j, tpl) in t.templates.enumerated() {
+                guard let o = oldTiers[t.name]?.templates.first(where: { $0.name == tpl.name }) else { continue }
+                try compare("tiers[\(i)].templates[\(j)]", "\(t.name).\(tpl.name)", (o.unit, o.kind, o.reach), (tpl.unit, tpl.kind, tpl.reach))
+            }
+        }
+    }
 
     // MARK: what changed
 

@@ -93,6 +93,7 @@ public final class ConfigKeeper: Sendable {
             if dryRun {
                 try await refresh(core)
                 let (version, old) = current.withLock { ($0.version, $0.yaml) }
+                try doc.checkInPlace(from: old)
                 return Applied(version: version, summary: doc.summary(from: old), diff: doc.diff(from: old))
             }
             var applied = Applied(version: 0, summary: "", diff: "")
@@ -101,6 +102,7 @@ public final class ConfigKeeper: Sendable {
                 applied = Applied(version: version + 1, summary: doc.summary(from: version == 0 && old.isEmpty ? nil : old),
                                   diff: doc.diff(from: old))
                 guard doc.yaml != old else { throw Self.noChange(version) }
+                try doc.checkInPlace(from: old)
                 return DirectoryVersionRow(version: version + 1, author: author, created: WallClock.now(),
                                            change: applied.summary + "\n" + applied.diff, document: doc.yaml)
             }

@@ -46,7 +46,8 @@ enum ConfigLedgerChecks {
         // Bad files: nothing changes, the field is named.
         for (bad, field) in [(file(tpm: -5), "tiers[0].templates[0]"), (file(tpm: 10, extra: ", brust: 3"), "budgets[0].brust"),
                              ("budgets: [{id: x, unit: tokens, kind: rate, limit: 1, period: soon}]", "budgets[0].period"),
-                             ("tiers: {pro: 1}", "tiers"), ("budgets: [", "YAML")] {
+                             ("tiers: {pro: 1}", "tiers"), ("budgets: [", "YAML"),
+                             (file(tpm: 60_000).replacingOccurrences(of: "period: 1m", with: "period: 1h"), "tiers[0].templates[0]: pro.tpm was a rate per")] {
             do {
                 _ = try await a.config.apply(file: bad, author: "ops", dryRun: false, core: a)
                 Issue.record("applied a bad file: \(bad)")
@@ -140,5 +141,7 @@ struct ConfigLedgerTests {
         let d = try a.deployment()
         #expect(d.budgets.first?.id == "007" && d.tiers.first?.name == "off")
         #expect(a.yaml.contains("0.15") && !a.yaml.contains("e-1"))
+        let unquoted = try PolicyDocument(file: "budgets:\n  - {id: 007, unit: requests, kind: rate, limit: 10, period: 1s}\n")
+        #expect(try unquoted.deployment().budgets.first?.id == "007", "\(unquoted.yaml)")
     }
 }

@@ -45,6 +45,10 @@ struct RespecTests {
         let mid = try #require(a.status("r"))
         #expect(mid.committedRate == before.committedRate && mid.pool == 0)
         #expect(a.checkInvariants() == nil)
+        // The check can fail: books above every limit in force since the lowering.
+        var broken = a
+        broken.mutate("r") { $0.drainCeiling = 1 }
+        #expect(broken.checkInvariants() != nil)
         // A node asking meanwhile gets nothing beyond the new limit.
         let g = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "n4", budget: "r", want: 600, demandRate: 600), now: at(1.1))))
         #expect(g.amount == 0 && g.rate == 0)

@@ -16,10 +16,6 @@ extension GatewayCore {
         var catalog: TierCatalog
         var overrides: [BudgetID: BudgetSpec]
         var tiers: Set<String>
-        /// Tier templates versions removed (and not restored since), by tier: the version that
-        /// removed each. A request one would have been charged to follows `deleted_budgets`.
-        var removed: [String: [(template: BudgetTemplate, version: UInt64)]] = [:]
-        var removedCatalog: TierCatalog?
 
         init(config: GatewayConfig, version: UInt64 = 0, yaml: String = "") throws(AllotError) {
             (self.config, self.version, self.yaml) = (config, version, yaml)
@@ -36,39 +32,6 @@ extension GatewayCore {
                                "tier \(tier) is not in configuration version \(version) (removed; see allot config history)",
                                budget: "config.v\(version)")
         }
-
-        /// With `deleted_budgets: refuse`: a request a removed template of its tier would have
-        /// been charged to is refused with 403 naming the template and the version.
-        func checkRemoved(_ consumer: Consumer, route: String, model: String?) throws(GatewayError) {
-            guard config.shared.refuseDeleted, let c = removedCatalog, let list = removed[consumer.tier],
-                  let hit = try? c.budgets(for: consumer, route: route, model: model).first else { return }
-            let name = String(hit.id.rawValue.prefix { $0 != "/" })
-            let version = list.first { "\(consumer.tier).\($0.template.name)" == name }?.version ?? self.version
-            throw GatewayError(403, type: "permission_error", code: "budget_removed",
-                               "budget \(name) was removed by configuration version \(version) (deleted_budgets: refuse; see allot config history)",
-                               budget: name)
-        }
-
-        /// The templates `next` removes from this policy, added to those removed before (a
-        /// template restored leaves the list).
-        func removals(into next: inout Policy) {
-            var removed = self.removed
-            for t in config.shared.tiers {
-                guard let kept = next.config.shared.tiers.first(where: { $0.name == t.name }) else { continue } // whole tier: check(tier:)
-                for template in t.templates where !kept.templates.contains(where: { $0.name == template.name }) {
-                    removed[t.name, default: []].append((template, next.version))
-                }
-            }
-            for (tier, list) in removed {
-                let kept = Set(next.config.shared.tiers.first { $0.name == tier }?.templates.map(\.name) ?? [])
-                removed[tier] = list.filter { !kept.contains($0.template.name) }
-                if removed[tier]!.isEmpty { removed[tier] = nil }
-            }
-            next.removed = removed
-            next.removedCatalog = try? TierCatalog(removed.map { tier, list in
-                try Tier(name: tier, templates: list.map(\.template))
-            })
-        }
     }
 
     /// The policy version in force (0: the file's).
@@ -81,9 +44,14 @@ extension GatewayCore {
     /// when applied; an error (nothing applied) for a document this gateway cannot take.
     @discardableResult
     public func apply(policy yaml: String, version: UInt64) throws(AllotError) -> Bool {
+        guard version > policyVersion else { return false } // (parse only what is new)
         let incoming = try GatewayConfig(yaml: yaml)
-        let applied = try policy.withLock { p throws(AllotError) -> Bool in
-            // Under this lock: a resolve that read the old policy cannot keep its answer.
+        // A policy without `models` leaves the file's (a coordinator's file may have none).
+        let hasModels = yaml.hasPrefix("models:") || yaml.contains("\nmodels:")
+        let tiers = Set(incoming.shared.tiers.map(\.name))
+        return try policy.withLock { p throws(AllotError) -> Bool in
+            // Under this lock: a resolve that read the old policy cannot keep its answer, and
+            // two versions crossing are applied in their order.
             guard version > p.version else { return false }
             var next = p.config
             next.shared.budgets = incoming.shared.budgets
@@ -91,24 +59,18 @@ extension GatewayCore {
             next.shared.shadowBudgets = incoming.shared.shadowBudgets
             next.shared.shadowTemplates = incoming.shared.shadowTemplates
             next.shared.softLimits = incoming.shared.softLimits
-            next.shared.refuseDeleted = incoming.shared.refuseDeleted
-            next.models = incoming.models
+            if hasModels { next.models = incoming.models }
             next.entitlements = incoming.entitlements
-            var policy = try Policy(config: next, version: version, yaml: yaml)
-            p.removals(into: &policy)
-            p = policy
+            p = try Policy(config: next, version: version, yaml: yaml)
             resolved.withLock { $0 = (version, [:]) }
+            sources.withLock { s in
+                (s.tiers, s.everyTier) = (tiers, true)
+                let merged = s.merged
+                consumers.withLock { $0 = merged }
+            }
+            metrics.policy(version: version)
             return true
         }
-        guard applied else { return false }
-        let tiers = Set(incoming.shared.tiers.map(\.name))
-        sources.withLock { s in
-            (s.tiers, s.everyTier) = (tiers, true)
-            let merged = s.merged
-            consumers.withLock { $0 = merged }
-        }
-        metrics.policy(version: version)
-        return true
     }
 
     /// Where the policy is kept on disk: beside the directory cache (none without one).

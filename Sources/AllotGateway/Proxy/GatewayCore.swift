@@ -134,7 +134,6 @@ public final class GatewayCore: Sendable {
         if let r = resolved.withLock({ $0.map[key] }) { return r }
         let p = policy.withLock { $0 }
         try p.check(tier: entry.consumer.tier)
-        try p.checkRemoved(entry.consumer, route: route.rawValue, model: model)
         let specs: [BudgetSpec]
         do {
             specs = try p.catalog.budgets(for: entry.consumer, route: route.rawValue, model: model).map { p.overrides[$0.id] ?? $0 }
