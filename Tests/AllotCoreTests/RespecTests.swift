@@ -208,4 +208,51 @@ struct RespecTests {
         fast.refill(to: at(0) + .nanoseconds(2), pool: &p2, outstanding: 0, learning: false)
         #expect(p2 == Checked.maxUnits)
     }
+
+    @Test("a quota lowered below what a node holds: the node is told to hold at most its share of what the new allowance leaves, gives the rest back at once, and spends no more after")
+    func quotaRecalled() throws {
+        let day = try CalendarWindow(.day)
+        var alloc = try Allocator(settings: settings, budgets: [quotaBudget(allowance: 1_000, window: day)], now: at(0))
+        var e = try Enforcer(settings: EnforcerSettings(node: "n"))
+        let h = e.register(quotaBudget(allowance: 1_000, window: day))
+        // The node holds a slice and spends 100 of it.
+        _ = e.admit(Cost(requests: 1, tokens: 100), on: BudgetSet(h), now: at(0))
+        for m in e.poll(now: at(0)) {
+            if case .acquire(let req) = m, case .granted(let g) = alloc.acquire(req, now: at(0)) { _ = e.receive(g, now: at(0)) }
+        }
+        let held = e.status(h).available
+        #expect(held > 150)
+        // Lowered to 150: the node holds more than the new allowance leaves (150: nothing was
+        // reported consumed yet), so it is told to hold at most 150.
+        #expect(alloc.respec(quotaBudget(allowance: 150, window: day), now: at(1)) == .applied)
+        let recalls = alloc.takePushes()
+        #expect(recalls.count == 1 && recalls[0].grant.capacity == 150, "\(recalls)")
+        #expect(e.receive(recalls[0].grant, now: at(1)) == .applied)
+        #expect(e.status(h).available == 150 && e.status(h).released == held - 150)
+        // Acknowledged at once, with the units given back.
+        let acks = e.poll(now: at(1))
+        #expect(acks.contains { if case .acquire(let r) = $0 { r.released == held - 150 } else { false } }, "\(acks)")
+        for m in acks {
+            switch m {
+            case .acquire(let req): if case .granted(let g) = alloc.acquire(req, now: at(1)) { _ = e.receive(g, now: at(1)) }
+            case .release(let rel): _ = alloc.release(rel, now: at(1))
+            }
+        }
+        #expect(alloc.checkInvariants() == nil)
+        // From here the node spends at most what it kept, and the coordinator grants nothing past 300.
+        var spent: Int64 = 0
+        for k in 0..<20 {
+            let now = at(2 + Double(k) / 10)
+            if e.admit(Cost(requests: 1, tokens: 50), on: BudgetSet(h), now: now).isAdmitted { spent += 50 }
+            for m in e.poll(now: now) {
+                switch m {
+                case .acquire(let req): if case .granted(let g) = alloc.acquire(req, now: now) { _ = e.receive(g, now: now) }
+                case .release(let rel): _ = alloc.release(rel, now: now)
+                }
+            }
+        }
+        #expect(spent <= 150, "spent \(spent) after the recall (100 before it, under the old allowance)")
+        let st = try #require(alloc.status("q"))
+        #expect(st.pool + st.outstanding + st.consumed + st.expiredSpent <= 1_000 && alloc.checkInvariants() == nil)
+    }
 }

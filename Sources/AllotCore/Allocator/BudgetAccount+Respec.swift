@@ -7,9 +7,29 @@
 ///   lowered in proportion and pushed; its old terms stay committed until its node
 ///   acknowledges the new ones or the lease ends (`draining` until then). So at every instant
 ///   the books bound the fleet by the old limit or, once every node applied it, by the new
-///   one; never by both added up. A quota keeps what its window consumed; slices already out
-///   are spent under the old allowance (nothing new is granted past the new one).
+///   one; never by both added up. A quota keeps what its window consumed. Quota and permit
+///   slices above what the new limit leaves are recalled in proportion (`recallSlices`): the
+///   units a node had spent before the recall reached it count under the old limit; after
+///   that, nothing past the new one is spent.
 extension BudgetAccount {
+    /// A lowered quota or concurrency limit leaves `room` for what is out on nodes: when they
+    /// hold more, each is told to keep at most its share of it, in proportion (a push with
+    /// `capacity` = the units to keep); a node gives the rest back with its next message, and
+    /// the books count them as out until it does.
+    mutating func recallSlices(room: Int64, now: Instant) {
+        guard outstanding > room else { return }
+        for id in nodes.keys.sorted() {
+            guard var entry = nodes[id], let lease = entry.lease, lease.unreturned > 0 else { continue }
+            let keep = Allocator.scale(lease.unreturned, room, outstanding)
+            let seq = entry.nextSequence
+            entry.nextSequence += 1
+            entry.lastPushAt = now
+            nodes[id] = entry
+            pushes.append(Push(node: id, grant: Grant(requestID: 0, budget: spec.id, leaseID: lease.id, epoch: epoch, amount: 0,
+                                                      ttl: lease.expiresAt - now, capacity: keep, sequence: seq)))
+        }
+    }
+
     /// Whether `new` can replace this budget's terms in place: same kind, unit, period or
     /// calendar window, and reach. Anything else is a new budget (`Allocator.respec` says so).
     func canRespec(to new: BudgetSpec) -> Bool {
@@ -74,8 +94,10 @@ extension BudgetAccount {
         case (.quota(var q), .quota(let allowance, _)):
             q.allowance = allowance
             book = .quota(q)
+            recallSlices(room: max(0, allowance - Checked.sum(consumed, expiredSpent)), now: now)
         case (.permits, .concurrency(let limit)):
             book = .permits(PermitBook(limit: limit))
+            recallSlices(room: limit, now: now)
         default:
             preconditionFailure("respec across kinds")
         }

@@ -101,8 +101,22 @@ extension Enforcer {
     /// An offer (raise) or recall (lower) of a bucket's terms, sent unasked.
     private mutating func receivePush(_ g: Grant, into s: inout LocalSlice, now: Instant) -> GrantOutcome {
         guard g.epoch == s.epoch else { return .ignoredStaleEpoch }
-        guard s.takesPushes, g.leaseID == s.leaseID, s.leaseID != 0, now < s.expiresAt,
+        guard g.leaseID == s.leaseID, s.leaseID != 0, now < s.expiresAt,
               g.sequence > s.lastSequence else { return .ignoredUnknownRequest }
+        guard s.takesPushes else {
+            // A slice's recall (a lowered quota or concurrency limit): hold at most `capacity`
+            // units (spendable and reserved), give the rest back with the next message, and
+            // say so at once.
+            s.lastSequence = g.sequence
+            let back = max(0, s.available - max(0, g.capacity - s.reserved))
+            if back > 0 {
+                s.withdraw(back)
+                s.released = Checked.add(s.released, back)
+            }
+            s.recalled = true
+            _wantsPoll = true
+            return .applied
+        }
         s.refillBucket(now: now)
         s.lastSequence = g.sequence
         if g.rate < s.rate || g.capacity < s.capacity {

@@ -109,6 +109,7 @@ extension Enforcer {
         if need || renew {
             s.needsRefill = false
             s.needsAck = false
+            s.recalled = false
             let req = AcquireRequest(
                 requestID: nextRequestID, node: settings.node, budget: specs[i].id, want: target,
                 demandRate: reported, leaseID: s.leaseID, epoch: s.epoch, consumed: s.consumed,

@@ -123,8 +123,8 @@ extension LocalSlice {
     /// slice gives back what it holds while its requests wait for another budget.
     var canBeHeldBack: Bool { kind != .bucket }
 
-    /// A recall lowered a bucket's terms: acknowledged at once.
-    var awaitsAck: Bool { kind == .bucket && needsAck }
+    /// A recall lowered a bucket's terms, or took back a slice's units: acknowledged at once.
+    var awaitsAck: Bool { (kind == .bucket && needsAck) || recalled }
 
     /// A bucket whose demand stopped still has to report the drop (it cannot fill at rate 0;
     /// the lease's end comes then).
@@ -174,9 +174,9 @@ extension LocalSlice {
                             intervalNs: Int64, now: Instant) -> (need: Bool, reported: Int64) {
         switch kind {
         case .slice:
-            return (need, rate)
+            return (need || (recalled && hasLease), rate) // a recall is acknowledged at once
         case .permits:
-            return (need && now - lastSentAt >= .nanoseconds(intervalNs / 10), rate)
+            return ((need && now - lastSentAt >= .nanoseconds(intervalNs / 10)) || (recalled && hasLease), rate)
         case .bucket:
             let gap = now - lastSentAt >= .nanoseconds(intervalNs / 10)
             let average = demand.average(now: now)

@@ -70,6 +70,8 @@ struct LocalSlice: Sendable {
     var lastSequence: UInt64 = 0
     /// A recall lowered our rate: acknowledge with an acquire at once.
     var needsAck = false
+    /// A slice's units were recalled (a lowered quota or concurrency limit): say so at once.
+    var recalled = false
     /// The budget's owner changed (a coordinator joined, left or failed): report the lease
     /// held to the new owner at the next poll, so it is adopted while the owner is learning.
     var reportOwner = false
