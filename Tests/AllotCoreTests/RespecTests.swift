@@ -255,4 +255,65 @@ struct RespecTests {
         let st = try #require(alloc.status("q"))
         #expect(st.pool + st.outstanding + st.consumed + st.expiredSpent <= 1_000 && alloc.checkInvariants() == nil)
     }
+
+    /// Polls `e`, answers from `alloc`, delivers grants (one exchange).
+    func exchange(_ e: inout Enforcer, _ alloc: inout Allocator, now: Instant) {
+        for m in e.poll(now: now) {
+            switch m {
+            case .acquire(let req): if case .granted(let g) = alloc.acquire(req, now: now) { _ = e.receive(g, now: now) }
+            case .release(let rel): _ = alloc.release(rel, now: now)
+            }
+        }
+    }
+
+    @Test("a concurrency limit lowered below the permits in use: permits coming back above the node's share go back to the coordinator, and the limit holds once they have")
+    func permitsRecalled() throws {
+        var alloc = try Allocator(settings: settings, budgets: [concurrencyBudget(limit: 100)], now: at(0))
+        var e = try Enforcer(settings: EnforcerSettings(node: "n"))
+        let h = e.register(concurrencyBudget(limit: 100))
+        var held: [Reservation] = []
+        for round in 0..<40 where held.count < 50 {
+            let now = at(0.05 * Double(round))
+            while held.count < 50, case .admitted(let r) = e.reserve(.oneRequest, on: BudgetSet(h), now: now) { held.append(r) }
+            exchange(&e, &alloc, now: now)
+        }
+        #expect(held.count >= 20, "\(held.count) in use")
+        #expect(alloc.respec(concurrencyBudget(limit: 10), now: at(1)) == .applied)
+        let recalls = alloc.takePushes()
+        #expect(recalls.count == 1 && recalls[0].grant.capacity <= 10)
+        _ = e.receive(recalls[0].grant, now: at(1))
+        exchange(&e, &alloc, now: at(1))
+        // The requests in flight end: their permits go back, not to the node's spendable ones.
+        for (k, r) in held.enumerated() {
+            e.settle(r, actual: .oneRequest, now: at(2 + Double(k) / 100))
+            exchange(&e, &alloc, now: at(2 + Double(k) / 100))
+            let st = e.status(h)
+            #expect(max(0, st.available) + st.reserved <= max(10, Int64(held.count - k - 1)), "after \(k + 1) ended: \(st)")
+        }
+        #expect(e.status(h).available <= 10 && !alloc.isDraining("c"))
+        let book = try #require(alloc.status("c"))
+        #expect(book.outstanding <= 10 && alloc.checkInvariants() == nil)
+        // Then the node can run 10 at once, not more.
+        var now10 = 0
+        while case .admitted = e.reserve(.oneRequest, on: BudgetSet(h), now: at(5)) { now10 += 1; if now10 > 20 { break } }
+        #expect(now10 <= 10, "\(now10) at once after the recall")
+    }
+
+    @Test("a lost recall is sent again on the next event until the node acknowledges it")
+    func recallResent() throws {
+        var alloc = try Allocator(settings: settings, budgets: [concurrencyBudget(limit: 100)], now: at(0))
+        _ = try #require(grant(alloc.acquire(AcquireRequest(requestID: 1, node: "n1", budget: "c", want: 60), now: at(0))))
+        #expect(alloc.respec(concurrencyBudget(limit: 10), now: at(1)) == .applied)
+        let first = alloc.takePushes()
+        #expect(first.count == 1)
+        // Lost. Another node's request 300 ms later brings it out again, with a new sequence.
+        _ = alloc.acquire(AcquireRequest(requestID: 1, node: "n2", budget: "c", want: 1), now: at(1.3))
+        let again = alloc.takePushes()
+        #expect(again.count == 1 && again[0].node == "n1" && again[0].grant.sequence > first[0].grant.sequence)
+        // Acknowledged: no more.
+        _ = alloc.acquire(AcquireRequest(requestID: 2, node: "n1", budget: "c", want: 1, leaseID: again[0].grant.leaseID,
+                                         released: 50, appliedSequence: again[0].grant.sequence), now: at(1.4))
+        _ = alloc.acquire(AcquireRequest(requestID: 2, node: "n2", budget: "c", want: 1), now: at(2))
+        #expect(alloc.takePushes().filter { $0.node == "n1" }.isEmpty)
+    }
 }

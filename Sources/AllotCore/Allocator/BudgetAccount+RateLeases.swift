@@ -47,7 +47,7 @@ extension BudgetAccount {
 
     /// Offers free rate to short nodes; recalls surplus when someone is still short.
     mutating func rebalance(now: Instant, settings: AllocatorSettings) {
-        guard !isLearning, let rates = book.rateBook else { return }
+        guard !isLearning, let rates = book.rateBook else { return resendRecalls(now: now) }
         let limit = rates.limit, burst = rates.burst
         var ids: [NodeID] = []
         var demands: [Int64] = []

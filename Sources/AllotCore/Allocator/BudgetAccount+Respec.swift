@@ -21,12 +21,30 @@ extension BudgetAccount {
         for id in nodes.keys.sorted() {
             guard var entry = nodes[id], let lease = entry.lease, lease.unreturned > 0 else { continue }
             let keep = Allocator.scale(lease.unreturned, room, outstanding)
-            let seq = entry.nextSequence
-            entry.nextSequence += 1
-            entry.lastPushAt = now
+            entry.unacknowledged = [(entry.nextSequence, 0, keep)]
             nodes[id] = entry
-            pushes.append(Push(node: id, grant: Grant(requestID: 0, budget: spec.id, leaseID: lease.id, epoch: epoch, amount: 0,
-                                                      ttl: lease.expiresAt - now, capacity: keep, sequence: seq)))
+            pushRecall(to: id, now: now)
+        }
+    }
+
+    /// Sends `node` its slice recall (again: with a new sequence number) while unacknowledged.
+    mutating func pushRecall(to node: NodeID, now: Instant) {
+        guard var entry = nodes[node], let lease = entry.lease, let keep = entry.unacknowledged.last?.capacity else { return }
+        let seq = entry.nextSequence
+        entry.nextSequence += 1
+        entry.unacknowledged = [(seq, 0, keep)]
+        entry.lastPushAt = now
+        nodes[node] = entry
+        pushes.append(Push(node: node, grant: Grant(requestID: 0, budget: spec.id, leaseID: lease.id, epoch: epoch, amount: 0,
+                                                  ttl: lease.expiresAt - now, capacity: keep, sequence: seq)))
+    }
+
+    /// Slice recalls not yet acknowledged (lost, or the node is slow): sent again after 250 ms.
+    mutating func resendRecalls(now: Instant) {
+        guard draining, !book.isRate else { return }
+        for id in nodes.keys.sorted() where !(nodes[id]!.unacknowledged.isEmpty) && nodes[id]!.lease != nil
+            && now - nodes[id]!.lastPushAt >= .milliseconds(250) {
+            pushRecall(to: id, now: now)
         }
     }
 

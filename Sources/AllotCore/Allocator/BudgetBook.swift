@@ -150,9 +150,13 @@ enum BudgetBook: Sendable {
     }
 
     /// A node asks again under `lease`: a rate lease's terms are lowered to what the node shows
-    /// it enforces (`RateBook.acknowledge`). Slices have no terms.
+    /// it enforces (`RateBook.acknowledge`); a slice's recall it applied is done.
     mutating func acknowledge(_ req: AcquireRequest, entry: inout NodeEntry, lease: inout Lease, outstanding: inout Int64) {
-        guard case .rate(var r) = self else { return }
+        guard case .rate(var r) = self else {
+            // A slice's recall is done once the node shows it applied it.
+            entry.unacknowledged.removeAll { $0.sequence <= req.appliedSequence }
+            return
+        }
         r.acknowledge(req, entry: &entry, lease: &lease, outstanding: &outstanding)
         self = .rate(r)
     }

@@ -105,15 +105,10 @@ extension Enforcer {
               g.sequence > s.lastSequence else { return .ignoredUnknownRequest }
         guard s.takesPushes else {
             // A slice's recall (a lowered quota or concurrency limit): hold at most `capacity`
-            // units (spendable and reserved), give the rest back with the next message, and
-            // say so at once.
+            // units (`LocalSlice.recall`), give the rest back with the next message, and say
+            // so at once.
             s.lastSequence = g.sequence
-            let back = max(0, s.available - max(0, g.capacity - s.reserved))
-            if back > 0 {
-                s.withdraw(back)
-                s.released = Checked.add(s.released, back)
-            }
-            s.recalled = true
+            s.recall(keep: max(0, g.capacity))
             _wantsPoll = true
             return .applied
         }

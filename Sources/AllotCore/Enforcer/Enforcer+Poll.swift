@@ -8,7 +8,12 @@ extension Enforcer {
         _wantsPoll = false
         var out: [Outgoing] = []
         for i in slices.indices {
-            if let m = pollSlice(i, now: now) { out.append(m) }
+            guard let m = pollSlice(i, now: now) else { continue }
+            switch m { // what a recall's share already counts
+            case .acquire(let r): slices[i].reportedConsumed = r.consumed
+            case .release(let r): slices[i].reportedConsumed = r.consumed
+            }
+            out.append(m)
         }
         return out
     }

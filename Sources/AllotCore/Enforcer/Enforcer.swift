@@ -200,6 +200,10 @@ public struct Enforcer: Sendable {
                 slices[idx].consumed += spent + repaid
                 slices[idx].available += reserved - spent - repaid
                 slices[idx].fitToCapacity()
+                if slices[idx].holdCap != nil {
+                    slices[idx].applyHoldCap()
+                    _wantsPoll = true
+                }
             } else {
                 // The upstream used more than the bound: pay from the slice, owe the rest
                 // (reported as consumed when a later grant repays it, never before: the

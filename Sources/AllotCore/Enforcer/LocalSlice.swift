@@ -72,6 +72,13 @@ struct LocalSlice: Sendable {
     var needsAck = false
     /// A slice's units were recalled (a lowered quota or concurrency limit): say so at once.
     var recalled = false
+    /// After a recall: the most the slice may hold (spendable and reserved) plus what it
+    /// consumed since (`consumedAtRecall`); permits and refunds coming back above it go back
+    /// to the coordinator. Lifted by a grant of more units, or a new lease.
+    @usableFromInline var holdCap: Int64?
+    var consumedAtRecall: Int64 = 0
+    /// Consumption as last sent to the coordinator (what a recall's share already counted).
+    var reportedConsumed: Int64 = 0
     /// The budget's owner changed (a coordinator joined, left or failed): report the lease
     /// held to the new owner at the next poll, so it is adopted while the owner is learning.
     var reportOwner = false
@@ -110,5 +117,27 @@ struct LocalSlice: Sendable {
         reserved = 0
         consumed = 0
         released = 0
+        holdCap = nil
+        reportedConsumed = 0
+    }
+
+    /// A recall (`Enforcer.receivePush`): hold at most `keep` units the coordinator counts as
+    /// out on this lease, less what was consumed and not yet reported (the share counted it).
+    mutating func recall(keep: Int64) {
+        holdCap = max(0, Checked.sum(keep, -max(0, Checked.sum(consumed, -reportedConsumed))))
+        consumedAtRecall = consumed
+        recalled = true
+        applyHoldCap()
+    }
+
+    /// Gives back what a recalled slice holds above its cap (with the next message).
+    @usableFromInline mutating func applyHoldCap() {
+        guard let cap = holdCap else { return }
+        let over = Checked.sum(available, reserved, Checked.sum(consumed, -consumedAtRecall), -cap)
+        let back = max(0, min(available, over))
+        guard back > 0 else { return }
+        withdraw(back)
+        released = Checked.add(released, back)
+        recalled = true
     }
 }
