@@ -115,7 +115,7 @@ struct ConnectionHandlerTests {
         #expect(long.count == 1 && long[0].code == .protocolViolation && r.channel.isActive)
     }
 
-    @Test("a node may ask for the consumer directory, not change it or read its history")
+    @Test("a node may ask for the consumer directory and the policy, not change either or read their history")
     func nodeDirectory() throws {
         let r = try Self.rig()
         try r.channel.writeInbound(Allot_V1_Frame.hello(name: "gw-1"))
@@ -124,8 +124,15 @@ struct ConnectionHandlerTests {
         ask.directoryRequest.have = 0
         try r.channel.writeInbound(ask)
         #expect(try r.written().isEmpty, "version 0 (no directory): nothing to send")
+        var policy = ask
+        policy.directoryRequest.config = true
+        try r.channel.writeInbound(policy)
+        #expect(try r.written().isEmpty, "policy version 0 (the file's): nothing to send")
         for edit in [{ (f: inout Allot_V1_Frame) in f.directoryRequest.change = #"{"revokeKey":{"keyID":"x"}}"# },
-                     { (f: inout Allot_V1_Frame) in f.directoryRequest.history = 5 }] {
+                     { (f: inout Allot_V1_Frame) in f.directoryRequest.history = 5 },
+                     { (f: inout Allot_V1_Frame) in (f.directoryRequest.config, f.directoryRequest.policy) = (true, Data("budgets: []".utf8)) },
+                     { (f: inout Allot_V1_Frame) in (f.directoryRequest.config, f.directoryRequest.dryRun) = (true, true) },
+                     { (f: inout Allot_V1_Frame) in (f.directoryRequest.config, f.directoryRequest.history) = (true, 5) }] {
             var f = ask
             edit(&f)
             try r.channel.writeInbound(f)
