@@ -42,7 +42,8 @@ public final class ConfigKeeper: Sendable {
     /// Puts `row` in force unless a version as new is already.
     private func adopt(_ row: DirectoryVersionRow, core: CoordinatorCore, logger: Logger?) throws {
         guard row.version > version else { return } // (read every second: parse only what is new)
-        let deployment = try PolicyDocument(file: row.document).deployment()
+        // A version is canonical already: checked and parsed once, as the file it came from.
+        let deployment = try DeploymentConfig(yaml: row.document)
         // Under this lock, so two versions learned at once are applied in their order.
         let done = try current.withLock { c -> CoordinatorMachine.Reconfigured? in
             guard row.version > c.version else { return nil }

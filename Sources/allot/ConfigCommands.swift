@@ -58,10 +58,7 @@ struct ConfigCommand: AsyncParsableCommand {
         @Option(help: "How many versions.") var last = 20
 
         func run() async throws {
-            var r = Allot_V1_DirectoryRequest()
-            r.config = true
-            r.history = UInt32(clamping: max(1, min(last, 1_000)))
-            for v in try await target.send(r).history {
+            for v in try await target.history(config: true, last: last) {
                 let lines = v.change.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false)
                 print("version \(v.version)  \(Instant(nanoseconds: v.createdUnixNs))  by \(v.author)  \(lines.first ?? "")")
                 if lines.count > 1 { print(lines[1]) }

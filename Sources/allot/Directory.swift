@@ -59,6 +59,13 @@ struct AdminTarget: ParsableArguments {
         return try await send(r)
     }
 
+    /// The newest `last` versions (1 to 1,000) of the directory, or of the policy (`config`).
+    func history(config: Bool = false, last: Int) async throws -> [Allot_V1_DirectoryVersion] {
+        var r = Allot_V1_DirectoryRequest()
+        (r.config, r.history) = (config, UInt32(clamping: max(1, min(last, 1_000))))
+        return try await send(r).history
+    }
+
     func directory() async throws -> (version: UInt64, directory: Directory) {
         let answer = try await send(Allot_V1_DirectoryRequest())
         return (answer.version, answer.document.isEmpty ? Directory() : try Directory(decoding: answer.document))
@@ -126,9 +133,7 @@ struct Keys: AsyncParsableCommand {
         @Option(help: "How many versions.") var last = 20
 
         func run() async throws {
-            var r = Allot_V1_DirectoryRequest()
-            r.history = UInt32(clamping: max(1, min(last, 1_000)))
-            for v in try await target.send(r).history {
+            for v in try await target.history(last: last) {
                 print("\(v.version)  \(Instant(nanoseconds: v.createdUnixNs))  \(v.author)  \(v.change)")
             }
         }

@@ -12,6 +12,14 @@ struct ReconfigureTests {
                                                              scope: [.consumer])])
     }
 
+    /// A coordinator with the pro tier's tokens/min at `tpm` and no explicit budget.
+    static func machine(tpm: Int64) throws -> CoordinatorMachine {
+        var s = CoordinatorMachine.Settings()
+        s.allocator = fastAllocator
+        s.tiers = [try tier(tpm: tpm)]
+        return try CoordinatorMachine(settings: s, budgets: [], now: t0)
+    }
+
     static func pushes(_ actions: [CoordinatorMachine.Action]) -> [Push] {
         actions.flatMap { a -> [Push] in
             if case .push(let p) = a { return p }
@@ -21,10 +29,7 @@ struct ReconfigureTests {
 
     @Test("a tier's tokens/min lowered 10×: every budget made from it takes the new terms; holders are recalled; raised back, the pool grows at once")
     func tierLoweredAndRaised() throws {
-        var s = CoordinatorMachine.Settings()
-        s.allocator = fastAllocator
-        s.tiers = [try Self.tier(tpm: 60_000)]
-        var m = try CoordinatorMachine(settings: s, budgets: [], now: t0)
+        var m = try Self.machine(tpm: 60_000)
         let id: BudgetID = "pro.tpm/consumer=alice"
         // Three nodes ask in rounds, each showing it applied the last terms it got, until all hold a share.
         var last: [NodeID: Grant] = [:]
@@ -91,10 +96,7 @@ struct ReconfigureTests {
 
     @Test("a tier removed and restored within a lease TTL (a rollback): its budgets made again learn first; after a TTL they need not")
     func removedAndRestored() throws {
-        var s = CoordinatorMachine.Settings()
-        s.allocator = fastAllocator
-        s.tiers = [try Self.tier(tpm: 6_000)]
-        var m = try CoordinatorMachine(settings: s, budgets: [], now: t0)
+        var m = try Self.machine(tpm: 6_000)
         let id: BudgetID = "pro.tpm/consumer=alice"
         _ = m.acquire([DurableAndRestartTests.ask(1, id, want: 6_000)], from: "n0", now: t0)
         #expect(m.allocator.status(id)?.holders == 1)

@@ -200,12 +200,7 @@ struct ConfigApplyTests {
 
         // Restart gw-1 with no coordinator reachable: its cache still has the policy.
         await fleet.stop()
-        var g = base
-        g.name = "gw-1"
-        g.directoryCache = fleet.directory.appendingPathComponent("directory-gw-1.json").path
-        g.upstream = URL(string: "http://127.0.0.1:9")!
-        g.auditDirectory = fleet.directory.appendingPathComponent("audit-restarted").path
-        let (restarted, port, task) = try await startGateway(g, consumers: consumers, beside: fleet)
+        let (restarted, port, task) = try await restartGateway1(base, consumers: consumers, beside: fleet)
         #expect(restarted.core.policyVersion == 1 && restarted.core.config.models["xl"] != nil)
         let r = try await call(port: port, key: "sk-free-1", body: chatBody(maxTokens: 20))
         #expect(r.status == 403 && r.errorCode == "tier_removed", "\(r.status) \(r.body)")

@@ -81,12 +81,7 @@ struct DirectoryTests {
 
         // Restart gw-1 with no coordinator reachable: its cache still authenticates.
         await fleet.stop()
-        var g = base
-        g.name = "gw-1"
-        g.directoryCache = fleet.directory.appendingPathComponent("directory-gw-1.json").path
-        g.upstream = URL(string: "http://127.0.0.1:9")!
-        g.auditDirectory = fleet.directory.appendingPathComponent("audit-restarted").path
-        let (restarted, port, task) = try await startGateway(g, consumers: consumers, beside: fleet)
+        let (restarted, port, task) = try await restartGateway1(base, consumers: consumers, beside: fleet)
         #expect(restarted.core.directoryVersion == 3)
         let known = try await call(port: port, key: second, body: chatBody(maxTokens: 20))
         #expect(known.status != 401, "authenticated from the cache (\(known.status): \(known.body))")

@@ -160,3 +160,16 @@ func startGateway(_ g: GatewayConfig, consumers: ConsumerDirectory, beside fleet
     let task = Task { try await service.run() }
     return (service, try await ports.wait(0), task)
 }
+
+/// gw-1 of `fleet` started again (the fleet stopped: no coordinator answers), with its
+/// directory cache (and the policy beside it), an upstream nobody serves and an audit
+/// directory of its own.
+func restartGateway1(_ base: GatewayConfig, consumers: ConsumerDirectory, beside fleet: LocalFleet) async throws
+    -> (service: GatewayService, port: Int, task: Task<Void, any Error>) {
+    var g = base
+    g.name = "gw-1"
+    g.directoryCache = fleet.directory.appendingPathComponent("directory-gw-1.json").path
+    g.upstream = URL(string: "http://127.0.0.1:9")!
+    g.auditDirectory = fleet.directory.appendingPathComponent("audit-restarted").path
+    return try await startGateway(g, consumers: consumers, beside: fleet)
+}

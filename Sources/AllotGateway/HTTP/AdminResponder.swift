@@ -57,7 +57,7 @@ final class Sidecar: Service, Sendable {
     /// Nil when the request carries a token whose SHA-256 is in `gateway.sidecar_tokens_sha256`
     /// (compared in constant time); otherwise the refusal to send, counted by reason.
     func authenticate(_ request: Request) -> Response? {
-        let hashes = core.config.sidecarTokenHashes
+        let hashes = core.fileConfig.sidecarTokenHashes
         guard !hashes.isEmpty else {
             core.metrics.sidecarRefused("disabled")
             return HTTPSupport.error(GatewayError(403, type: "permission_error", code: "sidecar_disabled",
@@ -122,7 +122,7 @@ final class Sidecar: Service, Sendable {
             return HTTPSupport.json(e.status, body, headers: h)
         case .success(let a):
             let id = "r-" + UUID().uuidString.lowercased()
-            let ttl = core.config.sidecarReservationTTL
+            let ttl = core.fileConfig.sidecarReservationTTL
             held.withLock { $0[id] = (a, core.now() + ttl) }
             var body: [String: Any] = ["allowed": true, "reservation_id": id, "expires_in_s": ttl.components.seconds,
                                        "reserved": ["input_tokens": plan.inputBound, "output_tokens": plan.outputBound,
@@ -191,7 +191,7 @@ final class Sidecar: Service, Sendable {
         var model: String?
         var micro: Int64 = 0
         if route.isModelRoute {
-            guard let m = json["model"] as? String, let price = core.config.models[m] else {
+            guard let m = json["model"] as? String, let price = core.models[m] else {
                 throw .badRequest("model_not_found", "name a configured model for the \(route.rawValue) route")
             }
             let e = core.entitlements(for: entry)

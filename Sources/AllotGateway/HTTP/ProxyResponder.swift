@@ -14,7 +14,8 @@ struct ProxyResponder: Sendable {
     let client: HTTPClient
     let upstreamKey: String?
 
-    var config: GatewayConfig { core.config }
+    /// The file's settings (routes, body limit, upstream): a policy version never changes them.
+    var config: GatewayConfig { core.fileConfig }
     /// The caller's own budgets, fleet-wide (`GatewayCore.usage`), authenticated by its key.
     static let usagePath = "/v1/allot/usage"
 
@@ -70,7 +71,7 @@ struct ProxyResponder: Sendable {
         do {
             try core.checkEntitlements(entry, route: route, chainDepth: HTTPSupport.header(request, config.chainDepthHeader))
             let body = try await HTTPSupport.body(request, limit: config.maxBodyBytes)
-            plan = try RequestPlan.make(route: route, body: body, models: config.models,
+            plan = try RequestPlan.make(route: route, body: body, models: core.models,
                                         entitlements: core.entitlements(for: entry), tier: entry.consumer.tier)
         } catch {
             core.record(entry, plan: nil, route: route, decision: "reject", error: error)

@@ -54,7 +54,7 @@ extension GatewayCore {
         let now = self.now()
         let local = enforcer.withEnforcer { en in ids.map { en.handle(for: $0).map { en.status($0).spendable } ?? 0 } }
         return zip(ids, local).map { id, here in
-            Self.line(specs[id]!, books: answer.books[id], here: here, shadow: config.shared.isShadow(id),
+            Self.line(specs[id]!, books: answer.books[id], here: here, shadow: p.config.shared.isShadow(id),
                       answered: answer.answered.contains(id), now: now)
         }
     }

@@ -11,6 +11,11 @@ import Synchronization
 public final class GatewayCore: Sendable {
     /// The file's configuration, with the policy in force (`GatewayCore+Policy`).
     public var config: GatewayConfig { policy.withLock { $0.config } }
+    /// The file's configuration as read at start: its listeners, upstream, routes and limits
+    /// (a policy version changes none of them; read on every request without a lock).
+    public let fileConfig: GatewayConfig
+    /// The models (prices) in force.
+    public var models: [String: ModelPrice] { policy.withLock { $0.config.models } }
     public let enforcer: SharedEnforcer
     public let metrics: GatewayMetrics
     public let audit: AuditLog?
@@ -57,6 +62,7 @@ public final class GatewayCore: Sendable {
                 clock: @escaping @Sendable () -> Instant = { WallClock.now() }) throws(AllotError) {
         self.observer = observer
         policy = Mutex(try Policy(config: config))
+        fileConfig = config
         self.enforcer = enforcer
         node = enforcer.withEnforcer { $0.settings.node.rawValue }
         self.metrics = metrics
@@ -103,7 +109,7 @@ public final class GatewayCore: Sendable {
     public func consumer(id: String) -> ConsumerDirectory.Entry? { consumers.withLock { $0.lookup(consumer: id) } }
 
     public func entitlements(for entry: ConsumerDirectory.Entry) -> Entitlements {
-        config.entitlements[entry.consumer.tier] ?? Entitlements()
+        policy.withLock { $0.config.entitlements[entry.consumer.tier] } ?? Entitlements()
     }
 
     /// Route and chain-depth entitlements (the body's are checked by `RequestPlan`).
@@ -117,11 +123,11 @@ public final class GatewayCore: Sendable {
         }
         if let raw = chainDepth {
             guard let depth = Int(raw.trimmingCharacters(in: .whitespaces)), depth >= 0 else {
-                throw .badRequest("invalid_chain_depth", "\(config.chainDepthHeader) must be a non-negative integer (got '\(raw)')")
+                throw .badRequest("invalid_chain_depth", "\(fileConfig.chainDepthHeader) must be a non-negative integer (got '\(raw)')")
             }
             if let max = entry.maxChainDepth ?? e.maxChainDepth, depth > max {
                 throw GatewayError(429, type: "requests", code: "chain_depth_exceeded",
-                                   "agent chain depth \(depth) is above \(entry.consumer.id)'s limit of \(max) (\(config.chainDepthHeader))",
+                                   "agent chain depth \(depth) is above \(entry.consumer.id)'s limit of \(max) (\(fileConfig.chainDepthHeader))",
                                    budget: "entitlement.max_chain_depth")
             }
         }
@@ -201,7 +207,7 @@ public final class GatewayCore: Sendable {
                 return .failure(e)
             }
         }
-        let deadline = started + config.admissionWait
+        let deadline = started + fileConfig.admissionWait
         var held: Reservation?, now = started
         if r.enforced.count > 0 {
             switch await reserve(cost, on: r.enforced, r, deadline: deadline) {
@@ -318,7 +324,7 @@ public final class GatewayCore: Sendable {
             input = u.input; output = u.output; cached = u.cached; cacheWrite = u.cacheWrite; status = s; settlement = "usage"
             // Charged in full, above the bound too: the upstream spent it (debt on the slice).
             actual = Cost(requests: 1, tokens: Checked.sum(input, output), inputTokens: input, outputTokens: output,
-                          microDollars: plan.model.flatMap { config.models[$0] }?.microDollars(u) ?? 0)
+                          microDollars: plan.model.flatMap { models[$0] }?.microDollars(u) ?? 0)
         case .upstreamFailed(let s):
             status = s; settlement = "refund"
             actual = Cost(requests: 0)
