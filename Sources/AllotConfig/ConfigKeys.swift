@@ -6,7 +6,8 @@ import Yams
 /// `GatewayConfig` checks itself).
 public enum ConfigKeys {
     static let known: [String: Set<String>] = [
-        "": ["coordinator", "cluster", "ledger", "upstream", "tls", "lease", "limits", "budgets", "tiers", "gateway", "models"],
+        "": ["coordinator", "cluster", "ledger", "upstream", "tls", "lease", "limits", "budgets", "tiers", "gateway", "models",
+             "deletions", "removed"],
         "tiers[]": ["name", "templates", "entitlements", "shadow", "soft_limits"],
         "templates[]": ["name", "scope", "unit", "kind", "limit", "period", "burst", "allowance", "window",
                         "time_zone", "reset", "fail_mode", "static_allowance", "reach", "shadow", "soft_limits"],
@@ -19,6 +20,7 @@ public enum ConfigKeys {
                    "tier_budgets", "tier_budgets_per_tier", "tier_budgets_per_node"],
         "budgets[]": ["id", "unit", "kind", "limit", "period", "burst", "allowance", "window", "time_zone",
                       "reset", "fail_mode", "static_allowance", "reach", "shadow", "soft_limits"],
+        "removed[]": ["template", "version"],
         "upstream": ["coordinators", "name", "tls_dir", "trust_domain", "refresh_interval"],
     ]
 
@@ -45,6 +47,9 @@ public enum ConfigKeys {
         }
         for (i, b) in (top["budgets"] as? [Any] ?? []).enumerated() {
             try check(try mapping(b, "budgets[\(i)]"), "budgets[]", "budgets[\(i)]")
+        }
+        for (i, r) in (top["removed"] as? [Any] ?? []).enumerated() {
+            try check(try mapping(r, "removed[\(i)]"), "removed[]", "removed[\(i)]")
         }
     }
 

@@ -25,6 +25,16 @@ public struct DeploymentConfig: Sendable {
     /// explicit budget id, and by `tier.template`. Coordinators report each percent crossed,
     /// once per window (docs/operations.md, "Soft limits").
     public var softLimits = SoftLimitTable()
+    /// What a request does when a budget template it was charged was removed (`deletions:`).
+    public var deletions = DeletionMode.refuse
+    /// Templates (`tier.template`) removed and not restored, with the version that removed
+    /// them (`removed:`, written by `allot config apply`; docs/operations.md, "Deleting").
+    public var removedTemplates: [String: Int64] = [:]
+
+    /// `deletions: refuse` (the default): a consumer of a tier one of whose templates was
+    /// removed is refused with 403 naming the template and the version, until the template is
+    /// restored or a version says `allow`; `allow`: its requests are no longer charged to it.
+    public enum DeletionMode: String, Sendable, Hashable { case refuse, allow }
 
     public init() {}
 
@@ -78,6 +88,24 @@ public struct DeploymentConfig: Sendable {
             tiers.append(try Tier(name: name, templates: templates))
         }
         _ = try TierCatalog(tiers)
+        if let d = raw.deletions {
+            guard let mode = DeletionMode(rawValue: d) else {
+                throw AllotError(.invalidSettings, "deletions: '\(d)' is not refuse or allow")
+            }
+            deletions = mode
+        }
+        for (i, r) in (raw.removed ?? []).enumerated() {
+            guard let t = r.template, let dot = t.firstIndex(of: "."), dot != t.startIndex, t.index(after: dot) != t.endIndex,
+                  !t.contains("/") else {
+                throw AllotError(.invalidSettings, "removed[\(i)].template: name a template as tier.template")
+            }
+            guard let v = r.version, v > 0 else { throw AllotError(.invalidSettings, "removed[\(i)].version: a version number above 0") }
+            let parts = t.split(separator: ".", maxSplits: 1).map(String.init)
+            if tiers.contains(where: { $0.name == parts[0] && $0.templates.contains { $0.name == parts[1] } }) {
+                throw AllotError(.invalidSettings, "removed[\(i)].template: \(t) is in its tier: a template in force is not removed")
+            }
+            removedTemplates[t] = v
+        }
         guard !requirePolicy || !budgets.isEmpty || !tiers.isEmpty else {
             throw AllotError(.invalidSettings, "budgets: the configuration defines no budget and no tier; add at least one")
         }
@@ -107,7 +135,10 @@ public struct DeploymentConfig: Sendable {
         struct TierEntry: Decodable { var name: String?; var templates: [ConfigFields.Budget]?; var shadow: Bool?; var soft_limits: [Int]? }
         var tls: TLS?
         var lease: Lease?
+        struct Removed: Decodable { var template: String?; var version: Int64? }
         var budgets: [ConfigFields.Budget]?
         var tiers: [TierEntry]?
+        var deletions: String?
+        var removed: [Removed]?
     }
 }

@@ -9,7 +9,9 @@ import Yams
 /// changed. Everything else in a file (listeners, TLS, lease settings, the cluster) stays in
 /// each process's own file.
 public struct PolicyDocument: Sendable, Equatable {
-    public static let sections = ["budgets", "tiers", "models"]
+    public static let sections = ["budgets", "tiers", "models", "deletions", "removed"]
+    /// The sections whose items `summary` names.
+    static let itemSections = ["budgets", "tiers", "models"]
     /// The most a document may take (it travels in one frame).
     public static let maxBytes = 512 * 1024
 
@@ -33,6 +35,49 @@ public struct PolicyDocument: Sendable, Equatable {
         }
         _ = try DeploymentConfig(yaml: yaml)
         self.yaml = yaml
+    }
+
+    private init(canonical yaml: String) { self.yaml = yaml }
+
+    /// This document as version `version`, following `old`: its `removed` list written by the
+    /// coordinator (what a file says there is replaced), so every gateway decides a removal
+    /// the same way whichever versions it saw. Under `deletions: refuse` it lists each
+    /// template of a tier still in force that `old` had or listed and this one does not, with
+    /// the version that removed it; a template restored leaves the list. Under `allow` the
+    /// list is empty: the removals are accepted (their requests are no longer charged to them).
+    /// A removed tier is not listed: its consumers are refused whole (`tier_removed`).
+    public func recordingRemovals(from old: String, version: Int64) throws(AllotError) -> PolicyDocument {
+        let now = try deployment()
+        var removed: [String: Int64] = [:]
+        if now.deletions == .refuse, !old.isEmpty, let before = try? DeploymentConfig(yaml: old) {
+            let tiersNow = Dictionary(now.tiers.map { ($0.name, Set($0.templates.map(\.name))) }) { a, _ in a }
+            func gone(_ template: String) -> Bool {
+                let p = template.split(separator: ".", maxSplits: 1).map(String.init)
+                return p.count == 2 && tiersNow[p[0]].map { !$0.contains(p[1]) } == true
+            }
+            for (t, v) in before.removedTemplates where gone(t) { removed[t] = v }
+            for tier in before.tiers {
+                for tpl in tier.templates where gone("\(tier.name).\(tpl.name)") {
+                    removed["\(tier.name).\(tpl.name)"] = removed["\(tier.name).\(tpl.name)"] ?? version
+                }
+            }
+        }
+        guard var root = ((try? Yams.compose(yaml: yaml)) ?? nil)?.mapping else { return self }
+        root["removed"] = nil
+        if !removed.isEmpty {
+            root["removed"] = .sequence(Node.Sequence(removed.sorted { $0.key < $1.key }.map { t, v in
+                .mapping(Node.Mapping([(Node("template"), Node(t, .implicit, .doubleQuoted)), (Node("version"), Node(String(v)))]))
+            }))
+        }
+        let text: String
+        do { text = try Yams.serialize(node: Self.block(.mapping(root)), width: -1, sortKeys: true) } catch {
+            throw AllotError(.invalidSettings, "the configuration cannot be written back as YAML: \(error)")
+        }
+        guard text.utf8.count <= Self.maxBytes else {
+            throw AllotError(.invalidSettings, "budgets, tiers, models and removals take \(text.utf8.count) bytes; at most \(Self.maxBytes)")
+        }
+        _ = try DeploymentConfig(yaml: text)
+        return PolicyDocument(canonical: text)
     }
 
     /// `node` in block style with its mappings' keys sorted; scalars exactly as written (a
@@ -139,12 +184,17 @@ public struct PolicyDocument: Sendable, Equatable {
         return parts.isEmpty ? "no change" : parts.joined(separator: ", ")
     }
 
-    /// Each budget, tier and model as `section name` → its canonical YAML.
+    /// Each budget, tier and model as `section name` → its canonical YAML; `deletions` and
+    /// `removed` whole.
     static func items(_ yaml: String) -> [String: String] {
         guard let top = (try? Yams.compose(yaml: yaml)) ?? nil else { return [:] }
         var out: [String: String] = [:]
         for section in sections {
-            guard let list = top[section]?.sequence else { continue }
+            guard let node = top[section] else { continue }
+            guard itemSections.contains(section), let list = node.sequence else {
+                out[section] = (try? Yams.serialize(node: block(node), width: -1, sortKeys: true)) ?? ""
+                continue
+            }
             for (i, item) in list.enumerated() {
                 let name = (item["id"] ?? item["name"])?.string ?? "#\(i)"
                 out["\(section) \(name)"] = (try? Yams.serialize(node: block(item), width: -1, sortKeys: true)) ?? ""

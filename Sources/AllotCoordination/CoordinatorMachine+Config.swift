@@ -9,9 +9,10 @@ extension CoordinatorMachine {
         public var changed: [BudgetID] = []
         /// Budgets new to this coordinator (explicit budgets it owns).
         public var added: [BudgetID] = []
-        /// Budgets the configuration no longer has: their books are dropped; nodes asking get
-        /// "unknown budget" and follow their fail mode. Made again within a lease TTL (a tier
-        /// template restored), such a budget learns first.
+        /// Budgets the configuration no longer has: every node holding a lease is told to stop
+        /// using it (`Allocator.withdraw`), then the books are dropped; nodes asking get
+        /// "unknown budget" and follow their fail mode (gateways: `deletions`). Made again
+        /// within a lease TTL (a tier template restored), such a budget learns first.
         public var removed: [BudgetID] = []
         /// Another kind, unit, period, window or reach under the same id: a new budget, which
         /// learns for one lease TTL (nodes may still hold the old one's leases).
@@ -37,8 +38,10 @@ extension CoordinatorMachine {
         var report = Reconfigured()
         var journal: [LedgerChange] = []
         var loads: [Action] = []
+        var withdrawn: [Push] = []
         for id in allocator.budgetIDs {
             guard let spec = newConfigured[id] ?? newCatalog.instantiate(id) else {
+                withdrawn += allocator.withdraw(id, now: now)
                 journal += drop(id)
                 removed[id] = now + settings.allocator.leaseTTL
                 loading.remove(id)
@@ -63,7 +66,8 @@ extension CoordinatorMachine {
             loads += takeOver(spec, now: now)
             report.added.append(id)
         }
-        return (report, loads + takePushes() + write(journal + allocator.takeJournal(), held: []))
+        let recalls: [Action] = withdrawn.isEmpty ? [] : [.push(withdrawn)]
+        return (report, loads + recalls + takePushes() + write(journal + allocator.takeJournal(), held: []))
     }
 
     /// A budget added at run time: a durable quota as its ledger row says; any other learns for

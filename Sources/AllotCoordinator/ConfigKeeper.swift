@@ -95,17 +95,20 @@ public final class ConfigKeeper: Sendable {
                 try await refresh(core)
                 let (version, old) = current.withLock { ($0.version, $0.yaml) }
                 try doc.checkInPlace(from: old)
-                return Applied(version: version, summary: doc.summary(from: old), diff: doc.diff(from: old))
+                let next = try doc.recordingRemovals(from: old, version: version + 1)
+                return Applied(version: version, summary: next.summary(from: old), diff: next.diff(from: old))
             }
             var applied = Applied(version: 0, summary: "", diff: "")
             let row = try await store.appendNext(to: .config, refresh: { try await self.refresh(core) }) { [self] in
                 let (version, old) = current.withLock { ($0.version, $0.yaml) }
-                applied = Applied(version: version + 1, summary: doc.summary(from: version == 0 && old.isEmpty ? nil : old),
-                                  diff: doc.diff(from: old))
-                guard doc.yaml != old else { throw Self.noChange(version) }
+                // The removals are the coordinator's to record (every gateway decides them alike).
+                let next = try doc.recordingRemovals(from: old, version: version + 1)
+                applied = Applied(version: version + 1, summary: next.summary(from: version == 0 && old.isEmpty ? nil : old),
+                                  diff: next.diff(from: old))
+                guard next.yaml != old else { throw Self.noChange(version) }
                 try doc.checkInPlace(from: old)
                 return DirectoryVersionRow(version: version + 1, author: author, created: WallClock.now(),
-                                           change: applied.summary + "\n" + applied.diff, document: doc.yaml)
+                                           change: applied.summary + "\n" + applied.diff, document: next.yaml)
             }
             try adopt(row, core: core, logger: nil)
             return applied

@@ -63,7 +63,7 @@ struct ReconfigureTests {
         #expect(m.allocator.checkInvariants() == nil)
     }
 
-    @Test("a budget deleted goes (nodes get unknown budget); one added learns for a lease TTL; another kind under the same id is a new budget")
+    @Test("a budget deleted goes (its holders told to stop at once, then unknown budget); one added learns for a lease TTL; another kind under the same id is a new budget")
     func addedRemovedReplaced() throws {
         var s = CoordinatorMachine.Settings()
         s.allocator = fastAllocator
@@ -73,8 +73,11 @@ struct ReconfigureTests {
         _ = m.acquire([DurableAndRestartTests.ask(1, "r0"), DurableAndRestartTests.ask(2, "c0")], from: "n0", now: t0)
         let r1 = try BudgetSpec(id: "r1", unit: .requests, kind: .rate(limit: 50, period: .seconds(1), burst: 50))
         let c0AsRate = try BudgetSpec(id: "c0", unit: .requests, kind: .rate(limit: 10, period: .seconds(1), burst: 10))
-        let (report, _) = try m.reconfigure(budgets: [c0AsRate, r1], tiers: [], softLimits: SoftLimitTable(), now: t0 + .seconds(1))
+        let (report, actions) = try m.reconfigure(budgets: [c0AsRate, r1], tiers: [], softLimits: SoftLimitTable(), now: t0 + .seconds(1))
         #expect(report.removed == ["r0"] && report.added == ["r1"] && report.replaced == ["c0"])
+        // The deleted budget's lease is withdrawn: its holder is told to stop using it at once.
+        let withdrawn = Self.pushes(actions).filter { $0.grant.budget == "r0" }
+        #expect(withdrawn.count == 1 && withdrawn[0].node == "n0" && withdrawn[0].grant.rate == 0 && withdrawn[0].grant.capacity == 0, "\(withdrawn)")
         let (answers, _) = m.acquire([DurableAndRestartTests.ask(3, "r0"), DurableAndRestartTests.ask(4, "r1")], from: "n0", now: t0 + .seconds(1))
         #expect(answers.first == .unknownBudget(requestID: 3, budget: "r0"))
         #expect(m.allocator.status("r1")?.learning == true && m.allocator.status("c0")?.learning == true)

@@ -144,4 +144,47 @@ struct ConfigLedgerTests {
         let unquoted = try PolicyDocument(file: "budgets:\n  - {id: 007, unit: requests, kind: rate, limit: 10, period: 1s}\n")
         #expect(try unquoted.deployment().budgets.first?.id == "007", "\(unquoted.yaml)")
     }
+
+    /// A policy with the pro tier's templates `templates` (tpm, rpm, …) and a free tier.
+    static func policy(_ templates: [String], deletions: String? = nil, extra: String = "") -> String {
+        let list = templates.map { "      - {name: \($0), scope: [consumer], unit: requests, kind: rate, limit: 100, period: 1m}" }
+        return "tiers:\n  - name: pro\n    templates:\n" + list.joined(separator: "\n")
+            + "\n  - name: free\n    templates:\n      - {name: rpm, scope: [consumer], unit: requests, kind: rate, limit: 5, period: 1m}\n"
+            + (deletions.map { "deletions: \($0)\n" } ?? "") + extra
+    }
+
+    @Test("deleting a template: the version records it (what every gateway decides by), keeps it with the version that removed it until restored or a version says allow; a removed tier is not listed; a file's own list is replaced; a template in force cannot be listed")
+    func removals() throws {
+        func removed(_ doc: PolicyDocument) throws -> [String: Int64] { try doc.deployment().removedTemplates }
+        let v1 = try PolicyDocument(file: Self.policy(["tpm", "rpm", "day"])).recordingRemovals(from: "", version: 1)
+        #expect(try removed(v1).isEmpty)
+        // v2 drops rpm: listed with version 2, and the summary says so.
+        let v2 = try PolicyDocument(file: Self.policy(["tpm", "day"])).recordingRemovals(from: v1.yaml, version: 2)
+        #expect(try removed(v2) == ["pro.rpm": 2] && v2.summary(from: v1.yaml).contains("+removed"), "\(v2.yaml)")
+        #expect(try v2.deployment().deletions == .refuse)
+        // v3 drops day too, and claims rpm was removed in version 1: the coordinator's list wins.
+        let v3 = try PolicyDocument(file: Self.policy(["tpm"], extra: "removed:\n  - {template: pro.rpm, version: 1}\n"))
+            .recordingRemovals(from: v2.yaml, version: 3)
+        #expect(try removed(v3) == ["pro.rpm": 2, "pro.day": 3], "\(v3.yaml)")
+        // The same file again: the same document (nothing to apply).
+        #expect(try PolicyDocument(file: Self.policy(["tpm"])).recordingRemovals(from: v3.yaml, version: 4) == v3)
+        // rpm restored: it leaves the list.
+        let v4 = try PolicyDocument(file: Self.policy(["tpm", "rpm"])).recordingRemovals(from: v3.yaml, version: 4)
+        #expect(try removed(v4) == ["pro.day": 3])
+        // The whole free tier removed: not listed (its consumers are refused as tier_removed).
+        let v5 = try PolicyDocument(file: Self.policy(["tpm", "rpm"]).components(separatedBy: "  - name: free")[0])
+            .recordingRemovals(from: v4.yaml, version: 5)
+        #expect(try removed(v5) == ["pro.day": 3], "\(v5.yaml)")
+        // deletions: allow accepts the removals: the list empties.
+        let v6 = try PolicyDocument(file: Self.policy(["tpm"], deletions: "allow")).recordingRemovals(from: v4.yaml, version: 6)
+        #expect(try removed(v6).isEmpty && v6.deployment().deletions == .allow && !v6.yaml.contains("removed"))
+        // Hand-written lists are checked.
+        for (bad, field) in [(Self.policy(["tpm"], extra: "removed:\n  - {template: pro.tpm, version: 2}\n"), "removed[0].template"),
+                             (Self.policy(["tpm"], extra: "removed:\n  - {template: rpm, version: 2}\n"), "removed[0].template"),
+                             (Self.policy(["tpm"], extra: "removed:\n  - {template: pro.x, version: -1}\n"), "removed[0].version"),
+                             (Self.policy(["tpm"], extra: "removed:\n  - {template: pro.x, versoin: 2}\n"), "removed[0].versoin"),
+                             (Self.policy(["tpm"], deletions: "maybe"), "deletions")] {
+            #expect { _ = try PolicyDocument(file: bad) } throws: { ($0 as? AllotError)?.message.contains(field) == true }
+        }
+    }
 }

@@ -317,3 +317,58 @@ struct RespecTests {
         #expect(alloc.takePushes().filter { $0.node == "n1" }.isEmpty)
     }
 }
+
+/// A budget deleted from the configuration (`Allocator.withdraw`), in virtual time: every node
+/// holding a lease stops using it at once, whatever its kind.
+@Suite("Budgets withdrawn")
+struct WithdrawTests {
+    let settings = AllocatorSettings()
+
+    @Test("a budget deleted: nodes holding a rate, quota or permit lease are told to stop at once, spend nothing more from it, and what they send back afterwards is answered unknown budget")
+    func withdrawn() throws {
+        let day = try CalendarWindow(.day)
+        let specs = [rateBudget(limit: 1_000, burst: 1_000), quotaBudget(allowance: 1_000, window: day), concurrencyBudget(limit: 50)]
+        var alloc = try Allocator(settings: settings, budgets: specs, now: at(0))
+        var e = try Enforcer(settings: EnforcerSettings(node: "n"))
+        let handles = specs.map { e.register($0) }
+        /// One request on `h` (a permit held for good on the concurrency budget).
+        func take(_ i: Int, now: Instant) -> Bool {
+            i == 2 ? e.reserve(.oneRequest, on: BudgetSet(handles[i]), now: now).isAdmitted
+                : e.admit(Cost(requests: 1, tokens: 10), on: BudgetSet(handles[i]), now: now).isAdmitted
+        }
+        // The node takes a lease of each and uses a little of each.
+        for k in 0..<5 {
+            for i in handles.indices { _ = take(i, now: at(0.1 * Double(k))) }
+            RespecTests().exchange(&e, &alloc, now: at(0.1 * Double(k)))
+        }
+        for h in handles { #expect(e.status(h).available > 0, "\(e.status(h))") }
+        // Deleted: one push per budget, each taking the slice to nothing.
+        var pushes: [Push] = []
+        for s in specs {
+            pushes += alloc.withdraw(s.id, now: at(1))
+            _ = alloc.remove(s.id)
+        }
+        #expect(pushes.count == 3 && pushes.allSatisfy { $0.grant.capacity == 0 && $0.grant.rate == 0 }, "\(pushes)")
+        for p in pushes { #expect(e.receive(p.grant, now: at(1)) == .applied) }
+        for h in handles { #expect(e.status(h).available <= 0, "\(e.status(h))") }
+        // Nothing more is admitted on them; the node's messages get "unknown budget", and it
+        // does not storm the coordinator with them.
+        var admitted = 0, messages = 0
+        for k in 0..<300 {
+            let now = at(1 + 0.1 * Double(k))
+            for i in handles.indices where take(i, now: now) { admitted += 1 }
+            for m in e.poll(now: now) {
+                messages += 1
+                switch m {
+                case .acquire(let req):
+                    #expect(alloc.acquire(req, now: now) == .unknownBudget)
+                    e.unknownBudget(req.budget, now: now) // (what LeaseClient does with that answer)
+                case .release(let rel): _ = alloc.release(rel, now: now)
+                }
+            }
+        }
+        #expect(admitted == 0)
+        // At most one ask per budget per refresh interval (1 s) while requests keep coming.
+        #expect(messages <= 3 * 31, "\(messages) messages in 30 s for three deleted budgets")
+    }
+}

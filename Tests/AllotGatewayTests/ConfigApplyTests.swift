@@ -128,7 +128,7 @@ struct ConfigApplyTests {
         #expect(fleet.coordinator.allocatorStatus(id)?.kind == (try Self.tpm(60_000)).kind)
     }
 
-    @Test("real time, 2 gateways: a model added and a tier removed by allot config apply reach every gateway without a restart (the model served within 1 s; the tier's consumers refused with 403 naming the version); a gateway restarted with no coordinator keeps the policy from its cache")
+    @Test("real time, 2 gateways: a model added, a tier removed and a template deleted by allot config apply reach every gateway without a restart (the model served within 1 s; the tier's consumers refused with 403 naming the version; the deleted template's leases withdrawn and its tier refused with 403 naming it within 1 s, served once a version allows the deletion); a gateway restarted with no coordinator keeps the policy from its cache")
     func gatewaysTakeThePolicy() async throws {
         let (base, consumers) = try testConfig { $0.directoryCache = "set per gateway" }
         let ledger = FileManager.default.temporaryDirectory.appendingPathComponent("allot-pol-\(UUID().uuidString.prefix(8)).db").path
@@ -175,6 +175,43 @@ struct ConfigApplyTests {
             let a = try await call(port: port, key: "sk-agent-1", body: chatBody(maxTokens: 20))
             #expect(a.status == 200, "\(a.status) \(a.body)")
         }
+        // Version 2 deletes the agent tier's concurrency template (deletions: refuse, the
+        // default): the lease each gateway holds is withdrawn, and the tier's requests are
+        // refused with 403 naming the template and the version, on every gateway within 1 s.
+        let inflight = "      - {name: inflight, scope: [consumer], kind: concurrency, limit: 3}\n"
+        #expect(policy.contains(inflight))
+        let inflightID = BudgetID("agent.inflight/consumer=a1")
+        for g in fleet.gateways {
+            let held = g.core.enforcer.withEnforcer { e in e.handle(for: inflightID).map { e.status($0).available } }
+            #expect((held ?? 0) > 0, "a permit lease held before: \(String(describing: held))")
+        }
+        try policy.replacingOccurrences(of: inflight, with: "").write(to: file, atomically: true, encoding: .utf8)
+        let deleted = await Self.allot(["config", "apply", "-f", file.path], fleet)
+        #expect(deleted.status == 0 && deleted.output.contains("+removed"), "\(deleted.output)")
+        let deletedAt = ContinuousClock.now
+        pending = Set(fleet.proxyPorts)
+        while !pending.isEmpty && ContinuousClock.now - deletedAt < .seconds(5) {
+            for p in pending.sorted() {
+                let r = try await call(port: p, key: "sk-agent-1", body: chatBody(maxTokens: 20))
+                if r.status == 403 && r.errorCode == "budget_removed" && r.body.contains("agent.inflight") && r.body.contains("version 2") { pending.remove(p) }
+            }
+            if !pending.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(pending.isEmpty && ContinuousClock.now - deletedAt < .seconds(1), "still served on \(pending)")
+        for g in fleet.gateways {
+            let held = g.core.enforcer.withEnforcer { e in e.handle(for: inflightID).map { e.status($0).available } }
+            #expect((held ?? 0) <= 0, "the lease withdrawn: \(String(describing: held)) permits left")
+        }
+        // Version 3 accepts the deletion (deletions: allow): served, no longer charged to it.
+        try (policy.replacingOccurrences(of: inflight, with: "") + "\ndeletions: allow\n").write(to: file, atomically: true, encoding: .utf8)
+        #expect(await Self.allot(["config", "apply", "-f", file.path], fleet).status == 0)
+        let allowedAt = ContinuousClock.now
+        pending = Set(fleet.proxyPorts)
+        while !pending.isEmpty && ContinuousClock.now - allowedAt < .seconds(5) {
+            for p in pending.sorted() where try await call(port: p, key: "sk-agent-1", body: chatBody(maxTokens: 20)).status == 200 { pending.remove(p) }
+            if !pending.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(pending.isEmpty, "refused still on \(pending)")
 
         // A gateway whose file has only its own settings: tiers, models and keys all come from
         // the coordinators.
@@ -194,14 +231,14 @@ struct ConfigApplyTests {
             if bareStatus == 200 { break }
             try await Task.sleep(for: .milliseconds(10))
         }
-        #expect(bareStatus == 200 && bareService.core.policyVersion == 1, "a bare gateway: \(bareStatus)")
+        #expect(bareStatus == 200 && bareService.core.policyVersion == 3, "a bare gateway: \(bareStatus)")
         bareTask.cancel()
         _ = await bareTask.result
 
         // Restart gw-1 with no coordinator reachable: its cache still has the policy.
         await fleet.stop()
         let (restarted, port, task) = try await restartGateway1(base, consumers: consumers, beside: fleet)
-        #expect(restarted.core.policyVersion == 1 && restarted.core.config.models["xl"] != nil)
+        #expect(restarted.core.policyVersion == 3 && restarted.core.config.models["xl"] != nil)
         let r = try await call(port: port, key: "sk-free-1", body: chatBody(maxTokens: 20))
         #expect(r.status == 403 && r.errorCode == "tier_removed", "\(r.status) \(r.body)")
         task.cancel()
@@ -209,8 +246,8 @@ struct ConfigApplyTests {
         try? FileManager.default.removeItem(atPath: ledger)
     }
 
-    @Test("a gateway takes only newer versions, keeps its models when a version has none, and keeps the version in force when one cannot be read")
-    func gatewaySide() throws {
+    @Test("a gateway takes only newer versions, keeps its models when a version has none, and keeps the version in force when one cannot be read; a removed tier or template is refused, a template removed under deletions: allow is no longer charged")
+    func gatewaySide() async throws {
         let (config, consumers) = try testConfig()
         let core = try GatewayCore(config: config, consumers: consumers, enforcer: try SharedEnforcer(settings: EnforcerSettings(node: "gw")), audit: nil)
         let models = Set(config.models.keys)
@@ -231,5 +268,25 @@ struct ConfigApplyTests {
         #expect(try core.apply(policy: withoutFree.yaml, version: 5))
         let free = try core.authenticate(authorization: "Bearer sk-free-1")
         #expect(throws: GatewayError.self) { try core.resolve(free, route: .chat, model: "small") }
+        // A template removed (the coordinator lists it in the version): under deletions:
+        // refuse the tier's consumers get 403 naming it and the version; under allow they are
+        // served, no longer charged to it.
+        let base = Self.yaml(tpm: 6_000).replacingOccurrences(of: "  - name: free\n", with: "  - name: gratis\n")
+        let perRoute = "      - {name: per-route, scope: [consumer, route], unit: requests, kind: rate, limit: 600000, period: 1m}\n"
+        #expect(base.contains(perRoute))
+        let refused = try PolicyDocument(file: base.replacingOccurrences(of: perRoute, with: ""))
+            .recordingRemovals(from: PolicyDocument(file: base).yaml, version: 6)
+        #expect(try core.apply(policy: refused.yaml, version: 6))
+        let p1 = try core.authenticate(authorization: "Bearer sk-pro-1")
+        #expect { try core.resolve(p1, route: .chat, model: "small") } throws: { e in
+            let g = e as? GatewayError
+            return g?.status == 403 && g?.code == "budget_removed" && g?.message.contains("pro.per-route") == true && g?.message.contains("version 6") == true
+        }
+        await #expect(throws: GatewayError.self) { _ = try await core.usage(p1) }
+        let allowed = try PolicyDocument(file: base.replacingOccurrences(of: perRoute, with: "") + "\ndeletions: allow\n")
+            .recordingRemovals(from: refused.yaml, version: 7)
+        #expect(try core.apply(policy: allowed.yaml, version: 7))
+        let served = try core.resolve(p1, route: .chat, model: "small")
+        #expect(!served.specs.isEmpty && !served.specs.contains { $0.id.rawValue.hasPrefix("pro.per-route") }, "\(served.specs.map(\.id))")
     }
 }

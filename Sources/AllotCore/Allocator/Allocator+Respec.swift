@@ -26,3 +26,28 @@ extension Allocator {
     /// Whether `budget`'s books still count a lowered limit's old terms (see `respec`).
     public func isDraining(_ budget: BudgetID) -> Bool { account(budget)?.draining ?? false }
 }
+
+extension Allocator {
+    /// `budget` leaves the configuration: every node holding a live lease on it is told to stop
+    /// using it at once — a rate lease's terms lowered to nothing, a quota or permit slice
+    /// recalled to 0 — instead of spending its slice until the lease ends. Returns the pushes;
+    /// the caller then removes the books (`remove`), so what the nodes give back or acknowledge
+    /// is answered "unknown budget".
+    public mutating func withdraw(_ budget: BudgetID, now: Instant) -> [Push] {
+        var out: [Push] = []
+        mutate(budget) { a in
+            for id in a.nodes.keys.sorted() {
+                guard let lease = a.nodes[id]!.lease, now < lease.expiresAt else { continue }
+                if a.book.isRate {
+                    a.push(to: id, rate: 0, capacity: 0, now: now)
+                } else {
+                    a.nodes[id]!.unacknowledged = [(a.nodes[id]!.nextSequence, 0, 0)]
+                    a.pushRecall(to: id, now: now)
+                }
+            }
+            out = a.pushes
+            a.pushes = []
+        }
+        return out
+    }
+}

@@ -199,6 +199,18 @@ extension Enforcer {
         resend(Int(h.index), at: now + after)
     }
 
+    /// The coordinator does not know `budget` (deleted from the configuration, or not in the
+    /// version it holds yet): the acquire in flight is dropped and the slice emptied (a lease
+    /// goes with its budget); while requests still come (they follow the budget's fail mode),
+    /// the node asks again once per refresh interval, not at every retry timeout.
+    public mutating func unknownBudget(_ budget: BudgetID, now: Instant) {
+        guard let h = handles[budget], slices[Int(h.index)].pending != nil else { return }
+        let i = Int(h.index)
+        slices[i].pending = nil
+        expireSlice(&slices[i])
+        slices[i].retryNotBefore = now + settings.refreshInterval
+    }
+
     /// These budgets have a new owner: each lease held is reported to it at the next poll
     /// (learning mode adopts it), and each acquire in flight goes to it again.
     public mutating func ownersChanged(_ budgets: Set<BudgetID>, now: Instant) {

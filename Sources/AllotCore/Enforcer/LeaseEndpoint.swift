@@ -14,6 +14,8 @@ public protocol LeaseEndpoint: Sendable {
     func receive(_ grants: [Grant], now: Instant)
     /// A request was redirected or answered "unavailable": ask again after `after`.
     func retrySoon(_ budget: BudgetID, after: Duration, now: Instant)
+    /// The coordinator answered "unknown budget" (`Enforcer.unknownBudget`).
+    func unknownBudget(_ budget: BudgetID, now: Instant)
     /// The owners of `moved` changed: report their leases to the new owners.
     func ownersChanged(_ moved: Set<BudgetID>, now: Instant)
     /// A coordinator went away: re-send every unanswered request.
@@ -47,6 +49,10 @@ extension SharedEnforcer: LeaseEndpoint {
         withEnforcer { $0.retrySoon(budget, after: after, now: now) }
     }
 
+    public func unknownBudget(_ budget: BudgetID, now: Instant) {
+        withEnforcer { $0.unknownBudget(budget, now: now) }
+    }
+
     public func ownersChanged(_ moved: Set<BudgetID>, now: Instant) {
         withEnforcer { $0.ownersChanged(moved, now: now) }
     }
@@ -58,4 +64,10 @@ extension SharedEnforcer: LeaseEndpoint {
     public func shutdown(now: Instant) -> (outgoing: [Enforcer.Outgoing], waiting: Bool) {
         withEnforcer { e in (e.shutdown(now: now), e.awaitingGrants) }
     }
+}
+
+extension LeaseEndpoint {
+    /// By default nothing changes: the request is sent again at its retry timeout (a region's
+    /// uplink asks the global cluster again until it knows the budget).
+    public func unknownBudget(_ budget: BudgetID, now: Instant) {}
 }

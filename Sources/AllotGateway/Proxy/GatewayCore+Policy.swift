@@ -16,12 +16,41 @@ extension GatewayCore {
         var catalog: TierCatalog
         var overrides: [BudgetID: BudgetSpec]
         var tiers: Set<String>
+        /// Per tier, its templates in force, and the first template removed under
+        /// `deletions: refuse` (docs/operations.md, "Deleting a budget").
+        var templates: [String: Set<String>]
+        var removed: [String: (template: String, version: Int64)] = [:]
 
         init(config: GatewayConfig, version: UInt64 = 0, yaml: String = "") throws(AllotError) {
             (self.config, self.version, self.yaml) = (config, version, yaml)
             catalog = try config.catalog
             overrides = Dictionary(config.shared.budgets.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             tiers = Set(config.shared.tiers.map(\.name))
+            templates = Dictionary(config.shared.tiers.map { ($0.name, Set($0.templates.map(\.name))) }) { a, _ in a }
+            if config.shared.deletions == .refuse {
+                for (t, v) in config.shared.removedTemplates.sorted(by: { $0.key > $1.key }) {
+                    removed[String(t.prefix { $0 != "." })] = (t, v)
+                }
+            }
+        }
+
+        /// Under `deletions: refuse`, a consumer of a tier one of whose templates was removed
+        /// is refused with 403 naming the template and the version that removed it (its
+        /// requests were charged to it: without it they would pass unbounded by it).
+        func check(removalsOf tier: String) throws(GatewayError) {
+            guard let (t, v) = removed[tier] else { return }
+            throw GatewayError(403, type: "permission_error", code: "budget_removed",
+                               "budget template \(t) was removed in configuration version \(v) (deletions: refuse; restore it, or apply a version with deletions: allow)",
+                               budget: t)
+        }
+
+        /// `consumer` without overrides of templates its tier no longer has (removed under
+        /// `deletions: allow`: its requests are no longer charged to them).
+        func current(_ consumer: Consumer) -> Consumer {
+            guard !consumer.overrides.isEmpty, let names = templates[consumer.tier] else { return consumer }
+            var c = consumer
+            c.overrides = c.overrides.filter { names.contains($0.key) }
+            return c
         }
 
         /// A consumer of a tier the policy in force no longer has is refused with 403 naming
@@ -59,6 +88,7 @@ extension GatewayCore {
             next.shared.shadowBudgets = incoming.shared.shadowBudgets
             next.shared.shadowTemplates = incoming.shared.shadowTemplates
             next.shared.softLimits = incoming.shared.softLimits
+            (next.shared.deletions, next.shared.removedTemplates) = (incoming.shared.deletions, incoming.shared.removedTemplates)
             if hasModels { next.models = incoming.models }
             next.entitlements = incoming.entitlements
             p = try Policy(config: next, version: version, yaml: yaml)

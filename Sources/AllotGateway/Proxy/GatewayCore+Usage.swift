@@ -35,7 +35,8 @@ extension GatewayCore {
     public func usage(_ entry: ConsumerDirectory.Entry) async throws(GatewayError) -> [UsageLine] {
         let p = policy.withLock { $0 }
         try p.check(tier: entry.consumer.tier)
-        let (catalog, overrides) = (p.catalog, p.overrides)
+        try p.check(removalsOf: entry.consumer.tier)
+        let (catalog, overrides, consumer) = (p.catalog, p.overrides, p.current(entry.consumer))
         let e = p.config.entitlements[entry.consumer.tier] ?? Entitlements()
         let models: [String?] = [nil] + (e.models ?? Set(p.config.models.keys)).sorted()
         let routes: [String?] = [nil] + e.routes.map(\.rawValue).sorted()
@@ -43,7 +44,7 @@ extension GatewayCore {
         do {
             for r in routes {
                 for m in models {
-                    for s in try catalog.budgets(for: entry.consumer, route: r, model: m) { specs[s.id] = overrides[s.id] ?? s }
+                    for s in try catalog.budgets(for: consumer, route: r, model: m) { specs[s.id] = overrides[s.id] ?? s }
                 }
             }
         } catch {

@@ -140,9 +140,10 @@ public final class GatewayCore: Sendable {
         if let r = resolved.withLock({ $0.map[key] }) { return r }
         let p = policy.withLock { $0 }
         try p.check(tier: entry.consumer.tier)
+        try p.check(removalsOf: entry.consumer.tier)
         let specs: [BudgetSpec]
         do {
-            specs = try p.catalog.budgets(for: entry.consumer, route: route.rawValue, model: model).map { p.overrides[$0.id] ?? $0 }
+            specs = try p.catalog.budgets(for: p.current(entry.consumer), route: route.rawValue, model: model).map { p.overrides[$0.id] ?? $0 }
         } catch {
             throw GatewayError(500, type: "server_error", code: "budget_configuration", error.message)
         }
