@@ -100,10 +100,9 @@ public struct DeploymentConfig: Sendable {
                 throw AllotError(.invalidSettings, "removed[\(i)].template: name a template as tier.template")
             }
             guard let v = r.version, v > 0 else { throw AllotError(.invalidSettings, "removed[\(i)].version: a version number above 0") }
+            // A template in force again (restored in an exported file) is not removed.
             let parts = t.split(separator: ".", maxSplits: 1).map(String.init)
-            if tiers.contains(where: { $0.name == parts[0] && $0.templates.contains { $0.name == parts[1] } }) {
-                throw AllotError(.invalidSettings, "removed[\(i)].template: \(t) is in its tier: a template in force is not removed")
-            }
+            if tiers.contains(where: { $0.name == parts[0] && $0.templates.contains { $0.name == parts[1] } }) { continue }
             removedTemplates[t] = v
         }
         guard !requirePolicy || !budgets.isEmpty || !tiers.isEmpty else {

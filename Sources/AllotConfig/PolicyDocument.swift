@@ -57,7 +57,9 @@ public struct PolicyDocument: Sendable, Equatable {
             }
             for (t, v) in before.removedTemplates where gone(t) { removed[t] = v }
             for tier in before.tiers {
-                for tpl in tier.templates where gone("\(tier.name).\(tpl.name)") {
+                // A shadow template never refused anything: removing it refuses nothing either.
+                for tpl in tier.templates where gone("\(tier.name).\(tpl.name)") && !tpl.name.contains("/")
+                    && !before.shadowTemplates.contains("\(tier.name).\(tpl.name)") {
                     removed["\(tier.name).\(tpl.name)"] = removed["\(tier.name).\(tpl.name)"] ?? version
                 }
             }
@@ -113,7 +115,7 @@ public struct PolicyDocument: Sendable, Equatable {
         }
         func compare(_ field: String, _ name: String, _ a: (AllotCore.Unit, BudgetKind, Reach), _ b: (AllotCore.Unit, BudgetKind, Reach)) throws(AllotError) {
             guard a.0 != b.0 || shape(a.1) != shape(b.1) || a.2 != b.2 else { return }
-            throw AllotError(.invalidSettings, "\(field): \(name) was \(shape(a.1)) of \(a.0.rawValue) (\(a.2.rawValue)), now \(shape(b.1)) of \(b.0.rawValue) (\(b.2.rawValue)); kind, unit, period, window and reach cannot change in place: give it a new name")
+            throw AllotError(.invalidSettings, "\(field): \(name) was \(shape(a.1)) of \(a.0.rawValue) (\(a.2.rawValue)), now \(shape(b.1)) of \(b.0.rawValue) (\(b.2.rawValue)); kind, unit, period, window and reach cannot change in place: give it a new name (a template renamed is the old one deleted: apply with deletions: allow, or its tier is refused)")
         }
         let oldBudgets = Dictionary(before.budgets.map { ($0.id, $0) }) { a, _ in a }
         for (i, b) in now.budgets.enumerated() {

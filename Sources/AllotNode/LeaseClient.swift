@@ -293,7 +293,7 @@ public final class LeaseClient: Service, Sendable {
             endpoint.receive(batch.items.filter { $0.outcome == .granted }.map { Grant(wire: $0) }, now: now)
             for g in batch.items where g.outcome == .unknownBudget {
                 logger.error("coordinator does not know budget", metadata: ["allot.budget": "\(g.budget)"])
-                endpoint.unknownBudget(BudgetID(g.budget), now: now)
+                endpoint.unknownBudget(BudgetID(g.budget), requestID: g.requestID, now: now)
             }
             redirected(batch.items.filter { $0.outcome == .notOwner || $0.outcome == .unavailable }, now: now)
         case .members(let list):

@@ -153,7 +153,7 @@ struct ConfigLedgerTests {
             + (deletions.map { "deletions: \($0)\n" } ?? "") + extra
     }
 
-    @Test("deleting a template: the version records it (what every gateway decides by), keeps it with the version that removed it until restored or a version says allow; a removed tier is not listed; a file's own list is replaced; a template in force cannot be listed")
+    @Test("deleting a template: the version records it (what every gateway decides by), keeps it with the version that removed it until restored or a version says allow; a removed tier or shadow template is not listed; a file's own list is replaced; a template restored in an exported file is restored")
     func removals() throws {
         func removed(_ doc: PolicyDocument) throws -> [String: Int64] { try doc.deployment().removedTemplates }
         let v1 = try PolicyDocument(file: Self.policy(["tpm", "rpm", "day"])).recordingRemovals(from: "", version: 1)
@@ -179,8 +179,14 @@ struct ConfigLedgerTests {
         let v6 = try PolicyDocument(file: Self.policy(["tpm"], deletions: "allow")).recordingRemovals(from: v4.yaml, version: 6)
         #expect(try removed(v6).isEmpty && v6.deployment().deletions == .allow && !v6.yaml.contains("removed"))
         // Hand-written lists are checked.
-        for (bad, field) in [(Self.policy(["tpm"], extra: "removed:\n  - {template: pro.tpm, version: 2}\n"), "removed[0].template"),
-                             (Self.policy(["tpm"], extra: "removed:\n  - {template: rpm, version: 2}\n"), "removed[0].template"),
+        // An exported version with a listed template restored by hand: restored, not refused.
+        let restored = try PolicyDocument(file: Self.policy(["tpm", "day"], extra: "removed:\n  - {template: pro.day, version: 3}\n"))
+        #expect(try removed(restored).isEmpty && removed(restored.recordingRemovals(from: v3.yaml, version: 7)) == ["pro.rpm": 2])
+        // A shadow template removed refuses nothing: not listed.
+        let shadowed = try PolicyDocument(file: Self.policy(["tpm"]).replacingOccurrences(of: "limit: 100, period: 1m}", with: "limit: 100, period: 1m, shadow: true}"))
+            .recordingRemovals(from: "", version: 1)
+        #expect(try removed(PolicyDocument(file: Self.policy(["rpm"])).recordingRemovals(from: shadowed.yaml, version: 2)).isEmpty)
+        for (bad, field) in [(Self.policy(["tpm"], extra: "removed:\n  - {template: rpm, version: 2}\n"), "removed[0].template"),
                              (Self.policy(["tpm"], extra: "removed:\n  - {template: pro.x, version: -1}\n"), "removed[0].version"),
                              (Self.policy(["tpm"], extra: "removed:\n  - {template: pro.x, versoin: 2}\n"), "removed[0].versoin"),
                              (Self.policy(["tpm"], deletions: "maybe"), "deletions")] {

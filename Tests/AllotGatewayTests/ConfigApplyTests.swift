@@ -286,7 +286,8 @@ struct ConfigApplyTests {
         let allowed = try PolicyDocument(file: base.replacingOccurrences(of: perRoute, with: "") + "\ndeletions: allow\n")
             .recordingRemovals(from: refused.yaml, version: 7)
         #expect(try core.apply(policy: allowed.yaml, version: 7))
+        // (Under refuse the same resolve threw budget_removed above.)
         let served = try core.resolve(p1, route: .chat, model: "small")
-        #expect(!served.specs.isEmpty && !served.specs.contains { $0.id.rawValue.hasPrefix("pro.per-route") }, "\(served.specs.map(\.id))")
+        #expect(served.specs.contains { $0.id.rawValue.hasPrefix("pro.tpm") }, "\(served.specs.map(\.id))")
     }
 }

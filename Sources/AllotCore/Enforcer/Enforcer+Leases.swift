@@ -199,15 +199,16 @@ extension Enforcer {
         resend(Int(h.index), at: now + after)
     }
 
-    /// The coordinator does not know `budget` (deleted from the configuration, or not in the
-    /// version it holds yet): the acquire in flight is dropped and the slice emptied (a lease
-    /// goes with its budget); while requests still come (they follow the budget's fail mode),
-    /// the node asks again once per refresh interval, not at every retry timeout.
-    public mutating func unknownBudget(_ budget: BudgetID, now: Instant) {
-        guard let h = handles[budget], slices[Int(h.index)].pending != nil else { return }
+    /// The coordinator answered acquire `requestID` with "unknown budget" (deleted from the
+    /// configuration, refused by its tier-budget caps, or not in the version it holds yet):
+    /// that acquire is dropped, and while requests still come (they follow the budget's fail
+    /// mode) the node asks again once per refresh interval, not at every retry timeout. The
+    /// slice's books stay as they are: a lease it holds runs out at its time (permits in use
+    /// included, as any lease), or is adopted if the budget comes back meanwhile.
+    public mutating func unknownBudget(_ budget: BudgetID, requestID: UInt64, now: Instant) {
+        guard let h = handles[budget], slices[Int(h.index)].pending?.requestID == requestID else { return }
         let i = Int(h.index)
         slices[i].pending = nil
-        expireSlice(&slices[i])
         slices[i].retryNotBefore = now + settings.refreshInterval
     }
 

@@ -15,7 +15,7 @@ public protocol LeaseEndpoint: Sendable {
     /// A request was redirected or answered "unavailable": ask again after `after`.
     func retrySoon(_ budget: BudgetID, after: Duration, now: Instant)
     /// The coordinator answered "unknown budget" (`Enforcer.unknownBudget`).
-    func unknownBudget(_ budget: BudgetID, now: Instant)
+    func unknownBudget(_ budget: BudgetID, requestID: UInt64, now: Instant)
     /// The owners of `moved` changed: report their leases to the new owners.
     func ownersChanged(_ moved: Set<BudgetID>, now: Instant)
     /// A coordinator went away: re-send every unanswered request.
@@ -49,8 +49,8 @@ extension SharedEnforcer: LeaseEndpoint {
         withEnforcer { $0.retrySoon(budget, after: after, now: now) }
     }
 
-    public func unknownBudget(_ budget: BudgetID, now: Instant) {
-        withEnforcer { $0.unknownBudget(budget, now: now) }
+    public func unknownBudget(_ budget: BudgetID, requestID: UInt64, now: Instant) {
+        withEnforcer { $0.unknownBudget(budget, requestID: requestID, now: now) }
     }
 
     public func ownersChanged(_ moved: Set<BudgetID>, now: Instant) {
@@ -69,5 +69,5 @@ extension SharedEnforcer: LeaseEndpoint {
 extension LeaseEndpoint {
     /// By default nothing changes: the request is sent again at its retry timeout (a region's
     /// uplink asks the global cluster again until it knows the budget).
-    public func unknownBudget(_ budget: BudgetID, now: Instant) {}
+    public func unknownBudget(_ budget: BudgetID, requestID: UInt64, now: Instant) {}
 }
