@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "AllotCluster", targets: ["AllotCluster"]),
         .library(name: "AllotCoordination", targets: ["AllotCoordination"]),
         .library(name: "AllotConfig", targets: ["AllotConfig"]),
+        .library(name: "AllotRateLimit", targets: ["AllotRateLimit"]),
         .executable(name: "allot", targets: ["allot"]),
     ],
     dependencies: [
@@ -33,6 +34,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        // Envoy's rate-limit service (gRPC, `allot ratelimit-service`).
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
         // Tests only: a gzip-compressing test upstream.
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
     ],
@@ -120,6 +125,21 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // Envoy's rate-limit service answered from local leases: envoyproxy/ratelimit's
+        // configuration format, the vendored RLS protos (generated code in Generated/), the
+        // gRPC server.
+        .target(
+            name: "AllotRateLimit",
+            dependencies: [
+                "AllotCore", "AllotConfig", "AllotNode", "AllotTransport",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         // Tooling: the mock upstream and the demo (a local fleet of coordinators and gateways,
         // caps checked with the simulator's exact replay).
         .target(
@@ -156,6 +176,7 @@ let package = Package(
             name: "allot",
             dependencies: [
                 "AllotCore", "AllotConfig", "AllotSimulator", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotGateway", "AllotDemo", "AllotTesting",
+                "AllotRateLimit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -177,9 +198,12 @@ let package = Package(
             name: "allot-bench",
             dependencies: [
                 "AllotCore", "AllotConfig", "AllotSimulator", "AllotWire", "AllotTransport", "AllotCoordinator", "AllotNode",
+                "AllotRateLimit", "AllotTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]
         ),
         .testTarget(name: "AllotCoreTests", dependencies: ["AllotCore"]),
@@ -210,6 +234,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             // Recorded-shape upstream answers, read from the source tree (FixtureUpstream).
+            exclude: ["Fixtures"]
+        ),
+        .testTarget(
+            name: "AllotRateLimitTests",
+            dependencies: [
+                "AllotRateLimit", "AllotCore", "AllotConfig", "AllotCoordinator", "AllotNode", "AllotTransport", "AllotTesting",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             exclude: ["Fixtures"]
         ),
         .testTarget(

@@ -18,21 +18,23 @@ declare -A allowed=(
   [AllotNode]="AllotCore AllotCluster AllotWire AllotTransport"
   [AllotCoordinator]="AllotCore AllotCluster AllotCoordination AllotConfig AllotWire AllotTransport"
   [AllotGateway]="AllotCore AllotConfig AllotWire AllotTransport AllotNode"
+  # Envoy's rate-limit service (gRPC) beside a proxy, answered from a node's leases.
+  [AllotRateLimit]="AllotCore AllotConfig AllotWire AllotTransport AllotNode"
   # Tooling: the demo and mock upstream, the fuzzer.
   [AllotDemo]="AllotCore AllotConfig AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway AllotSimulator"
   [AllotFuzzing]="AllotCore AllotCluster AllotWire AllotTransport AllotCoordinator"
   [AllotTesting]="AllotCore AllotWire AllotTransport AllotCoordinator"
   # The command-line tool: every product module, and its tools group (`allot demo`,
   # `mock-upstream`, `simulate`, `fault-proxy`, the coordinator's rig-only fault flags).
-  [allot]="AllotCore AllotCluster AllotConfig AllotSimulator AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway AllotDemo AllotTesting"
+  [allot]="AllotCore AllotCluster AllotConfig AllotSimulator AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway AllotRateLimit AllotDemo AllotTesting"
   [allot-fuzz]="AllotFuzzing"
-  [allot-bench]="AllotCore AllotConfig AllotSimulator AllotWire AllotTransport AllotNode AllotCoordinator"
+  [allot-bench]="AllotCore AllotConfig AllotSimulator AllotWire AllotTransport AllotNode AllotCoordinator AllotRateLimit AllotTesting"
 )
 # Modules that must not import any NIO module (pure state machines and values).
 pure="AllotCore AllotCluster AllotCoordination AllotConfig AllotSimulator"
 # Tooling modules: no product module imports them.
 tooling="AllotDemo AllotFuzzing AllotSimulator AllotTesting"
-product="AllotCore AllotCluster AllotCoordination AllotConfig AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway"
+product="AllotCore AllotCluster AllotCoordination AllotConfig AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway AllotRateLimit"
 
 failed=0
 for dir in Sources/*/; do

@@ -6,15 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/test-postgres.sh
 export ALLOT_REQUIRE_POSTGRES=1
-# The official OpenAI and Anthropic Python SDKs, pinned, in a throwaway venv for SDKTests
-# (skipped, saying so, when pip cannot install them).
+# The official OpenAI and Anthropic Python SDKs and Python's gRPC stack, pinned, in a
+# throwaway venv for SDKTests and the Envoy rate-limit service's Python client (skipped,
+# saying so, when pip cannot install them).
 if [ -z "${ALLOT_SDK_PYTHON:-}" ]; then
   venv=.build/sdk-venv
-  if "$venv/bin/python" -c "import openai, anthropic" 2>/dev/null \
-     || { python3 -m venv "$venv" && "$venv/bin/pip" install -q openai==3.57.0 anthropic==2.16.0; }; then
+  if "$venv/bin/python" -c "import openai, anthropic, grpc, grpc_tools" 2>/dev/null \
+     || { python3 -m venv "$venv" && "$venv/bin/pip" install -q openai==3.57.0 anthropic==2.16.0 grpcio==1.85.4 grpcio-tools==1.85.4; }; then
     export ALLOT_SDK_PYTHON="$PWD/$venv/bin/python"
   else
-    echo "test.sh: could not install the openai/anthropic SDKs from PyPI; SDKTests will be skipped" >&2
+    echo "test.sh: could not install the openai/anthropic SDKs and grpcio from PyPI; SDKTests and PythonClientTests will be skipped" >&2
   fi
 fi
 # Issue 16, must-show 2: the module import graph, checked against the layering.

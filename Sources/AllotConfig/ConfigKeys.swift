@@ -7,7 +7,7 @@ import Yams
 public enum ConfigKeys {
     static let known: [String: Set<String>] = [
         "": ["coordinator", "cluster", "ledger", "upstream", "tls", "lease", "limits", "budgets", "tiers", "gateway", "models",
-             "deletions", "removed"],
+             "deletions", "removed", "envoy_ratelimit"],
         "tiers[]": ["name", "templates", "entitlements", "shadow", "soft_limits"],
         "templates[]": ["name", "scope", "unit", "kind", "limit", "period", "burst", "allowance", "window",
                         "time_zone", "reset", "fail_mode", "static_allowance", "reach", "shadow", "soft_limits"],

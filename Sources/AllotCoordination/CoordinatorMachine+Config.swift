@@ -40,7 +40,7 @@ extension CoordinatorMachine {
         var loads: [Action] = []
         var withdrawn: [Push] = []
         for id in allocator.budgetIDs {
-            guard let spec = newConfigured[id] ?? newCatalog.instantiate(id) else {
+            guard let spec = newConfigured[id] ?? newCatalog.instantiate(id) ?? settings.descriptors.instantiate(id) else {
                 withdrawn += allocator.withdraw(id, now: now)
                 journal += drop(id)
                 removed[id] = now + settings.allocator.leaseTTL

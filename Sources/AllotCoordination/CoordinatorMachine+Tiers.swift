@@ -1,6 +1,11 @@
 import AllotCore
 
 extension CoordinatorMachine {
+    /// The budget a node may have made on first use: a tier template's, or an Envoy rule's.
+    func instantiate(_ id: BudgetID) -> BudgetSpec? {
+        catalog.instantiate(id) ?? settings.descriptors.instantiate(id)
+    }
+
     /// Tier budgets nobody holds and nobody used for long enough that making them again later
     /// changes nothing a node could see (at most 1,000 per call). Their ledger rows stay.
     mutating func retireIdleTierBudgets(now: Instant) -> [LedgerChange] {

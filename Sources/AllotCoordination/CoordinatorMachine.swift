@@ -19,6 +19,9 @@ public struct CoordinatorMachine: Sendable {
         /// again; a quota without a ledger: until its window has nothing consumed) is retired.
         public var tiers: [Tier] = []
         public var tierLimits = TierBudgets.Limits()
+        /// Envoy rate-limit rules (`allot ratelimit-service`): budgets `envoy:…` made on first
+        /// use as tier budgets are, counted under the same limits.
+        public var descriptors = DescriptorRules()
         /// Cluster mode: this coordinator as a member. Nil: standalone, owns every budget.
         public var member: MemberID?
         /// Cluster mode: the fewest live members (this one included) under which it still
@@ -159,7 +162,7 @@ public struct CoordinatorMachine: Sendable {
             }
             var outcome = allocator.acquire(req, now: now)
             tierBudgets.used(req.budget, now: now)
-            if outcome == .unknownBudget, let spec = catalog.instantiate(req.budget) {
+            if outcome == .unknownBudget, let spec = instantiate(req.budget) {
                 if let cap = tierBudgets.refusal(spec.id, by: node) {
                     counters.rejected[cap.rawValue, default: 0] += 1
                     out.append(.unknownBudget(requestID: req.requestID, budget: req.budget))

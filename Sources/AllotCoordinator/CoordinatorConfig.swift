@@ -84,8 +84,9 @@ public struct CoordinatorConfig: Sendable {
 
     /// Parses and validates a YAML document (see docs/operations.md for a full example).
     public init(yaml: String) throws(AllotError) {
-        let shared = try DeploymentConfig(yaml: yaml)
         let raw: File = try ConfigFields.decode(File.self, yaml)
+        // A coordinator serving only Envoy's rate-limit rules needs no budget or tier.
+        let shared = try DeploymentConfig(yaml: yaml, requirePolicy: raw.envoy_ratelimit == nil)
         self.init(shared: shared)
         // The first `allot config apply` is diffed against it ("" if it cannot be written back).
         core.policy = (try? PolicyDocument(file: yaml).yaml) ?? ""
@@ -102,6 +103,8 @@ public struct CoordinatorConfig: Sendable {
                 advertise = a
             }
         }
+        // envoyproxy/ratelimit's rule files (`allot ratelimit-service` nodes ask for their budgets).
+        if let paths = raw.envoy_ratelimit { core.descriptors = try RateLimitRulesFile.load(paths) }
         if let c = raw.cluster {
             var cs = ClusterService.Settings()
             cs.seeds = c.seeds ?? []
@@ -237,5 +240,6 @@ public struct CoordinatorConfig: Sendable {
         var ledger: String?
         var upstream: Upstream?
         var limits: Limits?
+        var envoy_ratelimit: [String]?
     }
 }

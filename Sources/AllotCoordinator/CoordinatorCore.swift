@@ -30,6 +30,7 @@ public final class CoordinatorCore: Sendable {
         public var quorum = 0
         public var upstream: UpstreamClient.Settings?
         public var softLimits = SoftLimitTable()
+        public var descriptors = DescriptorRules() // `envoy_ratelimit:` files (`CoordinatorMachine.Settings`)
         /// The policy sections of the file it started with (`PolicyDocument`; "" when none).
         public var policy = ""
         public init() {}
@@ -63,7 +64,7 @@ public final class CoordinatorCore: Sendable {
         config = ConfigKeeper(policy: settings.policy, store: ledger?.store)
         var m = CoordinatorMachine.Settings()
         (m.allocator, m.tiers, m.tierLimits, m.member, m.quorum) = (settings.allocator, settings.tiers, settings.tierLimits, settings.member, settings.quorum)
-        (m.upstream, m.durable, m.softLimits) = (settings.upstream, ledger != nil, settings.softLimits)
+        (m.upstream, m.durable, m.softLimits, m.descriptors) = (settings.upstream, ledger != nil, settings.softLimits, settings.descriptors)
         state = Mutex(State(machine: try CoordinatorMachine(settings: m, budgets: budgets, now: now)))
     }
 

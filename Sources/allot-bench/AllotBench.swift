@@ -6,5 +6,5 @@ struct AllotBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allot-bench",
         abstract: "Allot's benchmark drivers (bench/run.sh, bench/real/run.sh).",
-        subcommands: [BenchNode.self, BenchScale.self])
+        subcommands: [BenchNode.self, BenchScale.self, BenchRLS.self])
 }

@@ -15,7 +15,7 @@ struct Allot: AsyncParsableCommand {
         abstract: "Allot: fleet-wide quotas for AI gateways, enforced locally with expiring leases.",
         version: "allot \(version)",
         groupedSubcommands: [
-            CommandGroup(name: "Serve", subcommands: [CoordinatorCommand.self, GatewayCommand.self]),
+            CommandGroup(name: "Serve", subcommands: [CoordinatorCommand.self, GatewayCommand.self, RateLimitCommand.self]),
             CommandGroup(name: "Operate", subcommands: [Status.self, ConfigCommand.self, Keys.self, Consumers.self, Certs.self, HashKey.self, Audit.self]),
             CommandGroup(name: "Tools (demos, simulation, test rigs)", subcommands: [
                 Demo.self, Simulate.self, MockUpstreamCommand.self, NodeLoad.self, FaultProxyCommand.self,
