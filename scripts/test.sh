@@ -18,6 +18,11 @@ if [ -z "${ALLOT_SDK_PYTHON:-}" ]; then
     echo "test.sh: could not install the openai/anthropic SDKs and grpcio from PyPI; SDKTests and PythonClientTests will be skipped" >&2
   fi
 fi
+# promtool (Debian's prometheus package) for ObservabilityTests: the alert rules and the
+# dashboard's queries.
+command -v promtool > /dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus > /dev/null; } \
+  || echo "test.sh: could not install promtool; ObservabilityTests will fail" >&2
+export ALLOT_REQUIRE_PROMTOOL=1
 # Issue 16, must-show 2: the module import graph, checked against the layering.
 bash scripts/layering.sh
 # The property tests over 64 random fleets per scenario here (200 by default, 1,000 in

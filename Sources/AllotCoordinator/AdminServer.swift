@@ -25,6 +25,7 @@ public final class AdminServer: Sendable {
         self.core = core
         self.group = group
         self.ready = ready
+        _ = Self.started
         var quiet = logger
         quiet.logLevel = max(logger.logLevel, .warning)
         self.logger = quiet
@@ -76,6 +77,8 @@ public final class AdminServer: Sendable {
     }
 
     /// The Prometheus exposition of the coordinator's counters and books.
+    /// When this process started (set when the first admin server is made, at start).
+    static let started = WallClock.now().nanoseconds / 1_000_000_000
     public static func metricsText(_ core: CoordinatorCore) -> String {
         let registry = PrometheusCollectorRegistry()
         let c = core.counters
@@ -84,6 +87,8 @@ public final class AdminServer: Sendable {
         registry.makeCounter(descriptor: .init(metricName: "allot_releases_total", unitName: "", helpText: "Releases and reports applied")).increment(by: c.releases)
         registry.makeCounter(descriptor: .init(metricName: "allot_pushes_total", unitName: "", helpText: "Offers and recalls pushed to nodes")).increment(by: c.pushes)
         registry.makeGauge(descriptor: .init(metricName: "allot_connected_nodes", unitName: "", helpText: "Nodes with an open connection")).set(Int64(core.connectedNodes))
+        registry.makeGauge(descriptor: .init(metricName: "allot_serving", unitName: "", helpText: "1 while grants are served (standalone, or a cluster member with its quorum); 0: quorum lost")).set(Int64(core.isServing ? 1 : 0))
+        registry.makeGauge(descriptor: .init(metricName: "allot_start_time_seconds", unitName: "", helpText: "When this coordinator process started (Unix seconds)")).set(Self.started)
         for (kind, n) in c.framesIn.sorted(by: { $0.key < $1.key }) {
             registry.makeCounter(descriptor: .init(metricName: "allot_frames_received_total", unitName: "", helpText: "Frames received"), labels: [("type", kind)]).increment(by: n)
         }
@@ -164,6 +169,7 @@ public final class AdminServer: Sendable {
     static func budgetLines(_ budgets: [Allot_V1_BudgetStatus]) -> String {
         let gauges: [(String, String, (Allot_V1_BudgetStatus) -> Int64)] = [
             ("allot_budget_outstanding", "Units (or capacity) out on leases", { (b: Allot_V1_BudgetStatus) -> Int64 in b.outstanding }),
+            ("allot_budget_limit", "The budget's limit (a rate's per period, a quota's allowance, a concurrency limit)", { (b: Allot_V1_BudgetStatus) -> Int64 in b.limit }),
             ("allot_budget_pool", "Units free at the coordinator", { (b: Allot_V1_BudgetStatus) -> Int64 in b.pool }),
             ("allot_budget_consumed", "Units reported consumed (this window)", { (b: Allot_V1_BudgetStatus) -> Int64 in b.consumed }),
             ("allot_budget_holders", "Nodes holding a lease", { (b: Allot_V1_BudgetStatus) -> Int64 in Int64(b.holders) }),

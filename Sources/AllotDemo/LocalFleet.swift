@@ -20,6 +20,8 @@ public final class LocalFleet: Sendable {
     public let adminPorts: [Int]
     public let mockPort: Int?
     public let coordinatorPort: Int
+    /// The coordinator's admin listener (`/metrics`, `/healthz`, `/readyz`).
+    public let coordinatorAdminPort: Int
     /// The coordinator's service (its admin API's port, when started with `adminAPI`).
     public let coordinatorService: CoordinatorService
     private let group: ServiceGroup
@@ -60,9 +62,10 @@ public final class LocalFleet: Sendable {
         }
         let core = try CoordinatorCore(settings: cc.core, budgets: cc.budgets, ledger: writer, now: WallClock.now())
         core.start(now: WallClock.now())
-        let bound = PortBox(count: 2 + nodes * 2)
-        let coordinatorService = CoordinatorService(config: cc, core: core, tls: ctls, logger: logger) { a, _ in
+        let bound = PortBox(count: 3 + nodes * 2)
+        let coordinatorService = CoordinatorService(config: cc, core: core, tls: ctls, logger: logger) { a, admin in
             bound.set(0, a.port ?? 0)
+            bound.set(2 + nodes * 2, admin.port ?? 0)
         }
         var services: [any Service] = coordinatorService.services()
         var mockService: MockUpstream?
@@ -110,13 +113,16 @@ public final class LocalFleet: Sendable {
         for _ in 0..<500 where !gateways.allSatisfy({ $0.leaseClient.isConnected }) {
             try await Task.sleep(for: .milliseconds(10))
         }
+        let coordinatorAdmin = try await bound.wait(2 + nodes * 2)
         return LocalFleet(directory: dir, coordinator: core, gateways: gateways, proxyPorts: proxies, adminPorts: admins,
-                          mockPort: mport > 0 ? mport : nil, coordinatorPort: cport, coordinatorService: coordinatorService,
+                          mockPort: mport > 0 ? mport : nil, coordinatorPort: cport, coordinatorAdminPort: coordinatorAdmin,
+                          coordinatorService: coordinatorService,
                           group: group, runner: runner)
     }
 
     private init(directory: URL, coordinator: CoordinatorCore, gateways: [GatewayService], proxyPorts: [Int], adminPorts: [Int],
-                 mockPort: Int?, coordinatorPort: Int, coordinatorService: CoordinatorService, group: ServiceGroup, runner: Task<Void, any Error>) {
+                 mockPort: Int?, coordinatorPort: Int, coordinatorAdminPort: Int, coordinatorService: CoordinatorService, group: ServiceGroup,
+                 runner: Task<Void, any Error>) {
         self.directory = directory
         self.coordinator = coordinator
         self.gateways = gateways
@@ -124,6 +130,7 @@ public final class LocalFleet: Sendable {
         self.adminPorts = adminPorts
         self.mockPort = mockPort
         self.coordinatorPort = coordinatorPort
+        self.coordinatorAdminPort = coordinatorAdminPort
         self.coordinatorService = coordinatorService
         self.group = group
         self.runner = runner

@@ -215,6 +215,7 @@ public final class GatewayCore: Sendable {
             case .admitted(let reservation, let at): (held, now) = (reservation, at)
             case .refused(let spec, let status, let at):
                 let e = denial(spec, reachable: status.leaseID != 0 || connected(), amount: spec.amount(for: cost), now: at)
+                metrics.denied(budget: spec.id, tier: tier, after: at - started)
                 record(entry, plan: plan, decision: "deny", error: e, runaway: isRunaway, started: started)
                 return .failure(e)
             }
@@ -228,6 +229,7 @@ public final class GatewayCore: Sendable {
         }
         if let wouldDeny { metrics.wouldDeny(budget: wouldDeny, tier: tier) }
         metrics.request(consumer: entry.consumer.id, tier: tier, model: plan.model, decision: "admit")
+        metrics.admission(now - started)
         metrics.inflight(1)
         let id = nextAdmission.wrappingAdd(1, ordering: .relaxed).oldValue
         observer?(GatewayEvent(kind: .admit, id: id, node: node, consumer: entry.consumer.id, tier: entry.consumer.tier,

@@ -9,13 +9,19 @@ public final class GatewayMetrics: Sendable {
         .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
         .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
     ]
+    private static let admissionBuckets: [Duration] = [
+        .microseconds(10), .microseconds(25), .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500),
+        .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(500),
+    ]
     private let upstreamLatency: DurationHistogram
+    private let admissionTime: DurationHistogram
     private let firstByte: DurationHistogram
     private let inflight: Gauge
 
     public init() {
         upstreamLatency = registry.makeDurationHistogram(descriptor: .init(metricName: "allot_gateway_upstream_latency_seconds", unitName: "", helpText: "From forwarding a request to the upstream's last byte"), buckets: Self.latencyBuckets)
         firstByte = registry.makeDurationHistogram(descriptor: .init(metricName: "allot_gateway_stream_first_byte_seconds", unitName: "", helpText: "From forwarding a streaming request to its first body byte"), buckets: Self.latencyBuckets)
+        admissionTime = registry.makeDurationHistogram(descriptor: .init(metricName: "allot_gateway_admission_seconds", unitName: "", helpText: "The gateway's decision: from the admission check to a reservation or a denial (waits for a lease included)"), buckets: Self.admissionBuckets)
         inflight = registry.makeGauge(descriptor: .init(metricName: "allot_gateway_inflight_requests", unitName: "", helpText: "Requests forwarded and not yet settled"))
     }
 
@@ -38,6 +44,16 @@ public final class GatewayMetrics: Sendable {
     }
 
     public func upstream(latency: Duration) { upstreamLatency.record(latency) }
+    /// The gateway's own decision time: from the request's admission check to its reservation.
+    public func admission(_ d: Duration) { admissionTime.record(d) }
+
+    /// A request denied by `budget` (labelled by its template, `pro.tpm`, or explicit id:
+    /// one series per template, not per consumer).
+    public func denied(budget: BudgetID, tier: String, after d: Duration) {
+        admissionTime.record(d)
+        let template = budget.rawValue.split(separator: "/", maxSplits: 1).first.map(String.init) ?? budget.rawValue
+        counter("allot_gateway_denied_total", "Requests denied by a budget, by budget template and tier", [("budget", template), ("tier", tier)]).increment()
+    }
     public func streamFirstByte(_ d: Duration) { firstByte.record(d) }
     public func inflight(_ delta: Int) { inflight.increment(by: Double(delta)) }
 
