@@ -132,6 +132,7 @@ let package = Package(
             name: "AllotRateLimit",
             dependencies: [
                 "AllotCore", "AllotConfig", "AllotNode", "AllotTransport",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -239,7 +240,7 @@ let package = Package(
         .testTarget(
             name: "AllotRateLimitTests",
             dependencies: [
-                "AllotRateLimit", "AllotCore", "AllotConfig", "AllotCoordinator", "AllotNode", "AllotTransport", "AllotTesting",
+                "AllotRateLimit", "AllotCore", "AllotConfig", "AllotCoordination", "AllotCoordinator", "AllotNode", "AllotTransport", "AllotTesting",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -1,35 +1,51 @@
 import AllotCore
-import Foundation
 import AllotTransport
+import Crypto
+import Foundation
 import Synchronization
 
 /// Envoy's `ShouldRateLimit` answered from this node's leases (no round trip per request):
 /// each descriptor of the request is matched against envoyproxy/ratelimit rules
 /// (`DescriptorRules`); the limited ones are charged `hits_addend` (0: 1) on their Allot rate
-/// budgets, all or nothing, waiting at most `wait` for a lease this node is asking for.
+/// budgets, all or nothing, waiting at most `wait` for a lease this node is asking for (not at
+/// all while no coordinator is connected).
 ///
 /// As envoyproxy/ratelimit answers: a descriptor no rule limits is OK (`current_limit`
 /// unset); `unlimited: true` is OK; `requests_per_unit: 0` is always over the limit; a
 /// `shadow_mode` rule is counted and reported (`shadowDenied`) but answered OK. Unlike it, a
-/// request refused by one descriptor charges none of the others (they report OK).
+/// request refused by one descriptor charges none of the others (shadow ones included), and
+/// `hits_addend` above a limit is over it at once.
 public final class RateLimitCore: Sendable {
     public struct Settings: Sendable {
-        /// The longest a request waits for a lease its node is asking for.
-        public var wait: Duration = .milliseconds(20)
+        /// The longest a request waits for a lease its node is asking for (below Envoy's
+        /// default 20 ms timeout, so a refusal reaches Envoy as an answer).
+        public var wait: Duration = .milliseconds(10)
+        /// The most budgets this node keeps (one per distinct limited descriptor: values a
+        /// client picks, such as addresses, make new ones); past it a new descriptor is over
+        /// the limit (`budgetsRefused`).
+        public var maxBudgets = 10_000
+        /// Adds the draft-03 `x-ratelimit-*` headers to the answer.
+        public var responseHeaders = true
         public init() {}
+    }
+
+    public struct Counts: Sendable, Equatable {
+        public var ok = 0, overLimit = 0, shadowDenied = 0, budgetsRefused = 0
     }
 
     public let rules: DescriptorRules
     public let enforcer: SharedEnforcer
-    let settings: Settings
+    public let settings: Settings
     let poke: @Sendable () -> Void
+    let connected: @Sendable () -> Bool
     let clock: @Sendable () -> Instant
-    /// Decisions since start: OK, OVER_LIMIT, shadow refusals answered OK.
-    public let counts = Mutex((ok: 0, overLimit: 0, shadowDenied: 0))
+    /// Decisions since start.
+    public let counts = Mutex(Counts())
 
     public init(rules: DescriptorRules, enforcer: SharedEnforcer, settings: Settings = Settings(),
-                poke: @escaping @Sendable () -> Void = {}, clock: @escaping @Sendable () -> Instant = { WallClock.now() }) {
-        (self.rules, self.enforcer, self.settings, self.poke, self.clock) = (rules, enforcer, settings, poke, clock)
+                poke: @escaping @Sendable () -> Void = {}, connected: @escaping @Sendable () -> Bool = { true },
+                clock: @escaping @Sendable () -> Instant = { WallClock.now() }) {
+        (self.rules, self.enforcer, self.settings, self.poke, self.connected, self.clock) = (rules, enforcer, settings, poke, connected, clock)
     }
 
     /// One descriptor as the request names it.
@@ -49,7 +65,7 @@ public final class RateLimitCore: Sendable {
         public var limit: DescriptorRules.Limit?
         /// What this node may still admit under it now (its slice; not the fleet's count).
         public var remaining: Int64 = 0
-        /// Until the bucket would be full again at the limit's rate.
+        /// Until the limit's rate has refilled this request's hits (fleet-wide, at the limit).
         public var untilReset: Duration = .zero
         public var shadow = false
     }
@@ -59,64 +75,99 @@ public final class RateLimitCore: Sendable {
         public var statuses: [Status]
     }
 
+    /// The budget id of a descriptor under `limit` (a digest of its entries when too long).
+    public static func budgetID(domain: String, entries: [(key: String, value: String)], limit: DescriptorRules.Limit) -> BudgetID {
+        let id = DescriptorRules.budgetID(domain: domain, entries: entries, limit: limit)
+        guard id.rawValue.utf8.count > TierCatalog.maxIDBytes else { return id }
+        let digest = SHA256.hash(data: Data(id.rawValue.utf8)).map { String(format: "%02x", $0) }.joined()
+        return DescriptorRules.digestID(domain: domain, digest: digest, limit: limit)
+    }
+
     public func decide(domain: String, descriptors: [Descriptor], hits: UInt32) async -> Answer {
-        let cost = Cost(requests: Int64(max(1, hits)))
+        let n = Int64(max(1, hits))
+        let cost = Cost(requests: n)
         var statuses = [Status](repeating: Status(), count: descriptors.count)
         var enforced: [(index: Int, handle: BudgetHandle)] = [], shadowed: [(index: Int, handle: BudgetHandle)] = []
+        var ids = [BudgetID?](repeating: nil, count: descriptors.count)
         for (i, d) in descriptors.enumerated() {
             guard case .limited(let limit, let shadow) = rules.match(domain: domain, entries: d.entries, override: d.override) else { continue }
             statuses[i].limit = limit
             statuses[i].shadow = shadow
-            guard let spec = DescriptorRules.spec(DescriptorRules.budgetID(domain: domain, entries: d.entries, limit: limit), limit) else {
-                statuses[i].overLimit = !shadow // requests_per_unit: 0
-                if shadow { counts.withLock { $0.shadowDenied += 1 } }
+            let id = Self.budgetID(domain: domain, entries: d.entries, limit: limit)
+            // requests_per_unit 0, hits above the limit, or no room for another budget: over
+            // the limit at once (nothing to wait for).
+            guard limit.requestsPerUnit >= n, let spec = DescriptorRules.spec(id, limit), let h = handle(spec) else {
+                if shadow { counts.withLock { $0.shadowDenied += 1 } } else { statuses[i].overLimit = true }
                 continue
             }
-            let h = enforcer.register(spec)
+            ids[i] = id
             if shadow { shadowed.append((i, h)) } else { enforced.append((i, h)) }
         }
-        // All or nothing, in sets of at most 8 distinct budgets (a descriptor twice: charged twice).
-        var pending = enforced
-        while !pending.isEmpty && !statuses.contains(where: { $0.overLimit }) {
+        // All or nothing, in sets of at most 8 distinct budgets (a descriptor twice: charged
+        // twice): each set reserved; a refusal gives back what the sets before it reserved.
+        var held: [Reservation] = []
+        var pending = statuses.contains(where: { $0.overLimit }) ? [] : enforced
+        while !pending.isEmpty {
             var round: [(index: Int, handle: BudgetHandle)] = [], rest: [(index: Int, handle: BudgetHandle)] = []
             for e in pending {
                 if round.count < BudgetSet.capacity && !round.contains(where: { $0.handle == e.handle }) { round.append(e) } else { rest.append(e) }
             }
             pending = rest
-            if let refused = await charge(cost, round.map(\.handle)) {
-                for e in round where e.handle == refused { statuses[e.index].overLimit = true }
+            switch await reserve(cost, round.map(\.handle)) {
+            case .success(let r): held.append(r)
+            case .failure(let refused):
+                for e in round where e.handle == refused.handle { statuses[e.index].overLimit = true }
+                pending = []
             }
         }
-        for e in shadowed where await charge(cost, [e.handle]) != nil {
-            counts.withLock { $0.shadowDenied += 1 }
+        let refused = statuses.contains { $0.overLimit }
+        for r in held { enforcer.settle(r, actual: refused ? Cost(requests: 0) : cost, now: clock()) }
+        if !refused {
+            for e in shadowed {
+                switch await reserve(cost, [e.handle]) {
+                case .success(let r): enforcer.settle(r, actual: cost, now: clock())
+                case .failure: counts.withLock { $0.shadowDenied += 1 }
+                }
+            }
         }
         for (i, s) in statuses.enumerated() {
             guard let limit = s.limit, limit.requestsPerUnit > 0 else { continue }
-            let id = DescriptorRules.budgetID(domain: domain, entries: descriptors[i].entries, limit: limit)
-            let remaining = enforcer.withEnforcer { e in e.handle(for: id).map { e.status($0).spendable } } ?? 0
+            let remaining = ids[i].flatMap { id in enforcer.withEnforcer { e in e.handle(for: id).map { e.status($0).spendable } } } ?? 0
             statuses[i].remaining = max(0, remaining)
-            let missing = max(0, limit.requestsPerUnit - statuses[i].remaining)
-            statuses[i].untilReset = .nanoseconds(Int64(Double(limit.unit.duration.nanoseconds) * Double(missing) / Double(limit.requestsPerUnit)))
+            statuses[i].untilReset = .nanoseconds(Int64(Double(limit.unit.duration.nanoseconds) * Double(min(n, limit.requestsPerUnit)) / Double(limit.requestsPerUnit)))
         }
-        let over = statuses.contains { $0.overLimit }
-        counts.withLock { if over { $0.overLimit += 1 } else { $0.ok += 1 } }
+        counts.withLock { if refused { $0.overLimit += 1 } else { $0.ok += 1 } }
         return Answer(statuses: statuses)
     }
 
-    /// Admits `cost` on every budget of `handles` or none; the budget that refused (after
-    /// waiting up to `settings.wait` while its node asks for a lease).
-    private func charge(_ cost: Cost, _ handles: [BudgetHandle]) async -> BudgetHandle? {
-        guard let set = try? BudgetSet(handles) else { return handles.first }
+    /// The slice of `spec` (registered now if new and there is room for it).
+    private func handle(_ spec: BudgetSpec) -> BudgetHandle? {
+        let h = enforcer.withEnforcer { e -> BudgetHandle? in
+            if let h = e.handle(for: spec.id) { return h }
+            guard e.budgetIDs.count < settings.maxBudgets else { return nil }
+            return e.register(spec)
+        }
+        if h == nil { counts.withLock { $0.budgetsRefused += 1 } }
+        return h
+    }
+
+    struct Refused: Error { var handle: BudgetHandle }
+
+    /// Reserves `cost` on every budget of `handles` or none; the budget that refused (after
+    /// waiting up to `settings.wait` while its node asks for a lease and a coordinator is
+    /// connected).
+    private func reserve(_ cost: Cost, _ handles: [BudgetHandle]) async -> Result<Reservation, Refused> {
+        guard let set = try? BudgetSet(handles) else { return .failure(Refused(handle: handles[0])) }
         let deadline = clock() + settings.wait
         var idleRetries = 0
         while true {
-            switch enforcer.admit(cost, on: set, now: clock()) {
-            case .admitted: return nil
+            switch enforcer.reserve(cost, on: set, now: clock()) {
+            case .admitted(let r): return .success(r)
             case .denied(let h):
                 poke()
                 let status = enforcer.withEnforcer { $0.status(h) }
-                let waiting = status.awaitingGrant || status.leaseID == 0
-                guard clock() < deadline && (waiting || idleRetries < 3) else { return h }
+                let waiting = (status.awaitingGrant || status.leaseID == 0) && connected()
+                guard clock() < deadline && (waiting || idleRetries < 3) else { return .failure(Refused(handle: h)) }
                 if !waiting { idleRetries += 1 }
                 try? await Task.sleep(for: .milliseconds(1))
             }

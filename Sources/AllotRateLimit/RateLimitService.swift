@@ -20,7 +20,7 @@ public struct RateLimitGRPCService: Envoy_Service_Ratelimit_V3_RateLimitService.
             RateLimitCore.Descriptor(entries: d.entries.map { ($0.key, $0.value) }, override: Self.override(d))
         }
         let answer = await core.decide(domain: request.domain, descriptors: descriptors, hits: request.hitsAddend)
-        return Self.response(answer)
+        return Self.response(answer, headers: core.settings.responseHeaders)
     }
 
     static func override(_ d: Envoy_Extensions_Common_Ratelimit_V3_RateLimitDescriptor) -> DescriptorRules.Limit? {
@@ -28,13 +28,14 @@ public struct RateLimitGRPCService: Envoy_Service_Ratelimit_V3_RateLimitService.
         return DescriptorRules.Limit(requestsPerUnit: Int64(d.limit.requestsPerUnit), unit: unit)
     }
 
-    /// The wire's unit numbers (SECOND = 1 … YEAR = 6, in both enums).
+    /// The wire's unit numbers, in both enums: SECOND = 1 … YEAR = 6, and WEEK = 7 (added
+    /// upstream after the files vendored here; read and written as its number).
+    static let wireUnits: [DescriptorRules.TimeUnit] = [.second, .minute, .hour, .day, .month, .year, .week]
     static func unit(_ raw: Int) -> DescriptorRules.TimeUnit? {
-        let units: [DescriptorRules.TimeUnit] = [.second, .minute, .hour, .day, .month, .year]
-        return (1...units.count).contains(raw) ? units[raw - 1] : nil
+        (1...wireUnits.count).contains(raw) ? wireUnits[raw - 1] : nil
     }
 
-    static func response(_ a: RateLimitCore.Answer) -> Envoy_Service_Ratelimit_V3_RateLimitResponse {
+    static func response(_ a: RateLimitCore.Answer, headers: Bool = true) -> Envoy_Service_Ratelimit_V3_RateLimitResponse {
         var r = Envoy_Service_Ratelimit_V3_RateLimitResponse()
         r.overallCode = a.overLimit ? .overLimit : .ok
         r.statuses = a.statuses.map { s in
@@ -43,7 +44,7 @@ public struct RateLimitGRPCService: Envoy_Service_Ratelimit_V3_RateLimitService.
             if let l = s.limit {
                 var cl = Envoy_Service_Ratelimit_V3_RateLimitResponse.RateLimit()
                 cl.requestsPerUnit = UInt32(clamping: l.requestsPerUnit)
-                cl.unit = .init(rawValue: (DescriptorRules.TimeUnit.allCases.firstIndex(of: l.unit) ?? -1) + 1) ?? .unknown
+                cl.unit = .init(rawValue: (wireUnits.firstIndex(of: l.unit) ?? -1) + 1) ?? .unknown
                 if let n = l.name { cl.name = n }
                 st.currentLimit = cl
                 st.limitRemaining = UInt32(clamping: s.remaining)
@@ -56,7 +57,7 @@ public struct RateLimitGRPCService: Envoy_Service_Ratelimit_V3_RateLimitService.
         }
         // The draft-03 headers Envoy's filter adds itself with enable_x_ratelimit_headers,
         // from the descriptor with the least left (so a proxy without that setting gets them).
-        if let tight = a.statuses.filter({ $0.limit != nil }).min(by: { $0.remaining < $1.remaining }), let l = tight.limit {
+        if headers, let tight = a.statuses.filter({ $0.limit != nil }).min(by: { $0.remaining < $1.remaining }), let l = tight.limit {
             let window = l.unit.duration.components.seconds
             func header(_ k: String, _ v: String) -> Envoy_Config_Core_V3_HeaderValue {
                 var h = Envoy_Config_Core_V3_HeaderValue()

@@ -27,7 +27,8 @@ public final class RateLimitSidecar: Sendable {
         let client = LeaseClient(enforcer: enforcer, seeds: seeds, logger: logger, dial: dial)
         self.client = client
         self.logger = logger
-        core = RateLimitCore(rules: rules, enforcer: enforcer, settings: settings, poke: { [weak client] in client?.pollNow() })
+        core = RateLimitCore(rules: rules, enforcer: enforcer, settings: settings, poke: { [weak client] in client?.pollNow() },
+                             connected: { [weak client] in client?.isConnected ?? false })
     }
 
     /// Runs the lease client and the gRPC listener on `host:port` until the task is cancelled,

@@ -38,11 +38,23 @@ struct BenchRLS: AsyncParsableCommand {
         let core = try CoordinatorCore(settings: settings, budgets: [], now: WallClock.now())
         let transport = InProcessTransport(core: core, identity: try PeerIdentity(trustDomain: "t", role: .node, name: "bench"))
         let sidecar = try RateLimitSidecar(name: "bench", rules: rules, seeds: [""], dial: { _ in transport }, logger: logger)
-        try await measure("allot", { port in try await sidecar.run(host: "127.0.0.1", port: 0, onListening: port) })
+        let (serving, port) = try await Self.serve { port in try await sidecar.run(host: "127.0.0.1", port: 0, onListening: port) }
+        try await measure("allot", port: port)
+        // The decision alone, without gRPC (the lease is held by now).
+        let descriptor = [RateLimitCore.Descriptor(entries: [("tenant", "acme")])]
+        try await time("allot-decision-only") {
+            guard await !sidecar.core.decide(domain: "bench", descriptors: descriptor, hits: 1).overLimit else { throw ValidationError("over the limit") }
+        }
+        serving.cancel()
+        _ = await serving.result
         guard let redis else { return }
         let (host, p) = try ConfigFields.address(redis, field: "--redis")
         let counter = try RedisCounter(host: host, port: p)
-        try await measure("redis-incrby") { port in
+        try await time("redis-incrby-call-only") {
+            let key = "bench_tenant_acme_\(Int64(Date().timeIntervalSince1970))"
+            _ = try counter.client.withLock { try $0.command(["EVALSHA", counter.sha, "1", key, "1"]) }
+        }
+        let (redisServing, redisPort) = try await Self.serve { port in
             let t = HTTP2ServerTransport.Posix(address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext)
             let server = GRPCServer(transport: t, services: [counter])
             try await withThrowingDiscardingTaskGroup { group in
@@ -50,14 +62,41 @@ struct BenchRLS: AsyncParsableCommand {
                 if let a = try await t.listeningAddress.ipv4 { port(a.port) }
             }
         }
+        try await measure("redis-incrby", port: redisPort)
+        redisServing.cancel()
+        _ = await redisServing.result
     }
 
-    /// Serves with `serve` (which reports its port), times `calls` sequential calls, stops it.
-    func measure(_ name: String, _ serve: @escaping @Sendable (@escaping @Sendable (Int) -> Void) async throws -> Void) async throws {
+    /// Times `calls` runs of `body` (after 2,000 warm-up runs).
+    func time(_ name: String, _ body: () async throws -> Void) async throws {
+        var out: [Double] = []
+        out.reserveCapacity(calls)
+        for i in 0..<(2_000 + calls) {
+            let t0 = ContinuousClock.now
+            try await body()
+            let dt = ContinuousClock.now - t0
+            if i >= 2_000 { out.append(Double(dt.components.attoseconds) / 1e12 + Double(dt.components.seconds) * 1e6) }
+        }
+        report(name, out)
+    }
+
+    func report(_ name: String, _ samples: [Double]) {
+        let sorted = samples.sorted()
+        func q(_ f: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * f))] }
+        print(String(format: "{\"mode\":\"%@\",\"calls\":%d,\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f}", name, sorted.count, q(0.5), q(0.99), q(0.999)))
+    }
+
+    /// Starts `serve` (which reports its port) in a task.
+    static func serve(_ serve: @escaping @Sendable (@escaping @Sendable (Int) -> Void) async throws -> Void) async throws -> (Task<Void, any Error>, Int) {
         let (stream, cont) = AsyncStream<Int>.makeStream()
         let server = Task { try await serve { cont.yield($0); cont.finish() } }
         var port = 0
         for await p in stream { port = p }
+        return (server, port)
+    }
+
+    /// Times `calls` sequential ShouldRateLimit calls to `port`.
+    func measure(_ name: String, port: Int) async throws {
         let client = GRPCClient(transport: try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext))
         let samples = try await withThrowingTaskGroup(of: [Double].self) { group in
             group.addTask { try await client.runConnections(); return [] }
@@ -81,11 +120,7 @@ struct BenchRLS: AsyncParsableCommand {
             client.beginGracefulShutdown()
             return out
         }
-        server.cancel()
-        _ = await server.result
-        let sorted = samples.sorted()
-        func q(_ f: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * f))] }
-        print(String(format: "{\"mode\":\"%@\",\"calls\":%d,\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f}", name, sorted.count, q(0.5), q(0.99), q(0.999)))
+        report(name, samples)
     }
 }
 

@@ -25,12 +25,15 @@ struct RateLimitCommand: AsyncParsableCommand {
     @Option(help: "A deployment file whose tls and lease sections to use (optional).") var config: String?
     @Option(help: "Directory of the TLS material (overrides the file's tls.dir).") var tlsDir: String?
     @Option(help: "HOST:PORT for the gRPC listener (plaintext HTTP/2: keep it on loopback or in the pod).") var listen = "127.0.0.1:8081"
-    @Option(help: "The longest a request waits for a lease being asked for, in milliseconds.") var waitMs: Int64 = 20
+    @Option(help: "The longest a request waits for a lease being asked for, in milliseconds (keep it under Envoy's timeout, 20 ms by default).") var waitMs: Int64 = 10
+    @Option(help: "The most budgets (distinct limited descriptors) this node keeps; past it a new one is over the limit.") var maxBudgets = 10_000
+    @Flag(help: "Leave out the x-ratelimit-* headers (when Envoy's filter writes them itself: enable_x_ratelimit_headers).") var noResponseHeaders = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
 
     func validate() throws {
         guard !rules.isEmpty else { throw ValidationError("name at least one rules file or directory (--rules)") }
         guard (0...10_000).contains(waitMs) else { throw ValidationError("--wait-ms must be between 0 and 10000") }
+        guard (1...10_000_000).contains(maxBudgets) else { throw ValidationError("--max-budgets must be between 1 and 10000000") }
     }
 
     func run() async throws {
@@ -49,6 +52,8 @@ struct RateLimitCommand: AsyncParsableCommand {
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: node, trustDomain: domain) }
         var settings = RateLimitCore.Settings()
         settings.wait = .milliseconds(waitMs)
+        settings.maxBudgets = maxBudgets
+        settings.responseHeaders = !noResponseHeaders
         let sidecar = try RateLimitSidecar(name: name, rules: ruleSet, seeds: seeds,
                                            dial: TLSLeaseTransport.dialer(tls: tls, group: MultiThreadedEventLoopGroup.singleton),
                                            lease: deployment.allocator, settings: settings, logger: logger)

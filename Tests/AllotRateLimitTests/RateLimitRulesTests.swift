@@ -1,6 +1,8 @@
 import AllotConfig
+import AllotCoordination
 import AllotCoordinator
 import AllotCore
+import AllotTransport
 import Foundation
 import Testing
 
@@ -83,5 +85,45 @@ struct RateLimitRulesTests {
             ($0 as? AllotError)?.message.contains("/no/such/file.yaml") == true
         }
         #expect(throws: AllotError.self) { _ = try CoordinatorConfig(yaml: "coordinator: {name: c1}\n") }
+    }
+}
+
+@Suite("Envoy rate-limit rules: edges")
+struct RateLimitRulesEdgeTests {
+    @Test("scalars as written: value 1.10 stays 1.10, a date-like value is a string; week is a unit; replaces and quota_mode refused; an empty path list refused")
+    func scalars() throws {
+        let (_, rules) = try RateLimitRulesFile.parse("domain: d\ndescriptors:\n  - key: v\n    value: 1.10\n    rate_limit: {unit: week, requests_per_unit: 3}\n  - key: day\n    value: 2024-01-01\n    rate_limit: {unit: day, requests_per_unit: 1}\n")
+        var r = DescriptorRules()
+        try r.add(domain: "d", rules: rules)
+        #expect(r.match(domain: "d", entries: [("v", "1.10")]) == .limited(DescriptorRules.Limit(requestsPerUnit: 3, unit: .week), shadow: false))
+        #expect(r.match(domain: "d", entries: [("v", "1.1")]) == .noRule)
+        #expect(r.match(domain: "d", entries: [("day", "2024-01-01")]) != .noRule)
+        for key in ["replaces: [{name: x}]", "quota_mode: true"] {
+            #expect(throws: AllotError.self) { _ = try RateLimitRulesFile.parse("domain: d\ndescriptors:\n  - key: a\n    \(key)\n") }
+        }
+        #expect(throws: AllotError.self) { _ = try RateLimitRulesFile.load([]) }
+    }
+
+    @Test("forged budget ids: override terms above 2^32-1, digest ids with terms the domain does not configure or a bad digest; a coordinator answers them unknown budget")
+    func forged() throws {
+        let rules = try RateLimitRulesFile.load([Fixtures.example])
+        let digest = String(repeating: "ab", count: 32)
+        #expect(rules.instantiate(BudgetID("envoy:rl|foo=x|4611686018427387904/second")) == nil)
+        #expect(rules.instantiate(BudgetID("envoy:rl|foo=x|4294967296/second")) == nil)
+        #expect(rules.instantiate(BudgetID("envoy:rl|foo=x|4294967295/second")) != nil, "an override Envoy can send (uint32)")
+        #expect(rules.instantiate(BudgetID("envoy:rl|#\(digest)|2/minute"))?.kind.ceiling == 2, "terms the domain configures")
+        for bad in ["envoy:rl|#\(digest)|7/minute", "envoy:rl|#\(digest.uppercased())|2/minute", "envoy:rl|#abc|2/minute",
+                    "envoy:other|#\(digest)|2/minute"] {
+            #expect(rules.instantiate(BudgetID(bad)) == nil, "\(bad)")
+        }
+        var settings = CoordinatorCore.Settings()
+        settings.descriptors = rules
+        let core = try CoordinatorCore(settings: settings, budgets: [], now: WallClock.now())
+        let answers = core.machine { m in
+            m.acquire([AcquireRequest(requestID: 1, node: "n", budget: "envoy:rl|foo=x|4294967296/second", want: 1),
+                       AcquireRequest(requestID: 2, node: "n", budget: "envoy:rl|foo=x|2/minute", want: 1)], from: "n", now: WallClock.now()).0
+        }
+        #expect(answers.first == .unknownBudget(requestID: 1, budget: "envoy:rl|foo=x|4294967296/second"))
+        if case .grant(let g) = answers.last { #expect(g.budget == "envoy:rl|foo=x|2/minute") } else { Issue.record("\(answers)") }
     }
 }

@@ -27,7 +27,10 @@ public struct TierBudgets: Sendable {
     public init(limits: Limits = Limits()) { self.limits = limits }
 
     static func tier(_ id: BudgetID) -> Substring {
-        id.rawValue.prefix { $0 != "." && $0 != "/" }
+        // An Envoy rule's budget counts under its domain (`envoy:<domain>`): values a client
+        // picks fill that domain's share, not another tier's.
+        if id.rawValue.hasPrefix(DescriptorRules.prefix) { return id.rawValue.prefix { $0 != "|" } }
+        return id.rawValue.prefix { $0 != "." && $0 != "/" }
     }
 
     /// Nil when `node` may make `id` now; otherwise which cap stops it.

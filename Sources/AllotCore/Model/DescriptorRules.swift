@@ -12,7 +12,7 @@
 /// the id against its own copy of the rules (a descriptor's own `limit` override included).
 public struct DescriptorRules: Sendable, Hashable {
     public enum TimeUnit: String, Sendable, Hashable, CaseIterable {
-        case second, minute, hour, day, month, year
+        case second, minute, hour, day, week, month, year
 
         /// envoyproxy/ratelimit's lengths (a month is 30 days, a year 365).
         public var duration: Duration {
@@ -21,6 +21,7 @@ public struct DescriptorRules: Sendable, Hashable {
             case .minute: .seconds(60)
             case .hour: .seconds(3_600)
             case .day: .seconds(86_400)
+            case .week: .seconds(86_400 * 7)
             case .month: .seconds(86_400 * 30)
             case .year: .seconds(86_400 * 365)
             }
@@ -82,7 +83,8 @@ public struct DescriptorRules: Sendable, Hashable {
                 ?? level.first { $0.key == e.key && $0.value == nil }
             guard let rule else { return .noRule }
             if i == entries.count - 1 {
-                if let override, override.requestsPerUnit >= 0 { return .limited(override, shadow: rule.shadow) }
+                // (envoyproxy/ratelimit: an override is never in shadow mode.)
+                if let override, override.requestsPerUnit >= 0 { return .limited(override, shadow: false) }
                 guard let limit = rule.limit else { return .noRule }
                 return limit.unlimited ? .unlimited : .limited(limit, shadow: rule.shadow)
             }
@@ -106,13 +108,42 @@ public struct DescriptorRules: Sendable, Hashable {
         return BudgetID(id + "|\(limit.requestsPerUnit)/\(limit.unit.rawValue)")
     }
 
+    /// The id of a descriptor whose `budgetID` is longer than a budget id may be
+    /// (`TierCatalog.maxIDBytes`): its entries as `digest` (64 lowercase hex digits of their
+    /// SHA-256, computed by the node) — `envoy:<domain>|#<digest>|<n>/<unit>`.
+    public static func digestID(domain: String, digest: String, limit: Limit) -> BudgetID {
+        BudgetID(prefix + escape(domain) + "|#" + digest + "|\(limit.requestsPerUnit)/\(limit.unit.rawValue)")
+    }
+
+    /// Every limit a domain's rules configure (what a digest id may carry).
+    func configuredLimits(_ domain: String) -> [Limit] {
+        var out: [Limit] = []
+        var stack = domains[domain] ?? []
+        while let r = stack.popLast() {
+            if let l = r.limit, !l.unlimited { out.append(l) }
+            stack += r.rules
+        }
+        return out
+    }
+
     /// The budget behind `id` when these rules give that limit to that descriptor (nil
-    /// otherwise: a node cannot make up a budget or its terms).
+    /// otherwise). A node chooses a budget's terms only through a descriptor's override where
+    /// a rule is reached (as Envoy sends it), at most 2³²−1 per unit; a digest id (a
+    /// descriptor too long for an id) only with terms the domain configures.
     public func instantiate(_ id: BudgetID) -> BudgetSpec? {
         let raw = id.rawValue
         guard raw.hasPrefix(Self.prefix), raw.utf8.count <= TierCatalog.maxIDBytes else { return nil }
         let parts = raw.dropFirst(Self.prefix.count).split(separator: "|", omittingEmptySubsequences: false)
         guard parts.count >= 3, let domain = Self.unescape(parts[0]) else { return nil }
+        if parts.count == 3, parts[1].hasPrefix("#") {
+            let digest = parts[1].dropFirst()
+            let terms = parts[2].split(separator: "/")
+            guard digest.utf8.count == 64, digest.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }),
+                  terms.count == 2, let n = Int64(terms[0]), n > 0, let unit = TimeUnit(rawValue: String(terms[1])),
+                  configuredLimits(domain).contains(where: { $0.requestsPerUnit == n && $0.unit == unit }),
+                  Self.digestID(domain: domain, digest: String(digest), limit: Limit(requestsPerUnit: n, unit: unit)) == id else { return nil }
+            return Self.spec(id, Limit(requestsPerUnit: n, unit: unit))
+        }
         var entries: [(key: String, value: String)] = []
         for p in parts.dropFirst().dropLast() {
             let kv = p.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
@@ -120,7 +151,7 @@ public struct DescriptorRules: Sendable, Hashable {
             entries.append((k, v))
         }
         let terms = parts.last!.split(separator: "/")
-        guard terms.count == 2, let n = Int64(terms[0]), n > 0, let unit = TimeUnit(rawValue: String(terms[1])) else { return nil }
+        guard terms.count == 2, let n = Int64(terms[0]), n > 0, n <= Int64(UInt32.max), let unit = TimeUnit(rawValue: String(terms[1])) else { return nil }
         let asked = Limit(requestsPerUnit: n, unit: unit)
         switch match(domain: domain, entries: entries) {
         case .limited(let l, _) where l.requestsPerUnit == n && l.unit == unit: break
