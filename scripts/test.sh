@@ -39,4 +39,7 @@ if [ $# -eq 0 ]; then
   # Issue 15, must-show 2: five coordinators, two seeds, both seeds cut off with a node (the
   # quorum is a majority of the five: the seeds' side stops granting).
   ALLOT_NETNS_MISSING_EXIT=0 bash cluster/netns/partition-test.sh 5 2 allot-c0 allot-c1 allot-n1
+  # Issue 18, must-show 2: nginx (Debian's, with njs) in front of the mock upstream, its
+  # budgets kept by a gateway's sidecar API.
+  ALLOT_BIN=$PWD/.build/debug/allot bash cluster/nginx/nginx-test.sh
 fi

@@ -1,6 +1,7 @@
 import AllotCore
 import Crypto
 import Foundation
+import HTTPTypes
 import Hummingbird
 import ServiceLifecycle
 import Synchronization
@@ -95,7 +96,18 @@ final class Sidecar: Service, Sendable {
         sweep(everything: true)
     }
 
+    /// `/v1/check` as nginx's `auth_request` calls it (header `Allot-Auth-Request: 1`): it
+    /// passes a request on a 2xx and denies it on 401 or 403 only, so any other refusal
+    /// (429, 503, 400) is answered 403 with the real status in `Allot-Status`.
     func check(_ request: Request) async -> Response {
+        var r = await checking(request)
+        guard HTTPSupport.header(request, "allot-auth-request") == "1", r.status.code >= 400, r.status.code != 401, r.status.code != 403 else { return r }
+        r.headers[HTTPField.Name("allot-status")!] = "\(r.status.code)"
+        r.status = .forbidden
+        return r
+    }
+
+    private func checking(_ request: Request) async -> Response {
         let json: [String: Any]
         do { json = try await Self.object(request) } catch { return HTTPSupport.error(error) }
         sweep()
@@ -121,6 +133,12 @@ final class Sidecar: Service, Sendable {
             if let r = e.retryAfterSeconds { body["retry_after_s"] = r }
             return HTTPSupport.json(e.status, body, headers: h)
         case .success(let a):
+            if json["settle"] as? Bool == true {
+                // Admitted and settled at once at what it reserved (request budgets behind
+                // auth_request: nothing to settle after the response).
+                a.settle(.incomplete(status: nil))
+                return HTTPSupport.json(200, ["allowed": true, "settled": true], headers: a.headers)
+            }
             let id = "r-" + UUID().uuidString.lowercased()
             let ttl = core.fileConfig.sidecarReservationTTL
             held.withLock { $0[id] = (a, core.now() + ttl) }
