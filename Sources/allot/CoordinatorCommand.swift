@@ -31,8 +31,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Fault injection (rigs): ± jitter around it, milliseconds.") var upstreamJitterMs = 0
     @Flag(help: "Fault injection (rigs): SIGUSR1 cuts the upstream link (frames dropped both ways), SIGUSR2 heals it.") var upstreamFaults = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
+    @Option(help: "Log lines as text or json (one JSON object per line: time, level, label, message, metadata).") var logFormat: LogFormat = .text
 
     func run() async throws {
+        logFormat.bootstrap()
         var cfg = try CoordinatorConfig.load(path: config)
         if let listen { (cfg.listenHost, cfg.listenPort) = try ConfigFields.address(listen, field: "--listen") }
         if let admin { (cfg.adminHost, cfg.adminPort) = try ConfigFields.address(admin, field: "--admin") }

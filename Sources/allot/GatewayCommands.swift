@@ -25,14 +25,18 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Override gateway.metrics (HOST:PORT): a listener with /metrics and the probes only.") var metrics: String?
     @Option(help: "Override gateway.upstream (URL).") var upstream: String?
     @Option(help: "Override gateway.coordinator (HOST:PORT).") var coordinator: String?
+    @Flag(help: "One log line per request (request id, traceparent, method, path, status, latency).") var accessLog = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
+    @Option(help: "Log lines as text or json (one JSON object per line: time, level, label, message, metadata).") var logFormat: LogFormat = .text
 
     func run() async throws {
+        logFormat.bootstrap()
         // Swift concurrency's jobs run on NIO's event loops: no thread hop between the
         // HTTP handlers, the upstream client and the sockets (measured: docs/performance.md).
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         var cfg = try GatewayConfig.load(path: config)
         if let name { cfg.name = name }
+        cfg.accessLog = accessLog
         if let listen { (cfg.listenHost, cfg.listenPort) = try ConfigFields.address(listen, field: "--listen") }
         if let admin { (cfg.adminHost, cfg.adminPort) = try ConfigFields.address(admin, field: "--admin") }
         if let metrics { cfg.metricsAddress = try ConfigFields.address(metrics, field: "--metrics") }

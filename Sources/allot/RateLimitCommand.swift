@@ -29,6 +29,7 @@ struct RateLimitCommand: AsyncParsableCommand {
     @Option(help: "The most budgets (distinct limited descriptors) this node keeps; past it a new one is over the limit.") var maxBudgets = 10_000
     @Flag(help: "Leave out the x-ratelimit-* headers (when Envoy's filter writes them itself: enable_x_ratelimit_headers).") var noResponseHeaders = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
+    @Option(help: "Log lines as text or json (one JSON object per line: time, level, label, message, metadata).") var logFormat: LogFormat = .text
 
     func validate() throws {
         guard !rules.isEmpty else { throw ValidationError("name at least one rules file or directory (--rules)") }
@@ -37,6 +38,7 @@ struct RateLimitCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        logFormat.bootstrap()
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         let deployment = try config.map { path -> DeploymentConfig in
             guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read \(path)") }

@@ -146,7 +146,7 @@ func runAllot(_ args: [String]) throws -> (status: Int32, output: String) {
 /// Starts a gateway beside `fleet`'s, as node `g.name` (its certificate from the fleet's CA
 /// directory), reaching the fleet's coordinator port (alive, or stopped: a restart with no
 /// coordinator). Returns it running, with its proxy port and the task to cancel.
-func startGateway(_ g: GatewayConfig, consumers: ConsumerDirectory, beside fleet: LocalFleet) async throws
+func startGateway(_ g: GatewayConfig, consumers: ConsumerDirectory, beside fleet: LocalFleet, logger given: Logger? = nil) async throws
     -> (service: GatewayService, port: Int, task: Task<Void, any Error>) {
     var g = g
     (g.listenPort, g.adminPort) = (0, 0)
@@ -154,8 +154,8 @@ func startGateway(_ g: GatewayConfig, consumers: ConsumerDirectory, beside fleet
     let tls = try TLSMaterialStore { try TLSMaterial.load(dir: fleet.directory.appendingPathComponent("certs"), role: .node, name: name) }
     let transport = TLSLeaseTransport(host: "127.0.0.1", port: fleet.coordinatorPort, tls: tls, group: MultiThreadedEventLoopGroup.singleton)
     let ports = PortBox(count: 1)
-    var logger = Logger(label: "gateway-\(name)")
-    logger.logLevel = .critical
+    var logger = given ?? Logger(label: "gateway-\(name)")
+    if given == nil { logger.logLevel = .critical }
     let service = try GatewayService(config: g, consumers: consumers, transport: transport, logger: logger) { p, _ in ports.set(0, p) }
     let task = Task { try await service.run() }
     return (service, try await ports.wait(0), task)

@@ -16,6 +16,8 @@ public struct GatewayConfig: Sendable {
     public var upstream = URL(string: "http://127.0.0.1:9000")!
     /// Name of the environment variable holding the upstream's API key (sent as Bearer).
     public var upstreamKeyEnv: String?
+    /// One log line per request (`allot gateway --access-log`), with its request id.
+    public var accessLog = false
     /// From sending the request to the response head.
     public var upstreamTimeout: Duration = .seconds(30)
     /// Longest silence while a response body streams.

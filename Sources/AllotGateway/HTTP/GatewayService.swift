@@ -154,7 +154,7 @@ public final class GatewayService: Service, Sendable {
     public func services() -> [any Service] {
         let config = core.config
         let upstreamKey = config.upstreamKeyEnv.flatMap { ProcessInfo.processInfo.environment[$0] }
-        let proxy = ProxyResponder(core: core, client: httpClient, upstreamKey: upstreamKey)
+        let proxy = ProxyResponder(core: core, client: httpClient, upstreamKey: upstreamKey, logger: config.accessLog ? logger : nil)
         let admin = AdminResponder(core: core, sidecar: sidecar, ready: { [leaseClient] in leaseClient.isConnected })
         // Both ports are announced together, once both listeners are bound.
         let ports = Mutex<[Int?]>([nil, nil])

@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import NIOCore
 import NIOHTTP1
 
@@ -13,6 +14,8 @@ struct ProxyResponder: Sendable {
     let core: GatewayCore
     let client: HTTPClient
     let upstreamKey: String?
+    /// The access log (`--access-log`): one line per request, when its answer starts.
+    let logger: Logger?
 
     /// The file's settings (routes, body limit, upstream): a policy version never changes them.
     var config: GatewayConfig { core.fileConfig }
@@ -32,7 +35,30 @@ struct ProxyResponder: Sendable {
         }
     }
 
+    /// Every answer carries the request's id (`x-request-id`: the caller's when it sends a
+    /// printable one of at most 128 bytes, else a new one); with the access log on, one line
+    /// per request carries it, and the W3C `traceparent` the request came with.
     func respond(_ request: Request) async -> Response {
+        let started = ContinuousClock.now
+        let id = HTTPSupport.header(request, "x-request-id").flatMap { Self.printable($0, max: 128) } ?? UUID().uuidString.lowercased()
+        var response = await handle(request)
+        response.headers[HTTPField.Name("x-request-id")!] = id
+        if var logger {
+            logger[metadataKey: "allot.request_id"] = "\(id)"
+            if let t = HTTPSupport.header(request, "traceparent").flatMap({ Self.printable($0, max: 55) }) { logger[metadataKey: "trace.traceparent"] = "\(t)" }
+            let ms = Double((ContinuousClock.now - started).components.attoseconds) / 1e15
+            logger.info("request", metadata: ["http.method": "\(request.method.rawValue)", "http.path": "\(request.uri.path)",
+                                              "http.status": "\(response.status.code)", "allot.latency_ms": "\(ms.rounded(toPlaces: 3))"])
+        }
+        return response
+    }
+
+    /// `s` when it is 1 to `max` bytes of printable ASCII (no spaces).
+    static func printable(_ s: String, max: Int) -> String? {
+        !s.isEmpty && s.utf8.count <= max && s.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f } ? s : nil
+    }
+
+    private func handle(_ request: Request) async -> Response {
         // A path that is not canonical is refused before anything else: spelled another way
         // it could mean one route here and another upstream.
         let target = request.uri.string
@@ -211,5 +237,12 @@ struct ProxyResponder: Sendable {
             return e == .deadlineExceeded || e == .readTimeout || e == .connectTimeout || e == .getConnectionFromPoolTimeout
         }
         return false
+    }
+}
+
+extension Double {
+    func rounded(toPlaces n: Int) -> Double {
+        let f = (0..<n).reduce(1.0) { p, _ in p * 10 }
+        return (self * f).rounded() / f
     }
 }
