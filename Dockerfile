@@ -12,14 +12,13 @@ WORKDIR /src
 COPY . .
 RUN swift build -c release --product allot --static-swift-stdlib -Xswiftc -static-executable \
  && install -D -s .build/release/allot /out/allot \
- && mkdir -p /out/etc/ssl/certs /out/tmp \
+ && mkdir -p /out/etc/ssl/certs /out/tmp && chmod 1777 /out/tmp \
  && cp /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/ \
  && echo 'allot:x:65532:65532:allot:/nonexistent:/sbin/nologin' > /out/etc/passwd \
  && echo 'allot:x:65532:' > /out/etc/group
 
 FROM scratch
 COPY --from=build /out/ /
-COPY --from=build --chmod=1777 /out/tmp /tmp
 USER 65532:65532
 ENTRYPOINT ["/allot"]
 CMD ["--help"]

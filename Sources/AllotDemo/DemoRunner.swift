@@ -2,6 +2,7 @@ import AllotGateway
 import AllotCore
 import AsyncHTTPClient
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import AllotSimulator
@@ -69,8 +70,10 @@ public struct DemoRunner: Sendable {
         let tally = Tally()
         var mock = MockUpstream.Settings()
         mock.chunkInterval = .milliseconds(3)
+        // ALLOT_DEMO_LOG_LEVEL=info shows the fleet's own log lines (quiet by default).
+        let level = ProcessInfo.processInfo.environment["ALLOT_DEMO_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
         let fleet = try await LocalFleet.start(config: config, consumers: consumers, nodes: options.nodes, mock: mock,
-                                               observer: { tally.observe($0) })
+                                               logLevel: level, observer: { tally.observe($0) })
         try? DemoScript.configYAML.write(to: fleet.directory.appendingPathComponent("allot.yaml"), atomically: true, encoding: .utf8)
         print("allot demo: coordinator on 127.0.0.1:\(fleet.coordinatorPort) (mTLS), gateways on \(fleet.proxyPorts.map { "127.0.0.1:\($0)" }.joined(separator: ", ")), mock upstream on 127.0.0.1:\(fleet.mockPort ?? 0)")
         print("running a \(options.duration.components.seconds)-second mixed workload: \(DemoScript.actors.map { "\($0.id) (\($0.tier))" }.joined(separator: ", "))\n")

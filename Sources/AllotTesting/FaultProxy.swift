@@ -42,7 +42,7 @@ public final class FaultProxy: Sendable {
     public func start(host: String, port: Int) async throws -> SocketAddress {
         let ch = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] inbound in
                 inbound.eventLoop.makeCompletedFuture {
                     try inbound.pipeline.syncOperations.addHandler(Relay(proxy: self))
@@ -93,7 +93,7 @@ public final class FaultProxy: Sendable {
 
     fileprivate func connectUpstream(for inbound: any Channel, relay: Relay) -> EventLoopFuture<any Channel> {
         ClientBootstrap(group: inbound.eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { out in
                 out.eventLoop.makeCompletedFuture { try out.pipeline.syncOperations.addHandler(Relay(proxy: self, peer: inbound)) }
             }

@@ -20,7 +20,9 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public static let standardError: @Sendable (Data) -> Void = { data in
-        lock.withLock { _ in FileHandle.standardError.write(data) }
+        // (A log line that cannot be written is dropped: a closed or full stderr must not stop
+        // the process.)
+        lock.withLock { _ in try? FileHandle.standardError.write(contentsOf: data) }
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {

@@ -54,7 +54,11 @@ struct DeployExamplesTests {
                 #expect(command[i + 1] == "$(POD_NAME)", "\(name): --name $(POD_NAME)")
                 let env = (c["env"] as? [[String: Any]]) ?? []
                 #expect(env.contains { $0["name"] as? String == "POD_NAME" && Self.value($0, "valueFrom", "fieldRef", "fieldPath") as? String == "metadata.name" })
-                #expect(!text.contains("secretKeyRef"), "\(name): no secret in an environment variable")
+                // Secrets in files; only the upstream's key (read from the environment) in one.
+                let fromSecrets = env.filter { Self.value($0, "valueFrom", "secretKeyRef") != nil }.compactMap { $0["name"] as? String }
+                #expect(fromSecrets.allSatisfy { $0 == "OPENAI_API_KEY" }, "\(name): \(fromSecrets)")
+                #expect(Self.value(c, "securityContext", "allowPrivilegeEscalation") as? Bool == false
+                        && (Self.value(c, "securityContext", "capabilities", "drop") as? [String]) == ["ALL"], "\(name): restricted")
                 // Probes: HTTP from the kubelet, on the metrics listener.
                 for probe in ["readinessProbe", "livenessProbe"] {
                     #expect(Self.value(c, probe, "httpGet", "port") as? String == "metrics", "\(name): \(probe)")

@@ -27,7 +27,7 @@ struct LogFormatTests {
         #expect(time.count == 27 && time.hasSuffix("Z") && ISO8601DateFormatter().date(from: time.replacingOccurrences(of: #"\.\d{6}"#, with: "", options: .regularExpression)) != nil, "\(time)")
     }
 
-    @Test("real time: with the access log on, each request's line (JSON) has its request id and traceparent; the answer carries x-request-id")
+    @Test("real time: with the access log on, each request's line (JSON) has its request id and traceparent; the answer carries x-allot-request-id")
     func accessLog() async throws {
         let (base, consumers) = try testConfig()
         let fleet = try await LocalFleet.start(config: base, consumers: consumers, nodes: 1)
@@ -47,13 +47,19 @@ struct LogFormatTests {
         task.cancel()
         _ = await task.result
         await fleet.stop()
-        #expect(mine.status == 200 && mine.headers["x-request-id"] == "req-42")
-        let freshID = try #require(fresh.headers["x-request-id"])
+        #expect(mine.status == 200 && mine.headers["x-allot-request-id"] == "req-42")
+        let freshID = try #require(fresh.headers["x-allot-request-id"])
         #expect(fresh.status == 401 && freshID.count == 36)
         let objects = lines.withLock { $0 }.compactMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
         let requests = objects.filter { $0["message"] as? String == "request" }
         #expect(requests.count == 2, "\(objects)")
         #expect(requests.contains { $0["allot.request_id"] as? String == "req-42" && $0["trace.traceparent"] as? String == traceparent && $0["http.status"] as? String == "200" })
         #expect(requests.contains { $0["allot.request_id"] as? String == freshID && $0["trace.traceparent"] == nil && $0["http.status"] as? String == "401" })
+        // traceparent: only the W3C form.
+        #expect(ProxyResponder.isTraceparent(traceparent))
+        for bad in ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", ""] {
+            #expect(!ProxyResponder.isTraceparent(bad), "\(bad)")
+        }
     }
 }

@@ -7,7 +7,7 @@
 #   - njs (POST /v1/chat/completions): tokens settled to the usage the upstream reported
 #     (gateway metrics = the answers' usage); a tokens/hour cap refuses the request past it;
 #     a concurrency limit of 1 refuses a second request in flight and frees the permit when
-#     the first is settled
+#     the first is settled; an answer over 4 KiB comes through whole; a stream is refused
 # Run by scripts/test.sh (CI). Installs nginx-light and libnginx-mod-http-js if missing.
 # Environment: ALLOT_BIN (default: a debug build of this checkout), ALLOT_NGINX_BASE_PORT (18600).
 set -euo pipefail
@@ -109,7 +109,7 @@ settled=$(curl -s "http://127.0.0.1:$GADMIN/metrics" | awk '/^allot_gateway_toke
 echo "nginx-test: njs POST /v1/chat/completions: upstream usage $used tokens, gateway settled $settled"
 [ "$settled" = "$used" ] || fail "settled $settled tokens, the upstream reported $used"
 big='{"model":"mini","max_tokens":1940,"messages":[{"role":"user","content":"a long answer please"}]}'
-c1=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer sk-bob' -H 'x-allot-output-tokens: 1940' -d "$big" "$N/v1/chat/completions")
+c1=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer sk-bob' -d "$big" "$N/v1/chat/completions")
 echo "nginx-test: a bound past what 2,000 tokens/hour leaves (after $used used): $c1"
 [ "$c1" = 429 ] || fail "a request past the tokens cap got $c1"
 
@@ -122,4 +122,13 @@ wait $slow
 after=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer sk-eve' -d "$body" "$N/v1/chat/completions")
 echo "nginx-test: concurrency 1: in flight $(cat "$RUN/slow.code"), a second meanwhile $second, after it ended $after"
 [ "$(cat "$RUN/slow.code")" = 200 ] && [ "$second" = 429 ] && [ "$after" = 200 ] || fail "the concurrency limit did not hold or its permit did not come back"
+# 4. An answer larger than nginx's default subrequest buffer (4 KiB) comes through whole and is settled.
+large='{"model":"mini","max_tokens":3000,"messages":[{"role":"user","content":"a long one"}]}'
+size=$(curl -s -o "$RUN/large.json" -w '%{http_code} %{size_download}' -H 'Authorization: Bearer sk-eve' -H 'x-mock-completion-tokens: 3000' -d "$large" "$N/v1/chat/completions")
+echo "nginx-test: a large answer: $size (bytes)"
+[ "${size%% *}" = 200 ] && [ "${size##* }" -gt 4096 ] || fail "a large answer: $size"
+python3 -c 'import json,sys; json.load(open(sys.argv[1]))["usage"]' "$RUN/large.json" || fail "the large answer is not whole JSON"
+# 5. A streaming request is refused on this path (its usage would not be read).
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer sk-eve' -d '{"model":"mini","stream":true,"messages":[]}' "$N/v1/chat/completions")" = 400 ] \
+  || fail "a streaming request was not refused"
 echo "nginx-test: passed"

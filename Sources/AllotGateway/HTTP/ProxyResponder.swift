@@ -35,22 +35,34 @@ struct ProxyResponder: Sendable {
         }
     }
 
-    /// Every answer carries the request's id (`x-request-id`: the caller's when it sends a
-    /// printable one of at most 128 bytes, else a new one); with the access log on, one line
-    /// per request carries it, and the W3C `traceparent` the request came with.
+    /// Every answer carries the request's id in `x-allot-request-id` (the caller's
+    /// `x-request-id` when it is printable and at most 128 bytes, else a new one); with the
+    /// access log on, one line per request carries it, and the W3C `traceparent` the request
+    /// came with when it is well-formed.
     func respond(_ request: Request) async -> Response {
         let started = ContinuousClock.now
         let id = HTTPSupport.header(request, "x-request-id").flatMap { Self.printable($0, max: 128) } ?? UUID().uuidString.lowercased()
         var response = await handle(request)
-        response.headers[HTTPField.Name("x-request-id")!] = id
+        // The upstream's own x-request-id (a provider's, for its support) is left as it is.
+        response.headers[HTTPField.Name("x-allot-request-id")!] = id
         if var logger {
             logger[metadataKey: "allot.request_id"] = "\(id)"
-            if let t = HTTPSupport.header(request, "traceparent").flatMap({ Self.printable($0, max: 55) }) { logger[metadataKey: "trace.traceparent"] = "\(t)" }
-            let ms = Double((ContinuousClock.now - started).components.attoseconds) / 1e15
+            if let t = HTTPSupport.header(request, "traceparent"), Self.isTraceparent(t) { logger[metadataKey: "trace.traceparent"] = "\(t)" }
+            let d = (ContinuousClock.now - started).components
+            let ms = Double(d.seconds) * 1e3 + Double(d.attoseconds) / 1e15
             logger.info("request", metadata: ["http.method": "\(request.method.rawValue)", "http.path": "\(request.uri.path)",
                                               "http.status": "\(response.status.code)", "allot.latency_ms": "\(ms.rounded(toPlaces: 3))"])
         }
         return response
+    }
+
+    /// A W3C `traceparent`: version-traceid-parentid-flags in lowercase hex (2-32-16-2), the
+    /// trace and parent ids not all zero.
+    static func isTraceparent(_ s: String) -> Bool {
+        let parts = s.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts.map(\.utf8.count) == [2, 32, 16, 2], parts[0] != "ff" else { return false }
+        let hex = parts.allSatisfy { $0.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) } }
+        return hex && parts[1].contains { $0 != "0" } && parts[2].contains { $0 != "0" }
     }
 
     /// `s` when it is 1 to `max` bytes of printable ASCII (no spaces).
