@@ -22,7 +22,7 @@ echo "$lines" > "$OUT/rls.jsonl"
   echo "# ShouldRateLimit latency (bench/rls.sh $CALLS)"
   echo
   echo "- $(nproc) cores, $(uname -sr), $(redis-server --version | cut -d' ' -f1-3), commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "- one gRPC client on loopback, sequential calls on one HTTP/2 connection, one descriptor each, after 2,000 warm-up calls"
+  echo "- one gRPC client on loopback, sequential calls on one HTTP/2 connection, one descriptor each, after 2,000 warm-up calls; client and server in one process (allot-bench)"
   echo
   echo "| service | calls | p50 µs | p99 µs | p99.9 µs |"
   echo "|---|---|---|---|---|"
@@ -30,6 +30,6 @@ echo "$lines" > "$OUT/rls.jsonl"
 import json, sys
 for l in sys.stdin:
     o = json.loads(l)
-    print(f"| {o[\"mode\"]} | {o[\"calls\"]} | {o[\"p50_us\"]} | {o[\"p99_us\"]} | {o[\"p999_us\"]} |")'
+    print("| %s | %s | %s | %s | %s |" % (o["mode"], o["calls"], o["p50_us"], o["p99_us"], o["p999_us"]))'
 } > "$OUT/results.md"
 cat "$OUT/results.md"
