@@ -144,7 +144,7 @@ public final class RateLimitCore: Sendable {
     private func handle(_ spec: BudgetSpec) -> BudgetHandle? {
         let h = enforcer.withEnforcer { e -> BudgetHandle? in
             if let h = e.handle(for: spec.id) { return h }
-            guard e.budgetIDs.count < settings.maxBudgets else { return nil }
+            guard e.budgetCount < settings.maxBudgets else { return nil }
             return e.register(spec)
         }
         if h == nil { counts.withLock { $0.budgetsRefused += 1 } }
@@ -158,19 +158,9 @@ public final class RateLimitCore: Sendable {
     /// connected).
     private func reserve(_ cost: Cost, _ handles: [BudgetHandle]) async -> Result<Reservation, Refused> {
         guard let set = try? BudgetSet(handles) else { return .failure(Refused(handle: handles[0])) }
-        let deadline = clock() + settings.wait
-        var idleRetries = 0
-        while true {
-            switch enforcer.reserve(cost, on: set, now: clock()) {
-            case .admitted(let r): return .success(r)
-            case .denied(let h):
-                poke()
-                let status = enforcer.withEnforcer { $0.status(h) }
-                let waiting = (status.awaitingGrant || status.leaseID == 0) && connected()
-                guard clock() < deadline && (waiting || idleRetries < 3) else { return .failure(Refused(handle: h)) }
-                if !waiting { idleRetries += 1 }
-                try? await Task.sleep(for: .milliseconds(1))
-            }
+        switch await enforcer.reserve(cost, on: set, deadline: clock() + settings.wait, clock: clock, poke: poke, mayWait: connected) {
+        case .admitted(let r, _): return .success(r)
+        case .refused(let h, _, _): return .failure(Refused(handle: h))
         }
     }
 }

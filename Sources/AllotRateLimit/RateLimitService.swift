@@ -85,8 +85,14 @@ public struct RateLimitServer: Sendable {
 
     /// Serves until the task is cancelled; `onListening` gets the bound port.
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        try await Self.serve(RateLimitGRPCService(core: core), host: host, port: port, onListening: onListening)
+    }
+
+    /// Serves `service` (plaintext HTTP/2 on `host:port`) until the task is cancelled.
+    public static func serve(_ service: any RegistrableRPCService, host: String, port: Int,
+                             onListening: @escaping @Sendable (Int) -> Void) async throws {
         let transport = HTTP2ServerTransport.Posix(address: .ipv4(host: host, port: port), transportSecurity: .plaintext)
-        let server = GRPCServer(transport: transport, services: [RateLimitGRPCService(core: core)])
+        let server = GRPCServer(transport: transport, services: [service])
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await server.serve() }
             if let ipv4 = try await transport.listeningAddress.ipv4 {

@@ -55,12 +55,7 @@ struct BenchRLS: AsyncParsableCommand {
             _ = try counter.client.withLock { try $0.command(["EVALSHA", counter.sha, "1", key, "1"]) }
         }
         let (redisServing, redisPort) = try await Self.serve { port in
-            let t = HTTP2ServerTransport.Posix(address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext)
-            let server = GRPCServer(transport: t, services: [counter])
-            try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await server.serve() }
-                if let a = try await t.listeningAddress.ipv4 { port(a.port) }
-            }
+            try await RateLimitServer.serve(counter, host: "127.0.0.1", port: 0, onListening: port)
         }
         try await measure("redis-incrby", port: redisPort)
         redisServing.cancel()

@@ -31,6 +31,8 @@ public struct Enforcer: Sendable {
     @usableFromInline var _asleep = false
     /// Every registered budget.
     public var budgetIDs: [BudgetID] { specs.map(\.id) }
+    /// Budgets registered (one slice each).
+    public var budgetCount: Int { specs.count }
 
     public init(settings: EnforcerSettings) throws(AllotError) {
         try settings.validate()

@@ -16,9 +16,8 @@ extension GatewayCore {
         var catalog: TierCatalog
         var overrides: [BudgetID: BudgetSpec]
         var tiers: Set<String>
-        /// Per tier, its templates in force, and the first template removed under
-        /// `deletions: refuse` (docs/operations.md, "Deleting a budget").
-        var templates: [String: Set<String>]
+        /// Per tier, the first template removed under `deletions: refuse`
+        /// (docs/operations.md, "Deleting a budget").
         var removed: [String: (template: String, version: Int64)] = [:]
 
         init(config: GatewayConfig, version: UInt64 = 0, yaml: String = "") throws(AllotError) {
@@ -26,7 +25,6 @@ extension GatewayCore {
             catalog = try config.catalog
             overrides = Dictionary(config.shared.budgets.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             tiers = Set(config.shared.tiers.map(\.name))
-            templates = Dictionary(config.shared.tiers.map { ($0.name, Set($0.templates.map(\.name))) }) { a, _ in a }
             if config.shared.deletions == .refuse {
                 for (t, v) in config.shared.removedTemplates.sorted(by: { $0.key > $1.key }) {
                     removed[String(t.prefix { $0 != "." })] = (t, v)
@@ -47,9 +45,9 @@ extension GatewayCore {
         /// `consumer` without overrides of templates its tier no longer has (removed under
         /// `deletions: allow`: its requests are no longer charged to them).
         func current(_ consumer: Consumer) -> Consumer {
-            guard !consumer.overrides.isEmpty, let names = templates[consumer.tier] else { return consumer }
+            guard !consumer.overrides.isEmpty, let tier = catalog.tiers[consumer.tier] else { return consumer }
             var c = consumer
-            c.overrides = c.overrides.filter { names.contains($0.key) }
+            c.overrides = c.overrides.filter { name, _ in tier.templates.contains { $0.name == name } }
             return c
         }
 

@@ -244,27 +244,12 @@ public final class GatewayCore: Sendable {
         case refused(BudgetSpec, Enforcer.SliceStatus, at: Instant)
     }
 
-    /// Reserves `cost` on `set`, all or nothing. A denial by a slice that its node is asking
-    /// to refill waits up to `deadline`; retries a few times while the node is not asking
-    /// (other requests here may take a refill that arrived between a denial and the look).
+    /// Reserves `cost` on `set`, all or nothing, waiting up to `deadline` for a lease being
+    /// asked for (`SharedEnforcer.reserve(_:on:deadline:…)`).
     private func reserve(_ cost: Cost, on set: BudgetSet, _ r: Resolved, deadline: Instant) async -> Reserved {
-        var idleRetries = 0
-        while true {
-            let now = clock()
-            switch enforcer.reserve(cost, on: set, now: now) {
-            case .admitted(let reservation): return .admitted(reservation, at: now)
-            case .denied(let h):
-                // Ask now (the poll decides whether asking is worth it), then look.
-                poke()
-                let status = enforcer.withEnforcer { $0.status(h) }
-                let waiting = status.awaitingGrant || status.leaseID == 0
-                if clock() < deadline && (waiting || idleRetries < 3) {
-                    if !waiting { idleRetries += 1 }
-                    try? await Task.sleep(for: .milliseconds(1))
-                    continue
-                }
-                return .refused(r.specs[r.handles.firstIndex(of: h) ?? 0], status, at: now)
-            }
+        switch await enforcer.reserve(cost, on: set, deadline: deadline, clock: clock, poke: poke) {
+        case .admitted(let reservation, let at): return .admitted(reservation, at: at)
+        case .refused(let h, let status, let at): return .refused(r.specs[r.handles.firstIndex(of: h) ?? 0], status, at: at)
         }
     }
 
