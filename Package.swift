@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "AllotCoordination", targets: ["AllotCoordination"]),
         .library(name: "AllotConfig", targets: ["AllotConfig"]),
         .library(name: "AllotRateLimit", targets: ["AllotRateLimit"]),
+        .library(name: "AllotTelemetry", targets: ["AllotTelemetry"]),
         .executable(name: "allot", targets: ["allot"]),
     ],
     dependencies: [
@@ -38,6 +39,10 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        // Tracing (OTLP/HTTP only: the gRPC exporter is not built) and swift-metrics.
+        .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         // Tests only: a gzip-compressing test upstream.
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
     ],
@@ -91,6 +96,7 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
@@ -120,6 +126,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
@@ -154,6 +161,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         // Tooling: test and rig support — a coordinator called in-process, a faulty link inside
@@ -167,6 +175,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Process telemetry: the OTLP tracer (swift-otel, off unless asked for) and swift-metrics
+        // bootstrapped onto a process's Prometheus registry.
+        .target(
+            name: "AllotTelemetry",
+            dependencies: [
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The coordinator cluster: SWIM membership and rendezvous ownership, pure state machines.
         .target(name: "AllotCluster", dependencies: ["AllotCore"]),
         // The coordinator's decisions as a pure state machine (ownership, durable grants, tier
@@ -177,7 +198,7 @@ let package = Package(
             name: "allot",
             dependencies: [
                 "AllotCore", "AllotConfig", "AllotSimulator", "AllotTransport", "AllotCoordinator", "AllotNode", "AllotGateway", "AllotDemo", "AllotTesting",
-                "AllotRateLimit",
+                "AllotRateLimit", "AllotTelemetry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -226,7 +247,10 @@ let package = Package(
             name: "AllotGatewayTests",
             dependencies: [
                 "AllotGateway", "AllotDemo", "AllotConfig", "AllotCore", "AllotCoordinator", "AllotNode", "AllotTransport", "AllotSimulator",
+                "AllotTelemetry",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "Yams", package: "Yams"),

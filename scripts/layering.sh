@@ -20,13 +20,15 @@ declare -A allowed=(
   [AllotGateway]="AllotCore AllotConfig AllotWire AllotTransport AllotNode"
   # Envoy's rate-limit service (gRPC) beside a proxy, answered from a node's leases.
   [AllotRateLimit]="AllotCore AllotConfig AllotWire AllotTransport AllotNode"
+  # Process telemetry (swift-otel's tracer, swift-metrics onto Prometheus): none of ours.
+  [AllotTelemetry]=""
   # Tooling: the demo and mock upstream, the fuzzer.
   [AllotDemo]="AllotCore AllotConfig AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway AllotSimulator"
   [AllotFuzzing]="AllotCore AllotCluster AllotWire AllotTransport AllotCoordinator"
   [AllotTesting]="AllotCore AllotWire AllotTransport AllotCoordinator"
   # The command-line tool: every product module, and its tools group (`allot demo`,
   # `mock-upstream`, `simulate`, `fault-proxy`, the coordinator's rig-only fault flags).
-  [allot]="AllotCore AllotCluster AllotConfig AllotSimulator AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway AllotRateLimit AllotDemo AllotTesting"
+  [allot]="AllotCore AllotCluster AllotConfig AllotSimulator AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway AllotRateLimit AllotTelemetry AllotDemo AllotTesting"
   [allot-fuzz]="AllotFuzzing"
   [allot-bench]="AllotCore AllotConfig AllotSimulator AllotWire AllotTransport AllotNode AllotCoordinator AllotRateLimit AllotTesting"
 )
@@ -34,7 +36,7 @@ declare -A allowed=(
 pure="AllotCore AllotCluster AllotCoordination AllotConfig AllotSimulator"
 # Tooling modules: no product module imports them.
 tooling="AllotDemo AllotFuzzing AllotSimulator AllotTesting"
-product="AllotCore AllotCluster AllotCoordination AllotConfig AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway AllotRateLimit"
+product="AllotCore AllotCluster AllotCoordination AllotConfig AllotWire AllotTransport AllotNode AllotCoordinator AllotGateway AllotRateLimit AllotTelemetry"
 
 failed=0
 for dir in Sources/*/; do

@@ -23,6 +23,10 @@ fi
 command -v promtool > /dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus > /dev/null; } \
   || echo "test.sh: could not install promtool; ObservabilityTests will fail" >&2
 export ALLOT_REQUIRE_PROMTOOL=1
+# jq for LogFormatTests: JSON log lines must parse line by line with jq.
+command -v jq > /dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq > /dev/null; } \
+  || echo "test.sh: could not install jq; LogFormatTests will fail" >&2
+export ALLOT_REQUIRE_JQ=1
 # Issue 16, must-show 2: the module import graph, checked against the layering.
 bash scripts/layering.sh
 # The property tests over 64 random fleets per scenario here (200 by default, 1,000 in

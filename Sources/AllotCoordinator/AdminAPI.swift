@@ -47,7 +47,7 @@ public struct AdminAPI: Sendable {
     public func service(host: String, port: Int, onBound: @escaping @Sendable (Int) -> Void) throws -> some Service {
         let api = self
         return Application(
-            responder: CallbackResponder<Context> { request, context in await api.respond(request, context) },
+            responder: LibraryMetrics.counted(route: { Self.route($0.uri.path) }) { request, context in await api.respond(request, context) },
             // A connection idle for 30 s is closed, a TLS handshake that never ends too (no
             // request reaches the HTTP layer meanwhile).
             server: try .tls(.http1(configuration: .init(idleTimeout: .seconds(30))), tlsConfiguration: tls.current.serverConfiguration),
@@ -58,6 +58,17 @@ public struct AdminAPI: Sendable {
     /// The routes this API serves, as `METHOD /path` (docs/admin-api.yaml must list exactly these).
     public static let routes = ["GET /v1/directory", "GET /v1/directory/history", "POST /v1/keys", "DELETE /v1/keys/{key_id}",
                                 "PUT /v1/consumers/{id}", "DELETE /v1/consumers/{id}"]
+
+    /// The route template a path falls under (an `http_route` label), or `other`.
+    static func route(_ path: String) -> String {
+        let seg = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        switch Array(seg) {
+        case ["v1", "directory"], ["v1", "directory", "history"], ["v1", "keys"]: return path
+        case let s where s.count == 3 && s[0] == "v1" && s[1] == "keys": return "/v1/keys/{key_id}"
+        case let s where s.count == 3 && s[0] == "v1" && s[1] == "consumers": return "/v1/consumers/{id}"
+        default: return "other"
+        }
+    }
 
     func respond(_ request: Request, _ context: Context) async -> Response {
         let author: String

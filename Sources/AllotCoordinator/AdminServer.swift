@@ -37,7 +37,9 @@ public final class AdminServer: Sendable {
     public func service(host: String, port: Int, onBound: @escaping @Sendable (SocketAddress) -> Void) -> some Service {
         let core = self.core, ready = self.ready
         return Application(
-            responder: CallbackResponder<BasicRequestContext> { request, _ in Self.respond(request.uri.path, core: core, ready: ready) },
+            responder: LibraryMetrics.counted(route: { ["/metrics", "/healthz", "/readyz"].contains($0.uri.path) ? $0.uri.path : "other" }) {
+                (request: Request, _: BasicRequestContext) in Self.respond(request.uri.path, core: core, ready: ready)
+            },
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in
                 if let address = channel.localAddress { onBound(address) }
@@ -126,7 +128,7 @@ public final class AdminServer: Sendable {
         if core.settings.member != nil {
             registry.makeGauge(descriptor: .init(metricName: "allot_cluster_members", unitName: "", helpText: "Live coordinators in this one's view")).set(Int64(core.members.list.count))
         }
-        return registry.emitToString() + budgetLines(core.budgetStatuses()) + softLimitLines(core)
+        return registry.emitToString() + budgetLines(core.budgetStatuses()) + softLimitLines(core) + LibraryMetrics.registry.emitToString()
     }
 
     /// `allot_soft_limit_crossings_total{budget,percent}` and, per budget above one of its

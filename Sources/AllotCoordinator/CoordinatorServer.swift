@@ -8,6 +8,7 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import Synchronization
+import Tracing
 
 /// Serves the lease protocol over mutual TLS. A thin shell: TLS and framing from NIO, the
 /// protocol rules from `Session`, the books from `CoordinatorCore`.
@@ -16,11 +17,14 @@ public final class CoordinatorServer: Sendable {
     private let tls: TLSMaterialStore
     private let group: any EventLoopGroup
     private let logger: Logger
+    private let tracer: (any Tracer)?
     private let channel = Mutex<(any Channel)?>(nil)
     private let ticker = Mutex<WakeTimer?>(nil)
     private let open = OpenConnections()
 
-    public init(core: CoordinatorCore, tls: TLSMaterialStore, group: any EventLoopGroup, logger: Logger) {
+    /// `tracer`: a `coordinator.acquire` span for each acquire frame served (nil: tracing off).
+    public init(core: CoordinatorCore, tls: TLSMaterialStore, group: any EventLoopGroup, logger: Logger, tracer: (any Tracer)? = nil) {
+        self.tracer = tracer
         self.core = core
         self.tls = tls
         self.group = group
@@ -30,7 +34,7 @@ public final class CoordinatorServer: Sendable {
     /// Binds and starts serving; returns the bound address (port 0 picks a free port).
     @discardableResult
     public func start(host: String, port: Int) async throws -> SocketAddress {
-        let core = self.core, tls = self.tls, logger = self.logger
+        let core = self.core, tls = self.tls, logger = self.logger, tracer = self.tracer
         let maxFrame = core.settings.maxFrameBytes, maxItems = core.settings.session.maxItemsPerFrame
         let limits = core.settings.listener
         let open = self.open
@@ -46,7 +50,7 @@ public final class CoordinatorServer: Sendable {
                     try ops.addHandler(IdleStateHandler(readTimeout: .nanoseconds(limits.idleTimeout.nanoseconds)))
                     try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrame, maxItems: maxItems)))
                     try ops.addHandler(MessageToByteHandler(FrameEncoder(maxFrameBytes: maxFrame)))
-                    try ops.addHandler(CoordinatorConnectionHandler(core: core, tls: tls, open: open, logger: logger))
+                    try ops.addHandler(CoordinatorConnectionHandler(core: core, tls: tls, open: open, logger: logger, tracer: tracer))
                 }
             }
         let ch = try await bootstrap.bind(host: host, port: port).get()
@@ -110,10 +114,11 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
     /// When the peer's certificate expires: the connection ends then.
     private var expiry: Scheduled<Void>?
     private var serial = ""
+    private let tracer: (any Tracer)?
 
     /// The peer is who its TLS certificate says, in this coordinator's trust domain and not denied.
-    convenience init(core: CoordinatorCore, tls: TLSMaterialStore, open: OpenConnections, logger: Logger) {
-        self.init(core: core, open: open, logger: logger) { context in
+    convenience init(core: CoordinatorCore, tls: TLSMaterialStore, open: OpenConnections, logger: Logger, tracer: (any Tracer)?) {
+        self.init(core: core, open: open, logger: logger, tracer: tracer) { context in
             let material = tls.current
             return try PeerVerifier.inspect(try context.pipeline.syncOperations.nioSSL_peerCertificate(),
                                             trustDomain: material.identity.trustDomain, roles: [.node, .admin, .coordinator],
@@ -122,7 +127,8 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
     }
 
     /// `peer` says who the peer is (handler tests pass an identity without TLS).
-    init(core: CoordinatorCore, open: OpenConnections, logger: Logger, peer: @escaping PeerLookup) {
+    init(core: CoordinatorCore, open: OpenConnections, logger: Logger, tracer: (any Tracer)? = nil, peer: @escaping PeerLookup) {
+        self.tracer = tracer
         self.core = core
         self.peer = peer
         self.open = open
@@ -224,7 +230,15 @@ final class CoordinatorConnectionHandler: ChannelInboundHandler {
             logger.debug("peer connected")
             context.writeAndFlush(wrapOutboundOut(ack), promise: nil)
         case .acquire(let items):
+            // Lease handling, traced: who asked, for how many budgets, how many frames answered.
+            let span = tracer?.startSpan("coordinator.acquire", context: .topLevel, ofKind: .server)
             let frames = core.acquire(items, from: NodeID(session!.identity.name), now: now)
+            if let span {
+                span.attributes["allot.node"] = session!.identity.name
+                span.attributes["allot.items"] = items.count
+                span.attributes["allot.answers"] = frames.count
+                span.end()
+            }
             for f in frames { context.write(wrapOutboundOut(f), promise: nil) }
             context.flush()
         case .release(let items):

@@ -8,6 +8,7 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// `allot coordinator`'s lease listener and the core's life, as a swift-service-lifecycle
 /// `Service`: migrates the ledger, resumes the durable budgets, serves the mTLS listener,
@@ -22,6 +23,7 @@ public final class CoordinatorService: Service, Sendable {
     public let core: CoordinatorCore
     private let tls: TLSMaterialStore
     private let logger: Logger
+    private let tracer: (any Tracer)?
     private let group: any EventLoopGroup
     private let ready = Mutex(false)
     /// Called once both listeners are bound (the coordinator and admin addresses).
@@ -35,8 +37,10 @@ public final class CoordinatorService: Service, Sendable {
 
     public init(config: CoordinatorConfig, core: CoordinatorCore, tls: TLSMaterialStore, logger: Logger,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                onListening: @escaping @Sendable (SocketAddress, SocketAddress) -> Void = { _, _ in }) {
+                onListening: @escaping @Sendable (SocketAddress, SocketAddress) -> Void = { _, _ in },
+                tracer: (any Tracer)? = nil) {
         self.config = config
+        self.tracer = tracer
         self.core = core
         self.tls = tls
         self.logger = logger
@@ -184,7 +188,7 @@ public final class CoordinatorService: Service, Sendable {
             }
         }
         core.start(now: WallClock.now())
-        let server = CoordinatorServer(core: core, tls: tls, group: group, logger: logger)
+        let server = CoordinatorServer(core: core, tls: tls, group: group, logger: logger, tracer: tracer)
         let address = try await server.start(host: config.listenHost, port: config.listenPort)
         ready.withLock { $0 = true }
         core.serving.open()

@@ -8,6 +8,7 @@ import Logging
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// A whole deployment in one process on loopback, for the demo and the tests: throwaway
 /// certificates, a coordinator serving leases over mutual TLS, the mock upstream, and N
@@ -35,7 +36,8 @@ public final class LocalFleet: Sendable {
     public static func start(config base: GatewayConfig, consumers: ConsumerDirectory, nodes: Int,
                              mock: MockUpstream.Settings? = MockUpstream.Settings(), clientSettings: LeaseClient.Settings = .init(),
                              logLevel: Logger.Level = .critical, observer: GatewayEvent.Observer? = nil,
-                             ledgerPath: String? = nil, adminAPI: Bool = false) async throws -> LocalFleet {
+                             ledgerPath: String? = nil, adminAPI: Bool = false,
+                             coordinatorTracer: (any Tracer)? = nil) async throws -> LocalFleet {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-fleet-\(UUID().uuidString.prefix(8))")
         let ca = try CertificateAuthority.create(in: dir.appendingPathComponent("certs"), trustDomain: "demo.allot.local")
         _ = try ca.issue(role: .coordinator, name: "coordinator", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
@@ -63,10 +65,10 @@ public final class LocalFleet: Sendable {
         let core = try CoordinatorCore(settings: cc.core, budgets: cc.budgets, ledger: writer, now: WallClock.now())
         core.start(now: WallClock.now())
         let bound = PortBox(count: 3 + nodes * 2)
-        let coordinatorService = CoordinatorService(config: cc, core: core, tls: ctls, logger: logger) { a, admin in
+        let coordinatorService = CoordinatorService(config: cc, core: core, tls: ctls, logger: logger, onListening: { a, admin in
             bound.set(0, a.port ?? 0)
             bound.set(2 + nodes * 2, admin.port ?? 0)
-        }
+        }, tracer: coordinatorTracer)
         var services: [any Service] = coordinatorService.services()
         var mockService: MockUpstream?
         if let mock {

@@ -42,7 +42,7 @@ public final class MockUpstream: Service, Sendable {
     }
 
     public func run() async throws {
-        try await HTTPSupport.listener(host: settings.host, port: settings.port, logger: logger,
+        try await HTTPSupport.listener(host: settings.host, port: settings.port, logger: logger, route: { _ in "mock" },
                                        respond: { [self] in await self.respond($0) }, onBound: onListening).run()
     }
 

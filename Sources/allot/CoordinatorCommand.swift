@@ -1,6 +1,7 @@
 import AllotConfig
 import AllotCoordinator
 import AllotNode
+import AllotTelemetry
 import AllotCore
 import AllotTesting
 import AllotTransport
@@ -32,9 +33,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Fault injection (rigs): SIGUSR1 cuts the upstream link (frames dropped both ways), SIGUSR2 heals it.") var upstreamFaults = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
     @Option(help: "Log lines as text or json (one JSON object per line: time, level, label, message, metadata).") var logFormat: LogFormat = .text
+    @OptionGroup var telemetry: TelemetryOptions
 
     func run() async throws {
         logFormat.bootstrap()
+        // Library metrics (swift-metrics: Hummingbird's request counts) are scraped beside ours.
+        Telemetry.bootstrapMetrics(into: LibraryMetrics.registry)
+        let tracing = try telemetry.tracer(serviceName: "allot-coordinator")
         var cfg = try CoordinatorConfig.load(path: config)
         if let listen { (cfg.listenHost, cfg.listenPort) = try ConfigFields.address(listen, field: "--listen") }
         if let admin { (cfg.adminHost, cfg.adminPort) = try ConfigFields.address(admin, field: "--admin") }
@@ -97,8 +102,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let service = CoordinatorService(config: cfg, core: core, tls: tls, logger: logger, onListening: { address, adminAddress in
             let line = "allot coordinator \(coordinatorName) listening on \(address.ipAddress ?? "?"):\(address.port ?? 0), admin http://\(adminAddress.ipAddress ?? "?"):\(adminAddress.port ?? 0)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
-        })
-        var services: [any Service] = []
+        }, tracer: tracing?.tracer)
+        // The span exporter first: it stops last and flushes the last spans.
+        var services: [any Service] = tracing.map { [$0.service] } ?? []
         if var up = try CoordinatorService.uplink(config: cfg) {
             // A region: the global budgets are leased from the global cluster as a node. Listed
             // first, it stops last (a ServiceGroup stops its services in reverse): the

@@ -3,6 +3,7 @@ import AllotConfig
 import AllotCoordinator
 import AllotCore
 import AllotGateway
+import AllotTelemetry
 import AllotTransport
 import ArgumentParser
 import Dispatch
@@ -28,6 +29,7 @@ struct GatewayCommand: AsyncParsableCommand {
     @Flag(help: "One log line per request (request id, traceparent, method, path, status, latency).") var accessLog = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
     @Option(help: "Log lines as text or json (one JSON object per line: time, level, label, message, metadata).") var logFormat: LogFormat = .text
+    @OptionGroup var telemetry: TelemetryOptions
 
     func run() async throws {
         logFormat.bootstrap()
@@ -60,10 +62,14 @@ struct GatewayCommand: AsyncParsableCommand {
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: nodeName, trustDomain: domain) }
         let dial = TLSLeaseTransport.dialer(tls: tls, group: MultiThreadedEventLoopGroup.singleton)
         let (host, adminHost, upstreamURL) = (cfg.listenHost, cfg.adminHost, cfg.upstream.absoluteString)
-        let service = try GatewayService(config: cfg, consumers: consumers, seeds: cfg.coordinatorSeeds, dial: dial, logger: logger) { p, a in
+        let tracing = try telemetry.tracer(serviceName: "allot-gateway")
+        let service = try GatewayService(config: cfg, consumers: consumers, seeds: cfg.coordinatorSeeds, dial: dial, logger: logger,
+                                         onListening: { p, a in
             let line = "allot gateway \(nodeName) listening on \(host):\(p), admin and sidecar http://\(adminHost):\(a), upstream \(upstreamURL)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
-        }
+        }, tracer: tracing?.tracer)
+        // Library metrics (swift-metrics: Hummingbird's request counts) are scraped beside ours.
+        Telemetry.bootstrapMetrics(into: service.core.metrics.registry)
         let reloader = HangupReloader { [logger, core = service.core] in
             do {
                 let fresh = try ConsumerDirectory.load(path: consumersPath, tiers: tiers)
@@ -74,7 +80,8 @@ struct GatewayCommand: AsyncParsableCommand {
                 logger.error("reload failed; keeping the previous consumers and certificates", metadata: ["allot.error": "\(error)"])
             }
         }
-        let group = ServiceGroup(services: service.services() + [reloader], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let group = ServiceGroup(services: (tracing.map { [$0.service] } ?? []) + service.services() + [reloader],
+                                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }
 }

@@ -10,6 +10,7 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 import Testing
+import Tracing
 
 /// The deployment file the gateway tests share (tiers, entitlements, models).
 let testConfigYAML = """
@@ -146,7 +147,8 @@ func runAllot(_ args: [String]) throws -> (status: Int32, output: String) {
 /// Starts a gateway beside `fleet`'s, as node `g.name` (its certificate from the fleet's CA
 /// directory), reaching the fleet's coordinator port (alive, or stopped: a restart with no
 /// coordinator). Returns it running, with its proxy port and the task to cancel.
-func startGateway(_ g: GatewayConfig, consumers: ConsumerDirectory, beside fleet: LocalFleet, logger given: Logger? = nil) async throws
+func startGateway(_ g: GatewayConfig, consumers: ConsumerDirectory, beside fleet: LocalFleet, logger given: Logger? = nil,
+                  tracer: (any Tracer)? = nil) async throws
     -> (service: GatewayService, port: Int, task: Task<Void, any Error>) {
     var g = g
     (g.listenPort, g.adminPort) = (0, 0)
@@ -156,7 +158,8 @@ func startGateway(_ g: GatewayConfig, consumers: ConsumerDirectory, beside fleet
     let ports = PortBox(count: 1)
     var logger = given ?? Logger(label: "gateway-\(name)")
     if given == nil { logger.logLevel = .critical }
-    let service = try GatewayService(config: g, consumers: consumers, transport: transport, logger: logger) { p, _ in ports.set(0, p) }
+    let service = try GatewayService(config: g, consumers: consumers, transport: transport, logger: logger,
+                                     onListening: { p, _ in ports.set(0, p) }, tracer: tracer)
     let task = Task { try await service.run() }
     return (service, try await ports.wait(0), task)
 }

@@ -55,6 +55,25 @@ struct LogFormatTests {
         #expect(requests.count == 2, "\(objects)")
         #expect(requests.contains { $0["allot.request_id"] as? String == "req-42" && $0["trace.traceparent"] as? String == traceparent && $0["http.status"] as? String == "200" })
         #expect(requests.contains { $0["allot.request_id"] as? String == freshID && $0["trace.traceparent"] == nil && $0["http.status"] as? String == "401" })
+        // The same lines through jq, line by line, as an operator's pipeline reads them.
+        if let jq = ["/usr/bin/jq", "/usr/local/bin/jq"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) {
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("allot-log-\(UUID().uuidString.prefix(8)).jsonl")
+            try lines.withLock { $0 }.reduce(Data(), +).write(to: file)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: jq)
+            p.arguments = ["-r", #"select(.message == "request") | "\(."allot.request_id") \(."http.status")""#, file.path]
+            let out = Pipe()
+            (p.standardOutput, p.standardError) = (out, out)
+            try p.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            try? FileManager.default.removeItem(at: file)
+            // jq exits non-zero on any line that is not JSON.
+            #expect(p.terminationStatus == 0, "\(text)")
+            #expect(text.split(separator: "\n").sorted() == ["\(freshID) 401", "req-42 200"].sorted(), "\(text)")
+        } else {
+            #expect(ProcessInfo.processInfo.environment["ALLOT_REQUIRE_JQ"] == nil, "jq is missing (apt-get install jq)")
+        }
         // traceparent: only the W3C form.
         #expect(ProxyResponder.isTraceparent(traceparent))
         for bad in ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

@@ -14,6 +14,12 @@ struct AdminResponder: Sendable {
     let sidecar: Sidecar
     let ready: @Sendable () -> Bool
 
+    /// The paths this listener serves, as `http_route` labels; anything else is `other`.
+    static func route(_ request: Request) -> String {
+        let path = request.uri.path
+        return ["/metrics", "/healthz", "/readyz", "/v1/check", "/v1/settle"].contains(path) ? path : "other"
+    }
+
     func respond(_ request: Request) async -> Response {
         switch (request.method, request.uri.path) {
         case (.get, "/metrics"):

@@ -10,6 +10,7 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// One gateway node: the proxy listener, the loopback admin/sidecar listener, the lease
 /// client that keeps its budgets fed, the audit-head reporter, and the upstream HTTP client.
@@ -23,6 +24,7 @@ public final class GatewayService: Service, Sendable {
     private let sidecar: Sidecar
     private let httpClient: HTTPClient
     private let logger: Logger
+    private let tracer: (any Tracer)?
     private let onListening: @Sendable (_ proxyPort: Int, _ adminPort: Int) -> Void
 
     /// Applies the cached consumer directory, then each newer one the coordinators send
@@ -99,18 +101,20 @@ public final class GatewayService: Service, Sendable {
     public convenience init(config: GatewayConfig, consumers: ConsumerDirectory, transport: any LeaseTransport,
                             clientSettings: LeaseClient.Settings = LeaseClient.Settings(), logger: Logger,
                             onListening: @escaping @Sendable (_ proxyPort: Int, _ adminPort: Int) -> Void = { _, _ in },
-                            observer: GatewayEvent.Observer? = nil) throws {
+                            observer: GatewayEvent.Observer? = nil, tracer: (any Tracer)? = nil) throws {
         try self.init(config: config, consumers: consumers, seeds: [""], dial: { _ in transport }, clientSettings: clientSettings,
-                      logger: logger, onListening: onListening, observer: observer)
+                      logger: logger, onListening: onListening, observer: observer, tracer: tracer)
     }
 
     /// `seeds` and `dial`: how this node reaches the coordinators (`TLSLeaseTransport.dialer`
     /// in production).
+    /// `tracer`: spans for each proxied request (nil: tracing off).
     public init(config: GatewayConfig, consumers: ConsumerDirectory, seeds: [String],
                 dial: @escaping @Sendable (String) -> (any LeaseTransport)?,
                 clientSettings: LeaseClient.Settings = LeaseClient.Settings(), logger: Logger,
                 onListening: @escaping @Sendable (_ proxyPort: Int, _ adminPort: Int) -> Void = { _, _ in },
-                observer: GatewayEvent.Observer? = nil) throws {
+                observer: GatewayEvent.Observer? = nil, tracer: (any Tracer)? = nil) throws {
+        self.tracer = tracer
         var settings = EnforcerSettings(node: NodeID(config.name))
         settings.leaseTTL = config.shared.allocator.leaseTTL
         settings.refreshInterval = config.shared.allocator.refreshInterval
@@ -154,7 +158,8 @@ public final class GatewayService: Service, Sendable {
     public func services() -> [any Service] {
         let config = core.config
         let upstreamKey = config.upstreamKeyEnv.flatMap { ProcessInfo.processInfo.environment[$0] }
-        let proxy = ProxyResponder(core: core, client: httpClient, upstreamKey: upstreamKey, logger: config.accessLog ? logger : nil)
+        let proxy = ProxyResponder(core: core, client: httpClient, upstreamKey: upstreamKey, logger: config.accessLog ? logger : nil,
+                                   tracer: tracer)
         let admin = AdminResponder(core: core, sidecar: sidecar, ready: { [leaseClient] in leaseClient.isConnected })
         // Both ports are announced together, once both listeners are bound.
         let ports = Mutex<[Int?]>([nil, nil])
@@ -169,10 +174,10 @@ public final class GatewayService: Service, Sendable {
         let metrics = core.metrics
         let proxyApp = HTTPSupport.listener(host: config.listenHost, port: config.listenPort, logger: httpLogger, deadlines: deadlines,
                                             expired: { metrics.clientTimeout(listener: "proxy", kind: $0) },
-                                            respond: { await proxy.respond($0) }, onBound: { bound(0, $0) })
+                                            route: { proxy.route($0) }, respond: { await proxy.respond($0) }, onBound: { bound(0, $0) })
         let adminApp = HTTPSupport.listener(host: config.adminHost, port: config.adminPort, logger: httpLogger, deadlines: deadlines,
                                             expired: { metrics.clientTimeout(listener: "admin", kind: $0) },
-                                            respond: { await admin.respond($0) }, onBound: { bound(1, $0) })
+                                            route: AdminResponder.route, respond: { await admin.respond($0) }, onBound: { bound(1, $0) })
         var services: [any Service] = [Closer(client: httpClient, audit: core.audit), leaseClient, sidecar, adminApp, proxyApp]
         if let audit = core.audit {
             // After the proxy in shutdown order: the last head goes out before the leases do.
@@ -183,7 +188,7 @@ public final class GatewayService: Service, Sendable {
             let logger = self.logger
             services.insert(HTTPSupport.listener(host: host, port: port, logger: httpLogger, deadlines: deadlines,
                                                  expired: { metrics.clientTimeout(listener: "metrics", kind: $0) },
-                                                 respond: { await admin.respondMetricsOnly($0) },
+                                                 route: AdminResponder.route, respond: { await admin.respondMetricsOnly($0) },
                                                  onBound: { logger.info("metrics listening", metadata: ["allot.port": "\($0)"]) }), at: 3)
         }
         return services

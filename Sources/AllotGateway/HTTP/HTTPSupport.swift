@@ -18,14 +18,24 @@ package enum HTTPSupport {
     /// port once it listens (port 0 picks a free one).
     /// A listener; with `deadlines`, its clients' slow heads, bodies and idle keep-alives are
     /// cut off (`ClientDeadlineHandler`), each cut reported to `expired`.
+    /// Each request is counted by Hummingbird's `MetricsMiddleware` (swift-metrics: `hb_requests`,
+    /// `http_server_request_duration`, `http_server_active_requests`), its `http_route` label
+    /// given by `route` (a fixed set of names, never the raw path).
     package static func listener(host: String, port: Int, logger: Logger, deadlines: ClientDeadlineLimits? = nil,
                          expired: @escaping @Sendable (String) -> Void = { _ in },
+                         route: @escaping @Sendable (Request) -> String,
                          respond: @escaping @Sendable (Request) async -> Response,
                          onBound: @escaping @Sendable (Int) -> Void) -> Application<CallbackResponder<BasicRequestContext>> {
         let handlers: @Sendable () -> [any RemovableChannelHandler] = {
             deadlines.map { [ClientDeadlineHandler(limits: $0, expired: expired)] } ?? []
         }
-        return Application(responder: CallbackResponder<BasicRequestContext> { request, _ in await respond(request) },
+        let counted = MetricsMiddleware<BasicRequestContext>()
+        return Application(responder: CallbackResponder<BasicRequestContext> { request, context in
+                               context.coreContext.endpointPath.value = route(request)
+                               // `respond` never throws, so neither does the middleware.
+                               return (try? await counted.handle(request, context: context) { r, _ in await respond(r) })
+                                   ?? Response(status: .internalServerError)
+                           },
                            server: .http1(configuration: .init(additionalChannelHandlers: handlers())),
                            configuration: .init(address: .hostname(host, port: port)),
                            onServerRunning: { channel in onBound(channel.localAddress?.port ?? 0) }, logger: logger)

@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import Tracing
 
 /// The gateway's front door: authenticate, check entitlements, plan the bound, reserve,
 /// forward to the upstream with AsyncHTTPClient, stream the answer back as it comes while
@@ -16,6 +17,8 @@ struct ProxyResponder: Sendable {
     let upstreamKey: String?
     /// The access log (`--access-log`): one line per request, when its answer starts.
     let logger: Logger?
+    /// Spans for each request (`--otlp-endpoint`); nil when tracing is off.
+    let tracer: (any Tracer)?
 
     /// The file's settings (routes, body limit, upstream): a policy version never changes them.
     var config: GatewayConfig { core.fileConfig }
@@ -42,9 +45,11 @@ struct ProxyResponder: Sendable {
     func respond(_ request: Request) async -> Response {
         let started = ContinuousClock.now
         let id = HTTPSupport.header(request, "x-request-id").flatMap { Self.printable($0, max: 128) } ?? UUID().uuidString.lowercased()
-        var response = await handle(request)
+        let trace = RequestTrace.start(tracer, request, id: id)
+        var response = await handle(request, trace)
         // The upstream's own x-request-id (a provider's, for its support) is left as it is.
         response.headers[HTTPField.Name("x-allot-request-id")!] = id
+        trace?.finish(&response)
         if var logger {
             logger[metadataKey: "allot.request_id"] = "\(id)"
             if let t = HTTPSupport.header(request, "traceparent"), Self.isTraceparent(t) { logger[metadataKey: "trace.traceparent"] = "\(t)" }
@@ -54,6 +59,15 @@ struct ProxyResponder: Sendable {
                                               "http.status": "\(response.status.code)", "allot.latency_ms": "\(ms.rounded(toPlaces: 3))"])
         }
         return response
+    }
+
+    /// The request's `http_route` label: its route's name (`chat`, `messages`, …), `usage`, or
+    /// `other` (passed through, unknown, or not canonical).
+    func route(_ request: Request) -> String {
+        let target = request.uri.string
+        if target.prefix(while: { $0 != "?" && $0 != "#" }) == Self.usagePath { return "usage" }
+        if case .route(let r) = config.routes.match(method: request.method.rawValue, target: target) { return r.rawValue }
+        return "other"
     }
 
     /// A W3C `traceparent`: version-traceid-parentid-flags in lowercase hex (2-32-16-2), the
@@ -70,7 +84,7 @@ struct ProxyResponder: Sendable {
         !s.isEmpty && s.utf8.count <= max && s.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f } ? s : nil
     }
 
-    private func handle(_ request: Request) async -> Response {
+    private func handle(_ request: Request, _ trace: RequestTrace?) async -> Response {
         // A path that is not canonical is refused before anything else: spelled another way
         // it could mean one route here and another upstream.
         let target = request.uri.string
@@ -116,16 +130,25 @@ struct ProxyResponder: Sendable {
             return HTTPSupport.error(error, anthropic: anthropic)
         }
         let admission: Admission
-        switch await core.admit(entry, plan: plan) {
-        case .success(let a): admission = a
+        let reserving = trace?.child("allot.reserve")
+        let decided = await core.admit(entry, plan: plan)
+        reserving?.attributes["allot.tier"] = entry.consumer.tier
+        switch decided {
+        case .success(let a):
+            admission = a
+            reserving?.attributes["allot.decision"] = "admit"
+            reserving?.end()
         case .failure(let e):
+            reserving?.attributes["allot.decision"] = "deny"
+            reserving?.attributes["allot.error"] = e.code
+            reserving?.end()
             return HTTPSupport.error(e, headers: core.headers(for: entry, plan: plan, error: e),
                                      anthropic: anthropic)
         }
-        return await forward(request, plan: plan, admission: admission)
+        return await forward(request, plan: plan, admission: admission, trace: trace)
     }
 
-    private func forward(_ request: Request, plan: RequestPlan, admission: Admission) async -> Response {
+    private func forward(_ request: Request, plan: RequestPlan, admission: Admission, trace: RequestTrace?) async -> Response {
         var target = config.upstream.absoluteString
         if target.hasSuffix("/") { target.removeLast() }
         // The upstream URL may carry a base path (`http://host/openai`); the request path follows it.
@@ -146,6 +169,11 @@ struct ProxyResponder: Sendable {
         // decompressed by the client all the same).
         upstream.headers.add(name: "accept-encoding", value: "identity")
         upstream.body = .bytes(ByteBuffer(bytes: plan.body))
+        let calling = trace?.child("upstream.call", kind: .client)
+        if let trace, let calling { trace.inject(calling, into: &upstream.headers) }
+        let settle = { @Sendable (outcome: GatewayCore.Outcome) in
+            if let trace { trace.settle(admission, outcome) } else { admission.settle(outcome) }
+        }
         let sent = ContinuousClock.now
         let response: HTTPClientResponse
         do {
@@ -154,7 +182,10 @@ struct ProxyResponder: Sendable {
             let timeout = Self.isTimeout(error)
             core.metrics.upstreamError(timeout ? "timeout" : "unreachable")
             let status = timeout ? 504 : 502
-            admission.settle(.upstreamFailed(status: status))
+            calling?.recordError(error)
+            calling?.setStatus(.init(code: .error))
+            calling?.end()
+            settle(.upstreamFailed(status: status))
             // The upstream's address and the error's text stay in the logs and metrics.
             let e = GatewayError(status, type: "server_error", code: timeout ? "upstream_timeout" : "upstream_unreachable",
                                  timeout ? "the upstream did not answer in time; nothing was charged"
@@ -163,6 +194,7 @@ struct ProxyResponder: Sendable {
                                      anthropic: plan.route.isAnthropic)
         }
         let status = Int(response.status.code)
+        calling?.attributes["http.response.status_code"] = status
         var headers = HTTPFields()
         let upstreamNominated = HTTPSupport.nominated(response.headers["connection"])
         for h in response.headers where Self.returned(h.name.lowercased()) && !upstreamNominated.contains(h.name.lowercased()) {
@@ -183,19 +215,20 @@ struct ProxyResponder: Sendable {
             // Settled before the client has the whole answer: a client that saw the end
             // (with a content-length, before `finish`) never finds its reservation in flight.
             var settled = false
-            let settle = { (scanner: inout UsageScanner, settled: inout Bool) in
+            let finish = { (scanner: inout UsageScanner, settled: inout Bool) in
                 guard !settled else { return }
                 settled = true
                 scanner.finish()
                 metrics.upstream(latency: ContinuousClock.now - sent)
+                calling?.end()
                 // Usage counts only on model routes: a stored response fetched again (`retrieve`)
                 // or a passed-through answer reports usage that was charged when it was made.
                 if plan.route.isModelRoute, let usage = scanner.usage {
-                    admission.settle(.usage(usage, status: status))
+                    settle(.usage(usage, status: status))
                 } else if status >= 400 {
-                    admission.settle(.upstreamError(status: status))
+                    settle(.upstreamError(status: status))
                 } else {
-                    admission.settle(.incomplete(status: status))
+                    settle(.incomplete(status: status))
                 }
             }
             do {
@@ -204,7 +237,7 @@ struct ProxyResponder: Sendable {
                     first = false
                     scanner.consume(chunk.readableBytesView)
                     passed += chunk.readableBytes
-                    if let length, passed >= length { settle(&scanner, &settled) }
+                    if let length, passed >= length { finish(&scanner, &settled) }
                     if var f = filter {
                         let kept = f.pass(chunk.readableBytesView)
                         filter = f
@@ -213,7 +246,7 @@ struct ProxyResponder: Sendable {
                         try await writer.write(chunk)
                     }
                 }
-                settle(&scanner, &settled)
+                finish(&scanner, &settled)
                 if var f = filter {
                     let rest = f.finish()
                     if !rest.isEmpty { try await writer.write(ByteBuffer(bytes: rest)) }
@@ -222,7 +255,11 @@ struct ProxyResponder: Sendable {
             } catch {
                 // The upstream cut the body, went silent, or the client went away.
                 metrics.upstreamError("cut")
-                admission.settle(.incomplete(status: status))
+                if !settled {
+                    calling?.recordError(error)
+                    calling?.end()
+                }
+                settle(.incomplete(status: status))
                 throw error
             }
         }
