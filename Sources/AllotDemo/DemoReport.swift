@@ -2,34 +2,52 @@ import AllotGateway
 import AllotCore
 import Foundation
 
-/// The demo's HTML report: the summary table, and per consumer a chart of requests admitted
-/// per second (fleet-wide and per node) against the requests-per-minute cap. Inline SVG, no
-/// scripts, no external files.
+/// The demo's HTML report: the summary tables, and per consumer a chart of requests admitted
+/// per second (fleet-wide and per node) against the requests-per-minute cap, and one of tokens
+/// admitted per second by Allot and by post-paid counting against the tokens cap. Inline SVG,
+/// no scripts, no external files.
 enum DemoReport {
+    /// Each admission of `consumer`, charged what it finally cost (its settle; the
+    /// reservation when it never settled).
+    static func admitted(_ events: [GatewayEvent], consumer: String) -> [(at: Instant, cost: Cost, node: String)] {
+        var settles: [String: Cost] = [:]
+        for e in events where e.kind == .settle && e.consumer == consumer { settles["\(e.node)#\(e.id)"] = e.cost }
+        return events.filter { $0.kind == .admit && $0.consumer == consumer }
+            .map { ($0.time, settles["\($0.node)#\($0.id)"] ?? $0.cost ?? Cost(), $0.node) }
+    }
+
     static func html(result: DemoRunner.Result, events: [GatewayEvent], nodes: [String], start: Instant, seconds: Int,
                      config: GatewayConfig) throws -> String {
         let catalog = try config.catalog
         var charts = ""
         for a in DemoScript.actors {
-            let admits = events.filter { $0.kind == .admit && $0.consumer == a.id }
-            var perNode: [String: [Int]] = [:]
-            var fleet = Array(repeating: 0, count: max(1, seconds))
-            for e in admits {
-                let s = Int((e.time - start).nanoseconds / 1_000_000_000)
-                guard s >= 0 && s < fleet.count else { continue }
-                fleet[s] += 1
-                perNode[e.node, default: Array(repeating: 0, count: fleet.count)][s] += 1
-            }
+            let admits = admitted(events, consumer: a.id)
+            let fleet = DemoRunner.perSecond(admits.map { ($0.at, 1) }, start: start, seconds: seconds)
+            let perNode = nodes.map { n in DemoRunner.perSecond(admits.filter { $0.node == n }.map { ($0.at, 1) }, start: start, seconds: seconds) }
             let consumer = Consumer(id: a.id, team: a.team, tenant: "demo", tier: a.tier)
             let rpm = try catalog.budgets(for: consumer).first { $0.unit == .requests && $0.kind.name == "rate" }
             var capPerSecond: Double?
             if case .rate(let limit, let period, _)? = rpm?.kind { capPerSecond = Double(limit) / period.secondsDouble }
-            charts += chart(title: "\(a.id) (\(a.tier)): admitted per second", fleet: fleet, perNode: nodes.map { perNode[$0] ?? [] },
-                            nodes: nodes, cap: capPerSecond)
+            charts += chart(title: "\(a.id) (\(a.tier), \(a.api.rawValue)): requests admitted per second",
+                            series: [Series(name: "fleet", values: fleet, color: "#000", width: 2.5)]
+                                + nodes.enumerated().map { Series(name: $0.element, values: perNode[$0.offset], color: colors[$0.offset % colors.count], width: 1) },
+                            cap: capPerSecond)
+            if let t = result.tokenRows.first(where: { $0.consumer == a.id }) {
+                charts += chart(title: "\(a.id): tokens admitted per second, Allot against post-paid counting",
+                                series: [Series(name: "Allot (overshoot \(t.allotOvershoot))", values: t.allot, color: "#000", width: 2.5),
+                                         Series(name: "post-paid (overshoot \(t.postPaidOvershoot))", values: t.postPaid, color: "#ff7f0e", width: 1.5)],
+                                cap: t.capPerSecond)
+            }
         }
         var rows = ""
         for r in result.rows {
             rows += "<tr><td>\(r.consumer)</td><td><code>\(escape(r.budget))</code></td><td>\(escape(r.cap))</td><td>\(r.admitted)</td><td>\(r.denied)</td><td class=\"\(r.overshoot == 0 ? "ok" : "bad")\">\(r.overshoot)</td></tr>\n"
+        }
+        var tokenRows = ""
+        for t in result.tokenRows {
+            tokenRows += "<tr><td>\(t.consumer)</td><td>\(t.api)</td><td><code>\(escape(t.budget))</code></td><td>\(String(format: "%.0f", t.capPerSecond)), \(t.burst)</td>"
+                + "<td>\(String(format: "%.0f", DemoRunner.mean(t.allot))), \(t.allot.max() ?? 0)</td><td class=\"\(t.allotOvershoot == 0 ? "ok" : "bad")\">\(t.allotOvershoot)</td>"
+                + "<td>\(String(format: "%.0f", DemoRunner.mean(t.postPaid))), \(t.postPaid.max() ?? 0)</td><td class=\"\(t.postPaidOvershoot == 0 ? "ok" : "bad")\">\(t.postPaidOvershoot)</td></tr>\n"
         }
         return """
         <!doctype html>
@@ -50,6 +68,14 @@ enum DemoReport {
         <p>Overshoot is checked fleet-wide from the gateways' own timestamps: for rate budgets, every interval's
         admitted units (charged what they finally cost) against burst + rate × interval; for quotas, the total;
         for concurrency, the most requests in flight at once.</p>
+        <h2>Tokens per second against each token cap</h2>
+        <table><tr><th>consumer</th><th>API</th><th>budget</th><th>cap (tokens/s, burst)</th><th>Allot mean, peak 1 s</th><th>Allot overshoot</th><th>post-paid mean, peak 1 s</th><th>post-paid overshoot</th></tr>
+        \(tokenRows)</table>
+        <p>Post-paid: the same requests (each costing what the mock upstream charges for it) replayed through
+        counting after the answer, as Envoy AI Gateway, Kong and LiteLLM count tokens: a request passes while the
+        counter is not spent, its tokens are counted when it ends, so what is in flight when the counter runs out
+        lands above the cap. One exact central counter, no sync delay (kinder than a real fleet); requests/min
+        counted up front as every peer does. Overshoot is measured the same way for both.</p>
         <h2>Admitted per second against the cap</h2>
         \(charts)
         </body></html>
@@ -58,27 +84,35 @@ enum DemoReport {
 
     static let colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
 
-    static func chart(title: String, fleet: [Int], perNode: [[Int]], nodes: [String], cap: Double?) -> String {
-        let w = 480.0, h = 200.0, left = 36.0, bottom = 24.0
-        let top = max(Double(fleet.max() ?? 1), cap ?? 0, 1) * 1.15
-        func x(_ i: Int) -> Double { left + (w - left - 8) * Double(i) / Double(max(1, fleet.count - 1)) }
+    /// One line of a chart.
+    struct Series {
+        var name: String
+        var values: [Int64]
+        var color: String
+        var width: Double
+    }
+
+    static func chart(title: String, series: [Series], cap: Double?) -> String {
+        let w = 480.0, h = 200.0, left = 44.0, bottom = 24.0
+        let count = series.map(\.values.count).max() ?? 1
+        let top = max(Double(series.compactMap { $0.values.max() }.max() ?? 1), cap ?? 0, 1) * 1.15
+        func x(_ i: Int) -> Double { left + (w - left - 8) * Double(i) / Double(max(1, count - 1)) }
         func y(_ v: Double) -> Double { h - bottom - (h - bottom - 8) * v / top }
-        func line(_ values: [Int], _ color: String, _ width: Double) -> String {
-            let pts = values.enumerated().map { String(format: "%.1f,%.1f", x($0.offset), y(Double($0.element))) }.joined(separator: " ")
-            return "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"\(width)\" points=\"\(pts)\"/>"
-        }
         var svg = "<svg width=\"\(Int(w))\" height=\"\(Int(h))\" xmlns=\"http://www.w3.org/2000/svg\">"
         svg += "<line x1=\"\(left)\" y1=\"\(h - bottom)\" x2=\"\(w - 8)\" y2=\"\(h - bottom)\" stroke=\"#999\"/>"
         svg += "<text x=\"2\" y=\"\(y(top / 1.15) + 4)\" font-size=\"10\">\(Int(top / 1.15))</text><text x=\"2\" y=\"\(h - bottom)\" font-size=\"10\">0</text>"
         svg += "<text x=\"\(w - 60)\" y=\"\(h - 6)\" font-size=\"10\">seconds →</text>"
-        for (i, n) in perNode.enumerated() where !n.isEmpty { svg += line(n, colors[i % colors.count], 1) }
-        svg += line(fleet, "#000", 2.5)
+        // Thin lines first, the main one on top.
+        for s in series.sorted(by: { $0.width < $1.width }) where !s.values.isEmpty {
+            let pts = s.values.enumerated().map { String(format: "%.1f,%.1f", x($0.offset), y(Double($0.element))) }.joined(separator: " ")
+            svg += "<polyline fill=\"none\" stroke=\"\(s.color)\" stroke-width=\"\(s.width)\" points=\"\(pts)\"/>"
+        }
         if let cap {
             svg += "<line x1=\"\(left)\" y1=\"\(y(cap))\" x2=\"\(w - 8)\" y2=\"\(y(cap))\" stroke=\"#d62728\" stroke-dasharray=\"6,4\" stroke-width=\"1.5\"/>"
             svg += "<text x=\"\(left + 4)\" y=\"\(y(cap) - 4)\" font-size=\"10\" fill=\"#d62728\">cap \(String(format: "%.1f", cap))/s</text>"
         }
         svg += "</svg>"
-        let legend = ["<span style=\"color:#000\">■ fleet</span>"] + nodes.enumerated().map { "<span style=\"color:\(colors[$0.offset % colors.count])\">■ \($0.element)</span>" }
+        let legend = series.map { "<span style=\"color:\($0.color)\">■ \(escape($0.name))</span>" }
         return "<figure><figcaption>\(escape(title))</figcaption>\(svg)<div style=\"font-size:12px\">\(legend.joined(separator: " "))</div></figure>\n"
     }
 

@@ -20,7 +20,7 @@ enum DemoScript {
           - {name: rpm, scope: [consumer], unit: requests, kind: rate, limit: 1200, period: 1m, burst: 40}
           - {name: tpm, scope: [consumer], unit: tokens, kind: rate, limit: 900000, period: 1m, burst: 40000}
           - {name: spend, scope: [team], unit: micro_dollars, kind: quota, allowance: 50000000, window: month}
-          - {name: inflight, scope: [consumer], kind: concurrency, limit: 8}
+          - {name: inflight, scope: [consumer], kind: concurrency, limit: 16}
       - name: agent
         templates:
           - {name: rpm, scope: [consumer], unit: requests, kind: rate, limit: 1800, period: 1m, burst: 30}
@@ -38,6 +38,31 @@ enum DemoScript {
       admission_wait: 100ms
     """
 
+    /// The API a consumer calls, in its own request shape.
+    enum API: String, Sendable {
+        case chat, responses, messages
+
+        var path: String {
+            switch self {
+            case .chat: "/v1/chat/completions"
+            case .responses: "/v1/responses"
+            case .messages: "/v1/messages"
+            }
+        }
+
+        /// Request `i`'s body in this API's shape.
+        func body(model: String, maxTokens: Int, stream: Bool, text: String) -> String {
+            switch self {
+            case .chat:
+                "{\"model\":\"\(model)\",\"max_tokens\":\(maxTokens),\"stream\":\(stream),\"messages\":[{\"role\":\"user\",\"content\":\"\(text)\"}]}"
+            case .responses:
+                "{\"model\":\"\(model)\",\"max_output_tokens\":\(maxTokens),\"stream\":\(stream),\"input\":\"\(text)\"}"
+            case .messages:
+                "{\"model\":\"\(model)\",\"max_tokens\":\(maxTokens),\"stream\":\(stream),\"messages\":[{\"role\":\"user\",\"content\":\"\(text)\"}]}"
+            }
+        }
+    }
+
     /// One consumer's share of the workload.
     struct Actor: Sendable {
         var id: String
@@ -51,6 +76,7 @@ enum DemoScript {
         var completionTokens: Int
         var latencyMs: Int
         var chainDepth: Int?
+        var api: API = .chat
         var key: String { "sk-demo-\(id)" }
     }
 
@@ -59,10 +85,12 @@ enum DemoScript {
               completionTokens: 120, latencyMs: 5),
         Actor(id: "bob", tier: "free", team: "hobby", model: "mini", rate: { _ in 1.5 }, streamEvery: 2, maxTokens: 256,
               completionTokens: 80, latencyMs: 5),
-        Actor(id: "carol", tier: "pro", team: "research", model: "large", rate: { _ in 30 }, streamEvery: 2, maxTokens: 800,
-              completionTokens: 300, latencyMs: 10),
+        // Anthropic's Messages API, long answers: the tokens/min cap binds, not the requests.
+        Actor(id: "carol", tier: "pro", team: "research", model: "large", rate: { _ in 19 }, streamEvery: 2, maxTokens: 1600,
+              completionTokens: 1400, latencyMs: 400, api: .messages),
+        // OpenAI's Responses API.
         Actor(id: "dave", tier: "pro", team: "research", model: "mini", rate: { _ in 8 }, streamEvery: 4, maxTokens: 400,
-              completionTokens: 150, latencyMs: 10),
+              completionTokens: 150, latencyMs: 10, api: .responses),
         Actor(id: "eve", tier: "agent", team: "bots", model: "mini", rate: { _ in 5 }, streamEvery: 1, maxTokens: 300,
               completionTokens: 100, latencyMs: 400, chainDepth: 2),
         // Calm for the first third, then a loop gone wrong.

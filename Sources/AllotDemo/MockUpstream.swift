@@ -6,10 +6,12 @@ import NIOCore
 import ServiceLifecycle
 
 /// An OpenAI-compatible upstream for tests, the demo and benchmarks: chat completions
-/// (plain and streaming), completions and embeddings, with deterministic `usage`.
+/// (plain and streaming), completions and embeddings, with deterministic `usage`; OpenAI's
+/// Responses and Anthropic's Messages in their own shapes (`MockUpstream+Shapes.swift`).
 ///
 /// Prompt tokens are ⌈UTF-8 bytes of the request body / 4⌉ (never above the gateway's
-/// byte bound); completion tokens are `completionTokens`, capped by `max_tokens`. A request
+/// byte bound); completion tokens are `completionTokens`, capped by `max_tokens` (or
+/// `max_completion_tokens`, `max_output_tokens`). A request
 /// may override with headers: `x-mock-completion-tokens: N`, `x-mock-latency-ms: N`,
 /// `x-mock-chunk-ms: N` (pause between stream events), and
 /// `x-mock-fault: hang | cut | error | no-usage` (hang: answer nothing for `hangLimit`; cut:
@@ -51,7 +53,7 @@ public final class MockUpstream: Service, Sendable {
         if request.method == .get && path == "/v1/models" {
             return HTTPSupport.json(200, ["object": "list", "data": [["id": "mock", "object": "model"]]])
         }
-        guard request.method == .post, ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"].contains(path) else {
+        guard request.method == .post, ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages"].contains(path) else {
             return HTTPSupport.json(404, ["error": ["message": "unknown path \(path)", "type": "invalid_request_error"]])
         }
         guard let body = try? await request.body.collect(upTo: 16 << 20),
@@ -71,11 +73,19 @@ public final class MockUpstream: Service, Sendable {
         let model = json["model"] as? String ?? "mock"
         let prompt = Int64((body.readableBytes + 3) / 4)
         var completion = HTTPSupport.header(request, "x-mock-completion-tokens").flatMap(Int64.init) ?? settings.completionTokens
-        if let max = (json["max_tokens"] as? NSNumber ?? json["max_completion_tokens"] as? NSNumber)?.int64Value { completion = min(completion, max) }
+        if let max = (json["max_tokens"] as? NSNumber ?? json["max_completion_tokens"] as? NSNumber ?? json["max_output_tokens"] as? NSNumber)?.int64Value {
+            completion = min(completion, max)
+        }
         if path == "/v1/embeddings" { completion = 0 }
         let usage: [String: Any] = ["prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion]
         let withUsage = fault != "no-usage"
         let stream = json["stream"] as? Bool ?? false
+        let interval = HTTPSupport.header(request, "x-mock-chunk-ms").flatMap(Int64.init).map { Duration.milliseconds($0) } ?? settings.chunkInterval
+        if path == "/v1/responses" || path == "/v1/messages" {
+            let answer = Shaped(anthropic: path == "/v1/messages", model: model, prompt: prompt, completion: completion, withUsage: withUsage,
+                                events: max(1, min(settings.chunks, Int(completion))), interval: interval, cut: fault == "cut")
+            return stream ? answer.stream() : answer.whole()
+        }
         if !stream {
             var object: [String: Any] = ["id": "mock-1", "object": path == "/v1/embeddings" ? "list" : "chat.completion", "model": model]
             if path == "/v1/embeddings" {
@@ -89,7 +99,6 @@ public final class MockUpstream: Service, Sendable {
         }
         let includeUsage = ((json["stream_options"] as? [String: Any])?["include_usage"] as? Bool ?? false) && withUsage
         let events = max(1, min(settings.chunks, Int(completion)))
-        let interval = HTTPSupport.header(request, "x-mock-chunk-ms").flatMap(Int64.init).map { Duration.milliseconds($0) } ?? settings.chunkInterval
         let cut = fault == "cut"
         let completionTokens = completion
         var fields = HTTPFields()
