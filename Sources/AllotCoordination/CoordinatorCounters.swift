@@ -32,6 +32,9 @@ public struct CoordinatorCounters: Sendable {
     /// Tier budgets made on first use, and retired when idle.
     public var tierBudgetsMade: Int64 = 0
     public var tierBudgetsRetired: Int64 = 0
+    /// Creations of budgets made on first use recorded in the ledger: `new` (served from a
+    /// full pool at once) or `existed` (made before; learned when ownership moved lately).
+    public var budgetsClaimed: [String: Int64] = [:]
     /// Audit heads received from nodes.
     public var auditHeads: Int64 = 0
     public init() {}

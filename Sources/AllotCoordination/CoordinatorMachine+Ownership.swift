@@ -23,6 +23,7 @@ extension CoordinatorMachine {
         for b in allocator.budgetIDs where !quorate || view.owner(of: b) != me {
             journal += drop(b)
             loading.remove(b)
+            claiming.remove(b)
             counters.ownershipLost += 1
             if configured[b] == nil { tierBudgets.removed(b) }
         }
@@ -66,6 +67,19 @@ extension CoordinatorMachine {
     public func loadWindow(_ budget: BudgetID) -> Instant? {
         guard loading.contains(budget) else { return nil }
         return allocator.window(budget)?.start
+    }
+
+    /// Whether `budget`'s creation still waits to be recorded (the shell asks again until not).
+    public func isClaiming(_ budget: BudgetID) -> Bool { claiming.contains(budget) }
+
+    /// The ledger recorded `budget`'s creation (`fresh`: no coordinator ever made it before,
+    /// so no node can hold a lease of it: granted from a full pool at once), or found it made
+    /// before: then, in a cluster whose ownership of it moved within a lease TTL, it is learned
+    /// first (the coordinator that made it may have granted it).
+    public mutating func claimed(_ budget: BudgetID, fresh: Bool, now: Instant) {
+        guard claiming.remove(budget) != nil, allocator.contains(budget) else { return }
+        counters.budgetsClaimed[fresh ? "new" : "existed", default: 0] += 1
+        if !fresh && view?.movedRecently(budget, now: now) == true { gain(budget, ledger: nil, learning: true, now: now) }
     }
 
     /// `budget`'s ledger row arrived: take it over as the row says.

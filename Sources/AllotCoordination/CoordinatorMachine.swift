@@ -63,6 +63,9 @@ public struct CoordinatorMachine: Sendable {
         case writeLedger([LedgerChange], held: [DurableGrants.Held])
         /// Read `budget`'s ledger row for the window `loadWindow` names; report with `loaded`.
         case loadLedger(BudgetID)
+        /// Record `budget`'s creation in the ledger unless it is there; report with `claimed`
+        /// (again, while `isClaiming` says so, until the ledger answers).
+        case claimBudget(BudgetID)
         /// Tell every connected node the cluster's members.
         case members([MemberID], version: UInt64)
         /// Soft limits crossed (log them; the counts are in `softLimits`).
@@ -77,6 +80,8 @@ public struct CoordinatorMachine: Sendable {
     public internal(set) var view: OwnershipView?
     /// Quota budgets whose ledger row is being read: nothing granted until it arrives.
     public internal(set) var loading: Set<BudgetID> = []
+    /// Budgets made on first use whose creation is being recorded: nothing granted until then.
+    public internal(set) var claiming: Set<BudgetID> = []
     public internal(set) var auditHeads: [String: AuditHead] = [:]
     var catalog: TierCatalog
     var configured: [BudgetID: BudgetSpec]
@@ -153,7 +158,7 @@ public struct CoordinatorMachine: Sendable {
                 counters.redirects += 1
                 continue
             }
-            if !(view?.serving ?? true) || loading.contains(req.budget) {
+            if !(view?.serving ?? true) || loading.contains(req.budget) || claiming.contains(req.budget) {
                 out.append(.unavailable(requestID: req.requestID, budget: req.budget, retryAfter: .milliseconds(20)))
                 continue
             }
@@ -183,10 +188,20 @@ public struct CoordinatorMachine: Sendable {
                     actions.append(.loadLedger(spec.id))
                     out.append(.unavailable(requestID: req.requestID, budget: req.budget, retryAfter: .milliseconds(10)))
                     continue
+                } else if removed[spec.id].map({ now < $0 }) ?? false {
+                    // A template restored within a TTL: nodes may hold the old one's leases.
+                    gain(spec.id, ledger: nil, learning: true, now: now)
+                    outcome = allocator.acquire(req, now: now)
+                } else if settings.durable {
+                    // Its creation is claimed in the ledger first: the first coordinator ever to
+                    // make it grants from a full pool at once (`claimed`).
+                    claiming.insert(spec.id)
+                    actions.append(.claimBudget(spec.id))
+                    out.append(.unavailable(requestID: req.requestID, budget: req.budget, retryAfter: .milliseconds(10)))
+                    continue
                 } else {
-                    if view?.movedRecently(spec.id, now: now) == true || (removed[spec.id].map { now < $0 } ?? false) {
-                        gain(spec.id, ledger: nil, learning: true, now: now)
-                    }
+                    // No ledger to prove it new: learned when another coordinator may have made it.
+                    if view?.movedRecently(spec.id, now: now) == true { gain(spec.id, ledger: nil, learning: true, now: now) }
                     outcome = allocator.acquire(req, now: now)
                 }
             }

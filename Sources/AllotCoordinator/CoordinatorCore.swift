@@ -209,7 +209,7 @@ public final class CoordinatorCore: Sendable {
             case .members(let members, let version):
                 let frame = Allot_V1_Frame.members(members, version: version)
                 for sink in s.peers.nodeSinks { sends.append((sink, frame)) }
-            case .writeLedger, .loadLedger, .softLimitCrossed:
+            case .writeLedger, .loadLedger, .claimBudget, .softLimitCrossed:
                 io.append(action)
             }
         }
@@ -225,24 +225,9 @@ public final class CoordinatorCore: Sendable {
                     self?.run { ((), $0.recorded(journal, held: held, accepted: accepted)) }
                 }
             case .loadLedger(let budget): load(budget)
+            case .claimBudget(let budget): claim(budget)
             case .softLimitCrossed(let crossings): Self.log(crossings)
             case .push, .send, .members: break
-            }
-        }
-    }
-
-    /// Reads `budget`'s ledger row for its current window (again, backing off, until it is
-    /// read or no longer wanted), then hands it to the machine.
-    private func load(_ budget: BudgetID) {
-        guard let ledger else { return }
-        Task {
-            var backoff = Duration.milliseconds(50)
-            while let window = machine({ $0.loadWindow(budget) }) {
-                if let row = try? await ledger.store.load(budget, windowStart: window) {
-                    return machine { $0.loaded(budget, row: row, now: WallClock.now()) }
-                }
-                try? await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(2))
             }
         }
     }

@@ -222,6 +222,7 @@ struct VirtualCluster {
                 schedule(.answers(node: n, answers))
             case .writeLedger(let changes, let held): schedule(.ledgerWrite(from: c, changes, held: held))
             case .loadLedger(let b): schedule(.ledgerLoad(to: c, b))
+            case .claimBudget: break // its budgets are configured, never made on first use
             case .members(let list, _):
                 for n in nodes.indices { schedule(.members(node: n, list)) }
             case .softLimitCrossed: break

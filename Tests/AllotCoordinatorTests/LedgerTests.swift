@@ -43,6 +43,23 @@ struct SQLiteLedgerTests {
         await again.close()
     }
 
+    @Test("a budget's making is claimed once: the first claim wins, every later one (any member, after a reopen too) finds it")
+    func claims() async throws {
+        let path = tempPath("ledger.db")
+        let ledger = try SQLiteLedger.open(path: path)
+        try await ledger.migrate()
+        let now = Instant(seconds: 1_500)
+        #expect(try await ledger.claim("pro.rpm/consumer=carol", member: "c0", now: now))
+        #expect(try await !ledger.claim("pro.rpm/consumer=carol", member: "c1", now: now))
+        #expect(try await !ledger.claim("pro.rpm/consumer=carol", member: "c0", now: now))
+        #expect(try await ledger.claim("pro.rpm/consumer=dave", member: "c1", now: now))
+        await ledger.close()
+        let again = try SQLiteLedger.open(path: path)
+        try await again.migrate()
+        #expect(try await !again.claim("pro.rpm/consumer=carol", member: "c2", now: now))
+        await again.close()
+    }
+
     @Test("a ledger written by a newer allot is refused with a clear error")
     func newerSchema() async throws {
         let path = tempPath("ledger.db")

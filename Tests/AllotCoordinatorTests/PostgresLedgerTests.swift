@@ -53,6 +53,23 @@ struct PostgresLedgerTests {
         await ledger.close()
     }
 
+    @Test("a budget's making is claimed once: of two members claiming it at once, exactly one wins")
+    func claims() async throws {
+        let (a, b) = (try TestPostgres.ledger(), try TestPostgres.ledger())
+        try await a.migrate()
+        try await b.migrate()
+        for i in 0..<20 {
+            let id = BudgetID("claim-\(i)-\(UUID().uuidString)")
+            async let first = a.claim(id, member: "c0", now: Instant(seconds: 10))
+            async let second = b.claim(id, member: "c1", now: Instant(seconds: 10))
+            let won = try await [first, second]
+            #expect(won.filter { $0 }.count == 1, "\(won)")
+            #expect(try await !a.claim(id, member: "c2", now: Instant(seconds: 11)))
+        }
+        await a.close()
+        await b.close()
+    }
+
     @Test("TLS: the server's certificate is verified: its CA works, another CA is refused")
     func tls() async throws {
         guard let url = TestPostgres.env["ALLOT_TEST_POSTGRES"], case .postgres(let target) = try LedgerLocation(parsing: url) else {

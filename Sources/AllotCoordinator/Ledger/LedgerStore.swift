@@ -23,6 +23,9 @@ public protocol LedgerStore: Sendable {
     func recordAuditHead(node: String, _ head: AuditHead, now: Instant) async throws
     /// `node`'s audit head, as last recorded.
     func auditHead(node: String) async throws -> AuditHead?
+    /// Records that `member` made `budget` (a budget made on first use). True when this is the
+    /// first record of it ever (no coordinator made it before); false when it was there.
+    func claim(_ budget: BudgetID, member: String, now: Instant) async throws -> Bool
     /// The newest version of a versioned document (nil: none yet).
     func head(of document: VersionedDocument) async throws -> DirectoryVersionRow?
     /// Adds `row` as a new version; false when its version number is taken (another
@@ -139,7 +142,19 @@ enum LedgerSchema {
             )
             """,
         ]),
+        (5, [
+            """
+            CREATE TABLE budgets_made (
+              budget TEXT PRIMARY KEY,
+              member TEXT NOT NULL,
+              made_at BIGINT NOT NULL
+            )
+            """,
+        ]),
     ]
+
+    /// The first record of a budget's making wins; the answer names it when it is this one.
+    static let claimBudget = "INSERT INTO budgets_made (budget, member, made_at) VALUES ($1, $2, $3) ON CONFLICT (budget) DO NOTHING RETURNING budget"
 
     /// Upsert keeping the highest sequence (SQLite ≥ 3.24 and PostgreSQL share the syntax).
     static let upsertAuditHead = """

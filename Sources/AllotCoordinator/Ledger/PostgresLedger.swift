@@ -127,6 +127,18 @@ public final class PostgresLedger: LedgerStore {
         }
     }
 
+    public func claim(_ budget: BudgetID, member: String, now: Instant) async throws -> Bool {
+        try await bounded { [client, logger] in
+            var made = false
+            // LedgerSchema.claimBudget, each value bound as a parameter by the interpolation.
+            for try await _ in try await client.query("""
+                INSERT INTO budgets_made (budget, member, made_at) VALUES (\(budget.rawValue), \(member), \(now.nanoseconds))
+                ON CONFLICT (budget) DO NOTHING RETURNING budget
+                """, logger: logger).decode(String.self) { made = true }
+            return made
+        }
+    }
+
     public func auditHead(node: String) async throws -> AuditHead? {
         try await bounded { [client, logger] in
             var out: AuditHead?

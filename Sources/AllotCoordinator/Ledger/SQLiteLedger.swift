@@ -102,6 +102,12 @@ public actor SQLiteLedger: LedgerStore {
                                        [.text(node), .text(head.file), .integer(Int(head.sequence)), .text(head.mac), .integer(Int(now.nanoseconds))])
     }
 
+    public func claim(_ budget: BudgetID, member: String, now: Instant) async throws -> Bool {
+        let rows = try await connection.query(LedgerSchema.claimBudget.replacingOccurrences(of: "$", with: "?"),
+                                              [.text(budget.rawValue), .text(member), .integer(Int(now.nanoseconds))])
+        return !rows.isEmpty
+    }
+
     public func auditHead(node: String) async throws -> AuditHead? {
         let rows = try await connection.query("SELECT file, sequence, mac FROM audit_heads WHERE node = ?", [.text(node)])
         guard let r = rows.first, let file = r.column("file")?.string, let seq = r.column("sequence")?.integer,
