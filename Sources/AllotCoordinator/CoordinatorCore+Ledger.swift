@@ -27,7 +27,7 @@ extension CoordinatorCore {
         Task {
             var backoff = Duration.milliseconds(50)
             while machine({ $0.isClaiming(budget) }) {
-                if let fresh = try? await ledger.store.claim(budget, member: member, now: WallClock.now()) {
+                if let fresh = try? await ledger.store.claim(budget, member: member, now: WallClock.now(), kept: settings.allocator.leaseTTL) {
                     return machine { $0.claimed(budget, fresh: fresh, now: WallClock.now()) }
                 }
                 try? await Task.sleep(for: backoff)

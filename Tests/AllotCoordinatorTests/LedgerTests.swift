@@ -49,15 +49,34 @@ struct SQLiteLedgerTests {
         let ledger = try SQLiteLedger.open(path: path)
         try await ledger.migrate()
         let now = Instant(seconds: 1_500)
-        #expect(try await ledger.claim("pro.rpm/consumer=carol", member: "c0", now: now))
-        #expect(try await !ledger.claim("pro.rpm/consumer=carol", member: "c1", now: now))
-        #expect(try await !ledger.claim("pro.rpm/consumer=carol", member: "c0", now: now))
-        #expect(try await ledger.claim("pro.rpm/consumer=dave", member: "c1", now: now))
+        let ttl = Duration.seconds(10)
+        #expect(try await ledger.claim("pro.rpm/consumer=carol", member: "c0", now: now, kept: ttl))
+        #expect(try await !ledger.claim("pro.rpm/consumer=carol", member: "c1", now: now, kept: ttl))
+        #expect(try await !ledger.claim("pro.rpm/consumer=carol", member: "c0", now: now, kept: ttl))
+        #expect(try await ledger.claim("pro.rpm/consumer=dave", member: "c1", now: now, kept: ttl))
         await ledger.close()
         let again = try SQLiteLedger.open(path: path)
         try await again.migrate()
-        #expect(try await !again.claim("pro.rpm/consumer=carol", member: "c2", now: now))
+        #expect(try await !again.claim("pro.rpm/consumer=carol", member: "c2", now: now, kept: ttl))
         await again.close()
+    }
+
+    @Test("a ledger upgraded to schema 5 proves nothing new for a lease TTL: budgets made just before by an older release were not recorded")
+    func claimsAfterUpgrade() async throws {
+        let path = tempPath("ledger.db")
+        let old = try SQLiteLedger.open(path: path)
+        try await old.execute(LedgerSchema.createVersionTable)
+        for m in LedgerSchema.migrations where m.version < 5 {
+            for sql in m.sql { try await old.execute(sql) }
+            try await old.execute("INSERT INTO allot_schema (version, applied_at) VALUES (\(m.version), 0)")
+        }
+        await old.close()
+        let upgraded = try SQLiteLedger.open(path: path)
+        try await upgraded.migrate()
+        let now = WallClock.now(), ttl = Duration.seconds(10)
+        #expect(try await !upgraded.claim("pro.rpm/consumer=carol", member: "c0", now: now, kept: ttl), "within a TTL of the upgrade")
+        #expect(try await upgraded.claim("pro.rpm/consumer=dave", member: "c0", now: now + .seconds(11), kept: ttl), "a TTL after it")
+        await upgraded.close()
     }
 
     @Test("a ledger written by a newer allot is refused with a clear error")

@@ -24,8 +24,10 @@ public protocol LedgerStore: Sendable {
     /// `node`'s audit head, as last recorded.
     func auditHead(node: String) async throws -> AuditHead?
     /// Records that `member` made `budget` (a budget made on first use). True when this is the
-    /// first record of it ever (no coordinator made it before); false when it was there.
-    func claim(_ budget: BudgetID, member: String, now: Instant) async throws -> Bool
+    /// first record of it ever and the ledger has kept such records for at least `kept` (a
+    /// ledger upgraded from a release that kept none may miss budgets made just before);
+    /// false when it was there, or may have been made unrecorded.
+    func claim(_ budget: BudgetID, member: String, now: Instant, kept: Duration) async throws -> Bool
     /// The newest version of a versioned document (nil: none yet).
     func head(of document: VersionedDocument) async throws -> DirectoryVersionRow?
     /// Adds `row` as a new version; false when its version number is taken (another
@@ -155,6 +157,17 @@ enum LedgerSchema {
 
     /// The first record of a budget's making wins; the answer names it when it is this one.
     static let claimBudget = "INSERT INTO budgets_made (budget, member, made_at) VALUES ($1, $2, $3) ON CONFLICT (budget) DO NOTHING RETURNING budget"
+    /// A ledger upgraded to version 5 (not made new) notes when it began to keep the records,
+    /// under the empty id (never a budget's).
+    static let recordsBegan = "INSERT INTO budgets_made (budget, member, made_at) VALUES ('', 'upgrade', $1)"
+    static let recordsBeganAt = "SELECT made_at FROM budgets_made WHERE budget = ''"
+
+    /// Whether a first record at `now` proves the budget new: records kept since the ledger
+    /// was made, or for at least `kept` since its upgrade.
+    static func proves(_ now: Instant, began: Int64?, kept: Duration) -> Bool {
+        guard let began else { return true }
+        return now - Instant(nanoseconds: began) >= kept
+    }
 
     /// Upsert keeping the highest sequence (SQLite ≥ 3.24 and PostgreSQL share the syntax).
     static let upsertAuditHead = """

@@ -65,6 +65,10 @@ public final class PostgresLedger: LedgerStore {
                 for m in LedgerSchema.migrations where m.version > current {
                     for sql in m.sql { try await conn.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
                     let now = WallClock.now().nanoseconds
+                    if m.version == 5 && current > 0 {
+                        // LedgerSchema.recordsBegan
+                        try await conn.query("INSERT INTO budgets_made (budget, member, made_at) VALUES ('', 'upgrade', \(now))", logger: logger)
+                    }
                     try await conn.query("INSERT INTO allot_schema (version, applied_at) VALUES (\(m.version), \(now))", logger: logger)
                 }
             }
@@ -127,7 +131,7 @@ public final class PostgresLedger: LedgerStore {
         }
     }
 
-    public func claim(_ budget: BudgetID, member: String, now: Instant) async throws -> Bool {
+    public func claim(_ budget: BudgetID, member: String, now: Instant, kept: Duration) async throws -> Bool {
         try await bounded { [client, logger] in
             var made = false
             // LedgerSchema.claimBudget, each value bound as a parameter by the interpolation.
@@ -135,7 +139,10 @@ public final class PostgresLedger: LedgerStore {
                 INSERT INTO budgets_made (budget, member, made_at) VALUES (\(budget.rawValue), \(member), \(now.nanoseconds))
                 ON CONFLICT (budget) DO NOTHING RETURNING budget
                 """, logger: logger).decode(String.self) { made = true }
-            return made
+            guard made else { return false }
+            var began: Int64?
+            for try await t in try await client.query(PostgresQuery(unsafeSQL: LedgerSchema.recordsBeganAt), logger: logger).decode(Int64.self) { began = t }
+            return LedgerSchema.proves(now, began: began, kept: kept)
         }
     }
 

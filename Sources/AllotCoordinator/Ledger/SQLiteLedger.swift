@@ -46,6 +46,10 @@ public actor SQLiteLedger: LedgerStore {
             guard current <= LedgerSchema.latest else { throw LedgerSchema.newer(current) }
             for m in LedgerSchema.migrations where m.version > current {
                 for sql in m.sql { _ = try await connection.query(sql, []) }
+                if m.version == 5 && current > 0 {
+                    _ = try await connection.query(LedgerSchema.recordsBegan.replacingOccurrences(of: "$", with: "?"),
+                                                   [.integer(Int(WallClock.now().nanoseconds))])
+                }
                 _ = try await connection.query("INSERT INTO allot_schema (version, applied_at) VALUES (?, ?)",
                                                [.integer(m.version), .integer(Int(WallClock.now().nanoseconds))])
             }
@@ -102,10 +106,12 @@ public actor SQLiteLedger: LedgerStore {
                                        [.text(node), .text(head.file), .integer(Int(head.sequence)), .text(head.mac), .integer(Int(now.nanoseconds))])
     }
 
-    public func claim(_ budget: BudgetID, member: String, now: Instant) async throws -> Bool {
+    public func claim(_ budget: BudgetID, member: String, now: Instant, kept: Duration) async throws -> Bool {
         let rows = try await connection.query(LedgerSchema.claimBudget.replacingOccurrences(of: "$", with: "?"),
                                               [.text(budget.rawValue), .text(member), .integer(Int(now.nanoseconds))])
-        return !rows.isEmpty
+        guard !rows.isEmpty else { return false }
+        let began = try await connection.query(LedgerSchema.recordsBeganAt, []).first?.column("made_at")?.integer
+        return LedgerSchema.proves(now, began: began.map(Int64.init), kept: kept)
     }
 
     public func auditHead(node: String) async throws -> AuditHead? {
