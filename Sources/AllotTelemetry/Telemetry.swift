@@ -14,9 +14,10 @@ public enum Telemetry {
     /// An OTLP/HTTP tracer sending to `endpoint` (a collector's base address, e.g.
     /// `http://127.0.0.1:4318`; spans go to `<endpoint>/v1/traces`) and the service that batches
     /// and exports its spans, to run in the process's `ServiceGroup`. `json` picks OTLP's JSON
-    /// encoding instead of protobuf. Every span is sampled.
-    public static func otlpTracer(endpoint: String, serviceName: String, json: Bool = false,
-                                  exportEvery: Duration = .seconds(1)) throws -> (tracer: any Tracer, service: any Service) {
+    /// encoding instead of protobuf. Every span is sampled. swift-otel's own diagnostics go to
+    /// `logger` (nil: swift-otel's console logger).
+    public static func otlpTracer(endpoint: String, serviceName: String, json: Bool = false, exportEvery: Duration = .seconds(1),
+                                  logger: Logger? = nil) throws -> (tracer: any Tracer, service: any Service) {
         guard endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") else {
             throw TelemetryError("--otlp-endpoint must start with http:// or https://, got '\(endpoint)'")
         }
@@ -31,6 +32,7 @@ public enum Telemetry {
         config.traces.otlpExporter.protocol = json ? .httpJSON : .httpProtobuf
         config.traces.otlpExporter.endpoint = endpoint.hasSuffix("/") ? "\(endpoint)v1/traces" : "\(endpoint)/v1/traces"
         config.propagators = [.traceContext]
+        if let logger { config.diagnosticLogger = .custom(logger) }
         let backend = try OTel.makeTracingBackend(configuration: config)
         return (backend.factory, backend.service)
     }

@@ -39,7 +39,6 @@ struct CoordinatorCommand: AsyncParsableCommand {
         logFormat.bootstrap()
         // Library metrics (swift-metrics: Hummingbird's request counts) are scraped beside ours.
         Telemetry.bootstrapMetrics(into: LibraryMetrics.registry)
-        let tracing = try telemetry.tracer(serviceName: "allot-coordinator")
         var cfg = try CoordinatorConfig.load(path: config)
         if let listen { (cfg.listenHost, cfg.listenPort) = try ConfigFields.address(listen, field: "--listen") }
         if let admin { (cfg.adminHost, cfg.adminPort) = try ConfigFields.address(admin, field: "--admin") }
@@ -84,6 +83,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let domain = cfg.trustDomain
         var logger = Logger(label: "allot.coordinator")
         logger.logLevel = logLevel
+        let tracing = try telemetry.tracer(serviceName: "allot-coordinator", logger: logger)
         let dir = URL(fileURLWithPath: cfg.tlsDirectory)
         let coordinatorName = cfg.name
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .coordinator, name: coordinatorName, trustDomain: domain) }

@@ -62,7 +62,7 @@ struct GatewayCommand: AsyncParsableCommand {
         let tls = try TLSMaterialStore { try TLSMaterial.load(dir: dir, role: .node, name: nodeName, trustDomain: domain) }
         let dial = TLSLeaseTransport.dialer(tls: tls, group: MultiThreadedEventLoopGroup.singleton)
         let (host, adminHost, upstreamURL) = (cfg.listenHost, cfg.adminHost, cfg.upstream.absoluteString)
-        let tracing = try telemetry.tracer(serviceName: "allot-gateway")
+        let tracing = try telemetry.tracer(serviceName: "allot-gateway", logger: logger)
         let service = try GatewayService(config: cfg, consumers: consumers, seeds: cfg.coordinatorSeeds, dial: dial, logger: logger,
                                          onListening: { p, a in
             let line = "allot gateway \(nodeName) listening on \(host):\(p), admin and sidecar http://\(adminHost):\(a), upstream \(upstreamURL)\n"

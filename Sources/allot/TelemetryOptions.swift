@@ -1,5 +1,6 @@
 import AllotTelemetry
 import ArgumentParser
+import Logging
 import ServiceLifecycle
 import Tracing
 
@@ -11,10 +12,10 @@ struct TelemetryOptions: ParsableArguments {
 
     /// The tracer and its exporting service (to run first in the group: it stops last and
     /// flushes the last spans), or nil when tracing is off.
-    func tracer(serviceName: String) throws -> (tracer: any Tracer, service: any Service)? {
+    func tracer(serviceName: String, logger: Logger) throws -> (tracer: any Tracer, service: any Service)? {
         guard let otlpEndpoint else { return nil }
         do {
-            return try Telemetry.otlpTracer(endpoint: otlpEndpoint, serviceName: serviceName)
+            return try Telemetry.otlpTracer(endpoint: otlpEndpoint, serviceName: serviceName, logger: logger)
         } catch {
             throw ValidationError("\(error)")
         }

@@ -76,7 +76,11 @@ struct TracingTests {
         let collector = Collector()
         let (collectorPort, collectorTask) = try await collector.start()
         let endpoint = "http://127.0.0.1:\(collectorPort)"
-        let gatewayTracing = try Telemetry.otlpTracer(endpoint: endpoint, serviceName: "allot-gateway", json: true, exportEvery: .milliseconds(100))
+        // swift-otel's diagnostics, kept: a tracer that could not read a carrier logs it.
+        let diagnostics = Mutex<[String]>([])
+        let diagnosticLogger = Logger(label: "otel") { _ in CapturingLogHandler(record: { l in diagnostics.withLock { $0.append(l) } }) }
+        let gatewayTracing = try Telemetry.otlpTracer(endpoint: endpoint, serviceName: "allot-gateway", json: true, exportEvery: .milliseconds(100),
+                                                      logger: diagnosticLogger)
         let coordinatorTracing = try Telemetry.otlpTracer(endpoint: endpoint, serviceName: "allot-coordinator", json: true, exportEvery: .milliseconds(100))
         let exporters = ServiceGroup(services: [gatewayTracing.service, coordinatorTracing.service], gracefulShutdownSignals: [],
                                      logger: Logger(label: "otel", factory: { _ in SwiftLogNoOpLogHandler() }))
@@ -101,12 +105,19 @@ struct TracingTests {
         let served = try await call(port: port, key: "sk-pro-1", body: body,
                                     headers: [("x-fixture", "chat_n4.json"), ("traceparent", "00-\(traceID)-\(callerSpan)-01")])
         #expect(served.status == 200, "\(served.body)")
+        // A malformed traceparent (upper-case hex) beside the caller's key: not read, the
+        // request's span starts a trace of its own, and nothing logs the caller's headers.
+        let bad = try await call(port: port, key: "sk-pro-1", body: body,
+                                 headers: [("x-fixture", "chat_n4.json"), ("x-request-id", "req-bad"), ("traceparent", "00-\(traceID.uppercased())-\(callerSpan)-01")])
+        #expect(bad.status == 200)
         let names: Set<String> = ["gateway.request", "allot.reserve", "upstream.call", "allot.settle"]
         var mine: [Collector.Span] = []
         let deadline = ContinuousClock.now + .seconds(10)
+        func acquired() -> Bool { collector.received.contains { $0.name == "coordinator.acquire" && $0.attributes["allot.node"] == "gw-traced" } }
+        func badRoot() -> Collector.Span? { collector.received.first { $0.name == "gateway.request" && $0.attributes["allot.request_id"] == "req-bad" } }
         while ContinuousClock.now < deadline {
             mine = collector.received.filter { $0.traceID == traceID }
-            if Set(mine.map(\.name)).isSuperset(of: names), collector.received.contains(where: { $0.name == "coordinator.acquire" }) { break }
+            if Set(mine.map(\.name)).isSuperset(of: names), acquired(), badRoot() != nil { break }
             try await Task.sleep(for: .milliseconds(100))
         }
         task.cancel()
@@ -118,7 +129,12 @@ struct TracingTests {
         collectorTask.cancel()
 
         let byName = Dictionary(mine.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        #expect(Set(byName.keys) == names, "\(mine.map(\.name))")
+        #expect(mine.map(\.name).sorted() == names.sorted(), "one span of each: \(mine.map(\.name))")
+        let other = try #require(badRoot())
+        #expect(other.parentID.isEmpty && other.traceID != traceID)
+        // Upstream, the malformed header was replaced by the gateway's own.
+        #expect(upstream.received.count == 2 && upstream.received[1].headers["traceparent"]?.hasPrefix("00-\(other.traceID)-") == true)
+        #expect(diagnostics.withLock { $0 }.allSatisfy { !$0.contains("sk-pro-1") }, "\(diagnostics.withLock { $0 })")
         let root = try #require(byName["gateway.request"])
         #expect(root.parentID == callerSpan && root.kind == 2, "a server span under the caller's")
         #expect(root.attributes["http.response.status_code"] == "200" && root.attributes["url.path"] == "/v1/chat/completions")
@@ -130,7 +146,7 @@ struct TracingTests {
         let call = try #require(byName["upstream.call"])
         #expect(call.kind == 3 && call.attributes["http.response.status_code"] == "200")
         // The upstream continues the trace under the call's span, not under the caller's.
-        let sent = upstream.received.last?.headers["traceparent"]
+        let sent = upstream.received.first?.headers["traceparent"]
         #expect(sent == "00-\(traceID)-\(call.spanID)-01", "\(sent ?? "none")")
         let acquire = collector.received.first { $0.name == "coordinator.acquire" && $0.attributes["allot.node"] == "gw-traced" }
         #expect(acquire != nil && acquire!.kind == 2 && Int(acquire!.attributes["allot.items"] ?? "") ?? 0 >= 1,
@@ -167,8 +183,40 @@ struct TracingTests {
         #expect(!text.contains(junk), "a raw path never becomes a label")
     }
 
+    @Test("what the tracer may read of a request: one well-formed traceparent and its tracestate, never anything else")
+    func propagated() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        var h = HTTPFields()
+        h[.authorization] = "Bearer sk-secret"
+        h[HTTPField.Name("x-api-key")!] = "sk-secret"
+        #expect(RequestTrace.propagated(h).isEmpty)
+        h[.traceparent] = good
+        h[.tracestate] = "vendor=1"
+        #expect(RequestTrace.propagated(h) == [.traceparent: good, .tracestate: "vendor=1"])
+        h.append(HTTPField(name: .traceparent, value: good))
+        #expect(RequestTrace.propagated(h).isEmpty, "two traceparents: neither")
+        var upper = HTTPFields()
+        upper[.traceparent] = good.uppercased()
+        #expect(RequestTrace.propagated(upper).isEmpty)
+    }
+
     @Test("the OTLP endpoint must be an http(s) URL")
     func badEndpoint() {
         #expect(throws: TelemetryError.self) { try Telemetry.otlpTracer(endpoint: "127.0.0.1:4318", serviceName: "x") }
+    }
+}
+
+/// Keeps every line logged, with its metadata, for tests.
+struct CapturingLogHandler: LogHandler {
+    let record: @Sendable (String) -> Void
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+        let all = self.metadata.merging(metadata ?? [:]) { $1 }
+        record("\(level) \(message) \(all)")
     }
 }

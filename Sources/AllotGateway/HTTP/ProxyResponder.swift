@@ -132,15 +132,15 @@ struct ProxyResponder: Sendable {
         let admission: Admission
         let reserving = trace?.child("allot.reserve")
         let decided = await core.admit(entry, plan: plan)
-        reserving?.attributes["allot.tier"] = entry.consumer.tier
+        reserving?.span.attributes["allot.tier"] = entry.consumer.tier
         switch decided {
         case .success(let a):
             admission = a
-            reserving?.attributes["allot.decision"] = "admit"
+            reserving?.span.attributes["allot.decision"] = "admit"
             reserving?.end()
         case .failure(let e):
-            reserving?.attributes["allot.decision"] = "deny"
-            reserving?.attributes["allot.error"] = e.code
+            reserving?.span.attributes["allot.decision"] = "deny"
+            reserving?.span.attributes["allot.error"] = e.code
             reserving?.end()
             return HTTPSupport.error(e, headers: core.headers(for: entry, plan: plan, error: e),
                                      anthropic: anthropic)
@@ -182,8 +182,8 @@ struct ProxyResponder: Sendable {
             let timeout = Self.isTimeout(error)
             core.metrics.upstreamError(timeout ? "timeout" : "unreachable")
             let status = timeout ? 504 : 502
-            calling?.recordError(error)
-            calling?.setStatus(.init(code: .error))
+            calling?.span.recordError(error)
+            calling?.span.setStatus(.init(code: .error))
             calling?.end()
             settle(.upstreamFailed(status: status))
             // The upstream's address and the error's text stay in the logs and metrics.
@@ -194,7 +194,7 @@ struct ProxyResponder: Sendable {
                                      anthropic: plan.route.isAnthropic)
         }
         let status = Int(response.status.code)
-        calling?.attributes["http.response.status_code"] = status
+        calling?.span.attributes["http.response.status_code"] = status
         var headers = HTTPFields()
         let upstreamNominated = HTTPSupport.nominated(response.headers["connection"])
         for h in response.headers where Self.returned(h.name.lowercased()) && !upstreamNominated.contains(h.name.lowercased()) {
@@ -255,11 +255,12 @@ struct ProxyResponder: Sendable {
             } catch {
                 // The upstream cut the body, went silent, or the client went away.
                 metrics.upstreamError("cut")
+                // Settled already when the client went away after the whole body came.
                 if !settled {
-                    calling?.recordError(error)
+                    calling?.span.recordError(error)
                     calling?.end()
+                    settle(.incomplete(status: status))
                 }
-                settle(.incomplete(status: status))
                 throw error
             }
         }
