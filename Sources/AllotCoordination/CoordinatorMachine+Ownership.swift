@@ -34,19 +34,15 @@ extension CoordinatorMachine {
                 }
             }
         }
-        // Budgets gained: rate and concurrency budgets are learned for one lease TTL (at
-        // formation too: a member that restarts into a running cluster cannot know what
-        // others granted meanwhile); durable quotas as their ledger row says (the database's
-        // conditional update covers a previous owner still granting).
+        // Budgets gained: durable quotas as their ledger row says (the database's conditional
+        // update covers a previous owner still granting); rate and concurrency budgets are
+        // learned for one lease TTL (at formation too: a member that restarts into a running
+        // cluster cannot know what others granted meanwhile) unless the ledger proves that no
+        // coordinator ever owned them (`claimed`: a cluster's first formation starts full).
         for (id, spec) in configured where quorate && view.owner(of: id) == me {
             if wasFormed && !regained && allocator.contains(id) { continue }
             if !allocator.contains(id) { try? add(spec, epoch: nil, now: now) }
-            if settings.durable && spec.kind.isQuota && !allocator.isUpstreamBacked(id) {
-                loading.insert(id)
-                loads.append(.loadLedger(id))
-            } else {
-                gain(id, ledger: nil, learning: true, now: now)
-            }
+            loads += takeOver(id, spec: spec, now: now)
         }
         return loads + write(journal, held: []) + [.members(view.members, version: view.version)]
     }
@@ -72,14 +68,34 @@ extension CoordinatorMachine {
     /// Whether `budget`'s creation still waits to be recorded (the shell asks again until not).
     public func isClaiming(_ budget: BudgetID) -> Bool { claiming.contains(budget) }
 
-    /// The ledger recorded `budget`'s creation (`fresh`: no coordinator ever made it before,
-    /// so no node can hold a lease of it: granted from a full pool at once), or found it made
-    /// before: then, in a cluster whose ownership of it moved within a lease TTL, it is learned
-    /// first (the coordinator that made it may have granted it).
+    /// Takes over a configured budget just gained (formation, failover, a join) or added at
+    /// run time: a durable quota from its ledger row; with a ledger, any other is claimed first
+    /// (`claimed`); without one, it is learned for a lease TTL.
+    mutating func takeOver(_ id: BudgetID, spec: BudgetSpec, now: Instant) -> [Action] {
+        guard settings.durable, !allocator.isUpstreamBacked(id) else {
+            gain(id, ledger: nil, learning: true, now: now)
+            return []
+        }
+        if spec.kind.isQuota {
+            loading.insert(id)
+            return [.loadLedger(id)]
+        }
+        claiming.insert(id)
+        return [.claimBudget(id)]
+    }
+
+    /// The ledger recorded `budget`'s making (`fresh`: no coordinator ever made or owned it,
+    /// so no node can hold a lease of it: granted from a full pool at once), or found it there.
+    /// Then a configured budget is learned for a lease TTL (it was owned before: a restart, a
+    /// failover); one made on first use only when its ownership moved within a lease TTL (the
+    /// coordinator that made it may have granted it).
     public mutating func claimed(_ budget: BudgetID, fresh: Bool, now: Instant) {
         guard claiming.remove(budget) != nil, allocator.contains(budget) else { return }
         counters.budgetsClaimed[fresh ? "new" : "existed", default: 0] += 1
-        if !fresh && view?.movedRecently(budget, now: now) == true { gain(budget, ledger: nil, learning: true, now: now) }
+        guard !fresh else { return }
+        if configured[budget] != nil || view?.movedRecently(budget, now: now) == true {
+            gain(budget, ledger: nil, learning: true, now: now)
+        }
     }
 
     /// `budget`'s ledger row arrived: take it over as the row says.

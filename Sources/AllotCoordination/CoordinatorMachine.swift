@@ -192,9 +192,10 @@ public struct CoordinatorMachine: Sendable {
                     // A template restored within a TTL: nodes may hold the old one's leases.
                     gain(spec.id, ledger: nil, learning: true, now: now)
                     outcome = allocator.acquire(req, now: now)
-                } else if settings.durable {
-                    // Its creation is claimed in the ledger first: the first coordinator ever to
-                    // make it grants from a full pool at once (`claimed`).
+                } else if settings.durable && view != nil {
+                    // In a cluster its making is claimed in the ledger first: the first
+                    // coordinator ever to make it grants from a full pool at once (`claimed`).
+                    // Standalone, no other coordinator can have made it: served at once.
                     claiming.insert(spec.id)
                     actions.append(.claimBudget(spec.id))
                     out.append(.unavailable(requestID: req.requestID, budget: req.budget, retryAfter: .milliseconds(10)))

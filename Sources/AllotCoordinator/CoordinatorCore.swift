@@ -45,6 +45,8 @@ public final class CoordinatorCore: Sendable {
 
     public let settings: Settings
     public let ledger: LedgerWriter?
+    /// Budgets whose making waits to be recorded in the ledger (`claim`).
+    let claims = ClaimQueue()
     /// The consumer directory (keys and consumers) and the policy (budgets, tiers, models),
     /// each versioned in the ledger.
     public let directory: DirectoryKeeper, config: ConfigKeeper

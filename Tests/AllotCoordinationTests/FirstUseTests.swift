@@ -81,4 +81,29 @@ struct FirstUseTests {
         m.claimed(id, fresh: true, now: t0 + .milliseconds(160))
         #expect(!m.allocator.contains(id))
     }
+
+    @Test("a cluster's first formation (the ledger has no record of its budgets): configured rate budgets are claimed and start full; formed again after a restart (records there) they learn")
+    func firstFormation() throws {
+        var s = CoordinatorMachine.Settings()
+        s.member = Self.me
+        s.quorum = 2
+        s.durable = true
+        s.allocator = fastAllocator
+        let specs = try (0..<12).map { try BudgetSpec(id: BudgetID("r\($0)"), unit: .requests, kind: .rate(limit: 100, period: .seconds(1), burst: 100)) }
+        let mine = specs.filter { Rendezvous.owner(of: $0.id, among: Self.all) == Self.me }.map(\.id)
+        #expect(!mine.isEmpty)
+        for fresh in [true, false] {
+            var m = try CoordinatorMachine(settings: s, budgets: specs, now: t0)
+            let actions = m.viewChanged(Self.all, now: t0)
+            let claims = actions.compactMap { if case .claimBudget(let b) = $0 { b } else { nil } }
+            #expect(Set(claims) == Set(mine), "every budget it owns is claimed, nothing learned yet")
+            for b in mine { m.claimed(b, fresh: fresh, now: t0 + .milliseconds(5)) }
+            guard case .grant(let g) = Self.ask(&m, mine[0], 1, at: t0 + .milliseconds(10)).0.first else { Issue.record("no answer"); return }
+            if fresh {
+                #expect(g.amount > 0 && mine.allSatisfy { m.allocator.status($0)?.learning == false }, "first formation: full at once")
+            } else {
+                #expect(g.amount == 0 && mine.allSatisfy { m.allocator.status($0)?.learning == true }, "a restart: learned for a TTL")
+            }
+        }
+    }
 }

@@ -50,14 +50,16 @@ struct SQLiteLedgerTests {
         try await ledger.migrate()
         let now = Instant(seconds: 1_500)
         let ttl = Duration.seconds(10)
-        #expect(try await ledger.claim("pro.rpm/consumer=carol", member: "c0", now: now, kept: ttl))
-        #expect(try await !ledger.claim("pro.rpm/consumer=carol", member: "c1", now: now, kept: ttl))
-        #expect(try await !ledger.claim("pro.rpm/consumer=carol", member: "c0", now: now, kept: ttl))
-        #expect(try await ledger.claim("pro.rpm/consumer=dave", member: "c1", now: now, kept: ttl))
+        #expect(try await ledger.claim(["pro.rpm/consumer=carol"], member: "c0", now: now, kept: ttl).contains("pro.rpm/consumer=carol"))
+        #expect(try await !ledger.claim(["pro.rpm/consumer=carol"], member: "c1", now: now, kept: ttl).contains("pro.rpm/consumer=carol"))
+        #expect(try await !ledger.claim(["pro.rpm/consumer=carol"], member: "c0", now: now, kept: ttl).contains("pro.rpm/consumer=carol"))
+        #expect(try await ledger.claim(["pro.rpm/consumer=dave"], member: "c1", now: now, kept: ttl).contains("pro.rpm/consumer=dave"))
+        // A batch: the new ones come back, in one transaction.
+        #expect(try await ledger.claim(["pro.rpm/consumer=dave", "b1", "b2"], member: "c1", now: now, kept: ttl) == ["b1", "b2"])
         await ledger.close()
         let again = try SQLiteLedger.open(path: path)
         try await again.migrate()
-        #expect(try await !again.claim("pro.rpm/consumer=carol", member: "c2", now: now, kept: ttl))
+        #expect(try await !again.claim(["pro.rpm/consumer=carol"], member: "c2", now: now, kept: ttl).contains("pro.rpm/consumer=carol"))
         await again.close()
     }
 
@@ -74,8 +76,8 @@ struct SQLiteLedgerTests {
         let upgraded = try SQLiteLedger.open(path: path)
         try await upgraded.migrate()
         let now = WallClock.now(), ttl = Duration.seconds(10)
-        #expect(try await !upgraded.claim("pro.rpm/consumer=carol", member: "c0", now: now, kept: ttl), "within a TTL of the upgrade")
-        #expect(try await upgraded.claim("pro.rpm/consumer=dave", member: "c0", now: now + .seconds(11), kept: ttl), "a TTL after it")
+        #expect(try await !upgraded.claim(["pro.rpm/consumer=carol"], member: "c0", now: now, kept: ttl).contains("pro.rpm/consumer=carol"), "within a TTL of the upgrade")
+        #expect(try await upgraded.claim(["pro.rpm/consumer=dave"], member: "c0", now: now + .seconds(11), kept: ttl).contains("pro.rpm/consumer=dave"), "a TTL after it")
         await upgraded.close()
     }
 

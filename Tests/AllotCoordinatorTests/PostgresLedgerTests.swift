@@ -63,11 +63,11 @@ struct PostgresLedgerTests {
             // The test database was made by this allot (records kept from the start), unless an
             // older one made it: then a TTL after the upgrade.
             let now = WallClock.now() + .seconds(20)
-            async let first = a.claim(id, member: "c0", now: now, kept: .seconds(10))
-            async let second = b.claim(id, member: "c1", now: now, kept: .seconds(10))
-            let won = try await [first, second]
+            async let first = a.claim([id, BudgetID("other-\(id)")], member: "c0", now: now, kept: .seconds(10))
+            async let second = b.claim([id], member: "c1", now: now, kept: .seconds(10))
+            let won = try await [first.contains(id), second.contains(id)]
             #expect(won.filter { $0 }.count == 1, "\(won)")
-            #expect(try await !a.claim(id, member: "c2", now: now, kept: .seconds(10)))
+            #expect(try await a.claim([id], member: "c2", now: now, kept: .seconds(10)).isEmpty)
         }
         await a.close()
         await b.close()

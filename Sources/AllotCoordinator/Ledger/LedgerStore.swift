@@ -23,11 +23,11 @@ public protocol LedgerStore: Sendable {
     func recordAuditHead(node: String, _ head: AuditHead, now: Instant) async throws
     /// `node`'s audit head, as last recorded.
     func auditHead(node: String) async throws -> AuditHead?
-    /// Records that `member` made `budget` (a budget made on first use). True when this is the
-    /// first record of it ever and the ledger has kept such records for at least `kept` (a
-    /// ledger upgraded from a release that kept none may miss budgets made just before);
-    /// false when it was there, or may have been made unrecorded.
-    func claim(_ budget: BudgetID, member: String, now: Instant, kept: Duration) async throws -> Bool
+    /// Records that `member` made `budgets` (in one transaction). Returns those recorded for the
+    /// first time ever, when the ledger has kept such records for at least `kept` (a ledger
+    /// upgraded from a release that kept none may miss budgets made just before); the others
+    /// were there, or may have been made unrecorded.
+    func claim(_ budgets: [BudgetID], member: String, now: Instant, kept: Duration) async throws -> Set<BudgetID>
     /// The newest version of a versioned document (nil: none yet).
     func head(of document: VersionedDocument) async throws -> DirectoryVersionRow?
     /// Adds `row` as a new version; false when its version number is taken (another
@@ -157,6 +157,8 @@ enum LedgerSchema {
 
     /// The first record of a budget's making wins; the answer names it when it is this one.
     static let claimBudget = "INSERT INTO budgets_made (budget, member, made_at) VALUES ($1, $2, $3) ON CONFLICT (budget) DO NOTHING RETURNING budget"
+    /// Claims sent in one transaction, at most.
+    static let claimBatch = 500
     /// A ledger upgraded to version 5 (not made new) notes when it began to keep the records,
     /// under the empty id (never a budget's).
     static let recordsBegan = "INSERT INTO budgets_made (budget, member, made_at) VALUES ('', 'upgrade', $1)"

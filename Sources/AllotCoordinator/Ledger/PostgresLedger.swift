@@ -131,18 +131,19 @@ public final class PostgresLedger: LedgerStore {
         }
     }
 
-    public func claim(_ budget: BudgetID, member: String, now: Instant, kept: Duration) async throws -> Bool {
+    public func claim(_ budgets: [BudgetID], member: String, now: Instant, kept: Duration) async throws -> Set<BudgetID> {
         try await bounded { [client, logger] in
-            var made = false
-            // LedgerSchema.claimBudget, each value bound as a parameter by the interpolation.
-            for try await _ in try await client.query("""
-                INSERT INTO budgets_made (budget, member, made_at) VALUES (\(budget.rawValue), \(member), \(now.nanoseconds))
+            var made = Set<BudgetID>()
+            // LedgerSchema.claimBudget for every id at once (one statement), each value bound as a parameter.
+            let ids = budgets.map(\.rawValue)
+            for try await id in try await client.query("""
+                INSERT INTO budgets_made (budget, member, made_at) SELECT unnest(\(ids)::text[]), \(member), \(now.nanoseconds)
                 ON CONFLICT (budget) DO NOTHING RETURNING budget
-                """, logger: logger).decode(String.self) { made = true }
-            guard made else { return false }
+                """, logger: logger).decode(String.self) { made.insert(BudgetID(id)) }
+            guard !made.isEmpty else { return made }
             var began: Int64?
             for try await t in try await client.query(PostgresQuery(unsafeSQL: LedgerSchema.recordsBeganAt), logger: logger).decode(Int64.self) { began = t }
-            return LedgerSchema.proves(now, began: began, kept: kept)
+            return LedgerSchema.proves(now, began: began, kept: kept) ? made : []
         }
     }
 

@@ -106,12 +106,18 @@ public actor SQLiteLedger: LedgerStore {
                                        [.text(node), .text(head.file), .integer(Int(head.sequence)), .text(head.mac), .integer(Int(now.nanoseconds))])
     }
 
-    public func claim(_ budget: BudgetID, member: String, now: Instant, kept: Duration) async throws -> Bool {
-        let rows = try await connection.query(LedgerSchema.claimBudget.replacingOccurrences(of: "$", with: "?"),
-                                              [.text(budget.rawValue), .text(member), .integer(Int(now.nanoseconds))])
-        guard !rows.isEmpty else { return false }
-        let began = try await connection.query(LedgerSchema.recordsBeganAt, []).first?.column("made_at")?.integer
-        return LedgerSchema.proves(now, began: began.map(Int64.init), kept: kept)
+    public func claim(_ budgets: [BudgetID], member: String, now: Instant, kept: Duration) async throws -> Set<BudgetID> {
+        try await transaction {
+            var made = Set<BudgetID>()
+            for b in budgets {
+                let rows = try await connection.query(LedgerSchema.claimBudget.replacingOccurrences(of: "$", with: "?"),
+                                                      [.text(b.rawValue), .text(member), .integer(Int(now.nanoseconds))])
+                if !rows.isEmpty { made.insert(b) }
+            }
+            guard !made.isEmpty else { return made }
+            let began = try await connection.query(LedgerSchema.recordsBeganAt, []).first?.column("made_at")?.integer
+            return LedgerSchema.proves(now, began: began.map(Int64.init), kept: kept) ? made : []
+        }
     }
 
     public func auditHead(node: String) async throws -> AuditHead? {
