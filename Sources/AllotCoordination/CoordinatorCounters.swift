@@ -32,8 +32,8 @@ public struct CoordinatorCounters: Sendable {
     /// Tier budgets made on first use, and retired when idle.
     public var tierBudgetsMade: Int64 = 0
     public var tierBudgetsRetired: Int64 = 0
-    /// Creations of budgets made on first use recorded in the ledger: `new` (served from a
-    /// full pool at once) or `existed` (made before; learned when ownership moved lately).
+    /// Budgets made on first use in a cluster, as the ledger answered their claim: `new`
+    /// (served from a full pool at once), `existed` (made before), `unknown` (the ledger failed).
     public var budgetsClaimed: [String: Int64] = [:]
     /// Audit heads received from nodes.
     public var auditHeads: Int64 = 0

@@ -45,7 +45,7 @@ extension CoordinatorMachine {
                 journal += drop(id)
                 removed[id] = now + settings.allocator.leaseTTL
                 loading.remove(id)
-                claiming.remove(id)
+                claiming[id] = nil
                 tierBudgets.removed(id)
                 report.removed.append(id)
                 continue
@@ -56,33 +56,19 @@ extension CoordinatorMachine {
             case .replaced:
                 journal += drop(id)
                 loading.remove(id)
-                claiming.remove(id)
+                claiming[id] = nil
                 guard (try? add(spec, epoch: nil, now: now)) != nil else { continue }
-                loads += learnOrLoad(spec, now: now)
+                loads += takeOver(spec, now: now)
                 report.replaced.append(id)
             }
         }
         for (id, spec) in newConfigured.sorted(by: { $0.key < $1.key }) where !allocator.contains(id) {
             if let view, !view.serving || view.owner(of: id) != settings.member { continue }
             guard (try? add(spec, epoch: nil, now: now)) != nil else { continue }
-            loads += learnOrLoad(spec, now: now)
+            loads += takeOver(spec, now: now)
             report.added.append(id)
         }
         let recalls: [Action] = withdrawn.isEmpty ? [] : [.push(withdrawn)]
         return (report, loads + recalls + takePushes() + write(journal + allocator.takeJournal(), held: []))
-    }
-
-
-    /// A budget added at run time, or replaced by another kind: a durable quota as its ledger
-    /// row says; any other learns for one lease TTL, since nodes may hold leases of a budget of
-    /// that id from before (a claim would not tell: budgets configured from the start are not
-    /// claimed by a standalone coordinator).
-    private mutating func learnOrLoad(_ spec: BudgetSpec, now: Instant) -> [Action] {
-        if settings.durable && spec.kind.isQuota && !allocator.isUpstreamBacked(spec.id) {
-            loading.insert(spec.id)
-            return [.loadLedger(spec.id)]
-        }
-        gain(spec.id, ledger: nil, learning: true, now: now)
-        return []
     }
 }

@@ -23,7 +23,7 @@ extension CoordinatorMachine {
         for b in allocator.budgetIDs where !quorate || view.owner(of: b) != me {
             journal += drop(b)
             loading.remove(b)
-            claiming.remove(b)
+            claiming[b] = nil
             counters.ownershipLost += 1
             if configured[b] == nil { tierBudgets.removed(b) }
         }
@@ -34,15 +34,14 @@ extension CoordinatorMachine {
                 }
             }
         }
-        // Budgets gained: durable quotas as their ledger row says (the database's conditional
-        // update covers a previous owner still granting); rate and concurrency budgets are
-        // learned for one lease TTL (at formation too: a member that restarts into a running
-        // cluster cannot know what others granted meanwhile) unless the ledger proves that no
-        // coordinator ever owned them (`claimed`: a cluster's first formation starts full).
+        // Budgets gained: rate and concurrency budgets are learned for one lease TTL (at
+        // formation too: a member that restarts into a running cluster cannot know what
+        // others granted meanwhile); durable quotas as their ledger row says (the database's
+        // conditional update covers a previous owner still granting).
         for (id, spec) in configured where quorate && view.owner(of: id) == me {
             if wasFormed && !regained && allocator.contains(id) { continue }
             if !allocator.contains(id) { try? add(spec, epoch: nil, now: now) }
-            loads += takeOver(id, spec: spec, now: now)
+            loads += takeOver(spec, now: now)
         }
         return loads + write(journal, held: []) + [.members(view.members, version: view.version)]
     }
@@ -65,36 +64,38 @@ extension CoordinatorMachine {
         return allocator.window(budget)?.start
     }
 
-    /// Whether `budget`'s creation still waits to be recorded (the shell asks again until not).
-    public func isClaiming(_ budget: BudgetID) -> Bool { claiming.contains(budget) }
+    /// Whether claim `generation` of `budget` is still awaited (the shell stops otherwise).
+    public func isClaiming(_ budget: BudgetID, generation: UInt64) -> Bool { claiming[budget] == generation }
 
-    /// Takes over a configured budget just gained (formation, failover, a join) or added at
-    /// run time: a durable quota from its ledger row; with a ledger, any other is claimed first
-    /// (`claimed`); without one, it is learned for a lease TTL.
-    mutating func takeOver(_ id: BudgetID, spec: BudgetSpec, now: Instant) -> [Action] {
-        guard settings.durable, !allocator.isUpstreamBacked(id) else {
-            gain(id, ledger: nil, learning: true, now: now)
-            return []
+    /// Takes over a configured budget gained (formation, failover, a join) or added or
+    /// replaced at run time: a durable quota as its ledger row says; any other learns for one
+    /// lease TTL, since nodes may hold leases of a budget of that id from before.
+    mutating func takeOver(_ spec: BudgetSpec, now: Instant) -> [Action] {
+        if settings.durable && spec.kind.isQuota && !allocator.isUpstreamBacked(spec.id) {
+            loading.insert(spec.id)
+            return [.loadLedger(spec.id)]
         }
-        if spec.kind.isQuota {
-            loading.insert(id)
-            return [.loadLedger(id)]
-        }
-        claiming.insert(id)
-        return [.claimBudget(id)]
+        gain(spec.id, ledger: nil, learning: true, now: now)
+        return []
     }
 
-    /// The ledger recorded `budget`'s making (`fresh`: no coordinator ever made or owned it,
-    /// so no node can hold a lease of it: granted from a full pool at once), or found it there.
-    /// Then a configured budget is learned for a lease TTL (it was owned before: a restart, a
-    /// failover); one made on first use only when its ownership moved within a lease TTL (the
-    /// coordinator that made it may have granted it).
-    public mutating func claimed(_ budget: BudgetID, fresh: Bool, now: Instant) {
-        guard claiming.remove(budget) != nil, allocator.contains(budget) else { return }
-        counters.budgetsClaimed[fresh ? "new" : "existed", default: 0] += 1
-        guard !fresh else { return }
-        if configured[budget] != nil || view?.movedRecently(budget, now: now) == true {
-            gain(budget, ledger: nil, learning: true, now: now)
+    /// Claim `generation` of a budget made on first use was answered (an older claim's
+    /// answer, after the budget was lost and made again, is ignored). `.new`: no coordinator
+    /// ever made it, so no node can hold a lease of it: granted from a full pool at once.
+    /// `.madeBy` another coordinator (or unknown: the ledger failed): learned for a lease TTL,
+    /// it may still be granting from a view this one has not seen. Made last by this one: as
+    /// without a ledger, learned only when its ownership moved within a lease TTL.
+    public mutating func claimed(_ budget: BudgetID, generation: UInt64, _ answer: ClaimAnswer, now: Instant) {
+        guard claiming[budget] == generation, allocator.contains(budget) else { return }
+        claiming[budget] = nil
+        switch answer {
+        case .new:
+            counters.budgetsClaimed["new", default: 0] += 1
+        case .madeBy(let member):
+            counters.budgetsClaimed[member.isEmpty ? "unknown" : "existed", default: 0] += 1
+            if member != settings.member?.name || view?.movedRecently(budget, now: now) == true {
+                gain(budget, ledger: nil, learning: true, now: now)
+            }
         }
     }
 
@@ -172,4 +173,13 @@ extension CoordinatorMachine {
         }
         return order.map { .send($0, byNode[$0]!) } + write(outcome.retry, held: [])
     }
+}
+
+/// The ledger's answer to a claim of a budget made on first use.
+public enum ClaimAnswer: Sendable, Hashable {
+    /// The first record of it ever, in a ledger that has kept these records long enough.
+    case new
+    /// Made before, last by this member ("" when unknown: an unproven first record, or the
+    /// ledger failed).
+    case madeBy(String)
 }

@@ -63,9 +63,9 @@ public struct CoordinatorMachine: Sendable {
         case writeLedger([LedgerChange], held: [DurableGrants.Held])
         /// Read `budget`'s ledger row for the window `loadWindow` names; report with `loaded`.
         case loadLedger(BudgetID)
-        /// Record `budget`'s creation in the ledger unless it is there; report with `claimed`
-        /// (again, while `isClaiming` says so, until the ledger answers).
-        case claimBudget(BudgetID)
+        /// Record that this coordinator made `budget` (on first use) in the ledger; report the
+        /// answer, or `.madeBy("")` when the ledger failed, with `claimed`.
+        case claimBudget(BudgetID, generation: UInt64)
         /// Tell every connected node the cluster's members.
         case members([MemberID], version: UInt64)
         /// Soft limits crossed (log them; the counts are in `softLimits`).
@@ -80,8 +80,10 @@ public struct CoordinatorMachine: Sendable {
     public internal(set) var view: OwnershipView?
     /// Quota budgets whose ledger row is being read: nothing granted until it arrives.
     public internal(set) var loading: Set<BudgetID> = []
-    /// Budgets made on first use whose creation is being recorded: nothing granted until then.
-    public internal(set) var claiming: Set<BudgetID> = []
+    /// Budgets made on first use whose making is being recorded (by claim generation):
+    /// nothing granted until the ledger answers.
+    public internal(set) var claiming: [BudgetID: UInt64] = [:]
+    var claimGeneration: UInt64 = 0
     public internal(set) var auditHeads: [String: AuditHead] = [:]
     var catalog: TierCatalog
     var configured: [BudgetID: BudgetSpec]
@@ -158,7 +160,7 @@ public struct CoordinatorMachine: Sendable {
                 counters.redirects += 1
                 continue
             }
-            if !(view?.serving ?? true) || loading.contains(req.budget) || claiming.contains(req.budget) {
+            if !(view?.serving ?? true) || loading.contains(req.budget) || claiming[req.budget] != nil {
                 out.append(.unavailable(requestID: req.requestID, budget: req.budget, retryAfter: .milliseconds(20)))
                 continue
             }
@@ -196,8 +198,9 @@ public struct CoordinatorMachine: Sendable {
                     // In a cluster its making is claimed in the ledger first: the first
                     // coordinator ever to make it grants from a full pool at once (`claimed`).
                     // Standalone, no other coordinator can have made it: served at once.
-                    claiming.insert(spec.id)
-                    actions.append(.claimBudget(spec.id))
+                    claimGeneration += 1
+                    claiming[spec.id] = claimGeneration
+                    actions.append(.claimBudget(spec.id, generation: claimGeneration))
                     out.append(.unavailable(requestID: req.requestID, budget: req.budget, retryAfter: .milliseconds(10)))
                     continue
                 } else {

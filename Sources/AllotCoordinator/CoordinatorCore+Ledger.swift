@@ -1,3 +1,4 @@
+import AllotCoordination
 import AllotCore
 import AllotTransport
 import Foundation
@@ -20,26 +21,21 @@ extension CoordinatorCore {
         }
     }
 
-    /// Records `budget`'s making in the ledger with every other claim waiting (one
-    /// transaction per batch: a node making thousands of budgets costs a few writes, not one
-    /// each), backing off while the ledger does not answer, then tells the machine which are
-    /// new. Stops asking for a budget once the machine no longer waits for it.
-    func claim(_ budget: BudgetID) {
-        guard let ledger, claims.enqueue(budget) else { return }
+    /// Records that this coordinator made `budget` in the ledger, with every other claim
+    /// waiting (one transaction per batch: a node making thousands of budgets costs a few
+    /// writes, not one each), then gives the machine each answer. A batch the ledger fails is
+    /// answered `.madeBy("")` (learned, as without a ledger): never retried, never blocking.
+    func claim(_ budget: BudgetID, generation: UInt64) {
+        guard let ledger, claims.enqueue((budget, generation)) else { return }
         let member = settings.member?.name ?? settings.name, kept = settings.allocator.leaseTTL
         Task {
-            var backoff = Duration.milliseconds(50)
             while let batch = claims.next(LedgerSchema.claimBatch) {
-                let wanted = batch.filter { b in machine { $0.isClaiming(b) } }
+                var wanted: [BudgetID: UInt64] = [:]
+                for (b, g) in batch where machine({ $0.isClaiming(b, generation: g) }) { wanted[b] = g }
                 if wanted.isEmpty { continue }
-                do {
-                    let fresh = try await ledger.store.claim(wanted, member: member, now: WallClock.now(), kept: kept)
-                    machine { m in for b in wanted { m.claimed(b, fresh: fresh.contains(b), now: WallClock.now()) } }
-                    backoff = .milliseconds(50)
-                } catch {
-                    claims.putBack(wanted)
-                    try? await Task.sleep(for: backoff)
-                    backoff = min(backoff * 2, .seconds(2))
+                let answers = (try? await ledger.store.claim(Array(wanted.keys), member: member, now: WallClock.now(), kept: kept)) ?? [:]
+                machine { m in
+                    for (b, g) in wanted { m.claimed(b, generation: g, answers[b] ?? .madeBy(""), now: WallClock.now()) }
                 }
             }
         }
@@ -48,19 +44,20 @@ extension CoordinatorCore {
 
 /// Claims waiting for the ledger, and whether a task is sending them.
 final class ClaimQueue: Sendable {
-    private let state = Mutex<(waiting: [BudgetID], sending: Bool)>(([], false))
+    typealias Claim = (budget: BudgetID, generation: UInt64)
+    private let state = Mutex<(waiting: [Claim], sending: Bool)>(([], false))
 
-    /// Queues `budget`; true when the caller must start the sending task.
-    func enqueue(_ budget: BudgetID) -> Bool {
+    /// Queues a claim; true when the caller must start the sending task.
+    func enqueue(_ claim: Claim) -> Bool {
         state.withLock { s in
-            s.waiting.append(budget)
+            s.waiting.append(claim)
             defer { s.sending = true }
             return !s.sending
         }
     }
 
     /// Up to `limit` waiting claims; nil (the task stops) when none wait.
-    func next(_ limit: Int) -> [BudgetID]? {
+    func next(_ limit: Int) -> [Claim]? {
         state.withLock { s in
             guard !s.waiting.isEmpty else { s.sending = false; return nil }
             let batch = Array(s.waiting.prefix(limit))
@@ -68,6 +65,4 @@ final class ClaimQueue: Sendable {
             return batch
         }
     }
-
-    func putBack(_ budgets: [BudgetID]) { state.withLock { $0.waiting.insert(contentsOf: budgets, at: 0) } }
 }

@@ -227,7 +227,7 @@ public final class CoordinatorCore: Sendable {
                     self?.run { ((), $0.recorded(journal, held: held, accepted: accepted)) }
                 }
             case .loadLedger(let budget): load(budget)
-            case .claimBudget(let budget): claim(budget)
+            case .claimBudget(let budget, let generation): claim(budget, generation: generation)
             case .softLimitCrossed(let crossings): Self.log(crossings)
             case .push, .send, .members: break
             }

@@ -32,78 +32,74 @@ struct FirstUseTests {
         m.acquire([AcquireRequest(requestID: request, node: "n0", budget: id, want: 10, demandRate: 10)], from: "n0", now: t)
     }
 
+    /// The claim the machine asked for, with its generation.
+    static func claim(_ actions: [CoordinatorMachine.Action]) -> (BudgetID, UInt64)? {
+        actions.lazy.compactMap { if case .claimBudget(let b, let g) = $0 { (b, g) } else { nil } }.first
+    }
+
     @Test("never made anywhere (the ledger's first record): unavailable for one ledger round trip, then granted from a full pool")
     func fresh() throws {
         var (m, id) = try Self.formed(durable: true)
         let t = t0 + .milliseconds(100)
         let (first, actions) = Self.ask(&m, id, 1, at: t)
         #expect(first == [.unavailable(requestID: 1, budget: id, retryAfter: .milliseconds(10))])
-        #expect(actions.contains { if case .claimBudget(id) = $0 { true } else { false } })
-        #expect(m.isClaiming(id))
+        let (claimed, generation) = try #require(Self.claim(actions))
+        #expect(claimed == id && m.isClaiming(id, generation: generation))
         // Asked again before the ledger answered: still waiting, no second claim.
         let (again, more) = Self.ask(&m, id, 2, at: t + .milliseconds(5))
         #expect(again == [.unavailable(requestID: 2, budget: id, retryAfter: .milliseconds(20))])
-        #expect(!more.contains { if case .claimBudget = $0 { true } else { false } })
-        m.claimed(id, fresh: true, now: t + .milliseconds(8))
-        #expect(!m.isClaiming(id) && m.allocator.status(id)?.learning == false)
+        #expect(Self.claim(more) == nil)
+        m.claimed(id, generation: generation, .new, now: t + .milliseconds(8))
+        #expect(!m.isClaiming(id, generation: generation) && m.allocator.status(id)?.learning == false)
         guard case .grant(let g) = Self.ask(&m, id, 3, at: t + .milliseconds(15)).0.first else { Issue.record("no grant"); return }
         #expect(g.amount > 0, "served within the first 100 ms, though the cluster formed a moment ago")
         #expect(m.counters.budgetsClaimed["new"] == 1)
     }
 
-    @Test("made before (the ledger has its record): learned for a lease TTL when ownership moved lately, as before")
+    @Test("made before by another coordinator, or unknown (the ledger failed): learned for a lease TTL, even where this one's view did not move (it may be stale)")
     func existed() throws {
+        for answer in [ClaimAnswer.madeBy("c2"), .madeBy("")] {
+            var (m, id) = try Self.formed(durable: true)
+            let t = t0 + fastAllocator.leaseTTL * 3 // long after formation: the view did not move
+            #expect(!m.view!.movedRecently(id, now: t))
+            let (_, generation) = try #require(Self.claim(Self.ask(&m, id, 1, at: t).1))
+            m.claimed(id, generation: generation, answer, now: t + .milliseconds(8))
+            #expect(m.allocator.status(id)?.learning == true, "\(answer)")
+            guard case .grant(let g) = Self.ask(&m, id, 2, at: t + .milliseconds(15)).0.first else { Issue.record("no answer"); return }
+            #expect(g.amount == 0)
+        }
+    }
+
+    @Test("made last by this coordinator, its ownership settled: served at once, as without a ledger")
+    func madeByMe() throws {
         var (m, id) = try Self.formed(durable: true)
-        let t = t0 + .milliseconds(100)
-        _ = Self.ask(&m, id, 1, at: t)
-        m.claimed(id, fresh: false, now: t + .milliseconds(8))
-        #expect(m.allocator.status(id)?.learning == true)
-        guard case .grant(let g) = Self.ask(&m, id, 2, at: t + .milliseconds(15)).0.first else { Issue.record("no answer"); return }
-        #expect(g.amount == 0)
-        #expect(m.counters.budgetsClaimed["existed"] == 1)
+        let t = t0 + fastAllocator.leaseTTL * 3
+        let (_, generation) = try #require(Self.claim(Self.ask(&m, id, 1, at: t).1))
+        m.claimed(id, generation: generation, .madeBy("c0"), now: t + .milliseconds(8))
+        #expect(m.allocator.status(id)?.learning == false && m.counters.budgetsClaimed["existed"] == 1)
     }
 
     @Test("without a ledger nothing proves it new: learned for a lease TTL after formation (unchanged)")
     func noLedger() throws {
         var (m, id) = try Self.formed(durable: false)
         let (answers, actions) = Self.ask(&m, id, 1, at: t0 + .milliseconds(100))
-        #expect(!actions.contains { if case .claimBudget = $0 { true } else { false } })
+        #expect(Self.claim(actions) == nil)
         guard case .grant(let g) = answers.first else { Issue.record("no answer"); return }
         #expect(g.amount == 0 && m.allocator.status(id)?.learning == true)
     }
 
-    @Test("ownership lost while the claim is out: the late answer changes nothing")
+    @Test("ownership lost while the claim is out, then made again: the first claim's late answer changes nothing")
     func lostMeanwhile() throws {
         var (m, id) = try Self.formed(durable: true)
-        _ = Self.ask(&m, id, 1, at: t0 + .milliseconds(100))
+        let (_, old) = try #require(Self.claim(Self.ask(&m, id, 1, at: t0 + .milliseconds(100)).1))
         _ = m.viewChanged([Self.me], now: t0 + .milliseconds(150))
-        #expect(!m.isClaiming(id) && !m.allocator.contains(id))
-        m.claimed(id, fresh: true, now: t0 + .milliseconds(160))
-        #expect(!m.allocator.contains(id))
-    }
-
-    @Test("a cluster's first formation (the ledger has no record of its budgets): configured rate budgets are claimed and start full; formed again after a restart (records there) they learn")
-    func firstFormation() throws {
-        var s = CoordinatorMachine.Settings()
-        s.member = Self.me
-        s.quorum = 2
-        s.durable = true
-        s.allocator = fastAllocator
-        let specs = try (0..<12).map { try BudgetSpec(id: BudgetID("r\($0)"), unit: .requests, kind: .rate(limit: 100, period: .seconds(1), burst: 100)) }
-        let mine = specs.filter { Rendezvous.owner(of: $0.id, among: Self.all) == Self.me }.map(\.id)
-        #expect(!mine.isEmpty)
-        for fresh in [true, false] {
-            var m = try CoordinatorMachine(settings: s, budgets: specs, now: t0)
-            let actions = m.viewChanged(Self.all, now: t0)
-            let claims = actions.compactMap { if case .claimBudget(let b) = $0 { b } else { nil } }
-            #expect(Set(claims) == Set(mine), "every budget it owns is claimed, nothing learned yet")
-            for b in mine { m.claimed(b, fresh: fresh, now: t0 + .milliseconds(5)) }
-            guard case .grant(let g) = Self.ask(&m, mine[0], 1, at: t0 + .milliseconds(10)).0.first else { Issue.record("no answer"); return }
-            if fresh {
-                #expect(g.amount > 0 && mine.allSatisfy { m.allocator.status($0)?.learning == false }, "first formation: full at once")
-            } else {
-                #expect(g.amount == 0 && mine.allSatisfy { m.allocator.status($0)?.learning == true }, "a restart: learned for a TTL")
-            }
-        }
+        #expect(!m.isClaiming(id, generation: old) && !m.allocator.contains(id))
+        _ = m.viewChanged(Self.all, now: t0 + .seconds(1))
+        let (_, again) = try #require(Self.claim(Self.ask(&m, id, 2, at: t0 + .seconds(1)).1))
+        #expect(again != old)
+        m.claimed(id, generation: old, .new, now: t0 + .seconds(1) + .milliseconds(5))
+        #expect(m.isClaiming(id, generation: again), "the old answer is not this claim's")
+        m.claimed(id, generation: again, .madeBy("c1"), now: t0 + .seconds(1) + .milliseconds(6))
+        #expect(m.allocator.status(id)?.learning == true)
     }
 }

@@ -120,6 +120,12 @@ struct ClusterTests {
         let h = Harness()
         let tier = try Tier(name: "pro", templates: [try BudgetTemplate(name: "rpm", unit: .requests, kind: .rate(limit: 100, period: .seconds(1), burst: 100), scope: [.consumer])])
         let ledgerPath = tempPath("ledger.db")
+        // A ledger made a lease TTL ago: its records prove (one made just now proves nothing
+        // yet: budgets may have been made unrecorded before it).
+        let made = try SQLiteLedger.open(path: ledgerPath)
+        try await made.migrate()
+        await made.close()
+        try await Task.sleep(for: allocator.leaseTTL)
         for (i, a) in Self.addresses.enumerated() {
             try await h.start("c\(i)", address: a, budgets: [], tiers: [tier], seeds: Self.addresses, ledger: try SQLiteLedger.open(path: ledgerPath), allocator: allocator)
         }

@@ -1,3 +1,4 @@
+import AllotCoordination
 import AllotCore
 @testable import AllotCoordinator
 import AllotNode
@@ -43,23 +44,24 @@ struct SQLiteLedgerTests {
         await again.close()
     }
 
-    @Test("a budget's making is claimed once: the first claim wins, every later one (any member, after a reopen too) finds it")
+    @Test("claims: the first record of a budget is new once the ledger has kept records a lease TTL; later ones name the member that made it last (after a reopen too)")
     func claims() async throws {
         let path = tempPath("ledger.db")
         let ledger = try SQLiteLedger.open(path: path)
         try await ledger.migrate()
-        let now = Instant(seconds: 1_500)
         let ttl = Duration.seconds(10)
-        #expect(try await ledger.claim(["pro.rpm/consumer=carol"], member: "c0", now: now, kept: ttl).contains("pro.rpm/consumer=carol"))
-        #expect(try await !ledger.claim(["pro.rpm/consumer=carol"], member: "c1", now: now, kept: ttl).contains("pro.rpm/consumer=carol"))
-        #expect(try await !ledger.claim(["pro.rpm/consumer=carol"], member: "c0", now: now, kept: ttl).contains("pro.rpm/consumer=carol"))
-        #expect(try await ledger.claim(["pro.rpm/consumer=dave"], member: "c1", now: now, kept: ttl).contains("pro.rpm/consumer=dave"))
-        // A batch: the new ones come back, in one transaction.
-        #expect(try await ledger.claim(["pro.rpm/consumer=dave", "b1", "b2"], member: "c1", now: now, kept: ttl) == ["b1", "b2"])
+        let carol: BudgetID = "pro.rpm/consumer=carol", dave: BudgetID = "pro.rpm/consumer=dave"
+        // A ledger made just now proves nothing yet: budgets may have been made unrecorded.
+        #expect(try await ledger.claim([carol], member: "c0", now: WallClock.now(), kept: ttl) == [carol: .madeBy("")])
+        let later = WallClock.now() + .seconds(11)
+        #expect(try await ledger.claim([dave], member: "c0", now: later, kept: ttl) == [dave: .new])
+        #expect(try await ledger.claim([dave], member: "c1", now: later, kept: ttl) == [dave: .madeBy("c0")])
+        // A batch, in one transaction.
+        #expect(try await ledger.claim([dave, "b1"], member: "c2", now: later, kept: ttl) == [dave: .madeBy("c1"), "b1": .new])
         await ledger.close()
         let again = try SQLiteLedger.open(path: path)
         try await again.migrate()
-        #expect(try await !again.claim(["pro.rpm/consumer=carol"], member: "c2", now: now, kept: ttl).contains("pro.rpm/consumer=carol"))
+        #expect(try await again.claim([carol], member: "c2", now: later, kept: ttl) == [carol: .madeBy("c0")])
         await again.close()
     }
 
@@ -76,8 +78,8 @@ struct SQLiteLedgerTests {
         let upgraded = try SQLiteLedger.open(path: path)
         try await upgraded.migrate()
         let now = WallClock.now(), ttl = Duration.seconds(10)
-        #expect(try await !upgraded.claim(["pro.rpm/consumer=carol"], member: "c0", now: now, kept: ttl).contains("pro.rpm/consumer=carol"), "within a TTL of the upgrade")
-        #expect(try await upgraded.claim(["pro.rpm/consumer=dave"], member: "c0", now: now + .seconds(11), kept: ttl).contains("pro.rpm/consumer=dave"), "a TTL after it")
+        #expect(try await upgraded.claim(["pro.rpm/consumer=carol"], member: "c0", now: now, kept: ttl) == ["pro.rpm/consumer=carol": .madeBy("")])
+        #expect(try await upgraded.claim(["pro.rpm/consumer=dave"], member: "c0", now: now + .seconds(11), kept: ttl) == ["pro.rpm/consumer=dave": .new])
         await upgraded.close()
     }
 

@@ -1,3 +1,4 @@
+import AllotCoordination
 import AllotCore
 import Foundation
 
@@ -23,11 +24,11 @@ public protocol LedgerStore: Sendable {
     func recordAuditHead(node: String, _ head: AuditHead, now: Instant) async throws
     /// `node`'s audit head, as last recorded.
     func auditHead(node: String) async throws -> AuditHead?
-    /// Records that `member` made `budgets` (in one transaction). Returns those recorded for the
-    /// first time ever, when the ledger has kept such records for at least `kept` (a ledger
-    /// upgraded from a release that kept none may miss budgets made just before); the others
-    /// were there, or may have been made unrecorded.
-    func claim(_ budgets: [BudgetID], member: String, now: Instant, kept: Duration) async throws -> Set<BudgetID>
+    /// Records that `member` made `budgets` (in one transaction; ids distinct), each answered:
+    /// `.new` for a first record ever in a ledger that has kept these records for at least
+    /// `kept` (one made or upgraded just before may miss budgets made unrecorded); `.madeBy`
+    /// the member that made it last otherwise ("" when a first record proves nothing).
+    func claim(_ budgets: [BudgetID], member: String, now: Instant, kept: Duration) async throws -> [BudgetID: ClaimAnswer]
     /// The newest version of a versioned document (nil: none yet).
     func head(of document: VersionedDocument) async throws -> DirectoryVersionRow?
     /// Adds `row` as a new version; false when its version number is taken (another
@@ -149,26 +150,25 @@ enum LedgerSchema {
             CREATE TABLE budgets_made (
               budget TEXT PRIMARY KEY,
               member TEXT NOT NULL,
-              made_at BIGINT NOT NULL
+              made_at BIGINT NOT NULL,
+              previous TEXT
             )
             """,
         ]),
     ]
 
-    /// The first record of a budget's making wins; the answer names it when it is this one.
-    static let claimBudget = "INSERT INTO budgets_made (budget, member, made_at) VALUES ($1, $2, $3) ON CONFLICT (budget) DO NOTHING RETURNING budget"
     /// Claims sent in one transaction, at most.
     static let claimBatch = 500
-    /// A ledger upgraded to version 5 (not made new) notes when it began to keep the records,
+    /// The ledger notes when it began to keep the records (made new or upgraded to version 5),
     /// under the empty id (never a budget's).
-    static let recordsBegan = "INSERT INTO budgets_made (budget, member, made_at) VALUES ('', 'upgrade', $1)"
+    static let recordsBegan = "INSERT INTO budgets_made (budget, member, made_at) VALUES ('', 'ledger', $1)"
     static let recordsBeganAt = "SELECT made_at FROM budgets_made WHERE budget = ''"
 
-    /// Whether a first record at `now` proves the budget new: records kept since the ledger
-    /// was made, or for at least `kept` since its upgrade.
-    static func proves(_ now: Instant, began: Int64?, kept: Duration) -> Bool {
-        guard let began else { return true }
-        return now - Instant(nanoseconds: began) >= kept
+    /// What a claim's row says: a first record proves the budget new only once the records
+    /// have been kept for `kept` (a lease TTL: anything made unrecorded before has expired).
+    static func answer(inserted: Bool, previous: String?, now: Instant, began: Int64?, kept: Duration) -> ClaimAnswer {
+        guard inserted else { return .madeBy(previous ?? "") }
+        return now - Instant(nanoseconds: began ?? 0) >= kept ? .new : .madeBy("")
     }
 
     /// Upsert keeping the highest sequence (SQLite ≥ 3.24 and PostgreSQL share the syntax).

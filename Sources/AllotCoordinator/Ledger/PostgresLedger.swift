@@ -1,3 +1,4 @@
+import AllotCoordination
 import AllotCore
 import AllotTransport
 import Logging
@@ -65,7 +66,7 @@ public final class PostgresLedger: LedgerStore {
                 for m in LedgerSchema.migrations where m.version > current {
                     for sql in m.sql { try await conn.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
                     let now = WallClock.now().nanoseconds
-                    if m.version == 5 && current > 0 {
+                    if m.version == 5 {
                         // LedgerSchema.recordsBegan
                         try await conn.query("INSERT INTO budgets_made (budget, member, made_at) VALUES ('', 'upgrade', \(now))", logger: logger)
                     }
@@ -131,19 +132,23 @@ public final class PostgresLedger: LedgerStore {
         }
     }
 
-    public func claim(_ budgets: [BudgetID], member: String, now: Instant, kept: Duration) async throws -> Set<BudgetID> {
+    public func claim(_ budgets: [BudgetID], member: String, now: Instant, kept: Duration) async throws -> [BudgetID: ClaimAnswer] {
         try await bounded { [client, logger] in
-            var made = Set<BudgetID>()
-            // LedgerSchema.claimBudget for every id at once (one statement), each value bound as a parameter.
-            let ids = budgets.map(\.rawValue)
-            for try await id in try await client.query("""
-                INSERT INTO budgets_made (budget, member, made_at) SELECT unnest(\(ids)::text[]), \(member), \(now.nanoseconds)
-                ON CONFLICT (budget) DO NOTHING RETURNING budget
-                """, logger: logger).decode(String.self) { made.insert(BudgetID(id)) }
-            guard !made.isEmpty else { return made }
             var began: Int64?
             for try await t in try await client.query(PostgresQuery(unsafeSQL: LedgerSchema.recordsBeganAt), logger: logger).decode(Int64.self) { began = t }
-            return LedgerSchema.proves(now, began: began, kept: kept) ? made : []
+            // Every id in one statement, each value bound as a parameter. A conflicting insert
+            // waits for the other's commit and updates the committed row: `xmax = 0` only for
+            // the one that inserted, `previous` is the maker before this claim.
+            let ids = budgets.map(\.rawValue)
+            var out: [BudgetID: ClaimAnswer] = [:]
+            for try await (id, inserted, previous) in try await client.query("""
+                INSERT INTO budgets_made (budget, member, made_at) SELECT unnest(\(ids)::text[]), \(member), \(now.nanoseconds)
+                ON CONFLICT (budget) DO UPDATE SET previous = budgets_made.member, member = excluded.member, made_at = excluded.made_at
+                RETURNING budget, (xmax = 0), previous
+                """, logger: logger).decode((String, Bool, String?).self) {
+                out[BudgetID(id)] = LedgerSchema.answer(inserted: inserted, previous: previous, now: now, began: began, kept: kept)
+            }
+            return out
         }
     }
 
