@@ -32,9 +32,6 @@ public struct CoordinatorCounters: Sendable {
     /// Tier budgets made on first use, and retired when idle.
     public var tierBudgetsMade: Int64 = 0
     public var tierBudgetsRetired: Int64 = 0
-    /// Budgets made on first use in a cluster, as the ledger answered their claim: `new`
-    /// (served from a full pool at once), `existed` (made before), `unknown` (the ledger failed).
-    public var budgetsClaimed: [String: Int64] = [:]
     /// Audit heads received from nodes.
     public var auditHeads: Int64 = 0
     public init() {}

@@ -45,7 +45,6 @@ extension CoordinatorMachine {
                 journal += drop(id)
                 removed[id] = now + settings.allocator.leaseTTL
                 loading.remove(id)
-                claiming[id] = nil
                 tierBudgets.removed(id)
                 report.removed.append(id)
                 continue
@@ -56,7 +55,6 @@ extension CoordinatorMachine {
             case .replaced:
                 journal += drop(id)
                 loading.remove(id)
-                claiming[id] = nil
                 guard (try? add(spec, epoch: nil, now: now)) != nil else { continue }
                 loads += takeOver(spec, now: now)
                 report.replaced.append(id)
@@ -70,5 +68,16 @@ extension CoordinatorMachine {
         }
         let recalls: [Action] = withdrawn.isEmpty ? [] : [.push(withdrawn)]
         return (report, loads + recalls + takePushes() + write(journal + allocator.takeJournal(), held: []))
+    }
+
+    /// A budget added at run time: a durable quota as its ledger row says; any other learns for
+    /// one lease TTL, since nodes may hold leases of a budget of that id from before.
+    private mutating func takeOver(_ spec: BudgetSpec, now: Instant) -> [Action] {
+        if settings.durable && spec.kind.isQuota && !allocator.isUpstreamBacked(spec.id) {
+            loading.insert(spec.id)
+            return [.loadLedger(spec.id)]
+        }
+        gain(spec.id, ledger: nil, learning: true, now: now)
+        return []
     }
 }

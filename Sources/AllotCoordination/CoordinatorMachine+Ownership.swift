@@ -23,7 +23,6 @@ extension CoordinatorMachine {
         for b in allocator.budgetIDs where !quorate || view.owner(of: b) != me {
             journal += drop(b)
             loading.remove(b)
-            claiming[b] = nil
             counters.ownershipLost += 1
             if configured[b] == nil { tierBudgets.removed(b) }
         }
@@ -41,7 +40,12 @@ extension CoordinatorMachine {
         for (id, spec) in configured where quorate && view.owner(of: id) == me {
             if wasFormed && !regained && allocator.contains(id) { continue }
             if !allocator.contains(id) { try? add(spec, epoch: nil, now: now) }
-            loads += takeOver(spec, now: now)
+            if settings.durable && spec.kind.isQuota && !allocator.isUpstreamBacked(id) {
+                loading.insert(id)
+                loads.append(.loadLedger(id))
+            } else {
+                gain(id, ledger: nil, learning: true, now: now)
+            }
         }
         return loads + write(journal, held: []) + [.members(view.members, version: view.version)]
     }
@@ -62,41 +66,6 @@ extension CoordinatorMachine {
     public func loadWindow(_ budget: BudgetID) -> Instant? {
         guard loading.contains(budget) else { return nil }
         return allocator.window(budget)?.start
-    }
-
-    /// Whether claim `generation` of `budget` is still awaited (the shell stops otherwise).
-    public func isClaiming(_ budget: BudgetID, generation: UInt64) -> Bool { claiming[budget] == generation }
-
-    /// Takes over a configured budget gained (formation, failover, a join) or added or
-    /// replaced at run time: a durable quota as its ledger row says; any other learns for one
-    /// lease TTL, since nodes may hold leases of a budget of that id from before.
-    mutating func takeOver(_ spec: BudgetSpec, now: Instant) -> [Action] {
-        if settings.durable && spec.kind.isQuota && !allocator.isUpstreamBacked(spec.id) {
-            loading.insert(spec.id)
-            return [.loadLedger(spec.id)]
-        }
-        gain(spec.id, ledger: nil, learning: true, now: now)
-        return []
-    }
-
-    /// Claim `generation` of a budget made on first use was answered (an older claim's
-    /// answer, after the budget was lost and made again, is ignored). `.new`: no coordinator
-    /// ever made it, so no node can hold a lease of it: granted from a full pool at once.
-    /// `.madeBy` another coordinator (or unknown: the ledger failed): learned for a lease TTL,
-    /// it may still be granting from a view this one has not seen. Made last by this one: as
-    /// without a ledger, learned only when its ownership moved within a lease TTL.
-    public mutating func claimed(_ budget: BudgetID, generation: UInt64, _ answer: ClaimAnswer, now: Instant) {
-        guard claiming[budget] == generation, allocator.contains(budget) else { return }
-        claiming[budget] = nil
-        switch answer {
-        case .new:
-            counters.budgetsClaimed["new", default: 0] += 1
-        case .madeBy(let member):
-            counters.budgetsClaimed[member.isEmpty ? "unknown" : "existed", default: 0] += 1
-            if member != settings.member?.name || view?.movedRecently(budget, now: now) == true {
-                gain(budget, ledger: nil, learning: true, now: now)
-            }
-        }
     }
 
     /// `budget`'s ledger row arrived: take it over as the row says.
@@ -173,13 +142,4 @@ extension CoordinatorMachine {
         }
         return order.map { .send($0, byNode[$0]!) } + write(outcome.retry, held: [])
     }
-}
-
-/// The ledger's answer to a claim of a budget made on first use.
-public enum ClaimAnswer: Sendable, Hashable {
-    /// The first record of it ever, in a ledger that has kept these records long enough.
-    case new
-    /// Made before, last by this member ("" when unknown: an unproven first record, or the
-    /// ledger failed).
-    case madeBy(String)
 }

@@ -63,9 +63,6 @@ public struct CoordinatorMachine: Sendable {
         case writeLedger([LedgerChange], held: [DurableGrants.Held])
         /// Read `budget`'s ledger row for the window `loadWindow` names; report with `loaded`.
         case loadLedger(BudgetID)
-        /// Record that this coordinator made `budget` (on first use) in the ledger; report the
-        /// answer, or `.madeBy("")` when the ledger failed, with `claimed`.
-        case claimBudget(BudgetID, generation: UInt64)
         /// Tell every connected node the cluster's members.
         case members([MemberID], version: UInt64)
         /// Soft limits crossed (log them; the counts are in `softLimits`).
@@ -80,10 +77,6 @@ public struct CoordinatorMachine: Sendable {
     public internal(set) var view: OwnershipView?
     /// Quota budgets whose ledger row is being read: nothing granted until it arrives.
     public internal(set) var loading: Set<BudgetID> = []
-    /// Budgets made on first use whose making is being recorded (by claim generation):
-    /// nothing granted until the ledger answers.
-    public internal(set) var claiming: [BudgetID: UInt64] = [:]
-    var claimGeneration: UInt64 = 0
     public internal(set) var auditHeads: [String: AuditHead] = [:]
     var catalog: TierCatalog
     var configured: [BudgetID: BudgetSpec]
@@ -160,7 +153,7 @@ public struct CoordinatorMachine: Sendable {
                 counters.redirects += 1
                 continue
             }
-            if !(view?.serving ?? true) || loading.contains(req.budget) || claiming[req.budget] != nil {
+            if !(view?.serving ?? true) || loading.contains(req.budget) {
                 out.append(.unavailable(requestID: req.requestID, budget: req.budget, retryAfter: .milliseconds(20)))
                 continue
             }
@@ -190,22 +183,10 @@ public struct CoordinatorMachine: Sendable {
                     actions.append(.loadLedger(spec.id))
                     out.append(.unavailable(requestID: req.requestID, budget: req.budget, retryAfter: .milliseconds(10)))
                     continue
-                } else if removed[spec.id].map({ now < $0 }) ?? false {
-                    // A template restored within a TTL: nodes may hold the old one's leases.
-                    gain(spec.id, ledger: nil, learning: true, now: now)
-                    outcome = allocator.acquire(req, now: now)
-                } else if settings.durable && view != nil {
-                    // In a cluster its making is claimed in the ledger first: the first
-                    // coordinator ever to make it grants from a full pool at once (`claimed`).
-                    // Standalone, no other coordinator can have made it: served at once.
-                    claimGeneration += 1
-                    claiming[spec.id] = claimGeneration
-                    actions.append(.claimBudget(spec.id, generation: claimGeneration))
-                    out.append(.unavailable(requestID: req.requestID, budget: req.budget, retryAfter: .milliseconds(10)))
-                    continue
                 } else {
-                    // No ledger to prove it new: learned when another coordinator may have made it.
-                    if view?.movedRecently(spec.id, now: now) == true { gain(spec.id, ledger: nil, learning: true, now: now) }
+                    if view?.movedRecently(spec.id, now: now) == true || (removed[spec.id].map { now < $0 } ?? false) {
+                        gain(spec.id, ledger: nil, learning: true, now: now)
+                    }
                     outcome = allocator.acquire(req, now: now)
                 }
             }

@@ -108,9 +108,6 @@ public final class AdminServer: Sendable {
         }
         registry.makeCounter(descriptor: .init(metricName: "allot_audit_heads_total", unitName: "", helpText: "Audit heads received from gateways (kept in the ledger)")).increment(by: c.auditHeads)
         registry.makeCounter(descriptor: .init(metricName: "allot_tier_budgets_made_total", unitName: "", helpText: "Budgets made from tier templates on first use")).increment(by: c.tierBudgetsMade)
-        for (result, n) in c.budgetsClaimed.sorted(by: { $0.key < $1.key }) {
-            registry.makeCounter(descriptor: .init(metricName: "allot_budgets_claimed_total", unitName: "", helpText: "Budgets made on first use in a cluster, by the ledger's answer to their claim: new (served at once), existed, unknown"), labels: [("result", result)]).increment(by: n)
-        }
         registry.makeCounter(descriptor: .init(metricName: "allot_tier_budgets_retired_total", unitName: "", helpText: "Idle tier budgets retired (their ledger rows kept)")).increment(by: c.tierBudgetsRetired)
         registry.makeCounter(descriptor: .init(metricName: "allot_backpressure_pauses_total", unitName: "", helpText: "Times reading from a peer stopped because its unsent replies passed the write watermark")).increment(by: c.backpressurePauses)
         registry.makeCounter(descriptor: .init(metricName: "allot_redirects_total", unitName: "", helpText: "Acquires for budgets another coordinator owns, answered with the owner")).increment(by: c.redirects)

@@ -45,8 +45,6 @@ public final class CoordinatorCore: Sendable {
 
     public let settings: Settings
     public let ledger: LedgerWriter?
-    /// Budgets whose making waits to be recorded in the ledger (`claim`).
-    let claims = ClaimQueue()
     /// The consumer directory (keys and consumers) and the policy (budgets, tiers, models),
     /// each versioned in the ledger.
     public let directory: DirectoryKeeper, config: ConfigKeeper
@@ -211,7 +209,7 @@ public final class CoordinatorCore: Sendable {
             case .members(let members, let version):
                 let frame = Allot_V1_Frame.members(members, version: version)
                 for sink in s.peers.nodeSinks { sends.append((sink, frame)) }
-            case .writeLedger, .loadLedger, .claimBudget, .softLimitCrossed:
+            case .writeLedger, .loadLedger, .softLimitCrossed:
                 io.append(action)
             }
         }
@@ -227,9 +225,24 @@ public final class CoordinatorCore: Sendable {
                     self?.run { ((), $0.recorded(journal, held: held, accepted: accepted)) }
                 }
             case .loadLedger(let budget): load(budget)
-            case .claimBudget(let budget, let generation): claim(budget, generation: generation)
             case .softLimitCrossed(let crossings): Self.log(crossings)
             case .push, .send, .members: break
+            }
+        }
+    }
+
+    /// Reads `budget`'s ledger row for its current window (again, backing off, until it is
+    /// read or no longer wanted), then hands it to the machine.
+    private func load(_ budget: BudgetID) {
+        guard let ledger else { return }
+        Task {
+            var backoff = Duration.milliseconds(50)
+            while let window = machine({ $0.loadWindow(budget) }) {
+                if let row = try? await ledger.store.load(budget, windowStart: window) {
+                    return machine { $0.loaded(budget, row: row, now: WallClock.now()) }
+                }
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(2))
             }
         }
     }

@@ -17,7 +17,6 @@ struct VirtualCluster {
         case ledgerWrite(from: String, [LedgerChange], held: [DurableGrants.Held])
         case recorded(to: String, [LedgerChange], held: [DurableGrants.Held], accepted: [Bool]?)
         case ledgerLoad(to: String, BudgetID)
-        case ledgerClaim(to: String, BudgetID, generation: UInt64)
     }
 
     let budgets: [BudgetSpec]
@@ -38,8 +37,6 @@ struct VirtualCluster {
     var admittedBy: [[BudgetID: Int]] = []
     /// The shared ledger: counters per budget and window start.
     var ledger: [BudgetID: [Instant: LedgerCounters]] = [:]
-    /// Who made each budget last, as the ledger recorded it (`budgets_made`).
-    var made: [BudgetID: String] = [:]
     /// When set, every ledger write fails and every read is tried again later (the database is
     /// away), as the shell's load loop does.
     var ledgerDown = false
@@ -192,11 +189,6 @@ struct VirtualCluster {
             guard !down.contains(c), let window = coordinators[c]!.loadWindow(b) else { return }
             if ledgerDown { return schedule(.ledgerLoad(to: c, b), after: .milliseconds(50)) }
             coordinators[c]!.loaded(b, row: ledger[b]?[window] ?? LedgerCounters(), now: now)
-        case .ledgerClaim(let c, let b, let g):
-            guard !down.contains(c), coordinators[c]!.isClaiming(b, generation: g) else { return }
-            let answer: ClaimAnswer = ledgerDown ? .madeBy("") : made[b].map { .madeBy($0) } ?? .new
-            if !ledgerDown { made[b] = c }
-            coordinators[c]!.claimed(b, generation: g, answer, now: now)
         }
     }
 
@@ -230,7 +222,6 @@ struct VirtualCluster {
                 schedule(.answers(node: n, answers))
             case .writeLedger(let changes, let held): schedule(.ledgerWrite(from: c, changes, held: held))
             case .loadLedger(let b): schedule(.ledgerLoad(to: c, b))
-            case .claimBudget(let b, let g): schedule(.ledgerClaim(to: c, b, generation: g))
             case .members(let list, _):
                 for n in nodes.indices { schedule(.members(node: n, list)) }
             case .softLimitCrossed: break

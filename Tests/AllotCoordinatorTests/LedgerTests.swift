@@ -1,4 +1,3 @@
-import AllotCoordination
 import AllotCore
 @testable import AllotCoordinator
 import AllotNode
@@ -42,45 +41,6 @@ struct SQLiteLedgerTests {
         try await again.migrate()
         #expect(try await again.load("q", windowStart: Self.window.0).granted == 115)
         await again.close()
-    }
-
-    @Test("claims: the first record of a budget is new once the ledger has kept records a lease TTL; later ones name the member that made it last (after a reopen too)")
-    func claims() async throws {
-        let path = tempPath("ledger.db")
-        let ledger = try SQLiteLedger.open(path: path)
-        try await ledger.migrate()
-        let ttl = Duration.seconds(10)
-        let carol: BudgetID = "pro.rpm/consumer=carol", dave: BudgetID = "pro.rpm/consumer=dave"
-        // A ledger made just now proves nothing yet: budgets may have been made unrecorded.
-        #expect(try await ledger.claim([carol], member: "c0", now: WallClock.now(), kept: ttl) == [carol: .madeBy("")])
-        let later = WallClock.now() + .seconds(11)
-        #expect(try await ledger.claim([dave], member: "c0", now: later, kept: ttl) == [dave: .new])
-        #expect(try await ledger.claim([dave], member: "c1", now: later, kept: ttl) == [dave: .madeBy("c0")])
-        // A batch, in one transaction.
-        #expect(try await ledger.claim([dave, "b1"], member: "c2", now: later, kept: ttl) == [dave: .madeBy("c1"), "b1": .new])
-        await ledger.close()
-        let again = try SQLiteLedger.open(path: path)
-        try await again.migrate()
-        #expect(try await again.claim([carol], member: "c2", now: later, kept: ttl) == [carol: .madeBy("c0")])
-        await again.close()
-    }
-
-    @Test("a ledger upgraded to schema 5 proves nothing new for a lease TTL: budgets made just before by an older release were not recorded")
-    func claimsAfterUpgrade() async throws {
-        let path = tempPath("ledger.db")
-        let old = try SQLiteLedger.open(path: path)
-        try await old.execute(LedgerSchema.createVersionTable)
-        for m in LedgerSchema.migrations where m.version < 5 {
-            for sql in m.sql { try await old.execute(sql) }
-            try await old.execute("INSERT INTO allot_schema (version, applied_at) VALUES (\(m.version), 0)")
-        }
-        await old.close()
-        let upgraded = try SQLiteLedger.open(path: path)
-        try await upgraded.migrate()
-        let now = WallClock.now(), ttl = Duration.seconds(10)
-        #expect(try await upgraded.claim(["pro.rpm/consumer=carol"], member: "c0", now: now, kept: ttl) == ["pro.rpm/consumer=carol": .madeBy("")])
-        #expect(try await upgraded.claim(["pro.rpm/consumer=dave"], member: "c0", now: now + .seconds(11), kept: ttl) == ["pro.rpm/consumer=dave": .new])
-        await upgraded.close()
     }
 
     @Test("a ledger written by a newer allot is refused with a clear error")

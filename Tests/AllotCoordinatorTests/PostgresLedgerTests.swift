@@ -1,4 +1,3 @@
-import AllotCoordination
 import AllotCore
 import AllotCoordinator
 import AllotNode
@@ -52,29 +51,6 @@ struct PostgresLedgerTests {
         #expect(try await ledger.apply([change(35)], now: w.0) == [true])
         #expect(try await ledger.load(b, windowStart: w.0) == LedgerCounters(granted: 105, released: 5))
         await ledger.close()
-    }
-
-    @Test("claims: of two members claiming a budget at once, exactly one is told it is new, the other who made it")
-    func claims() async throws {
-        let (a, b) = (try TestPostgres.ledger(), try TestPostgres.ledger())
-        try await a.migrate()
-        try await b.migrate()
-        // The test database was made moments ago: a lease TTL later its records prove.
-        let now = WallClock.now() + .seconds(20)
-        for i in 0..<20 {
-            let id = BudgetID("claim-\(i)-\(UUID().uuidString)"), other = BudgetID("other-\(i)-\(UUID().uuidString)")
-            async let first = a.claim([id, other], member: "c0", now: now, kept: .seconds(10))
-            async let second = b.claim([id], member: "c1", now: now, kept: .seconds(10))
-            let (x, y) = try await (first, second)
-            #expect(Set([x[id], y[id]]) == [.new, .madeBy("c0")] || Set([x[id], y[id]]) == [.new, .madeBy("c1")], "\(x) \(y)")
-            #expect(x[other] == .new)
-            let last: ClaimAnswer = x[id] == .new ? .madeBy("c1") : .madeBy("c0")
-            #expect(try await a.claim([id], member: "c2", now: now, kept: .seconds(10)) == [id: last])
-        }
-        #expect(try await a.claim([BudgetID("fresh-\(UUID().uuidString)")], member: "c0", now: WallClock.now(), kept: .seconds(3600)).values.first == .madeBy(""),
-                "a first record proves nothing while the records are younger than kept")
-        await a.close()
-        await b.close()
     }
 
     @Test("TLS: the server's certificate is verified: its CA works, another CA is refused")

@@ -1,4 +1,3 @@
-import AllotCoordination
 import AllotCore
 import Foundation
 
@@ -24,11 +23,6 @@ public protocol LedgerStore: Sendable {
     func recordAuditHead(node: String, _ head: AuditHead, now: Instant) async throws
     /// `node`'s audit head, as last recorded.
     func auditHead(node: String) async throws -> AuditHead?
-    /// Records that `member` made `budgets` (in one transaction; ids distinct), each answered:
-    /// `.new` for a first record ever in a ledger that has kept these records for at least
-    /// `kept` (one made or upgraded just before may miss budgets made unrecorded); `.madeBy`
-    /// the member that made it last otherwise ("" when a first record proves nothing).
-    func claim(_ budgets: [BudgetID], member: String, now: Instant, kept: Duration) async throws -> [BudgetID: ClaimAnswer]
     /// The newest version of a versioned document (nil: none yet).
     func head(of document: VersionedDocument) async throws -> DirectoryVersionRow?
     /// Adds `row` as a new version; false when its version number is taken (another
@@ -145,31 +139,7 @@ enum LedgerSchema {
             )
             """,
         ]),
-        (5, [
-            """
-            CREATE TABLE budgets_made (
-              budget TEXT PRIMARY KEY,
-              member TEXT NOT NULL,
-              made_at BIGINT NOT NULL,
-              previous TEXT
-            )
-            """,
-        ]),
     ]
-
-    /// Claims sent in one transaction, at most.
-    static let claimBatch = 500
-    /// The ledger notes when it began to keep the records (made new or upgraded to version 5),
-    /// under the empty id (never a budget's).
-    static let recordsBegan = "INSERT INTO budgets_made (budget, member, made_at) VALUES ('', 'ledger', $1)"
-    static let recordsBeganAt = "SELECT made_at FROM budgets_made WHERE budget = ''"
-
-    /// What a claim's row says: a first record proves the budget new only once the records
-    /// have been kept for `kept` (a lease TTL: anything made unrecorded before has expired).
-    static func answer(inserted: Bool, previous: String?, now: Instant, began: Int64?, kept: Duration) -> ClaimAnswer {
-        guard inserted else { return .madeBy(previous ?? "") }
-        return now - Instant(nanoseconds: began ?? 0) >= kept ? .new : .madeBy("")
-    }
 
     /// Upsert keeping the highest sequence (SQLite ≥ 3.24 and PostgreSQL share the syntax).
     static let upsertAuditHead = """

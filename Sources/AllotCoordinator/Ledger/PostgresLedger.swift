@@ -1,4 +1,3 @@
-import AllotCoordination
 import AllotCore
 import AllotTransport
 import Logging
@@ -66,10 +65,6 @@ public final class PostgresLedger: LedgerStore {
                 for m in LedgerSchema.migrations where m.version > current {
                     for sql in m.sql { try await conn.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
                     let now = WallClock.now().nanoseconds
-                    if m.version == 5 {
-                        // LedgerSchema.recordsBegan
-                        try await conn.query("INSERT INTO budgets_made (budget, member, made_at) VALUES ('', 'upgrade', \(now))", logger: logger)
-                    }
                     try await conn.query("INSERT INTO allot_schema (version, applied_at) VALUES (\(m.version), \(now))", logger: logger)
                 }
             }
@@ -129,26 +124,6 @@ public final class PostgresLedger: LedgerStore {
                   reported_at = excluded.reported_at
                 WHERE excluded.sequence >= audit_heads.sequence
                 """, logger: logger)
-        }
-    }
-
-    public func claim(_ budgets: [BudgetID], member: String, now: Instant, kept: Duration) async throws -> [BudgetID: ClaimAnswer] {
-        try await bounded { [client, logger] in
-            var began: Int64?
-            for try await t in try await client.query(PostgresQuery(unsafeSQL: LedgerSchema.recordsBeganAt), logger: logger).decode(Int64.self) { began = t }
-            // Every id in one statement, each value bound as a parameter. A conflicting insert
-            // waits for the other's commit and updates the committed row: `xmax = 0` only for
-            // the one that inserted, `previous` is the maker before this claim.
-            let ids = budgets.map(\.rawValue)
-            var out: [BudgetID: ClaimAnswer] = [:]
-            for try await (id, inserted, previous) in try await client.query("""
-                INSERT INTO budgets_made (budget, member, made_at) SELECT unnest(\(ids)::text[]), \(member), \(now.nanoseconds)
-                ON CONFLICT (budget) DO UPDATE SET previous = budgets_made.member, member = excluded.member, made_at = excluded.made_at
-                RETURNING budget, (xmax = 0), previous
-                """, logger: logger).decode((String, Bool, String?).self) {
-                out[BudgetID(id)] = LedgerSchema.answer(inserted: inserted, previous: previous, now: now, began: began, kept: kept)
-            }
-            return out
         }
     }
 

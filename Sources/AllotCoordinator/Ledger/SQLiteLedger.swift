@@ -1,4 +1,3 @@
-import AllotCoordination
 import AllotCore
 import AllotTransport
 import Logging
@@ -47,10 +46,6 @@ public actor SQLiteLedger: LedgerStore {
             guard current <= LedgerSchema.latest else { throw LedgerSchema.newer(current) }
             for m in LedgerSchema.migrations where m.version > current {
                 for sql in m.sql { _ = try await connection.query(sql, []) }
-                if m.version == 5 {
-                    _ = try await connection.query(LedgerSchema.recordsBegan.replacingOccurrences(of: "$", with: "?"),
-                                                   [.integer(Int(WallClock.now().nanoseconds))])
-                }
                 _ = try await connection.query("INSERT INTO allot_schema (version, applied_at) VALUES (?, ?)",
                                                [.integer(m.version), .integer(Int(WallClock.now().nanoseconds))])
             }
@@ -105,23 +100,6 @@ public actor SQLiteLedger: LedgerStore {
     public func recordAuditHead(node: String, _ head: AuditHead, now: Instant) async throws {
         _ = try await connection.query(LedgerSchema.upsertAuditHead.replacingOccurrences(of: "$", with: "?"),
                                        [.text(node), .text(head.file), .integer(Int(head.sequence)), .text(head.mac), .integer(Int(now.nanoseconds))])
-    }
-
-    public func claim(_ budgets: [BudgetID], member: String, now: Instant, kept: Duration) async throws -> [BudgetID: ClaimAnswer] {
-        // One writer at a time (BEGIN IMMEDIATE): reading the row, then writing it, is atomic.
-        try await transaction {
-            let began = try await connection.query(LedgerSchema.recordsBeganAt, []).first?.column("made_at")?.integer.map(Int64.init)
-            var out: [BudgetID: ClaimAnswer] = [:]
-            for b in budgets {
-                let key: SQLiteData = .text(b.rawValue)
-                let previous = try await connection.query("SELECT member FROM budgets_made WHERE budget = ?", [key]).first?.column("member")?.string
-                _ = try await connection.query(
-                    "INSERT INTO budgets_made (budget, member, made_at) VALUES (?, ?, ?) ON CONFLICT (budget) DO UPDATE SET previous = budgets_made.member, member = excluded.member, made_at = excluded.made_at",
-                    [key, .text(member), .integer(Int(now.nanoseconds))])
-                out[b] = LedgerSchema.answer(inserted: previous == nil, previous: previous, now: now, began: began, kept: kept)
-            }
-            return out
-        }
     }
 
     public func auditHead(node: String) async throws -> AuditHead? {
