@@ -45,7 +45,7 @@ public final class MockUpstream: Service, Sendable {
 
     public func run() async throws {
         try await HTTPSupport.listener(host: settings.host, port: settings.port, logger: logger, route: { _ in "mock" },
-                                       respond: { [self] in await self.respond($0) }, onBound: onListening).run()
+                                       respond: { [self] r, _ in await self.respond(r) }, onBound: onListening).run()
     }
 
     func respond(_ request: Request) async -> Response {

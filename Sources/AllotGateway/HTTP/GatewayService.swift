@@ -174,10 +174,10 @@ public final class GatewayService: Service, Sendable {
         let metrics = core.metrics
         let proxyApp = HTTPSupport.listener(host: config.listenHost, port: config.listenPort, logger: httpLogger, deadlines: deadlines,
                                             expired: { metrics.clientTimeout(listener: "proxy", kind: $0) },
-                                            route: { proxy.route($0) }, respond: { await proxy.respond($0) }, onBound: { bound(0, $0) })
+                                            route: { _ in "other" }, respond: { await proxy.respond($0, route: $1) }, onBound: { bound(0, $0) })
         let adminApp = HTTPSupport.listener(host: config.adminHost, port: config.adminPort, logger: httpLogger, deadlines: deadlines,
                                             expired: { metrics.clientTimeout(listener: "admin", kind: $0) },
-                                            route: AdminResponder.route, respond: { await admin.respond($0) }, onBound: { bound(1, $0) })
+                                            route: AdminResponder.route, respond: { r, _ in await admin.respond(r) }, onBound: { bound(1, $0) })
         var services: [any Service] = [Closer(client: httpClient, audit: core.audit), leaseClient, sidecar, adminApp, proxyApp]
         if let audit = core.audit {
             // After the proxy in shutdown order: the last head goes out before the leases do.
@@ -188,7 +188,7 @@ public final class GatewayService: Service, Sendable {
             let logger = self.logger
             services.insert(HTTPSupport.listener(host: host, port: port, logger: httpLogger, deadlines: deadlines,
                                                  expired: { metrics.clientTimeout(listener: "metrics", kind: $0) },
-                                                 route: AdminResponder.route, respond: { await admin.respondMetricsOnly($0) },
+                                                 route: AdminResponder.route, respond: { r, _ in await admin.respondMetricsOnly(r) },
                                                  onBound: { logger.info("metrics listening", metadata: ["allot.port": "\($0)"]) }), at: 3)
         }
         return services

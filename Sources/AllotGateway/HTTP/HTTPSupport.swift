@@ -20,11 +20,12 @@ package enum HTTPSupport {
     /// cut off (`ClientDeadlineHandler`), each cut reported to `expired`.
     /// Each request is counted by Hummingbird's `MetricsMiddleware` (swift-metrics: `hb_requests`,
     /// `http_server_request_duration`, `http_server_active_requests`), its `http_route` label
-    /// given by `route` (a fixed set of names, never the raw path).
+    /// given by `route` (a fixed set of names, never the raw path) or set by `respond` through
+    /// the `EndpointPath` it is handed (the proxy, once it has matched the route).
     package static func listener(host: String, port: Int, logger: Logger, deadlines: ClientDeadlineLimits? = nil,
                          expired: @escaping @Sendable (String) -> Void = { _ in },
                          route: @escaping @Sendable (Request) -> String,
-                         respond: @escaping @Sendable (Request) async -> Response,
+                         respond: @escaping @Sendable (Request, EndpointPath) async -> Response,
                          onBound: @escaping @Sendable (Int) -> Void) -> Application<CallbackResponder<BasicRequestContext>> {
         let handlers: @Sendable () -> [any RemovableChannelHandler] = {
             deadlines.map { [ClientDeadlineHandler(limits: $0, expired: expired)] } ?? []
@@ -33,7 +34,7 @@ package enum HTTPSupport {
         return Application(responder: CallbackResponder<BasicRequestContext> { request, context in
                                context.coreContext.endpointPath.value = route(request)
                                // `respond` never throws, so neither does the middleware.
-                               return (try? await counted.handle(request, context: context) { r, _ in await respond(r) })
+                               return (try? await counted.handle(request, context: context) { r, c in await respond(r, c.coreContext.endpointPath) })
                                    ?? Response(status: .internalServerError)
                            },
                            server: .http1(configuration: .init(additionalChannelHandlers: handlers())),

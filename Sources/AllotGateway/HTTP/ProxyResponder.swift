@@ -41,12 +41,14 @@ struct ProxyResponder: Sendable {
     /// Every answer carries the request's id in `x-allot-request-id` (the caller's
     /// `x-request-id` when it is printable and at most 128 bytes, else a new one); with the
     /// access log on, one line per request carries it, and the W3C `traceparent` the request
-    /// came with when it is well-formed.
-    func respond(_ request: Request) async -> Response {
+    /// came with when it is well-formed. `route` takes the request's `http_route` label once its
+    /// route is matched: the route's name (`chat`, `messages`, …) or `usage` (the listener's
+    /// default, `other`, stays for anything passed through, unknown or not canonical).
+    func respond(_ request: Request, route: EndpointPath) async -> Response {
         let started = ContinuousClock.now
         let id = HTTPSupport.header(request, "x-request-id").flatMap { Self.printable($0, max: 128) } ?? UUID().uuidString.lowercased()
         let trace = RequestTrace.start(tracer, request, id: id)
-        var response = await handle(request, trace)
+        var response = await handle(request, trace, route: route)
         // The upstream's own x-request-id (a provider's, for its support) is left as it is.
         response.headers[HTTPField.Name("x-allot-request-id")!] = id
         trace?.finish(&response)
@@ -59,15 +61,6 @@ struct ProxyResponder: Sendable {
                                               "http.status": "\(response.status.code)", "allot.latency_ms": "\(ms.rounded(toPlaces: 3))"])
         }
         return response
-    }
-
-    /// The request's `http_route` label: its route's name (`chat`, `messages`, …), `usage`, or
-    /// `other` (passed through, unknown, or not canonical).
-    func route(_ request: Request) -> String {
-        let target = request.uri.string
-        if target.prefix(while: { $0 != "?" && $0 != "#" }) == Self.usagePath { return "usage" }
-        if case .route(let r) = config.routes.match(method: request.method.rawValue, target: target) { return r.rawValue }
-        return "other"
     }
 
     /// A W3C `traceparent`: version-traceid-parentid-flags in lowercase hex (2-32-16-2), the
@@ -84,7 +77,7 @@ struct ProxyResponder: Sendable {
         !s.isEmpty && s.utf8.count <= max && s.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f } ? s : nil
     }
 
-    private func handle(_ request: Request, _ trace: RequestTrace?) async -> Response {
+    private func handle(_ request: Request, _ trace: RequestTrace?, route label: EndpointPath) async -> Response {
         // A path that is not canonical is refused before anything else: spelled another way
         // it could mean one route here and another upstream.
         let target = request.uri.string
@@ -95,6 +88,8 @@ struct ProxyResponder: Sendable {
             return HTTPSupport.error(.badRequest("non_canonical_path",
                                                  "the path is not canonical (empty, '.' or '..' segments, ';', percent-encoding, a trailing '/' or the wrong case)"))
         }
+        let isUsage = target.prefix(while: { $0 != "?" && $0 != "#" }) == Self.usagePath
+        if isUsage { label.value = "usage" } else if case .route(let r) = matched { label.value = r.rawValue }
         let entry: ConsumerDirectory.Entry
         do {
             // Anthropic's clients send their key as `x-api-key`.
@@ -103,9 +98,7 @@ struct ProxyResponder: Sendable {
         } catch {
             return HTTPSupport.error(error, anthropic: anthropic)
         }
-        if target.prefix(while: { $0 != "?" && $0 != "#" }) == Self.usagePath {
-            return await usage(request, entry)
-        }
+        if isUsage { return await usage(request, entry) }
         let route: Route
         switch matched {
         case .route(let r): route = r
