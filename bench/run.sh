@@ -10,6 +10,8 @@
 #   3. scaling: grants/s and memory of one coordinator with 10³…10⁶ budgets and 1…64 node connections
 #   4. the gateway end to end: wrk against the gateway and the mock upstream side by side
 #   5. (full run only) microbenchmarks: admit, reserve/settle, grant sizing, frame encode/decode, mallocs per op
+#   6. (full run only) a real peer: LiteLLM's proxy from PyPI with its Redis-backed limits beside Allot's
+#      gateway, same mock upstream, same load (bench/peers/litellm/run.sh: overhead and shared budgets)
 set -euo pipefail
 QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
@@ -77,6 +79,11 @@ if [ $QUICK = 0 ]; then
   (cd bench && swift package --allow-writing-to-package-directory benchmark --no-progress --format markdown) > "$OUT/micro.txt" 2>&1 \
     || echo "microbenchmarks failed (see $OUT/micro.txt)"
   { echo "## 5. Microbenchmarks (ordo-one/benchmark)"; echo; grep -v -e '^Build' -e '^\[' "$OUT/micro.txt"; } > "$OUT/micro.md"
+fi
+
+if [ $QUICK = 0 ]; then
+  echo "6/6 LiteLLM's proxy beside Allot's gateway"
+  ALLOT_BIN=$BIN bench/peers/litellm/run.sh "$OUT" > "$OUT/litellm.log" 2>&1 || echo "LiteLLM comparison failed (see $OUT/litellm.log)"
 fi
 
 python3 bench/report/headline.py "$OUT" > "$OUT/headline.md"

@@ -126,7 +126,7 @@ if os.path.exists(scaling_path):
                                                        [[r["grants_per_second"]] for r in sel]))
     md.append("Plots: `scaling-budgets.svg`, `scaling-connections.svg`.")
 
-for extra in ("gateway.md", "micro.md"):
+for extra in ("gateway.md", "micro.md", "litellm.md"):
     p = os.path.join(out, extra)
     if os.path.exists(p):
         md.append(open(p).read().strip())
