@@ -112,7 +112,8 @@ extension CoordinatorMachine {
         if learning || (ledger?.unreported ?? 0) > 0 {
             var committed: Int64 = 0
             if case .quota(let allowance, _) = spec.kind { committed = ledger?.committed ?? allowance }
-            _ = allocator.ownershipGained(budget, epoch: epoch, committed: committed, adoptable: ledger?.unreported, now: now)
+            _ = allocator.ownershipGained(budget, epoch: epoch, committed: committed, adoptable: ledger?.unreported,
+                                          fromLedger: ledger != nil && spec.kind.isQuota, now: now)
         } else {
             allocator.resume(budget, epoch: epoch, ledger: ledger ?? LedgerCounters(), now: now)
         }

@@ -54,6 +54,32 @@ struct DurableAndRestartTests {
         #expect(g.amount == 5 && g.requestID == 2)
     }
 
+    @Test("a new owner whose row shows units still on nodes grants what the row leaves free at once (no learning pause), adopts what nodes report, and stays under the cap")
+    func grantsFromRowWhileLearning() throws {
+        let q = try budgets(quota: 1, rate: 0, allowance: 100)
+        var m = try Self.machine(q, durable: true)
+        _ = m.start()
+        // The previous owner died: 60 granted, 20 consumed, so up to 40 may still be on nodes.
+        m.loaded("q0", row: LedgerCounters(granted: 60, consumed: 20), now: t0)
+        let (answers, actions) = m.acquire([Self.ask(1, "q0", want: 100)], from: "n0", now: t0 + .milliseconds(1))
+        #expect(answers.isEmpty, "held until recorded, not answered 'learning'")
+        let w = try #require(Self.writes(actions).first)
+        #expect(w.1.count == 1 && w.1[0].grant.amount == 40, "what the row leaves free: 100 − 60")
+        guard case .grant(let g) = Self.sends(m.recorded(w.0, held: w.1, accepted: [true])).first?.1.first else {
+            Issue.record("no grant"); return
+        }
+        #expect(g.amount == 40)
+        // A node still holding 30 under the old owner's lease is adopted; nothing is left to add.
+        var old = Self.ask(1, "q0", want: 50, node: "n1")
+        old.leaseID = 7
+        old.epoch = 1
+        old.holding = 30
+        let (a2, act2) = m.acquire([old], from: "n1", now: t0 + .milliseconds(2))
+        #expect(Self.writes(act2).allSatisfy { $0.1.isEmpty })
+        guard case .grant(let adopted) = a2.first else { Issue.record("no answer"); return }
+        #expect(adopted.adopted && adopted.amount == 0)
+    }
+
     @Test("a record refused under the cap grants nothing and is taken back; nothing more is granted")
     func refused() throws {
         var m = try Self.resumed(quotaAllowance: 100)

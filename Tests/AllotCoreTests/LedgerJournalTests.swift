@@ -76,6 +76,48 @@ struct LedgerJournalTests {
         #expect(a.checkInvariants() == nil)
     }
 
+    @Test("a new owner holding the ledger row grants what it leaves free at once, while adopting what nodes hold")
+    func grantsWhileLearningFromLedger() throws {
+        var a = try journaling([quotaBudget(allowance: 1000, window: try CalendarWindow(.day))])
+        // Ledger: 700 granted, 100 back, 450 consumed, 50 expired: 100 may still be on nodes.
+        let row = LedgerCounters(granted: 700, released: 100, consumed: 450, expired: 50)
+        _ = a.ownershipGained("q", epoch: 9, committed: row.committed, adoptable: row.unreported, fromLedger: true, now: at(10))
+        #expect(a.status("q")!.learning && a.status("q")!.pool == 400)
+        // A node new to the budget is served at once, from what the row leaves free.
+        let fresh = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "m", budget: "q", want: 300), now: at(10.001))))
+        #expect(fresh.amount == 300 && fresh.epoch == 9 && !fresh.adopted)
+        // A node holding 80 under the old owner's lease: adopted out of the 100, and served
+        // its share of what is left.
+        let adopted = try #require(grant(a.acquire(AcquireRequest(requestID: 3, node: "n", budget: "q", want: 500, leaseID: 41, epoch: 2, holding: 80), now: at(10.002))))
+        #expect(adopted.adopted && adopted.amount > 0 && adopted.amount <= 100)
+        // A node claiming more than the ledger allows for is held to it (the last 20 it may hold).
+        let liar = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "x", budget: "q", want: 500, leaseID: 5, epoch: 2, holding: 500), now: at(10.003))))
+        #expect(liar.adopted)
+        // Never past the allowance: counted as used (consumed, or unreported and not adopted)
+        // + out + free is the allowance; what went out new is exactly what the row left free.
+        let granted = fresh.amount + adopted.amount + liar.amount
+        let st = a.status("q")!
+        #expect(st.consumed == 500 && st.outstanding == 100 + granted && st.pool == 400 - granted)
+        #expect(st.consumed + st.outstanding + st.pool == 1000)
+        #expect(a.checkInvariants() == nil)
+        let j = a.takeJournal() // the new grants go to the ledger (written ahead of sending)
+        #expect(j.first?.delta.granted == granted)
+        // Learning ends at 20 (the leases run to 20.001 and later): the same books.
+        _ = a.tick(now: at(20.0005))
+        #expect(!a.status("q")!.learning && a.status("q")!.pool == 400 - granted)
+        _ = a.release(ReleaseRequest(node: "m", budget: "q", leaseID: fresh.leaseID, consumed: 100, released: 200, final: false), now: at(20.0008))
+        #expect(a.status("q")!.pool == 600 - granted)
+        #expect(a.checkInvariants() == nil)
+    }
+
+    @Test("without a ledger row a new owner of a quota grants nothing while learning")
+    func noLedgerNoGrantsWhileLearning() throws {
+        var a = try journaling([quotaBudget(allowance: 1000, window: try CalendarWindow(.day))])
+        _ = a.ownershipGained("q", epoch: 9, committed: 1000, now: at(10))
+        let g = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "m", budget: "q", want: 300), now: at(10.001))))
+        #expect(g.amount == 0 && g.retryAfter > .zero)
+    }
+
     @Test("resuming without learning counts everything committed as consumed")
     func resumeWithoutLearning() throws {
         var a = try journaling([quotaBudget(allowance: 1000, window: try CalendarWindow(.day))])

@@ -91,9 +91,10 @@ struct ClusterProcessTests {
         #expect(await allReady(), "the cluster did not form")
         try await Task.sleep(for: .seconds(2)) // one lease TTL: the formation's learning time
 
-        // 12 s of load: the quotas the victim owned pause ~3.4 s (detection, then a lease TTL
-        // of learning) and need ~2.5 s more to be used up; at 9 s a CPU-starved run ended with
-        // up to 700 of them free in the new owner's pool (used 1281/2000, nothing lost).
+        // 12 s of load: the quotas the victim owned pause ~1.1–1.8 s (detection, then the new
+        // owner grants what their ledger rows leave free at once; ~3.4 s when it learned for a
+        // lease TTL first) and need ~2.5 s more to be used up; at 9 s a CPU-starved run ended
+        // with up to 700 of them free in the new owner's pool (used 1281/2000, nothing lost).
         var nodes: [ProcessTests.Proc] = []
         for i in 0..<8 {
             nodes.append(try procs.start(["node-load", "--config", "allot.yaml", "--coordinator", seeds.joined(separator: ","),
@@ -141,6 +142,14 @@ struct ClusterProcessTests {
             let checker = BudgetChecker.replay(times: all, spec: spec)
             summary.append("r\(r) \(all.count) excess \(checker.excess)")
             #expect(Double(checker.excess) <= 0.01 * 250, "r\(r): \(checker.excess) over the bucket")
+        }
+        // The longest time without an admission on each quota the victim owned, fleet-wide (wall
+        // clock across the node processes): detection plus what the new owner waits. Printed for
+        // docs/performance.md, not asserted (timing on a 2-core machine).
+        for q in 0..<4 where Rendezvous.owner(of: BudgetID("q\(q)"), among: members) == members[victim] {
+            let sorted = (times["q\(q)"] ?? []).sorted()
+            let gap = zip(sorted.dropFirst(), sorted).map { $0 - $1 }.max() ?? 0
+            summary.append("q\(q) (the victim's) longest pause \(gap / 1_000_000) ms")
         }
         print("cluster failover (processes): longest acquire answer \(longest) ms; \(summary.joined(separator: ", "))")
         #expect(longest <= 3000, "re-routing took \(longest) ms")

@@ -244,15 +244,17 @@ public struct Allocator: Sendable {
     /// (pass the allowance when unknown: nothing is granted until the next window).
     /// `adoptable`: how much of `committed` nodes may still hold (a ledger's unreported
     /// units; everything committed when unknown): reported holdings are adopted out of it.
+    /// `fromLedger`: `committed` is a durable quota's ledger row, which caps every grant: what
+    /// it leaves free is granted at once, learning or not (`BudgetAccount.startLearning`).
     public mutating func ownershipGained(_ budget: BudgetID, epoch: UInt64, committed: Int64, adoptable: Int64? = nil,
-                                         now: Instant) -> Bool {
+                                         fromLedger: Bool = false, now: Instant) -> Bool {
         guard let old = accounts[budget] else { return false }
         var acct = BudgetAccount(spec: old.spec, now: now)
         acct.nextLeaseID = old.nextLeaseID
         acct.journaling = old.journaling
         acct.journalEntries = old.journalEntries
         acct.startLearning(epoch: epoch, now: now, until: now + settings.leaseTTL, committed: committed,
-                           adoptable: adoptable ?? committed)
+                           adoptable: adoptable ?? committed, fromLedger: fromLedger)
         put(acct, budget)
         return true
     }

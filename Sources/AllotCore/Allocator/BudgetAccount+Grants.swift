@@ -33,7 +33,7 @@ extension BudgetAccount {
         var rate = entry.lease?.rate ?? 0
         var capacity = entry.lease?.capacity ?? 0
         var retryAfter: Duration = .zero
-        if isLearning {
+        if isLearning && !grantsWhileLearning {
             retryAfter = min(settings.refreshInterval, learningUntil! - now)
         } else if book.isRate {
             (amount, rate, capacity, retryAfter) = sizeRateLease(for: req.node, now: now, settings: settings)

@@ -82,6 +82,9 @@ struct BudgetAccount: Sendable {
     var expiredSpent: Int64 = 0
     /// Learning mode: until then, grant nothing beyond what nodes report holding.
     var learningUntil: Instant?
+    /// Learning a durable quota from its ledger row: what the row leaves free is granted
+    /// while nodes' holdings are adopted (`startLearning`).
+    var grantsWhileLearning = false
     var nodes: [NodeID: NodeEntry] = [:]
     var nextLeaseID: LeaseID = 1
     var grantsTotal: Int64 = 0
@@ -231,14 +234,24 @@ struct BudgetAccount: Sendable {
 
     // MARK: learning mode
 
-    mutating func startLearning(epoch: UInt64, now: Instant, until: Instant, committed: Int64, adoptable: Int64) {
+    /// `fromLedger`: `committed` is a durable quota's ledger row. Then what the row leaves
+    /// free is granted at once (every grant is written ahead under the ledger's cap, so
+    /// nothing the old owner or a stale view granted can be granted twice); only what nodes
+    /// may still hold is learned.
+    mutating func startLearning(epoch: UInt64, now: Instant, until: Instant, committed: Int64, adoptable: Int64,
+                                fromLedger: Bool = false) {
         self.epoch = epoch
         learningUntil = until
         pool = 0
+        grantsWhileLearning = false
         book.restartRefill(at: now)
         if let q = book.quotaBook {
             consumed = q.consumed(committed: committed)
             self.adoptable = min(consumed, max(0, adoptable))
+            if fromLedger, upstream == nil {
+                pool = q.free(consumed: consumed, outstanding: outstanding, expiredSpent: expiredSpent)
+                grantsWhileLearning = true
+            }
         }
     }
 
@@ -260,6 +273,7 @@ struct BudgetAccount: Sendable {
 
     private mutating func endLearning(at until: Instant) {
         learningUntil = nil
+        grantsWhileLearning = false
         book.restartRefill(at: until)
         if let p = book.poolAfterLearning(consumed: consumed, outstanding: outstanding, expiredSpent: expiredSpent,
                                           upstream: upstream != nil) {
