@@ -86,27 +86,48 @@ struct LedgerJournalTests {
         // A node new to the budget is served at once, from what the row leaves free.
         let fresh = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "m", budget: "q", want: 300), now: at(10.001))))
         #expect(fresh.amount == 300 && fresh.epoch == 9 && !fresh.adopted)
-        // A node holding 80 under the old owner's lease: adopted out of the 100, and served
-        // its share of what is left.
+        // A node holding 80 under the old owner's lease: adopted out of the 100, with nothing
+        // new in that answer (a durable grant the ledger refused would hide the adoption from
+        // it); asked again under its new lease, it gets its share of what is left.
         let adopted = try #require(grant(a.acquire(AcquireRequest(requestID: 3, node: "n", budget: "q", want: 500, leaseID: 41, epoch: 2, holding: 80), now: at(10.002))))
-        #expect(adopted.adopted && adopted.amount > 0 && adopted.amount <= 100)
+        #expect(adopted.adopted && adopted.amount == 0 && adopted.retryAfter == .zero)
+        let more = try #require(grant(a.acquire(AcquireRequest(requestID: 4, node: "n", budget: "q", want: 500, leaseID: adopted.leaseID, epoch: 9, holding: 80), now: at(10.003))))
+        #expect(!more.adopted && more.amount > 0 && more.amount <= 100)
         // A node claiming more than the ledger allows for is held to it (the last 20 it may hold).
-        let liar = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "x", budget: "q", want: 500, leaseID: 5, epoch: 2, holding: 500), now: at(10.003))))
-        #expect(liar.adopted)
+        let liar = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "x", budget: "q", want: 500, leaseID: 5, epoch: 2, holding: 500), now: at(10.004))))
+        #expect(liar.adopted && liar.amount == 0)
         // Never past the allowance: counted as used (consumed, or unreported and not adopted)
         // + out + free is the allowance; what went out new is exactly what the row left free.
-        let granted = fresh.amount + adopted.amount + liar.amount
-        let st = a.status("q")!
+        let granted = fresh.amount + more.amount
+        var st = a.status("q")!
         #expect(st.consumed == 500 && st.outstanding == 100 + granted && st.pool == 400 - granted)
         #expect(st.consumed + st.outstanding + st.pool == 1000)
         #expect(a.checkInvariants() == nil)
         let j = a.takeJournal() // the new grants go to the ledger (written ahead of sending)
         #expect(j.first?.delta.granted == granted)
+        // The allowance lowered to 1000 − pool while learning: the pool shrinks with it.
+        let lowered = 1000 - st.pool
+        _ = a.respec(quotaBudget(allowance: lowered, window: try CalendarWindow(.day)), now: at(10.005))
+        st = a.status("q")!
+        #expect(st.pool == 0 && a.checkInvariants() == nil)
         // Learning ends at 20 (the leases run to 20.001 and later): the same books.
         _ = a.tick(now: at(20.0005))
-        #expect(!a.status("q")!.learning && a.status("q")!.pool == 400 - granted)
+        #expect(!a.status("q")!.learning && a.status("q")!.pool == 0)
         _ = a.release(ReleaseRequest(node: "m", budget: "q", leaseID: fresh.leaseID, consumed: 100, released: 200, final: false), now: at(20.0008))
-        #expect(a.status("q")!.pool == 600 - granted)
+        #expect(a.status("q")!.pool == 200)
+        #expect(a.checkInvariants() == nil)
+    }
+
+    @Test("another coordinator that may still grant (a view skew) stops even a ledger-backed quota's grants until learning ends")
+    func extendedLearningFromLedger() throws {
+        var a = try journaling([quotaBudget(allowance: 1000, window: try CalendarWindow(.day))])
+        _ = a.ownershipGained("q", epoch: 9, committed: 600, adoptable: 100, fromLedger: true, now: at(10))
+        a.extendLearning("q", now: at(11))
+        let g = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "m", budget: "q", want: 300), now: at(11.001))))
+        #expect(g.amount == 0 && g.retryAfter > .zero)
+        _ = a.tick(now: at(21.5)) // learning over (extended to 21)
+        let later = try #require(grant(a.acquire(AcquireRequest(requestID: 2, node: "m", budget: "q", want: 300), now: at(21.6))))
+        #expect(later.amount == 300)
         #expect(a.checkInvariants() == nil)
     }
 

@@ -33,8 +33,11 @@ extension BudgetAccount {
         var rate = entry.lease?.rate ?? 0
         var capacity = entry.lease?.capacity ?? 0
         var retryAfter: Duration = .zero
-        if isLearning && !grantsWhileLearning {
-            retryAfter = min(settings.refreshInterval, learningUntil! - now)
+        if isLearning && (!grantsWhileLearning || adopted) {
+            // An answer that adopts a lease carries nothing new: a durable grant could be
+            // refused by the ledger, and the node would then never hear of the adoption. It
+            // asks again under the new lease (at once while learning from the ledger).
+            retryAfter = grantsWhileLearning ? .zero : min(settings.refreshInterval, learningUntil! - now)
         } else if book.isRate {
             (amount, rate, capacity, retryAfter) = sizeRateLease(for: req.node, now: now, settings: settings)
         } else {

@@ -119,9 +119,10 @@ extension BudgetAccount {
         default:
             preconditionFailure("respec across kinds")
         }
-        // Learning and upstream-backed pools are set by what they learn or receive. Raised:
-        // the difference is free at once; lowered: less is, never more than the terms leave.
-        if !isLearning && upstream == nil {
+        // Learning and upstream-backed pools are set by what they learn or receive (a quota
+        // learned from its ledger row grants from its pool meanwhile). Raised: the difference
+        // is free at once; lowered: less is, never more than the terms leave.
+        if (!isLearning || grantsWhileLearning) && upstream == nil {
             pool = max(0, min(Checked.sum(pool, book.ceiling, -oldCeiling), book.ceiling - used))
         }
         draining = overTerms

@@ -268,6 +268,7 @@ struct BudgetAccount: Sendable {
     /// are, nothing new is granted until `until`.
     mutating func extendLearning(now: Instant, until: Instant) {
         refill(to: now)
+        grantsWhileLearning = false // nothing new at all, as for every other budget
         learningUntil = max(learningUntil ?? until, until)
     }
 
