@@ -125,8 +125,8 @@ budget allot tokens http://127.0.0.1:${GW[0]} http://127.0.0.1:${GW[1]} sk-tight
 budget litellm tokens http://127.0.0.1:${LL[0]} http://127.0.0.1:${LL[1]} sk-bench tight
 budget allot requests http://127.0.0.1:${GW[0]} http://127.0.0.1:${GW[1]} sk-tight-requests tight-requests
 budget litellm requests http://127.0.0.1:${LL[0]} http://127.0.0.1:${LL[1]} sk-bench tight-requests
-sleep 2 # LiteLLM's own counters in Redis (per deployment and minute), beside what it admitted
-for k in $(redis-cli -p $REDIS --scan --pattern 'global_router:*:openai/tight*'); do
+sleep 2 # LiteLLM's counters in Redis (per deployment and minute; global_router: = its router's success counters)
+for k in $(redis-cli -p $REDIS --scan --pattern '*openai/tight*'); do
   echo "redis $k $(redis-cli -p $REDIS get "$k")" | tee -a "$OUT/litellm.txt"
 done
 { echo "## 6. LiteLLM's proxy beside Allot's gateway (bench/peers/litellm/run.sh)"; echo

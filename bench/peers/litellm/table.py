@@ -17,7 +17,8 @@ for line in open(sys.argv[1]):
     if name == "redis":
         key, value = rest.split()
         deployment, kind, minute = key.split(":")[-3:]
-        counters.append(f"{deployment} {kind} in {minute.replace('-', ':')} UTC = {int(value):,}")
+        which = "router success counter" if key.startswith("global_router:") else "limiter"
+        counters.append(f"{deployment} {kind} ({which}) in {minute.replace('-', ':')} UTC = {int(value):,}")
     elif rest.startswith("budget-"):
         unit, result = rest[len("budget-"):].split(" ", 1)
         budget[(name, unit)] = json.loads(result)
@@ -52,4 +53,4 @@ for unit, cap in (("tokens", T), ("requests", R)):
               f"| {ok:,} | {refused:,} | {other} |")
 if counters:
     print()
-    print("LiteLLM's own counters in Redis after the runs: " + "; ".join(sorted(counters)) + ".")
+    print("LiteLLM's counters in Redis after the runs: " + "; ".join(sorted(counters)) + ".")
