@@ -74,6 +74,12 @@ while read -r n f; do
 done < <(find Sources Tests -name '*.swift' -not -path '*/Generated/*' -print0 | xargs -0 wc -l)
 shell=$(wc -l < Sources/AllotCoordinator/CoordinatorCore.swift)
 if [ "$shell" -ge 250 ]; then echo "layering: CoordinatorCore.swift has $shell lines (the shell stays under 250)" >&2; failed=1; fi
+# A closure held bare in a generic lock (Mutex<(... -> ...)?>) is rewrapped in reabstraction
+# thunks by every withLock, so each call gets slower and deeper: use HandlerSlot.
+if grep -rnE '(Mutex|LockedValueBox)<\(?(@Sendable )?\([^)]*\) (async )?(throws )?->' Sources; then
+  echo "layering: a closure held bare in a lock (above); keep it in HandlerSlot or a struct" >&2
+  failed=1
+fi
 if [ $failed -ne 0 ]; then
   echo "layering: FAILED (see above)" >&2
   exit 1

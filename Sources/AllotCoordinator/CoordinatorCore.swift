@@ -53,8 +53,8 @@ public final class CoordinatorCore: Sendable {
     let state: Mutex<State>
     /// Opened by `CoordinatorService` once started and listening (the cluster waits for it).
     let serving = StartGate()
-    private let gossipHandler = Mutex<(@Sendable (Membership.Envelope) -> Void)?>(nil)
-    private let wakeHandler = Mutex<(@Sendable (Instant) -> Void)?>(nil)
+    private let gossipHandler = HandlerSlot<Membership.Envelope>()
+    private let wakeHandler = HandlerSlot<Instant>()
 
     /// `ledger`: quota budgets are durable (call `start` before serving, to resume them).
     public init(settings: Settings, budgets: [BudgetSpec], ledger: LedgerWriter? = nil, now: Instant) throws(AllotError) {
@@ -82,20 +82,20 @@ public final class CoordinatorCore: Sendable {
         }
         for (sink, frame) in sends { sink.send(frame) }
         perform(io)
-        wakeHandler.withLock { $0 }?(wake)
+        wakeHandler(wake)
         return result
     }
 
     /// Reads or changes the machine under the lock (events without actions).
     public func machine<T>(_ body: (inout CoordinatorMachine) -> T) -> T {
         let (result, wake) = state.withLock { (body(&$0.machine), $0.machine.nextWake) }
-        wakeHandler.withLock { $0 }?(wake)
+        wakeHandler(wake)
         return result
     }
 
     /// Told the machine's next deadline after every event (`WakeTimer` calls `tick` then).
     public func onWake(_ handler: (@Sendable (Instant) -> Void)?) {
-        wakeHandler.withLock { $0 = handler }
+        wakeHandler.set(handler)
         handler?(machine { $0.nextWake })
     }
 
@@ -157,7 +157,7 @@ public final class CoordinatorCore: Sendable {
 
     /// Where gossip from other coordinators goes (set by `ClusterService`).
     public func onGossip(_ handler: @escaping @Sendable (Membership.Envelope) -> Void) {
-        gossipHandler.withLock { $0 = handler }
+        gossipHandler.set(handler)
     }
 
     /// A gossip frame from a peer with a coordinator certificate. The sender must be who its
@@ -167,8 +167,7 @@ public final class CoordinatorCore: Sendable {
             count(rejected: "bad_gossip")
             return .error(.protocolViolation, "gossip from \(peer.uri) must name its own certificate as sender and this coordinator as receiver", closing: false)
         }
-        let handler = gossipHandler.withLock { $0 }
-        if let handler { handler(e) } else { count(rejected: "gossip_not_clustered") }
+        if !gossipHandler(e) { count(rejected: "gossip_not_clustered") }
         return nil
     }
 

@@ -3,8 +3,8 @@ import Synchronization
 /// An `Enforcer` shared by the threads of a gateway: every call takes a `Mutex` around the
 /// state machine for a few dozen nanoseconds, never an actor hop, never I/O.
 public final class SharedEnforcer: Sendable {
-    private let state: Mutex<Enforcer>
-    @usableFromInline let pollWanted = Mutex<(@Sendable () -> Void)?>(nil)
+    @usableFromInline let state: Mutex<Enforcer>
+    @usableFromInline let pollWanted = HandlerSlot<Void>()
 
     public init(settings: EnforcerSettings) throws(AllotError) {
         state = Mutex(try Enforcer(settings: settings))
@@ -20,12 +20,12 @@ public final class SharedEnforcer: Sendable {
     /// debt is owed, or the first event after `nextWake` found nothing to watch. The lease
     /// client polls soon then, instead of on a fixed timer.
     public func onWantsPoll(_ handler: (@Sendable () -> Void)?) {
-        pollWanted.withLock { $0 = handler }
+        pollWanted.set(handler.map { h in { @Sendable _ in h() } })
     }
 
     @usableFromInline
     func wantsPoll() {
-        pollWanted.withLock { $0 }?()
+        pollWanted(())
     }
 
     /// See `Enforcer.reserve`. Allocation-free.
@@ -67,7 +67,9 @@ public final class SharedEnforcer: Sendable {
         try lock(body)
     }
 
-    @usableFromInline
+    /// Inlinable, so the hot path's lock is specialized where it is used (unspecialized, a
+    /// decision looked up its result type's metadata at run time).
+    @inlinable
     func lock<T>(_ body: (inout Enforcer) throws -> T) rethrows -> T {
         try state.withLock { try body(&$0) }
     }
