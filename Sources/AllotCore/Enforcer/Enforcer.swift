@@ -67,12 +67,28 @@ public struct Enforcer: Sendable {
     @inlinable
     mutating func take(_ cost: Cost, on set: BudgetSet, now: Instant, hold: Bool) -> Decision {
         if _asleep { (_asleep, _wantsPoll) = (false, true) }
+        let ttl = settings.leaseTTL.nanoseconds
+        var wants = false
+        // Through the buffer: every access below is in place (through the array, the
+        // optimizer copied whole slices and checked uniqueness at each one).
+        let d = slices.withUnsafeMutableBufferPointer { slices in
+            Self.take(cost, on: set, now: now, hold: hold, slices: slices, ttl: ttl, wants: &wants)
+        }
+        if wants { _wantsPoll = true }
+        return d
+    }
+
+    @inlinable
+    static func take(_ cost: Cost, on set: BudgetSet, now: Instant, hold: Bool, slices: UnsafeMutableBufferPointer<LocalSlice>,
+                     ttl: Int64, wants: inout Bool) -> Decision {
         var r = Reservation(budgets: set)
         var denied = -1
         var waitOn = -1 // the one short budget (with a lease) this request waits for
         for i in 0..<set.count {
             let idx = Int(set.handles[i])
-            let amount = slices[idx].amount(for: cost)
+            // Checked once here, for the loops below too (an unsafe buffer has no bounds check).
+            precondition(idx < slices.count, "a budget set from another enforcer")
+            let amount = slices[idx].kind.amount(for: cost, unit: slices[idx].unit)
             r.amounts[i] = amount
             // Nothing to take: no lease needed, never refused (a model listing on a token budget).
             if amount == 0 { continue }
@@ -81,21 +97,21 @@ public struct Enforcer: Sendable {
                 slices[idx].refillBucket(now: now)
                 guard slices[idx].spendable < amount else { continue }
                 if denied < 0 { denied = i }
-                if waitOn < 0 || slices[idx].waitRank(i) < slices[Int(set.handles[waitOn])].waitRank(waitOn) { waitOn = i }
+                if waitOn < 0 || slices[idx].kind.waitRank(i) < slices[Int(set.handles[waitOn])].kind.waitRank(waitOn) { waitOn = i }
             } else {
                 var short = false
                 switch slices[idx].mode {
                 case .closed: short = true
                 case .open: break
                 case .staticAllowance:
-                    let period = now.nanoseconds / settings.leaseTTL.nanoseconds
+                    let period = now.nanoseconds / ttl
                     let used = slices[idx].staticPeriod == period ? slices[idx].staticUsed : 0
                     short = used + amount > slices[idx].staticAllowance
                 }
                 // No lease: ask for one at once, whatever else refuses the request (a cold
                 // node acquires all its budgets in parallel).
                 slices[idx].needsRefill = true
-                _wantsPoll = true
+                wants = true
                 if short && denied < 0 { denied = i }
             }
         }
@@ -111,15 +127,15 @@ public struct Enforcer: Sendable {
             // Only budgets after the awaited one in that order are held back: those before it
             // are kept (ordered acquisition: two slices that both run short are taken one
             // after the other, never given back in turn).
-            let waitRank = waitOn < 0 ? 0 : slices[Int(set.handles[waitOn])].waitRank(waitOn)
+            let waitRank = waitOn < 0 ? 0 : slices[Int(set.handles[waitOn])].kind.waitRank(waitOn)
             for i in 0..<set.count where r.amounts[i] > 0 {
                 let idx = Int(set.handles[i])
                 slices[idx].demand.record(r.amounts[i], now: now)
                 if i == waitOn {
                     slices[idx].heldBackAt = LocalSlice.notHeldBack
                     slices[idx].needsRefill = true
-                    _wantsPoll = true
-                } else if waitOn >= 0 && now < slices[idx].expiresAt && slices[idx].waitRank(i) > waitRank {
+                    wants = true
+                } else if waitOn >= 0 && now < slices[idx].expiresAt && slices[idx].kind.waitRank(i) > waitRank {
                     slices[idx].heldBackAt = now
                 }
             }
@@ -133,7 +149,7 @@ public struct Enforcer: Sendable {
                 r.fromFailMode[i] = true // nothing taken from any lease: settles to nothing
                 continue
             }
-            let keeps = slices[idx].keeps(hold: hold)
+            let keeps = slices[idx].kind.keeps(hold: hold)
             slices[idx].demand.record(amount, now: now)
             slices[idx].admitted.record(amount, now: now)
             slices[idx].heldBackAt = LocalSlice.notHeldBack
@@ -143,7 +159,7 @@ public struct Enforcer: Sendable {
                 // in `poll`, off the hot path.
                 if slices[idx].spendable &- amount <= slices[idx].watermark &+ amount {
                     slices[idx].needsRefill = true
-                    _wantsPoll = true
+                    wants = true
                 }
                 if keeps { slices[idx].take(amount, hold: hold) }
             } else {
@@ -152,7 +168,7 @@ public struct Enforcer: Sendable {
                 case .closed: preconditionFailure("closed budget admitted without a lease")
                 case .open: if keeps { slices[idx].debt = Checked.add(slices[idx].debt, amount) }
                 case .staticAllowance:
-                    let period = now.nanoseconds / settings.leaseTTL.nanoseconds
+                    let period = now.nanoseconds / ttl
                     if slices[idx].staticPeriod != period {
                         slices[idx].staticPeriod = period
                         slices[idx].staticUsed = 0
@@ -173,7 +189,7 @@ public struct Enforcer: Sendable {
         for i in 0..<r.budgets.count {
             let idx = Int(r.budgets.handles[i])
             let reserved = r.amounts[i]
-            let spent = slices[idx].spent(actual)
+            let spent = slices[idx].kind.spent(actual, unit: slices[idx].unit)
             if reserved == 0 {
                 // Nothing was taken (a zero charge): whatever the request cost after all is
                 // owed, and asked for, so the next grant repays it and the ledger counts it.

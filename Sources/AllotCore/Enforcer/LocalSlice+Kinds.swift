@@ -26,23 +26,6 @@ extension LocalSlice {
 
     // MARK: hot path
 
-    /// What a request takes from this budget.
-    @inlinable
-    func amount(for cost: Cost) -> Int64 { kind == .permits ? 1 : cost[unit] }
-
-    /// What a settled request cost this budget (a permit is given back, never spent).
-    @inlinable
-    func spent(_ actual: Cost) -> Int64 { kind == .permits ? 0 : actual[unit] }
-
-    /// The order in which a request waits for the budgets of its set: buckets first (they
-    /// refill by themselves), then the set's order (the same on every node).
-    @inlinable
-    func waitRank(_ i: Int) -> Int { (kind == .bucket ? 0 : BudgetSet.capacity) + i }
-
-    /// Spent at once (`admit`), a permit is back at once: only a held request keeps it.
-    @inlinable
-    func keeps(hold: Bool) -> Bool { hold || kind != .permits }
-
     /// A bucket refills up to now; other kinds hold what they were granted.
     @inlinable
     mutating func refillBucket(now: Instant) {
@@ -214,4 +197,26 @@ extension LocalSlice {
         }
         return nil
     }
+}
+
+/// The hot path's kind-dependent answers, on the kind rather than the slice: called on a slice
+/// in place (`slices[i].kind.amount(...)`), a method of the slice itself had the optimizer copy
+/// the whole slice (624 bytes, with its references retained and released) for each call.
+extension LocalSlice.Kind {
+    /// What a request takes from a budget in `unit`.
+    @inlinable
+    func amount(for cost: Cost, unit: Unit) -> Int64 { self == .permits ? 1 : cost[unit] }
+
+    /// What a settled request cost a budget in `unit` (a permit is given back, never spent).
+    @inlinable
+    func spent(_ actual: Cost, unit: Unit) -> Int64 { self == .permits ? 0 : actual[unit] }
+
+    /// The order in which a request waits for the budgets of its set: buckets first (they
+    /// refill by themselves), then the set's order (the same on every node).
+    @inlinable
+    func waitRank(_ i: Int) -> Int { (self == .bucket ? 0 : BudgetSet.capacity) + i }
+
+    /// Spent at once (`admit`), a permit is back at once: only a held request keeps it.
+    @inlinable
+    func keeps(hold: Bool) -> Bool { hold || self != .permits }
 }
