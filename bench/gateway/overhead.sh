@@ -6,6 +6,7 @@
 #   DURATION=5 ROUNDS=1 bench/gateway/overhead.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source bench/lib.sh
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-2}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
@@ -14,17 +15,14 @@ A=$PWD/.build/release/allot
 D=$(mktemp -d)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] && echo "kept $D" || rm -rf "$D"; }
 trap cleanup EXIT
-$A certs init --dir "$D/certs" >/dev/null
-$A certs issue --dir "$D/certs" --role coordinator --name c1 --ip 127.0.0.1 >/dev/null
-$A certs issue --dir "$D/certs" --role node --name gw-1 >/dev/null
+bench_certs "$A" "$D/certs" gw-1
 cat > "$D/allot.yaml" <<YAML
 coordinator: {name: c1, listen: 127.0.0.1:17400, admin: 127.0.0.1:17401}
 tls: {dir: certs}
 tiers:
   - name: bench
     templates:
-      - {name: rpm, scope: [consumer], unit: requests, kind: rate, limit: 100000000, period: 1m}
-      - {name: tpm, scope: [consumer], unit: tokens, kind: rate, limit: 100000000000, period: 1m}
+$BENCH_NEVER_BINDING
       - {name: month, scope: [consumer], unit: tokens, kind: quota, allowance: 1000000000000, window: month}
 models:
   - {name: mini, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, max_output_tokens: 4096}

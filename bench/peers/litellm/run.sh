@@ -19,6 +19,7 @@ set -euo pipefail
 OUT=${1:?usage: bench/peers/litellm/run.sh OUT}
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$ROOT"
+source bench/lib.sh
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd); : > "$OUT/litellm.txt"
 DURATION=${DURATION:-8}
 T=${BUDGET_TOKENS:-20000}
@@ -44,17 +45,14 @@ redis-server --port $REDIS --bind 127.0.0.1 --save '' --appendonly no > "$D/redi
 "$A" mock-upstream --listen $MOCK --completion-tokens 64 > "$D/mock.log" 2>&1 &
 
 # Allot: one coordinator, two gateway nodes. "bench" has limits that never bind; "tight" a quota of T tokens.
-$A certs init --dir "$D/certs" > /dev/null
-$A certs issue --dir "$D/certs" --role coordinator --name c1 --ip 127.0.0.1 > /dev/null
-for n in gw-0 gw-1; do $A certs issue --dir "$D/certs" --role node --name $n > /dev/null; done
+bench_certs "$A" "$D/certs" gw-0 gw-1
 cat > "$D/allot.yaml" <<YAML
 coordinator: {name: c1, listen: 127.0.0.1:17300, admin: 127.0.0.1:17301}
 tls: {dir: certs}
 tiers:
   - name: bench
     templates:
-      - {name: rpm, scope: [consumer], unit: requests, kind: rate, limit: 100000000, period: 1m}
-      - {name: tpm, scope: [consumer], unit: tokens, kind: rate, limit: 100000000000, period: 1m}
+$BENCH_NEVER_BINDING
   - name: tight
     templates:
       - {name: tokens, scope: [consumer], unit: tokens, kind: quota, allowance: $T, window: day}
