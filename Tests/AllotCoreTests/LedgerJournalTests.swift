@@ -148,3 +148,43 @@ struct LedgerJournalTests {
         #expect(g.amount == 720 && g.epoch == 4)
     }
 }
+
+/// A new owner takes a quota's ledger row as read from a database: hostile or corrupt rows at
+/// the Int64 edges neither trap nor grant past the allowance.
+@Suite("Ledger rows at the edges")
+struct LedgerRowEdgeTests {
+    static let edges: [Int64] = [.min, .min + 1, -1, 0, 1, 999, 1000, 1001, Checked.maxUnits, .max - 1, .max]
+
+    @Test("a row's sums saturate")
+    func sumsSaturate() {
+        for g in Self.edges { for r in Self.edges {
+            let row = LedgerCounters(granted: g, released: r, consumed: .max, expired: .min)
+            #expect(row.unreported >= 0)
+            if g == .max && r < 0 { #expect(row.committed == .max) }
+            if g == .min && r > 0 { #expect(row.committed == .min) }
+        } }
+        var a = LedgerCounters(granted: .max, released: .min)
+        a += LedgerCounters(granted: 1, released: -1)
+        #expect(a.granted == .max && a.released == .min)
+    }
+
+    @Test("ownership from an extreme row: no trap, nothing past the allowance, invariants hold")
+    func extremeRows() throws {
+        for committed in Self.edges {
+            for adoptable in Self.edges {
+                var a = try LedgerJournalTests().journaling([quotaBudget(allowance: 1000, window: try CalendarWindow(.day))])
+                _ = a.ownershipGained("q", epoch: 9, committed: committed, adoptable: adoptable, fromLedger: true, now: at(10))
+                let st = try #require(a.status("q"))
+                #expect(st.pool >= 0 && st.pool <= 1000)
+                #expect(st.consumed >= 0 && st.consumed + st.pool <= 1000)
+                // A node new to the budget asks for everything, a liar claims Int64.max held.
+                let fresh = try #require(grant(a.acquire(AcquireRequest(requestID: 1, node: "m", budget: "q", want: .max), now: at(10.001))))
+                _ = a.acquire(AcquireRequest(requestID: 1, node: "x", budget: "q", want: .max, leaseID: 5, epoch: 2, holding: .max), now: at(10.002))
+                #expect(fresh.amount >= 0 && fresh.amount <= 1000 - min(1000, max(0, committed)))
+                let after = try #require(a.status("q"))
+                #expect(after.consumed + after.outstanding + after.pool <= 1000)
+                #expect(a.checkInvariants() == nil, "committed \(committed), adoptable \(adoptable)")
+            }
+        }
+    }
+}

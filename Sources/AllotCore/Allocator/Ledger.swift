@@ -15,17 +15,21 @@ public struct LedgerCounters: Hashable, Sendable {
         self.expired = expired
     }
 
-    /// Units that count against the allowance: consumed, expired, or out on nodes.
-    public var committed: Int64 { granted - released }
+    /// Units that count against the allowance: consumed, expired, or out on nodes. A row is
+    /// read from a database, so every sum saturates (a hostile or corrupt row gives a bound
+    /// the allocator clamps, never a trap).
+    public var committed: Int64 { Checked.difference(granted, released) }
     /// Units granted and neither returned nor reported: what nodes may still hold.
-    public var unreported: Int64 { max(0, granted - released - consumed - expired) }
+    public var unreported: Int64 {
+        max(0, Checked.difference(Checked.difference(committed, consumed), expired))
+    }
     public var isZero: Bool { granted == 0 && released == 0 && consumed == 0 && expired == 0 }
 
     public static func += (a: inout LedgerCounters, b: LedgerCounters) {
-        a.granted += b.granted
-        a.released += b.released
-        a.consumed += b.consumed
-        a.expired += b.expired
+        a.granted = Checked.add(a.granted, b.granted)
+        a.released = Checked.add(a.released, b.released)
+        a.consumed = Checked.add(a.consumed, b.consumed)
+        a.expired = Checked.add(a.expired, b.expired)
     }
 }
 

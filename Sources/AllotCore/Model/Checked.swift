@@ -14,6 +14,12 @@ public enum Checked {
         return o ? (b > 0 ? .max : .min) : v
     }
 
+    /// `a − b`, saturating.
+    @inlinable public static func difference(_ a: Int64, _ b: Int64) -> Int64 {
+        let (v, o) = a.subtractingReportingOverflow(b)
+        return o ? (b < 0 ? .max : .min) : v
+    }
+
     public static func product(_ a: Int64, _ b: Int64) -> Int64 {
         let (v, o) = a.multipliedReportingOverflow(by: b)
         return o ? ((a < 0) != (b < 0) ? .min : .max) : v
