@@ -68,10 +68,20 @@ extension CoordinatorMachine {
         return allocator.window(budget)?.start
     }
 
-    /// `budget`'s ledger row arrived: take it over as the row says.
-    public mutating func loaded(_ budget: BudgetID, row: LedgerCounters, now: Instant) {
-        guard loading.remove(budget) != nil, allocator.contains(budget) else { return }
+    /// `budget`'s ledger row for the window starting at `windowStart` arrived: take it over as
+    /// the row says. False when the row is no longer wanted as read: the budget's window rolled
+    /// over while it was read (a row of the old window would starve the new one), so the shell
+    /// reads `loadWindow` again; or the budget no longer waits for a row.
+    @discardableResult
+    public mutating func loaded(_ budget: BudgetID, row: LedgerCounters, windowStart: Instant, now: Instant) -> Bool {
+        guard loading.contains(budget), allocator.contains(budget) else {
+            loading.remove(budget)
+            return true
+        }
+        if let current = allocator.window(budget)?.start, current != windowStart { return false }
+        loading.remove(budget)
         gain(budget, ledger: row, learning: false, now: now)
+        return true
     }
 
     /// Adds `spec` to the allocator: upstream-backed when this coordinator is a region and the

@@ -96,7 +96,7 @@ public final class CoordinatorCore: Sendable {
     /// Told the machine's next deadline after every event (`WakeTimer` calls `tick` then).
     public func onWake(_ handler: (@Sendable (Instant) -> Void)?) {
         wakeHandler.set(handler)
-        handler?(machine { $0.nextWake })
+        _ = machine { $0.nextWake } // tells the new handler the next deadline
     }
 
     // MARK: connections
@@ -237,9 +237,9 @@ public final class CoordinatorCore: Sendable {
         Task {
             var backoff = Duration.milliseconds(50)
             while let window = machine({ $0.loadWindow(budget) }) {
-                if let row = try? await ledger.store.load(budget, windowStart: window) {
-                    return machine { $0.loaded(budget, row: row, now: WallClock.now()) }
-                }
+                // A row not taken (the window rolled over while it was read): the new window's next.
+                if let row = try? await ledger.store.load(budget, windowStart: window),
+                   machine({ $0.loaded(budget, row: row, windowStart: window, now: WallClock.now()) }) { return }
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(2))
             }

@@ -188,7 +188,9 @@ struct VirtualCluster {
         case .ledgerLoad(let c, let b):
             guard !down.contains(c), let window = coordinators[c]!.loadWindow(b) else { return }
             if ledgerDown { return schedule(.ledgerLoad(to: c, b), after: .milliseconds(50)) }
-            coordinators[c]!.loaded(b, row: ledger[b]?[window] ?? LedgerCounters(), now: now)
+            if !coordinators[c]!.loaded(b, row: ledger[b]?[window] ?? LedgerCounters(), windowStart: window, now: now) {
+                schedule(.ledgerLoad(to: c, b)) // the window rolled over while it was read
+            }
         }
     }
 
