@@ -1,6 +1,8 @@
+# shellcheck shell=bash
 # Shared by bench scripts that start one coordinator and gateways (source it).
 
-# bench_certs BIN DIR NODE...: a trust root in DIR, coordinator c1 on 127.0.0.1, the named nodes.
+# bench_certs BIN DIR NODE...: a trust root in DIR, coordinator c1 on 127.0.0.1, the named nodes
+# (the callers' allot.yaml name coordinator c1 on 127.0.0.1 and these nodes).
 bench_certs() {
   local bin=$1 dir=$2; shift 2
   "$bin" certs init --dir "$dir" > /dev/null

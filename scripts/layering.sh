@@ -76,7 +76,11 @@ shell=$(wc -l < Sources/AllotCoordinator/CoordinatorCore.swift)
 if [ "$shell" -ge 250 ]; then echo "layering: CoordinatorCore.swift has $shell lines (the shell stays under 250)" >&2; failed=1; fi
 # A closure held bare in a generic lock (Mutex<(... -> ...)?>) is rewrapped in reabstraction
 # thunks by every withLock, so each call gets slower and deeper: use HandlerSlot.
-if grep -rnE '(Mutex|LockedValueBox)<\(?(@Sendable )?\([^)]*\) (async )?(throws )?->' Sources; then
+# (One-line declarations; closure typealiases too.)
+locks='(Mutex|LockedValueBox|NIOLockedValueBox|OSAllocatedUnfairLock|ManagedCriticalState)'
+aliases=$(grep -rhoE 'typealias [A-Za-z_][A-Za-z0-9_]* = [^=]*->' Sources | awk '{print $2}' | paste -sd'|' -)
+if grep -rnE "$locks<[^=]*->" Sources ||
+   { [ -n "$aliases" ] && grep -rnE "$locks<[^=]*\b($aliases)\b" Sources; }; then
   echo "layering: a closure held bare in a lock (above); keep it in HandlerSlot or a struct" >&2
   failed=1
 fi

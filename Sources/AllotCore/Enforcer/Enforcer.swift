@@ -86,8 +86,9 @@ public struct Enforcer: Sendable {
         var waitOn = -1 // the one short budget (with a lease) this request waits for
         for i in 0..<set.count {
             let idx = Int(set.handles[i])
-            // Checked once here, for the loops below too (an unsafe buffer has no bounds check).
-            precondition(idx < slices.count, "a budget set from another enforcer")
+            // Checked once here, for the loops below too (an unsafe buffer has no bounds check);
+            // a handle from another enforcer that happens to be in range is not caught, as before.
+            precondition(UInt(bitPattern: idx) < UInt(slices.count), "a budget handle out of range")
             let amount = slices[idx].kind.amount(for: cost, unit: slices[idx].unit)
             r.amounts[i] = amount
             // Nothing to take: no lease needed, never refused (a model listing on a token budget).
@@ -123,7 +124,7 @@ public struct Enforcer: Sendable {
             // of them made a hold-and-wait cycle between nodes: one node waiting for
             // tokens/min kept the monthly quota that the others, waiting for the monthly quota
             // while holding tokens/min, needed (FleetCapTests, docs/design.md "Requests
-            // charged to several budgets"). One fixed order (`LocalSlice.waitRank`) breaks it.
+            // charged to several budgets"). One fixed order (`LocalSlice.Kind.waitRank`) breaks it.
             // Only budgets after the awaited one in that order are held back: those before it
             // are kept (ordered acquisition: two slices that both run short are taken one
             // after the other, never given back in turn).

@@ -1,5 +1,5 @@
 /// Everything the node does differently by budget kind, in one place: the enforcer's other
-/// files ask these questions and never look at the kind themselves (docs/design.md, "The
+/// files ask these questions and never branch on the kind themselves (docs/design.md, "The
 /// enforcer"). A new kind answers them here.
 ///
 /// Two lease shapes: a **slice** of units moved from the pool (quotas; permits, which count

@@ -6,7 +6,7 @@ import Synchronization
 /// Not a `Mutex` holding the closure itself: `withLock` passes its value `inout` across a
 /// generic boundary, and Swift writes a closure back through a reabstraction thunk, so every
 /// call wrapped the stored closure in two more thunks. Calls got slower with each one
-/// (a node's decision p50 went from 3 to 22 µs) and deep enough, in time, to overflow the
+/// (a node's decision p50 on the benchmark's tokens traces went from 3 to 21 µs) and deep enough, in time, to overflow the
 /// stack. Kept in a struct, the closure is stored once and never rewrapped.
 public final class HandlerSlot<Argument>: Sendable {
     @usableFromInline struct Handler: Sendable {
