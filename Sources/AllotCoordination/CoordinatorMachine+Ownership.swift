@@ -61,11 +61,13 @@ extension CoordinatorMachine {
         }
     }
 
-    /// The window whose ledger row `budget` waits for; nil once it no longer waits (the row
+    /// The window whose ledger row `budget` waits for: the one containing `now` (the
+    /// allocator's books roll over at the next tick); nil once it no longer waits (the row
     /// arrived, or the budget is no longer owned here).
-    public func loadWindow(_ budget: BudgetID) -> Instant? {
-        guard loading.contains(budget) else { return nil }
-        return allocator.window(budget)?.start
+    public func loadWindow(_ budget: BudgetID, now: Instant) -> Instant? {
+        guard loading.contains(budget), allocator.contains(budget),
+              case .quota(_, let window)? = allocator.spec(budget)?.kind else { return nil }
+        return window.window(containing: now).start
     }
 
     /// `budget`'s ledger row for the window starting at `windowStart` arrived: take it over as
@@ -78,7 +80,9 @@ extension CoordinatorMachine {
             loading.remove(budget)
             return true
         }
-        if let current = allocator.window(budget)?.start, current != windowStart { return false }
+        // The window containing now, not the allocator's: it rolls over only at the next tick,
+        // which may come after a row read just before the boundary arrives.
+        if let current = loadWindow(budget, now: now), current != windowStart { return false }
         loading.remove(budget)
         gain(budget, ledger: row, learning: false, now: now)
         return true

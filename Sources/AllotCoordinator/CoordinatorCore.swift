@@ -236,10 +236,11 @@ public final class CoordinatorCore: Sendable {
         guard let ledger else { return }
         Task {
             var backoff = Duration.milliseconds(50)
-            while let window = machine({ $0.loadWindow(budget) }) {
-                // A row not taken (the window rolled over while it was read): the new window's next.
-                if let row = try? await ledger.store.load(budget, windowStart: window),
-                   machine({ $0.loaded(budget, row: row, windowStart: window, now: WallClock.now()) }) { return }
+            while let window = machine({ $0.loadWindow(budget, now: WallClock.now()) }) {
+                if let row = try? await ledger.store.load(budget, windowStart: window) {
+                    if machine({ $0.loaded(budget, row: row, windowStart: window, now: WallClock.now()) }) { return }
+                    continue // the window rolled over while it was read: the new window's row at once
+                }
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(2))
             }

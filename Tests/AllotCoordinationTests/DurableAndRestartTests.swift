@@ -18,7 +18,7 @@ struct DurableAndRestartTests {
     static func resumed(quotaAllowance: Int64, rate: Int = 0) throws -> CoordinatorMachine {
         var m = try machine(try budgets(quota: 1, rate: rate, allowance: quotaAllowance), durable: true)
         _ = m.start()
-        m.loaded("q0", row: LedgerCounters(), windowStart: m.loadWindow("q0")!, now: t0)
+        m.loaded("q0", row: LedgerCounters(), windowStart: m.loadWindow("q0", now: t0)!, now: t0)
         return m
     }
 
@@ -41,8 +41,8 @@ struct DurableAndRestartTests {
         guard case .loadLedger("q0") = m.start().first else { Issue.record("no load asked"); return }
         #expect(m.acquire([Self.ask(1, "q0")], from: "n0", now: t0).0 == [.unavailable(requestID: 1, budget: "q0", retryAfter: .milliseconds(20))])
         // The row says 95 of 100 are committed, all reported (no node can still hold any).
-        m.loaded("q0", row: LedgerCounters(granted: 95, consumed: 95), windowStart: m.loadWindow("q0")!, now: t0)
-        #expect(m.loadWindow("q0") == nil)
+        m.loaded("q0", row: LedgerCounters(granted: 95, consumed: 95), windowStart: m.loadWindow("q0", now: t0)!, now: t0)
+        #expect(m.loadWindow("q0", now: t0) == nil)
         let (answers, actions) = m.acquire([Self.ask(2, "q0")], from: "n0", now: t0 + .milliseconds(1))
         #expect(answers.isEmpty, "held until recorded")
         let w = try #require(Self.writes(actions).first)
@@ -60,7 +60,7 @@ struct DurableAndRestartTests {
         var m = try Self.machine(q, durable: true)
         _ = m.start()
         // The previous owner died: 60 granted, 20 consumed, so up to 40 may still be on nodes.
-        m.loaded("q0", row: LedgerCounters(granted: 60, consumed: 20), windowStart: m.loadWindow("q0")!, now: t0)
+        m.loaded("q0", row: LedgerCounters(granted: 60, consumed: 20), windowStart: m.loadWindow("q0", now: t0)!, now: t0)
         let (answers, actions) = m.acquire([Self.ask(1, "q0", want: 100)], from: "n0", now: t0 + .milliseconds(1))
         #expect(answers.isEmpty, "held until recorded, not answered 'learning'")
         let w = try #require(Self.writes(actions).first)
@@ -80,26 +80,43 @@ struct DurableAndRestartTests {
         #expect(adopted.adopted && adopted.amount == 0)
     }
 
-    @Test("a row read for a window that rolled over meanwhile is not taken; the new window's row is")
+    @Test("a row read for a window that rolled over meanwhile is not taken, before or after the tick that rolls the books; the new window's row is")
     func rowOfRolledWindow() throws {
         let q = try BudgetSpec(id: "q0", unit: .requests, kind: .quota(allowance: 100, window: try CalendarWindow(.minute)))
-        var m = try Self.machine([q], durable: true)
-        _ = m.start()
-        let old = try #require(m.loadWindow("q0"))
-        let end = try #require(m.allocator.window("q0")).end
-        _ = m.tick(now: end + .milliseconds(1)) // the window rolls over while its row is read
-        let new = try #require(m.loadWindow("q0"))
-        #expect(new > old)
-        // The old window's row (all 100 used), taken for the new window, would starve it.
-        let stale = m.loaded("q0", row: LedgerCounters(granted: 100, consumed: 100), windowStart: old, now: end + .milliseconds(2))
-        #expect(!stale)
-        #expect(m.loadWindow("q0") == new)
-        let taken = m.loaded("q0", row: LedgerCounters(), windowStart: new, now: end + .milliseconds(3))
-        #expect(taken)
-        #expect(m.loadWindow("q0") == nil)
-        let (_, actions) = m.acquire([Self.ask(1, "q0", want: 40)], from: "n0", now: end + .milliseconds(4))
-        let w = try #require(Self.writes(actions).first)
-        #expect(w.1.first?.grant.amount == 40)
+        for tickFirst in [false, true] {
+            var m = try Self.machine([q], durable: true)
+            _ = m.start()
+            let old = try #require(m.loadWindow("q0", now: t0))
+            let end = try #require(m.allocator.window("q0")).end
+            // The window ends while its row is read (the tick that rolls the books may come later).
+            if tickFirst { _ = m.tick(now: end + .milliseconds(1)) }
+            let new = try #require(m.loadWindow("q0", now: end + .milliseconds(1)))
+            #expect(new > old)
+            // The old window's row (all 100 used), taken for the new window, would starve it.
+            let stale = m.loaded("q0", row: LedgerCounters(granted: 100, consumed: 100), windowStart: old, now: end + .milliseconds(2))
+            #expect(!stale)
+            #expect(m.loadWindow("q0", now: end + .milliseconds(2)) == new)
+            let taken = m.loaded("q0", row: LedgerCounters(), windowStart: new, now: end + .milliseconds(3))
+            #expect(taken)
+            #expect(m.loadWindow("q0", now: end + .milliseconds(3)) == nil)
+            let (_, actions) = m.acquire([Self.ask(1, "q0", want: 40)], from: "n0", now: end + .milliseconds(4))
+            let w = try #require(Self.writes(actions).first)
+            #expect(w.1.first?.grant.amount == 40, "tick first: \(tickFirst)")
+        }
+    }
+
+    @Test("a new owner takes hostile ledger rows (every counter at the Int64 edges) without a trap, within the allowance")
+    func hostileRows() throws {
+        let edges: [Int64] = [.min, -1, 0, 60, 100, 101, Checked.maxUnits, .max]
+        let q = try budgets(quota: 1, rate: 0, allowance: 100)
+        for g in edges { for r in edges { for c in [Int64.min, 0, 50, .max] { for e in [Int64.min, 0, .max] {
+            var m = try Self.machine(q, durable: true)
+            _ = m.start()
+            m.loaded("q0", row: LedgerCounters(granted: g, released: r, consumed: c, expired: e), windowStart: m.loadWindow("q0", now: t0)!, now: t0)
+            let st = try #require(m.allocator.status("q0"))
+            #expect(st.pool >= 0 && st.consumed + st.outstanding + st.pool <= 100, "row \(g) \(r) \(c) \(e): \(st)")
+            #expect(m.allocator.checkInvariants() == nil, "row \(g) \(r) \(c) \(e)")
+        } } } }
     }
 
     @Test("a record refused under the cap grants nothing and is taken back; nothing more is granted")

@@ -186,7 +186,7 @@ struct VirtualCluster {
             guard !down.contains(c) else { return }
             perform(c, coordinators[c]!.recorded(changes, held: held, accepted: accepted))
         case .ledgerLoad(let c, let b):
-            guard !down.contains(c), let window = coordinators[c]!.loadWindow(b) else { return }
+            guard !down.contains(c), let window = coordinators[c]!.loadWindow(b, now: now) else { return }
             if ledgerDown { return schedule(.ledgerLoad(to: c, b), after: .milliseconds(50)) }
             if !coordinators[c]!.loaded(b, row: ledger[b]?[window] ?? LedgerCounters(), windowStart: window, now: now) {
                 schedule(.ledgerLoad(to: c, b)) // the window rolled over while it was read

@@ -59,6 +59,19 @@ struct SQLiteLedgerTests {
         await old.close()
     }
 
+    @Test("a row edited by hand (a REAL past 2^63, negatives) is read clamped, without a trap")
+    func hostileRow() async throws {
+        let path = tempPath("ledger.db")
+        let raw = try SQLiteLedger.open(path: path)
+        try await raw.migrate()
+        // SQLite keeps 1e300 as a REAL in a BIGINT column; its integer view would trap.
+        try await raw.execute("INSERT INTO quota_usage (budget, window_start, window_end, allowance, granted, released, consumed, expired, updated_at) VALUES ('b', 0, 1, 100, 1e300, -5, -9223372036854775808, 9223372036854775807, 0)")
+        let row = try await raw.load("b", windowStart: Instant(nanoseconds: 0))
+        await raw.close()
+        #expect(row == LedgerCounters(granted: Checked.maxUnits, released: 0, consumed: 0, expired: Checked.maxUnits))
+        #expect(row.unreported == 0 && row.committed == Checked.maxUnits)
+    }
+
     @Test("group commit: many grants submitted together share one transaction")
     func groupCommit() async throws {
         let ledger = try SQLiteLedger.open(path: tempPath("ledger.db"))
