@@ -76,13 +76,13 @@ extension CoordinatorMachine {
     /// reads `loadWindow` again; or the budget no longer waits for a row.
     @discardableResult
     public mutating func loaded(_ budget: BudgetID, row: LedgerCounters, windowStart: Instant, now: Instant) -> Bool {
-        guard loading.contains(budget), allocator.contains(budget) else {
+        // The window containing now, not the allocator's: it rolls over only at the next tick,
+        // which may come after a row read just before the boundary arrives.
+        guard let current = loadWindow(budget, now: now) else {
             loading.remove(budget)
             return true
         }
-        // The window containing now, not the allocator's: it rolls over only at the next tick,
-        // which may come after a row read just before the boundary arrives.
-        if let current = loadWindow(budget, now: now), current != windowStart { return false }
+        guard current == windowStart else { return false }
         loading.remove(budget)
         gain(budget, ledger: row, learning: false, now: now)
         return true
@@ -127,7 +127,7 @@ extension CoordinatorMachine {
             var committed: Int64 = 0
             if case .quota(let allowance, _) = spec.kind { committed = ledger?.committed ?? allowance }
             _ = allocator.ownershipGained(budget, epoch: epoch, committed: committed, adoptable: ledger?.unreported,
-                                          fromLedger: ledger != nil && spec.kind.isQuota, now: now)
+                                          fromLedger: ledger != nil, now: now)
         } else {
             allocator.resume(budget, epoch: epoch, ledger: ledger ?? LedgerCounters(), now: now)
         }

@@ -78,8 +78,7 @@ public final class PostgresLedger: LedgerStore {
                 logger: logger)
             var out = LedgerCounters()
             for try await (g, r, c, e) in rows.decode((Int64, Int64, Int64, Int64).self) {
-                // Clamped to 0...2^62 (a row edited by hand is untrusted).
-                out = LedgerCounters(granted: Checked.units(g), released: Checked.units(r), consumed: Checked.units(c), expired: Checked.units(e))
+                out = LedgerCounters(granted: g, released: r, consumed: c, expired: e).clamped
             }
             return out
         }

@@ -57,16 +57,16 @@ public actor SQLiteLedger: LedgerStore {
             "SELECT granted, released, consumed, expired FROM quota_usage WHERE budget = ? AND window_start = ?",
             [.text(budget.rawValue), .integer(Int(windowStart.nanoseconds))])
         guard let r = rows.first else { return LedgerCounters() }
-        // Read without trapping and clamped to 0...2^62: a row edited by hand, or a sum SQLite
-        // overflowed into a REAL, is untrusted (SQLiteData.integer converts a REAL unchecked).
+        // Read without trapping: a sum SQLite overflowed into a REAL is untrusted too
+        // (SQLiteData.integer converts a REAL unchecked).
         func v(_ c: String) -> Int64 {
             switch r.column(c) {
-            case .integer(let i)?: Checked.units(Int64(i))
-            case .float(let d)? where d.isFinite: Checked.units(Int64(max(-1, min(d, Double(Checked.maxUnits)))))
+            case .integer(let i)?: Int64(i)
+            case .float(let d)? where d.isFinite: Int64(max(-1, min(d, Double(Checked.maxUnits))))
             default: 0
             }
         }
-        return LedgerCounters(granted: v("granted"), released: v("released"), consumed: v("consumed"), expired: v("expired"))
+        return LedgerCounters(granted: v("granted"), released: v("released"), consumed: v("consumed"), expired: v("expired")).clamped
     }
 
     public func apply(_ changes: [LedgerChange], now: Instant) async throws -> [Bool] {

@@ -23,6 +23,12 @@ public struct LedgerCounters: Hashable, Sendable {
     public var unreported: Int64 {
         max(0, Checked.difference(Checked.difference(committed, consumed), expired))
     }
+    /// The row as read from a database, each counter clamped to 0...2^62 (a row edited by
+    /// hand is untrusted).
+    public var clamped: LedgerCounters {
+        LedgerCounters(granted: Checked.units(granted), released: Checked.units(released),
+                       consumed: Checked.units(consumed), expired: Checked.units(expired))
+    }
     public var isZero: Bool { granted == 0 && released == 0 && consumed == 0 && expired == 0 }
 
     public static func += (a: inout LedgerCounters, b: LedgerCounters) {
