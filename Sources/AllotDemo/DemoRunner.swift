@@ -30,6 +30,9 @@ public struct DemoRunner: Sendable {
         public var admitted: Int64
         public var denied: Int
         public var overshoot: Int64
+        /// Concurrency: refusals while fewer requests than the limit were in flight fleet-wide
+        /// (what one central counter would have admitted).
+        public var deniedWithRoom: Int?
     }
 
     /// A consumer's token rate budget: its cap, and the tokens per second admitted by Allot and
@@ -218,6 +221,11 @@ public struct DemoRunner: Sendable {
             lines.append(pad(row.consumer, 10) + pad(row.budget, 30) + pad(row.cap, 28) + pad("\(row.admitted)", 10)
                          + pad("\(row.denied)", 8) + "\(row.overshoot)")
         }
+        let withRoom = r.rows.compactMap { row in row.deniedWithRoom.map { "\(row.consumer) \($0) of \(row.denied)" } }
+        if !withRoom.isEmpty {
+            lines.append("concurrency refusals with fewer than the limit in flight fleet-wide (a central counter admits them): "
+                         + withRoom.joined(separator: ", "))
+        }
         if !r.tokenRows.isEmpty {
             lines += ["", "tokens per second against each token cap; post-paid: the same requests counted after they end (Envoy AI Gateway, Kong, LiteLLM)", "",
                       pad("consumer", 10) + pad("api", 11) + pad("cap tok/s", 11) + pad("allot mean", 12) + pad("peak 1s", 9) + pad("overshoot", 11)
@@ -256,9 +264,13 @@ public struct DemoRunner: Sendable {
                 case .quota(let allowance, let window): cap = "\(allowance)/\(window.period.rawValue)"
                 case .concurrency(let limit): cap = "\(limit) in flight"
                 }
+                let denials = events.filter { $0.kind == .deny && $0.consumer == a.id && $0.budget == spec.id.rawValue }
+                var withRoom: Int?
+                if case .concurrency(let limit) = spec.kind {
+                    withRoom = Self.refusedWithRoom(denials, events: events, consumers: Set(members), limit: limit)
+                }
                 rows.append(Row(consumer: a.id, budget: spec.id.rawValue, cap: cap, admitted: charged,
-                                denied: events.filter { $0.kind == .deny && $0.consumer == a.id && $0.budget == spec.id.rawValue }.count,
-                                overshoot: checker.excess))
+                                denied: denials.count, overshoot: checker.excess, deniedWithRoom: withRoom))
             }
         }
         let offered = tally.offered.withLock { $0 }
@@ -285,6 +297,16 @@ public struct DemoRunner: Sendable {
 }
 
 extension DemoRunner {
+    /// How many of `denials` came while fewer than `limit` of `consumers`' requests were in
+    /// flight fleet-wide (admitted, not yet settled), by the gateways' own timestamps.
+    static func refusedWithRoom(_ denials: [GatewayEvent], events: [GatewayEvent], consumers: Set<String>, limit: Int64) -> Int {
+        var ends: [String: Instant] = [:]
+        for e in events where e.kind == .settle && consumers.contains(e.consumer) { ends["\(e.node)#\(e.id)"] = e.time }
+        let spans = events.filter { $0.kind == .admit && consumers.contains($0.consumer) }
+            .map { (start: $0.time, end: ends["\($0.node)#\($0.id)"] ?? .distantFuture) }
+        return denials.filter { d in Int64(spans.filter { $0.start <= d.time && d.time < $0.end }.count) < limit }.count
+    }
+
     /// Amounts summed per second of the run, by when they were admitted.
     static func perSecond(_ amounts: [(at: Instant, amount: Int64)], start: Instant, seconds: Int) -> [Int64] {
         var out = Array(repeating: Int64(0), count: max(1, seconds))

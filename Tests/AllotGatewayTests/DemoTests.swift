@@ -25,6 +25,7 @@ struct DemoTests {
         let rows = out.split(separator: "\n").filter { $0.contains("/consumer=") || $0.contains("/team=") }
         #expect(rows.count >= 15)
         #expect(rows.allSatisfy { $0.hasSuffix(" 0") }, "\(rows)")
+        #expect(out.contains("concurrency refusals with fewer than the limit in flight fleet-wide") && out.contains("eve "), "\(out)")
         // Tokens per second against each token cap, beside post-paid counting: every consumer
         // served (the Responses and Messages shapes too), Allot's overshoot 0.
         let tokenRows = out.split(separator: "\n").map { $0.split(separator: " ") }.filter { $0.count == 9 && ["chat", "responses", "messages"].contains($0[1]) }

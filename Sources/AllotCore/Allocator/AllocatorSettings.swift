@@ -11,6 +11,9 @@ public struct AllocatorSettings: Hashable, Sendable {
     public var maxSlice: Int64 = .max
     /// A node silent for this long no longer counts towards fair shares.
     public var demandMemory: Duration = .seconds(3)
+    /// A node short of concurrency permits while others hold some free is told to ask again
+    /// after this long: the free ones are being recalled for it (a round trip or two).
+    public var recallRetry: Duration = .milliseconds(10)
 
     public init() {}
 
@@ -26,6 +29,9 @@ public struct AllocatorSettings: Hashable, Sendable {
         }
         guard demandMemory > .zero else {
             throw AllotError(.invalidDuration, "lease.demand_memory must be positive (got \(demandMemory))")
+        }
+        guard recallRetry > .zero, recallRetry < refreshInterval else {
+            throw AllotError(.invalidSettings, "the permit recall retry must be positive and shorter than lease.refresh_interval (got \(recallRetry))")
         }
     }
 }

@@ -12,6 +12,12 @@ extension BudgetAccount {
         if let perPeriod = book.demandPerPeriod(req.demandRate) { entry.demandPerPeriod = perPeriod }
 
         var adopted = false
+        // A node whose permits were recalled for another node gets none back in an answer to a
+        // message that acknowledges the recall or gives permits back (it would take back what
+        // was recalled for the other node); it asks again when a request of its own needs one.
+        let givesPermitsBack = book.isPermits && entry.lease?.id == req.leaseID
+            && (entry.unacknowledged.contains { $0.sequence <= req.appliedSequence }
+                || entry.drained && req.released > entry.lease!.releasedSeen)
         if var lease = entry.lease, lease.id == req.leaseID {
             // A rate lease's terms drop to what the node shows it enforces; then tokens it gave
             // back (above a lowered capacity) return to the pool, now that the capacity they
@@ -40,7 +46,7 @@ extension BudgetAccount {
             retryAfter = grantsWhileLearning ? .zero : min(settings.refreshInterval, learningUntil! - now)
         } else if book.isRate {
             (amount, rate, capacity, retryAfter) = sizeRateLease(for: req.node, now: now, settings: settings)
-        } else {
+        } else if !givesPermitsBack {
             (amount, retryAfter) = sizeSlice(for: req.node, now: now, settings: settings)
         }
 
@@ -64,7 +70,10 @@ extension BudgetAccount {
             entry.lease = lease
             grant.leaseID = lease.id
         }
-        if amount > 0 { grantsTotal += 1 }
+        if amount > 0 {
+            grantsTotal += 1
+            entry.drained = false // the node's cap is lifted by a grant of more units
+        }
         entry.lastGrant = grant
         nodes[req.node] = entry
         return .granted(grant)
@@ -96,7 +105,11 @@ extension BudgetAccount {
         for (id, e) in nodes where id != node { if let l = e.lease { spendable = Checked.sum(spendable, min(e.available, l.unreturned)) } }
         let (wants, mine) = activeWants(node, now: now, settings: settings) { $0.want }
         let share = WaterFill.shares(capacity: Checked.sum(pool, spendable, held), wants: wants)[mine]
-        let target = min(share - held, settings.maxSlice)
+        var target = min(share - held, settings.maxSlice)
+        // Permits: a node with none free gets one while one is free anywhere in the fleet (from
+        // the pool, or recalled), whatever the shares say: a request waiting there outranks
+        // another node's headroom, as it would at one central counter.
+        if book.isPermits && held == 0 { target = max(target, 1) }
         // The node already holds its fair share: nothing now. No back-off: a node whose
         // demand grows must be able to ask again at once (a back-off here caused false denials
         // under a ramp); the node's own want keeps it from asking while it holds enough.
@@ -106,6 +119,33 @@ extension BudgetAccount {
         // A region's global budget is short only until its upstream grant arrives (a round
         // trip to the global cluster): ask again soon, not a whole refresh interval later.
         if upstream != nil { return (amount, .nanoseconds(settings.refreshInterval.nanoseconds / 10)) }
+        if book.isPermits && held == 0, let retry = recallPermits(for: node, now: now, settings: settings) {
+            return (amount, retry)
+        }
         return (amount, book.retryWhenShort(settings.refreshInterval, now: now))
+    }
+
+    /// Concurrency: `node` holds no free permit, and none is in the pool. Every other node
+    /// holding permits is told to keep none (the slice recall push, `capacity` 0): it gives
+    /// back its free permits at once and each permit in use as its request ends, never one a
+    /// request holds, until it is granted more (`drained`). While the pool is empty the
+    /// coordinator then counts permits as one central counter would, and a request waiting
+    /// on a node with none is served by the first permit to come free anywhere. Returns when
+    /// `node` is to ask again: `recallRetry` after a recall sent now, five times that while
+    /// recalled permits are still in use; nil when no other node holds any.
+    private mutating func recallPermits(for node: NodeID, now: Instant, settings: AllocatorSettings) -> Duration? {
+        var underway = false, sent = false
+        for id in nodes.keys.sorted() where id != node {
+            guard var e = nodes[id], let lease = e.lease, now < lease.expiresAt, lease.unreturned > 0 else { continue }
+            underway = true
+            guard !e.drained && e.unacknowledged.isEmpty else { continue } // recalled already
+            e.drained = true
+            e.available = 0
+            e.unacknowledged = [(e.nextSequence, 0, 0)]
+            nodes[id] = e
+            pushRecall(to: id, now: now)
+            sent = true
+        }
+        return sent ? settings.recallRetry : underway ? settings.recallRetry * 5 : nil
     }
 }

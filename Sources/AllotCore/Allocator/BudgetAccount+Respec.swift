@@ -40,8 +40,9 @@ extension BudgetAccount {
     }
 
     /// Slice recalls not yet acknowledged (lost, or the node is slow): sent again after 250 ms.
+    /// A lowered limit's, while it drains; free permits recalled for a short node, always.
     mutating func resendRecalls(now: Instant) {
-        guard draining, !book.isRate else { return }
+        guard draining && !book.isRate || book.isPermits else { return }
         for id in nodes.keys.sorted() where !(nodes[id]!.unacknowledged.isEmpty) && nodes[id]!.lease != nil
             && now - nodes[id]!.lastPushAt >= .milliseconds(250) {
             pushRecall(to: id, now: now)

@@ -51,6 +51,9 @@ struct BudgetAccount: Sendable {
         var unacknowledged: [(sequence: UInt64, rate: Int64, capacity: Int64)] = []
         /// When a push was last sent, to re-send an unacknowledged recall.
         var lastPushAt: Instant = .zero
+        /// Concurrency: the node's permits were recalled for a node that had none
+        /// (`recallPermits`); it gives each back as it comes free, until it is granted more.
+        var drained = false
         /// A quota lease that ran out unreported (its units counted as spent), until the node
         /// settles it late (`settleLapsed`) or the window ends.
         var lapsed: Lapsed?

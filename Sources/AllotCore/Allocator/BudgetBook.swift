@@ -55,6 +55,10 @@ enum BudgetBook: Sendable {
         if case .rate = self { true } else { false }
     }
 
+    var isPermits: Bool {
+        if case .permits = self { true } else { false }
+    }
+
     var rateBook: RateBook? {
         if case .rate(let r) = self { r } else { nil }
     }

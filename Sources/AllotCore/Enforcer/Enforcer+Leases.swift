@@ -165,6 +165,17 @@ extension Enforcer {
         public var capacity: Int64
         /// What a request may take now (rate leases: the better of the two books).
         public var spendable: Int64
+        /// A concurrency slice the coordinator told to ask again at this instant (soon when it
+        /// recalls other nodes' free permits for it); nil for other kinds.
+        public var permitsRetryAt: Instant?
+
+        /// Whether a request this slice refused at `now` may wait for its answer until
+        /// `deadline`: an ask is in flight, the node holds no lease yet, or free permits are
+        /// being recalled for it (the coordinator named a retry before the deadline).
+        public func worthWaiting(now: Instant, deadline: Instant) -> Bool {
+            let recalling = permitsRetryAt.map { now < $0 && $0 <= deadline } ?? false
+            return awaitingGrant || leaseID == 0 || recalling
+        }
     }
 
     public func status(_ h: BudgetHandle) -> SliceStatus {
@@ -172,7 +183,7 @@ extension Enforcer {
         return SliceStatus(leaseID: s.leaseID, available: s.available, reserved: s.reserved,
                            consumed: s.consumed, released: s.released, debt: s.debt,
                            expiresAt: s.expiresAt, awaitingGrant: s.pending != nil, rate: s.rate, capacity: s.capacity,
-                           spendable: max(0, s.spendable))
+                           spendable: max(0, s.spendable), permitsRetryAt: s.kind == .permits ? s.retryNotBefore : nil)
     }
 }
 

@@ -34,7 +34,7 @@ extension Enforcer {
         for s in slices {
             if !s.demand.isQuiet(now: now) || !s.admitted.isQuiet(now: now) { return now }
             let hasLease = s.leaseID != 0
-            if hasLease && (s.awaitsAck || s.reportOwner || now - s.heldBackAt < settings.refreshInterval) { return now }
+            if hasLease && (s.awaitsAck || s.givesBack || s.reportOwner || now - s.heldBackAt < settings.refreshInterval) { return now }
             if hasLease && s.hasDropToReport { return now }
             if hasLease { t = min(t, s.expiresAt) }
             if let p = s.pending {
@@ -113,8 +113,10 @@ extension Enforcer {
         if heldBack { need = false }
         if need || renew {
             s.needsRefill = false
+            s.refused = false
             s.needsAck = false
             s.recalled = false
+            s.givesBack = false
             let req = AcquireRequest(
                 requestID: nextRequestID, node: settings.node, budget: specs[i].id, want: target,
                 demandRate: reported, leaseID: s.leaseID, epoch: s.epoch, consumed: s.consumed,
@@ -126,13 +128,16 @@ extension Enforcer {
             s.reportedDemand = reported
             return .acquire(req)
         }
-        // Holding far more than demand needs: return the excess.
+        // Holding far more than demand needs: return the excess. Above a recall's cap: what
+        // was set aside for the coordinator (`givesBack`).
         if hasLease, let excess = s.excess(target: target, lead: lead) {
             s.available -= excess
             s.released += excess
-            return .release(ReleaseRequest(node: settings.node, budget: specs[i].id, leaseID: s.leaseID,
-                                           consumed: s.consumed, released: s.released, final: false))
+            s.givesBack = true
         }
-        return nil
+        guard hasLease && s.givesBack else { return nil }
+        s.givesBack = false
+        return .release(ReleaseRequest(node: settings.node, budget: specs[i].id, leaseID: s.leaseID,
+                                       consumed: s.consumed, released: s.released, final: false))
     }
 }

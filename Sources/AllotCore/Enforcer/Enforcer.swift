@@ -112,6 +112,7 @@ public struct Enforcer: Sendable {
                 // No lease: ask for one at once, whatever else refuses the request (a cold
                 // node acquires all its budgets in parallel).
                 slices[idx].needsRefill = true
+                slices[idx].refused = true
                 wants = true
                 if short && denied < 0 { denied = i }
             }
@@ -135,6 +136,7 @@ public struct Enforcer: Sendable {
                 if i == waitOn {
                     slices[idx].heldBackAt = LocalSlice.notHeldBack
                     slices[idx].needsRefill = true
+                    slices[idx].refused = true
                     wants = true
                 } else if waitOn >= 0 && now < slices[idx].expiresAt && slices[idx].kind.waitRank(i) > waitRank {
                     slices[idx].heldBackAt = now

@@ -138,7 +138,11 @@ extension LocalSlice {
     /// A low slice asks only if it wants more than it holds: the coordinator sizes slices by
     /// the want, so a node holding its want would be told "you hold your share" on every
     /// poll (the demo's top talker, 1,480 empty answers in 8 s for one quota). A bucket asks.
-    func wantsMore(than target: Int64) -> Bool { kind == .bucket || holding < target }
+    /// Permits recalled for another node (`holdCap` set) ask only for a refused request, never
+    /// for headroom: the recall would bounce back and forth.
+    func wantsMore(than target: Int64) -> Bool {
+        kind == .bucket || holding < target && !(kind == .permits && holdCap != nil)
+    }
 
     /// Holding far more than demand needs: what a slice returns (a bucket's rate is
     /// rebalanced by the coordinator instead).
@@ -160,7 +164,10 @@ extension LocalSlice {
         case .slice:
             return (need || (recalled && hasLease), rate) // a recall is acknowledged at once
         case .permits:
-            return ((need && now - lastSentAt >= .nanoseconds(intervalNs / 10)) || (recalled && hasLease), rate)
+            // A refused request asks at once (not before a retry the coordinator named); asks
+            // for headroom, at most every tenth of the refresh interval.
+            let paced = refused || now - lastSentAt >= .nanoseconds(intervalNs / 10)
+            return ((need && paced) || (recalled && hasLease), rate)
         case .bucket:
             let gap = now - lastSentAt >= .nanoseconds(intervalNs / 10)
             let average = demand.average(now: now)

@@ -60,6 +60,9 @@ struct LocalSlice: Sendable {
     /// Ask for more when `available` falls to this (set by `poll`).
     @usableFromInline var watermark: Int64 = 0
     @usableFromInline var needsRefill = false
+    /// A request was refused waiting for this budget since the last ask (`needsRefill` is
+    /// also set by a low watermark, to prefetch).
+    @usableFromInline var refused = false
     /// Last refused request this budget could have covered, refused while waiting for another
     /// budget of its set: what it holds is given back while nothing else asks for it.
     /// Admitted, or waited for itself, since: cleared.
@@ -70,8 +73,12 @@ struct LocalSlice: Sendable {
     var lastSequence: UInt64 = 0
     /// A recall lowered our rate: acknowledge with an acquire at once.
     var needsAck = false
-    /// A slice's units were recalled (a lowered quota or concurrency limit): say so at once.
+    /// A slice's units were recalled (a lowered quota or concurrency limit, or permits for
+    /// another node): acknowledge at once, with an acquire.
     var recalled = false
+    /// Units came back above the recall's cap after it was acknowledged (a permit whose request
+    /// ended): given back at once, with a release (nothing is asked for).
+    var givesBack = false
     /// After a recall: the most the slice may hold (spendable and reserved) plus what it
     /// consumed since (`consumedAtRecall`); permits and refunds coming back above it go back
     /// to the coordinator. Lifted by a grant of more units, or a new lease.
@@ -138,6 +145,6 @@ struct LocalSlice: Sendable {
         guard back > 0 else { return }
         withdraw(back)
         released = Checked.add(released, back)
-        recalled = true
+        givesBack = true
     }
 }

@@ -11,6 +11,8 @@ extension SharedEnforcer {
     /// again every millisecond until `deadline` while `mayWait()` (a node with no coordinator
     /// connected has nothing to wait for); a denial by a slice that is not asking, at most 3
     /// times (another request may take a refill that arrived between a denial and the look).
+    /// A concurrency slice told to ask again before `deadline` (the coordinator is recalling
+    /// free permits for it from other nodes) waits for that answer too.
     /// `poke` asks the lease client to poll now (it decides whether asking is worth it).
     public func reserve(_ cost: Cost, on set: BudgetSet, deadline: Instant, clock: () -> Instant, poke: () -> Void,
                         mayWait: () -> Bool = { true }) async -> Waited {
@@ -22,7 +24,7 @@ extension SharedEnforcer {
             case .denied(let h):
                 poke()
                 let status = withEnforcer { $0.status(h) }
-                let waiting = (status.awaitingGrant || status.leaseID == 0) && mayWait()
+                let waiting = status.worthWaiting(now: now, deadline: deadline) && mayWait()
                 guard clock() < deadline && (waiting || idleRetries < 3) else { return .refused(h, status, at: now) }
                 if !waiting { idleRetries += 1 }
                 try? await Task.sleep(for: .milliseconds(1))
