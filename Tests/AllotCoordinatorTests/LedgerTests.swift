@@ -72,6 +72,28 @@ struct SQLiteLedgerTests {
         #expect(row.unreported == 0 && row.committed == Checked.maxUnits)
     }
 
+    @Test("writes over a row edited by hand (past 2^63, negatives) neither fail nor grant past the allowance")
+    func hostileRowWrites() async throws {
+        let ledger = try SQLiteLedger.open(path: tempPath("ledger.db"))
+        try await ledger.migrate()
+        let start = Self.window.0.nanoseconds
+        try await ledger.execute("INSERT INTO quota_usage (budget, window_start, window_end, allowance, granted, released, consumed, expired, updated_at) VALUES ('full', \(start), 1, 100, 9223372036854775807, -9223372036854775808, 1e300, -1, 0)")
+        try await ledger.execute("INSERT INTO quota_usage (budget, window_start, window_end, allowance, granted, released, consumed, expired, updated_at) VALUES ('empty', \(start), 1, 100, -100, 0, 0, 0, 0)")
+        let now = Instant(seconds: 1_500)
+        // The row claims everything granted: a grant is refused (the transaction does not
+        // fail, as the unclamped sum did), its reports land; so do reports on their own.
+        #expect(try await ledger.apply([Self.change("full", granted: 10, released: 3)], now: now) == [false])
+        #expect(try await ledger.apply([Self.change("full", released: 5, consumed: .max)], now: now) == [true])
+        #expect(try await ledger.load("full", windowStart: Self.window.0)
+            == LedgerCounters(granted: Checked.maxUnits, released: 8, consumed: Checked.maxUnits, expired: 0))
+        // A negative count is no credit: granted counts from 0, up to the allowance.
+        #expect(try await ledger.apply([Self.change("empty", granted: 100)], now: now) == [true])
+        #expect(try await ledger.apply([Self.change("empty", granted: 1)], now: now) == [false])
+        #expect(try await ledger.apply([Self.change("empty", granted: .max)], now: now) == [false])
+        #expect(try await ledger.load("empty", windowStart: Self.window.0).granted == 100)
+        await ledger.close()
+    }
+
     @Test("group commit: many grants submitted together share one transaction")
     func groupCommit() async throws {
         let ledger = try SQLiteLedger.open(path: tempPath("ledger.db"))

@@ -53,6 +53,30 @@ struct PostgresLedgerTests {
         await ledger.close()
     }
 
+    @Test("writes over a row edited by hand (at the Int64 edges) neither fail nor grant past the allowance")
+    func hostileRowWrites() async throws {
+        let url = try #require(TestPostgres.env["ALLOT_TEST_POSTGRES"])
+        let ledger = try TestPostgres.ledger()
+        try await ledger.migrate()
+        let (full, empty) = ("full-\(UUID().uuidString)", "empty-\(UUID().uuidString)")
+        let w = (Instant(seconds: 10), Instant(seconds: 20))
+        func change(_ b: String, granted: Int64 = 0, released: Int64 = 0, consumed: Int64 = 0) -> LedgerChange {
+            LedgerChange(budget: BudgetID(b), windowStart: w.0, windowEnd: w.1, allowance: 100,
+                         delta: LedgerCounters(granted: granted, released: released, consumed: consumed))
+        }
+        try TestPostgres.run("psql '\(url)' -v ON_ERROR_STOP=1 -c \"INSERT INTO quota_usage (budget, window_start, window_end, allowance, granted, released, consumed, expired, updated_at) VALUES ('\(full)', \(w.0.nanoseconds), \(w.1.nanoseconds), 100, 9223372036854775807, -9223372036854775808, 9223372036854775807, -1, 0), ('\(empty)', \(w.0.nanoseconds), \(w.1.nanoseconds), 100, -100, 0, 0, 0, 0)\"")
+        // granted + 10 overflowed BIGINT: the transaction failed, and every retry with it.
+        #expect(try await ledger.apply([change(full, granted: 10, released: 3)], now: w.0) == [false])
+        #expect(try await ledger.apply([change(full, released: 5, consumed: .max)], now: w.0) == [true])
+        #expect(try await ledger.load(BudgetID(full), windowStart: w.0)
+            == LedgerCounters(granted: Checked.maxUnits, released: 8, consumed: Checked.maxUnits, expired: 0))
+        #expect(try await ledger.apply([change(empty, granted: 100)], now: w.0) == [true])
+        #expect(try await ledger.apply([change(empty, granted: 1)], now: w.0) == [false])
+        #expect(try await ledger.apply([change(empty, granted: .max)], now: w.0) == [false])
+        #expect(try await ledger.load(BudgetID(empty), windowStart: w.0).granted == 100)
+        await ledger.close()
+    }
+
     @Test("TLS: the server's certificate is verified: its CA works, another CA is refused")
     func tls() async throws {
         guard let url = TestPostgres.env["ALLOT_TEST_POSTGRES"], case .postgres(let target) = try LedgerLocation(parsing: url) else {

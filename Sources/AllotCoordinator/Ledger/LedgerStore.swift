@@ -89,6 +89,17 @@ public enum LedgerErrorCode: String, ErrorCode {
 /// The schema, as numbered migrations. A database's version is the highest applied; a
 /// coordinator refuses to run against a database with a version it does not know.
 enum LedgerSchema {
+    /// A counter column as the writers use it: within 0...2^62 (`Checked.maxUnits`), so a row
+    /// edited by hand (near 2^63, negative, or a REAL in SQLite) neither overflows the sums
+    /// below (the database would refuse the transaction, and every retry with it) nor counts
+    /// as more room than the allowance. `least`/`greatest`: the dialect's two-argument names.
+    static func clamped(_ column: String, least: String, greatest: String) -> String {
+        "\(greatest)(0, \(least)(\(column), \(Checked.maxUnits)))"
+    }
+
+    /// A delta as written: within 0...2^62 − 1, so a clamped column plus it fits in 63 bits.
+    static func delta(_ v: Int64) -> Int64 { min(max(v, 0), Checked.maxUnits - 1) }
+
     static let migrations: [(version: Int, sql: [String])] = [
         (1, [
             """

@@ -12,6 +12,10 @@ import PostgresNIO
 /// The client pool reconnects by itself after the server restarts; a call that cannot reach
 /// the server fails after `timeout` and the writer retries with backoff.
 public final class PostgresLedger: LedgerStore {
+    /// The counter columns as the conditional update uses them (`LedgerSchema.clamped`).
+    static let (g, r, u, e) = (clamped("granted"), clamped("released"), clamped("consumed"), clamped("expired"))
+    static func clamped(_ column: String) -> String { LedgerSchema.clamped(column, least: "LEAST", greatest: "GREATEST") }
+
     public let description: String
     private let client: PostgresClient
     private let runner: Task<Void, Never>
@@ -89,26 +93,28 @@ public final class PostgresLedger: LedgerStore {
             try await client.withTransaction(logger: logger) { conn in
                 var accepted: [Bool] = []
                 for c in changes {
-                    let b = c.budget.rawValue, w = c.windowStart.nanoseconds, d = c.delta, t = now.nanoseconds
+                    let b = c.budget.rawValue, w = c.windowStart.nanoseconds, t = now.nanoseconds
+                    let (dg, dr, du, de) = (LedgerSchema.delta(c.delta.granted), LedgerSchema.delta(c.delta.released),
+                                            LedgerSchema.delta(c.delta.consumed), LedgerSchema.delta(c.delta.expired))
                     try await conn.query("""
                         INSERT INTO quota_usage (budget, window_start, window_end, allowance, updated_at)
                         VALUES (\(b), \(w), \(c.windowEnd.nanoseconds), \(c.allowance), \(t)) ON CONFLICT DO NOTHING
                         """, logger: logger)
                     var applied = false
                     for try await _ in try await conn.query("""
-                        UPDATE quota_usage SET granted = granted + \(d.granted), released = released + \(d.released),
-                          consumed = consumed + \(d.consumed), expired = expired + \(d.expired), allowance = \(c.allowance), updated_at = \(t)
-                        WHERE budget = \(b) AND window_start = \(w) AND granted + \(d.granted) - released - \(d.released) <= \(c.allowance)
+                        UPDATE quota_usage SET granted = \(unescaped: Self.g) + \(dg), released = \(unescaped: Self.r) + \(dr),
+                          consumed = \(unescaped: Self.u) + \(du), expired = \(unescaped: Self.e) + \(de), allowance = \(c.allowance), updated_at = \(t)
+                        WHERE budget = \(b) AND window_start = \(w) AND \(unescaped: Self.g) + \(dg) - \(unescaped: Self.r) - \(dr) <= \(c.allowance)
                         RETURNING granted
                         """, logger: logger) { applied = true }
                     if !applied {
                         try await conn.query("""
-                            UPDATE quota_usage SET released = released + \(d.released), consumed = consumed + \(d.consumed),
-                              expired = expired + \(d.expired), updated_at = \(t)
+                            UPDATE quota_usage SET released = \(unescaped: Self.r) + \(dr), consumed = \(unescaped: Self.u) + \(du),
+                              expired = \(unescaped: Self.e) + \(de), updated_at = \(t)
                             WHERE budget = \(b) AND window_start = \(w)
                             """, logger: logger)
                     }
-                    accepted.append(applied || d.granted <= 0)
+                    accepted.append(applied || c.delta.granted <= 0)
                 }
                 return accepted
             }

@@ -69,6 +69,10 @@ public actor SQLiteLedger: LedgerStore {
         return LedgerCounters(granted: v("granted"), released: v("released"), consumed: v("consumed"), expired: v("expired")).clamped
     }
 
+    /// SQLite's two-argument min/max are `MIN`/`MAX` (they also compare a REAL left by an
+    /// overflowed sum numerically).
+    static func clamped(_ column: String) -> String { LedgerSchema.clamped(column, least: "MIN", greatest: "MAX") }
+
     public func apply(_ changes: [LedgerChange], now: Instant) async throws -> [Bool] {
         try await transaction {
             var accepted: [Bool] = []
@@ -78,16 +82,19 @@ public actor SQLiteLedger: LedgerStore {
                     "INSERT INTO quota_usage (budget, window_start, window_end, allowance, updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     key + [.integer(Int(c.windowEnd.nanoseconds)), .integer(Int(c.allowance)), .integer(Int(now.nanoseconds))])
                 let d = c.delta
+                let (g, r, u, e) = (Self.clamped("granted"), Self.clamped("released"), Self.clamped("consumed"), Self.clamped("expired"))
+                let (dg, dr, du, de) = (LedgerSchema.delta(d.granted), LedgerSchema.delta(d.released),
+                                        LedgerSchema.delta(d.consumed), LedgerSchema.delta(d.expired))
                 let all = try await connection.query(
                     """
-                    UPDATE quota_usage SET granted = granted + ?, released = released + ?, consumed = consumed + ?,
-                      expired = expired + ?, allowance = ?, updated_at = ?
-                    WHERE budget = ? AND window_start = ? AND granted + ? - released - ? <= ?
+                    UPDATE quota_usage SET granted = \(g) + ?, released = \(r) + ?, consumed = \(u) + ?,
+                      expired = \(e) + ?, allowance = ?, updated_at = ?
+                    WHERE budget = ? AND window_start = ? AND \(g) + ? - \(r) - ? <= ?
                     RETURNING granted
                     """,
-                    [.integer(Int(d.granted)), .integer(Int(d.released)), .integer(Int(d.consumed)), .integer(Int(d.expired)),
+                    [.integer(Int(dg)), .integer(Int(dr)), .integer(Int(du)), .integer(Int(de)),
                      .integer(Int(c.allowance)), .integer(Int(now.nanoseconds))] + key
-                        + [.integer(Int(d.granted)), .integer(Int(d.released)), .integer(Int(c.allowance))])
+                        + [.integer(Int(dg)), .integer(Int(dr)), .integer(Int(c.allowance))])
                 if !all.isEmpty {
                     accepted.append(true)
                     continue
@@ -95,10 +102,10 @@ public actor SQLiteLedger: LedgerStore {
                 // Over the cap: record everything but the grants.
                 _ = try await connection.query(
                     """
-                    UPDATE quota_usage SET released = released + ?, consumed = consumed + ?, expired = expired + ?, updated_at = ?
+                    UPDATE quota_usage SET released = \(r) + ?, consumed = \(u) + ?, expired = \(e) + ?, updated_at = ?
                     WHERE budget = ? AND window_start = ?
                     """,
-                    [.integer(Int(d.released)), .integer(Int(d.consumed)), .integer(Int(d.expired)), .integer(Int(now.nanoseconds))] + key)
+                    [.integer(Int(dr)), .integer(Int(du)), .integer(Int(de)), .integer(Int(now.nanoseconds))] + key)
                 accepted.append(d.granted <= 0)
             }
             return accepted
