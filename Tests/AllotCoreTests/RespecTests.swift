@@ -303,18 +303,23 @@ struct RespecTests {
     func recallResent() throws {
         var alloc = try Allocator(settings: settings, budgets: [concurrencyBudget(limit: 100)], now: at(0))
         _ = try #require(grant(alloc.acquire(AcquireRequest(requestID: 1, node: "n1", budget: "c", want: 60), now: at(0))))
+        let n2 = try #require(grant(alloc.acquire(AcquireRequest(requestID: 1, node: "n2", budget: "c", want: 1), now: at(0))))
         #expect(alloc.respec(concurrencyBudget(limit: 10), now: at(1)) == .applied)
-        let first = alloc.takePushes()
+        let first = alloc.takePushes().filter { $0.node == "n1" }
         #expect(first.count == 1)
-        // Lost. Another node's request 300 ms later brings it out again, with a new sequence.
-        _ = alloc.acquire(AcquireRequest(requestID: 1, node: "n2", budget: "c", want: 1), now: at(1.3))
-        let again = alloc.takePushes()
-        #expect(again.count == 1 && again[0].node == "n1" && again[0].grant.sequence > first[0].grant.sequence)
+        // Lost. Another node's request 300 ms later brings it out again, with a new sequence
+        // (n2 holds a free permit: nothing is recalled for it).
+        func n2Asks(_ id: UInt64, at t: Double) {
+            _ = alloc.acquire(AcquireRequest(requestID: id, node: "n2", budget: "c", want: 1, leaseID: n2.leaseID,
+                                             holding: 1, available: 1, appliedSequence: .max), now: at(t))
+        }
+        n2Asks(2, at: 1.3)
+        let again = alloc.takePushes().filter { $0.node == "n1" }
+        #expect(again.count == 1 && again[0].grant.sequence > first[0].grant.sequence)
         // Acknowledged: no more.
         _ = alloc.acquire(AcquireRequest(requestID: 2, node: "n1", budget: "c", want: 1, leaseID: again[0].grant.leaseID,
                                          released: 50, appliedSequence: again[0].grant.sequence), now: at(1.4))
-        // (A tick, not n2 asking again: n2, holding no permit, would have n1's recalled for it.)
-        _ = alloc.tick(now: at(2))
+        n2Asks(3, at: 2)
         #expect(alloc.takePushes().filter { $0.node == "n1" }.isEmpty)
     }
 }

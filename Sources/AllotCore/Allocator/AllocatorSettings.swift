@@ -30,8 +30,5 @@ public struct AllocatorSettings: Hashable, Sendable {
         guard demandMemory > .zero else {
             throw AllotError(.invalidDuration, "lease.demand_memory must be positive (got \(demandMemory))")
         }
-        guard recallRetry > .zero, recallRetry < refreshInterval else {
-            throw AllotError(.invalidSettings, "the permit recall retry must be positive and shorter than lease.refresh_interval (got \(recallRetry))")
-        }
     }
 }

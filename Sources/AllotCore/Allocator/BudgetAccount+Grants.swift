@@ -119,8 +119,14 @@ extension BudgetAccount {
         // A region's global budget is short only until its upstream grant arrives (a round
         // trip to the global cluster): ask again soon, not a whole refresh interval later.
         if upstream != nil { return (amount, .nanoseconds(settings.refreshInterval.nanoseconds / 10)) }
-        if book.isPermits && held == 0, let retry = recallPermits(for: node, now: now, settings: settings) {
-            return (amount, retry)
+        // Permits: no back-off either. A node asks only for a refused request (or paced, for
+        // headroom), as a gateway would ask a central counter; with nothing to grant, the
+        // permits other nodes hold are recalled for it (`recallPermits`). A node holding no
+        // lease is told to wait a tenth of the refresh interval: its gateway waits for a
+        // lease while it has none, and would ask again every millisecond.
+        if book.isPermits {
+            if amount == 0 && held == 0 && recallPermits(for: node, now: now) { return (0, settings.recallRetry) }
+            return (amount, amount == 0 && me.lease == nil ? .nanoseconds(settings.refreshInterval.nanoseconds / 10) : .zero)
         }
         return (amount, book.retryWhenShort(settings.refreshInterval, now: now))
     }
@@ -130,15 +136,16 @@ extension BudgetAccount {
     /// back its free permits at once and each permit in use as its request ends, never one a
     /// request holds, until it is granted more (`drained`). While the pool is empty the
     /// coordinator then counts permits as one central counter would, and a request waiting
-    /// on a node with none is served by the first permit to come free anywhere. Returns when
-    /// `node` is to ask again: `recallRetry` after a recall sent now, five times that while
-    /// recalled permits are still in use; nil when no other node holds any.
-    private mutating func recallPermits(for node: NodeID, now: Instant, settings: AllocatorSettings) -> Duration? {
-        var underway = false, sent = false
+    /// on a node with none is served by the first permit to come free anywhere. A node
+    /// drained already is told again after 250 ms (its cap may have been replaced by a
+    /// lowered limit's recall, or lifted by a grant that overtook the push). True when a
+    /// recall went out now: `node` asks again after `recallRetry`; false when every node
+    /// holding permits was drained lately (they are in use: refused, as at a central counter).
+    private mutating func recallPermits(for node: NodeID, now: Instant) -> Bool {
+        var sent = false
         for id in nodes.keys.sorted() where id != node {
-            guard var e = nodes[id], let lease = e.lease, now < lease.expiresAt, lease.unreturned > 0 else { continue }
-            underway = true
-            guard !e.drained && e.unacknowledged.isEmpty else { continue } // recalled already
+            guard var e = nodes[id], !e.retired, let lease = e.lease, now < lease.expiresAt, lease.unreturned > 0,
+                  e.unacknowledged.isEmpty, !e.drained || now - e.lastPushAt >= .milliseconds(250) else { continue }
             e.drained = true
             e.available = 0
             e.unacknowledged = [(e.nextSequence, 0, 0)]
@@ -146,6 +153,6 @@ extension BudgetAccount {
             pushRecall(to: id, now: now)
             sent = true
         }
-        return sent ? settings.recallRetry : underway ? settings.recallRetry * 5 : nil
+        return sent
     }
 }

@@ -22,6 +22,7 @@ extension BudgetAccount {
             guard var entry = nodes[id], let lease = entry.lease, lease.unreturned > 0 else { continue }
             let keep = Allocator.scale(lease.unreturned, room, outstanding)
             entry.unacknowledged = [(entry.nextSequence, 0, keep)]
+            entry.drained = false // this cap replaces a permits recall's
             nodes[id] = entry
             pushRecall(to: id, now: now)
         }

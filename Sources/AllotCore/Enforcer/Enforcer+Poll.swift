@@ -84,9 +84,10 @@ extension Enforcer {
         // stays, and is still renewed and reported if the budget's owner changes.
         let heldBack = s.canBeHeldBack && hasLease && now - s.heldBackAt < settings.refreshInterval
             && s.admitted.recentRate(now: now) == 0
-        if heldBack && s.available > 0 && !s.reportOwner {
+        if heldBack && s.available > 0 && !s.reportOwner && !s.recalled {
             s.released += s.available
             s.available = 0
+            s.givesBack = false
             return .release(ReleaseRequest(node: settings.node, budget: specs[i].id, leaseID: s.leaseID,
                                            consumed: s.consumed, released: s.released, final: false))
         }
@@ -110,7 +111,7 @@ extension Enforcer {
         }
         let reported: Int64
         (need, reported) = s.decideAsk(need: need, rate: rate, low: low, hasLease: hasLease, intervalNs: intervalNs, now: now)
-        if heldBack { need = false }
+        if heldBack && !s.recalled { need = false } // a recall is acknowledged even so
         if need || renew {
             s.needsRefill = false
             s.refused = false

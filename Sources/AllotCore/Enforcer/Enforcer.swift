@@ -112,7 +112,7 @@ public struct Enforcer: Sendable {
                 // No lease: ask for one at once, whatever else refuses the request (a cold
                 // node acquires all its budgets in parallel).
                 slices[idx].needsRefill = true
-                slices[idx].refused = true
+                if short { slices[idx].refused = true } // open and static modes admit
                 wants = true
                 if short && denied < 0 { denied = i }
             }

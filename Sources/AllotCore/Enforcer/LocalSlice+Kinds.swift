@@ -87,7 +87,8 @@ extension LocalSlice {
     /// until the node acknowledges.
     mutating func apply(_ g: Grant, staleAdoption: Bool, now: Instant) -> Bool {
         available = Checked.add(available, g.amount)
-        if g.amount > 0 { holdCap = nil } // the coordinator has room again
+        // The coordinator has room again; not a grant sent before a recall that overtook it.
+        if g.amount > 0 && g.sequence >= lastSequence { holdCap = nil }
         guard kind == .bucket else { return false }
         noRefundLevel = Checked.add(noRefundLevel, g.amount)
         let lowered = g.leaseID == leaseID && (g.rate < rate || g.capacity < capacity)

@@ -125,6 +125,7 @@ struct LocalSlice: Sendable {
         consumed = 0
         released = 0
         holdCap = nil
+        givesBack = false
         reportedConsumed = 0
     }
 
