@@ -72,7 +72,10 @@ extension BudgetAccount {
         }
         if amount > 0 {
             grantsTotal += 1
-            entry.drained = false // the node's cap is lifted by a grant of more units
+            // The node's cap is lifted by a grant of more units, newer than any recall: a
+            // recall still unacknowledged is not sent again (the node would apply it after).
+            entry.drained = false
+            if book.isPermits { entry.unacknowledged.removeAll() }
         }
         entry.lastGrant = grant
         nodes[req.node] = entry
@@ -122,11 +125,11 @@ extension BudgetAccount {
         // Permits: no back-off either. A node asks only for a refused request (or paced, for
         // headroom), as a gateway would ask a central counter; with nothing to grant, the
         // permits other nodes hold are recalled for it (`recallPermits`). A node holding no
-        // lease is told to wait a tenth of the refresh interval: its gateway waits for a
-        // lease while it has none, and would ask again every millisecond.
+        // lease is told to ask again in 50 ms: its gateway waits for a lease while it has
+        // none, and would ask every millisecond (50 ms: a few asks within an admission wait).
         if book.isPermits {
             if amount == 0 && held == 0 && recallPermits(for: node, now: now) { return (0, settings.recallRetry) }
-            return (amount, amount == 0 && me.lease == nil ? .nanoseconds(settings.refreshInterval.nanoseconds / 10) : .zero)
+            return (amount, amount == 0 && me.lease == nil ? settings.recallRetry * 5 : .zero)
         }
         return (amount, book.retryWhenShort(settings.refreshInterval, now: now))
     }

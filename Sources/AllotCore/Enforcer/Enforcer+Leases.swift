@@ -48,7 +48,13 @@ extension Enforcer {
         if g.requestID == 0 { return receivePush(g, into: &s, now: now) }
         guard let p = s.pending, p.requestID == g.requestID else { return .ignoredUnknownRequest }
         guard g.epoch >= s.epoch else { return .ignoredStaleEpoch }
-        if g.epoch > s.epoch { s.lastSequence = 0 } // a new owner numbers afresh
+        if g.epoch > s.epoch {
+            // A new owner numbers afresh, and knows nothing of the old one's recalls of
+            // permits: it adopts what the node holds (a cap left in force would give it all
+            // back while the new owner, learning, grants nothing).
+            s.lastSequence = 0
+            if s.kind == .permits { s.holdCap = nil }
+        }
         s.pending = nil
         longestAnswerWait = max(longestAnswerWait, now - p.firstSentAt)
         s.epoch = g.epoch

@@ -87,8 +87,9 @@ extension LocalSlice {
     /// until the node acknowledges.
     mutating func apply(_ g: Grant, staleAdoption: Bool, now: Instant) -> Bool {
         available = Checked.add(available, g.amount)
-        // The coordinator has room again; not a grant sent before a recall that overtook it.
-        if g.amount > 0 && g.sequence >= lastSequence { holdCap = nil }
+        // The coordinator has room again; not a grant sent before a recall that overtook it
+        // (its units then go back at once, as the recall says).
+        if g.amount > 0 && g.sequence >= lastSequence { holdCap = nil } else { applyHoldCap() }
         guard kind == .bucket else { return false }
         noRefundLevel = Checked.add(noRefundLevel, g.amount)
         let lowered = g.leaseID == leaseID && (g.rate < rate || g.capacity < capacity)
